@@ -1,0 +1,46 @@
+# Isthmus developer entry points. Everything a fresh machine needs is installed from here.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup prereqs binaries cassandra lint test test-unit demo bench clean
+
+setup: $(STAMP) prereqs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages (Java 17, Maven, Prometheus) only when missing.
+prereqs:
+	bash scripts/install-prereqs.sh
+
+# Kubernetes, etcd and kwok from the Go module proxy, cached in ~/.cache/isthmus/lab.
+binaries: $(STAMP)
+	$(BIN)/python -m isthmus.lab.binaries
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+	$(BIN)/lint-imports
+
+# The whole suite: unit, property, CLI, and everything against the lab's real clusters,
+# real Cassandra and real Prometheus.
+test: setup lint binaries
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+# The fast tests alone (no lab, no Cassandra, no Prometheus).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus"
+
+demo: setup
+	bash scripts/demo.sh
+
+bench: setup binaries
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

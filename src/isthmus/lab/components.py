@@ -1,0 +1,223 @@
+"""The command lines and config files of one lab cluster's five components.
+
+Owns: the per-cluster file layout (:class:`ClusterPaths`), the ports a cluster uses
+(:class:`ClusterPorts`), the argv of etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok, the component kubeconfigs and the kwok configuration (pod IP pool
+plus the lab's Stages). Must not: start processes; everything here is a pure function of the
+spec, the ports and the paths, apart from writing files in :func:`write_cluster_files`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+
+from .binaries import LabBinaries
+from .pki import ClusterPKI, Credential
+from .specs import LabClusterSpec
+
+__all__ = [
+    "PORT_NAMES",
+    "ClusterPaths",
+    "ClusterPorts",
+    "Component",
+    "argv",
+    "kubeconfig_yaml",
+    "kwok_config_yaml",
+    "write_cluster_files",
+]
+
+NOT_READY_KEY = "lab.isthmus.dev/not-ready"
+KWOK_NODE_LABEL = ("type", "kwok")
+
+
+class Component(StrEnum):
+    """Start order is declaration order; stop order is the reverse."""
+
+    ETCD = "etcd"
+    APISERVER = "kube-apiserver"
+    CONTROLLER_MANAGER = "kube-controller-manager"
+    SCHEDULER = "kube-scheduler"
+    KWOK = "kwok"
+
+    @classmethod
+    def parse(cls, value: str) -> Component:
+        aliases = {"apiserver": cls.APISERVER, "controller-manager": cls.CONTROLLER_MANAGER,
+                   "kcm": cls.CONTROLLER_MANAGER, "scheduler": cls.SCHEDULER}
+        if value in aliases:
+            return aliases[value]
+        return cls(value)
+
+
+PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler")
+
+
+@dataclass(frozen=True)
+class ClusterPorts:
+    """The loopback TCP ports one cluster listens on (kept across stop/start)."""
+
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+
+    def to_json(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n in PORT_NAMES}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> ClusterPorts:
+        return cls(**{n: int(str(raw[n])) for n in PORT_NAMES})
+
+    @classmethod
+    def from_list(cls, ports: list[int]) -> ClusterPorts:
+        return cls(**dict(zip(PORT_NAMES, ports, strict=True)))
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver}"
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    """Where one cluster keeps its files under ``<state>/clusters/<name>``."""
+
+    root: Path
+
+    @property
+    def pki(self) -> ClusterPKI:
+        return ClusterPKI.at(self.root / "pki")
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log(self, component: Component) -> Path:
+        return self.logs / f"{component.value}.log"
+
+    def kubeconfig(self, client: str) -> Path:
+        return self.root / f"{client}.kubeconfig"
+
+    @property
+    def kwok_config(self) -> Path:
+        return self.root / "kwok.yaml"
+
+
+_CLIENT_OF = {Component.CONTROLLER_MANAGER: "controller-manager", Component.SCHEDULER: "scheduler",
+              Component.KWOK: "kwok"}
+
+
+def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths,
+         bins: LabBinaries) -> list[str]:
+    """The command line of ``component`` for this cluster."""
+    pki = paths.pki
+    exe = str(bins.path(component.value))
+    if component is Component.ETCD:
+        client = f"http://127.0.0.1:{ports.etcd_client}"
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        return [
+            exe, f"--name={spec.name}", f"--data-dir={paths.etcd_data}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster={spec.name}={peer}", "--initial-cluster-state=new",
+            "--unsafe-no-fsync", "--quota-backend-bytes=1073741824", "--snapshot-count=5000",
+            "--log-level=warn",
+        ]
+    if component is Component.APISERVER:
+        return [
+            exe, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+            f"--service-cluster-ip-range={spec.service_cidr}",
+            f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
+            f"--client-ca-file={pki.ca.cert}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-account-issuer=https://{spec.name}.lab.isthmus.invalid",
+            f"--service-account-key-file={pki.sa_public_key}",
+            f"--service-account-signing-key-file={pki.sa_private_key}",
+            "--api-audiences=https://kubernetes.default.svc",
+            "--endpoint-reconciler-type=none",  # 127.0.0.1 may not be an Endpoints address
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--shutdown-delay-duration=0s",
+            "--v=1",
+        ]
+    kubeconfig = paths.kubeconfig(_CLIENT_OF[component])
+    if component is Component.CONTROLLER_MANAGER:
+        return [
+            exe, f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}", "--leader-elect=false",
+            "--controllers=*,-node-ipam-controller", "--allocate-node-cidrs=false",
+            f"--cluster-name=lab-{spec.name}",
+            f"--service-cluster-ip-range={spec.service_cidr}",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_private_key}",
+            f"--root-ca-file={pki.ca.cert}",
+            f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
+            "--profiling=false", "--v=1",
+        ]
+    if component is Component.SCHEDULER:
+        return [
+            exe, f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}", "--leader-elect=false", "--profiling=false", "--v=1",
+        ]
+    return [
+        exe, f"--kubeconfig={kubeconfig}", f"--config={paths.kwok_config}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
+        "--node-lease-duration-seconds=40",
+    ]
+
+
+def kubeconfig_yaml(entries: list[tuple[str, str, Path, Credential]], *, current: str) -> str:
+    """A kubeconfig (JSON is valid YAML) with one context per ``(context, server, ca, cred)``."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": current,
+        "preferences": {},
+        "clusters": [
+            {"name": ctx, "cluster": {"server": server, "certificate-authority": str(ca)}}
+            for ctx, server, ca, _ in entries
+        ],
+        "users": [
+            {"name": f"{ctx}-user", "user": {"client-certificate": str(c.cert), "client-key": str(c.key)}}
+            for ctx, _, _, c in entries
+        ],
+        "contexts": [
+            {"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-user"}} for ctx, _, _, _ in entries
+        ],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def kwok_config_yaml(spec: LabClusterSpec) -> str:
+    """kwok's ``--config``: the pod IP pool is the cluster's pod CIDR; the Stages are ours."""
+    stages = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
+    head = (
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
+        "kind: KwokConfiguration\n"
+        "options:\n"
+        f"  cidr: {spec.pod_cidr}\n"
+        "  nodeLeaseDurationSeconds: 40\n"
+        "  enableDebuggingHandlers: false\n"
+    )
+    return head + "---\n" + stages
+
+
+def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths) -> None:
+    """(Re)write the component kubeconfigs and the kwok config; PKI must already exist."""
+    pki = paths.pki
+    for client in ("controller-manager", "scheduler", "kwok", "admin"):
+        paths.kubeconfig(client).write_text(
+            kubeconfig_yaml([(spec.context, ports.server, pki.ca.cert, pki.clients[client])], current=spec.context)
+        )
+    paths.kwok_config.write_text(kwok_config_yaml(spec))

@@ -1,0 +1,161 @@
+"""Certificates and keys for one lab cluster, made with ``cryptography`` (EC P-256, fast).
+
+Owns: the cluster CA, the API server's serving certificate, the service-account signing key
+pair and client certificates (admin in ``system:masters``, controller-manager, scheduler,
+kwok), written as PEM files into one directory. Must not: start processes or talk to servers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CLIENTS", "ClusterPKI", "Credential", "make_cluster_pki"]
+
+_VALIDITY = dt.timedelta(days=3650)
+#: client name -> (common name, organisation or None)
+CLIENTS: dict[str, tuple[str, str | None]] = {
+    "admin": ("lab-admin", "system:masters"),
+    "controller-manager": ("system:kube-controller-manager", None),
+    "scheduler": ("system:kube-scheduler", None),
+    "kwok": ("kwok-controller", "system:masters"),
+}
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A certificate and its private key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """Where one cluster's PKI files are."""
+
+    dir: Path
+    ca: Credential
+    apiserver: Credential
+    sa_private_key: Path
+    sa_public_key: Path
+    clients: dict[str, Credential]
+
+    @classmethod
+    def at(cls, directory: Path) -> ClusterPKI:
+        """The file layout under ``directory`` (whether or not the files exist yet)."""
+        def cred(name: str) -> Credential:
+            return Credential(directory / f"{name}.crt", directory / f"{name}.key")
+
+        return cls(
+            dir=directory,
+            ca=cred("ca"),
+            apiserver=cred("apiserver"),
+            sa_private_key=directory / "sa.key",
+            sa_public_key=directory / "sa.pub",
+            clients={name: cred(f"client-{name}") for name in CLIENTS},
+        )
+
+    def complete(self) -> bool:
+        files = [self.ca.cert, self.ca.key, self.apiserver.cert, self.apiserver.key, self.sa_private_key,
+                 self.sa_public_key, *(p for c in self.clients.values() for p in (c.cert, c.key))]
+        return all(f.is_file() for f in files)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey,
+             now: dt.datetime) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+    )
+
+
+def _write(path: Path, data: bytes, *, private: bool = False) -> None:
+    path.write_bytes(data)
+    if private:
+        path.chmod(0o600)
+
+
+def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv4Address) -> ClusterPKI:
+    """Write a fresh PKI for ``cluster`` into ``directory``; the API server cert covers
+    ``127.0.0.1``, ``localhost``, ``kubernetes.default.svc`` (and friends) and ``service_ip``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = ClusterPKI.at(directory)
+    now = dt.datetime.now(dt.UTC)
+
+    ca_key = _key()
+    ca_name = _name(f"isthmus-lab-{cluster}-ca")
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(pki.ca.cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.ca.key, _key_pem(ca_key), private=True)
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+
+    def leaf(cred: Credential, subject: x509.Name, usage: x509.ObjectIdentifier,
+             sans: list[x509.GeneralName] | None = None) -> None:
+        key = _key()
+        b = (
+            _builder(subject, ca_name, key.public_key(), now)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
+                                         crl_sign=False, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(aki, critical=False)
+        )
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        _write(cred.cert, cert.public_bytes(serialization.Encoding.PEM))
+        _write(cred.key, _key_pem(key), private=True)
+
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+           "kubernetes.default.svc.cluster.local"]
+    ips = [ipaddress.IPv4Address("127.0.0.1"), service_ip]
+    leaf(pki.apiserver, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH,
+         [*(x509.DNSName(d) for d in dns), *(x509.IPAddress(i) for i in ips)])
+    for name, (cn, org) in CLIENTS.items():
+        leaf(pki.clients[name], _name(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    sa_key = _key()
+    _write(pki.sa_private_key, _key_pem(sa_key), private=True)
+    _write(pki.sa_public_key, sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return pki

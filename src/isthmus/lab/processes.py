@@ -1,0 +1,155 @@
+"""Starting, watching and stopping the lab's OS processes.
+
+Owns: spawning a component in its own session (process group) with stdout/stderr to a log
+file, identifying a process by ``(pid, start time)`` so a recycled PID is never mistaken for
+ours, log tails, free loopback ports, and the SIGTERM -> SIGKILL teardown of a process group.
+Must not: know which Kubernetes component is which (that is :mod:`isthmus.lab.components`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "ProcessRef",
+    "free_ports",
+    "is_frozen",
+    "log_tail",
+    "port_is_free",
+    "spawn",
+    "stop_all",
+]
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process we started: its PID, its kernel start time (jiffies since boot) and its group."""
+
+    pid: int
+    start_time: int
+    pgid: int
+
+    def alive(self) -> bool:
+        """True while this very process exists and is not a zombie."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[1] != "Z" and stat[2] == self.start_time
+
+    def to_json(self) -> dict[str, int]:
+        return {"pid": self.pid, "start_time": self.start_time, "pgid": self.pgid}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> ProcessRef:
+        return cls(pid=int(str(raw["pid"])), start_time=int(str(raw["start_time"])), pgid=int(str(raw["pgid"])))
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """``(pid, state, starttime)`` from ``/proc/<pid>/stat``, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may contain spaces: split after the last ')'.
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return pid, rest[0], int(rest[19])
+
+
+def is_frozen(ref: ProcessRef) -> bool:
+    """True if the process is stopped by a signal (SIGSTOP)."""
+    stat = _stat(ref.pid)
+    return stat is not None and stat[2] == ref.start_time and stat[1] in ("T", "t")
+
+
+def spawn(argv: Sequence[str], *, log: Path, cwd: Path, env: Mapping[str, str] | None = None,
+          ) -> tuple[subprocess.Popen[bytes], ProcessRef]:
+    """Start ``argv`` in a new session, appending its output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} $ {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            env=dict(env) if env is not None else None, start_new_session=True, close_fds=True,
+        )
+    stat = _stat(proc.pid)
+    start = stat[2] if stat else 0
+    return proc, ProcessRef(pid=proc.pid, start_time=start, pgid=proc.pid)
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (reads at most its last 64 KiB)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            data = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return f"(no log file {log})"
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _signal_group(ref: ProcessRef, sig: signal.Signals) -> None:
+    # Only signal the group if its leader is still ours; otherwise the PGID may be recycled.
+    if ref.alive():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(ref.pgid, sig)
+
+
+def stop_all(refs: Iterable[ProcessRef], *, grace: float = 5.0,
+             popens: Iterable[subprocess.Popen[bytes]] = ()) -> None:
+    """SIGTERM (and SIGCONT, in case it is frozen) every group, then SIGKILL what is left."""
+    todo = [r for r in refs if r.alive()]
+    for ref in todo:
+        _signal_group(ref, signal.SIGTERM)
+        _signal_group(ref, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(popens)
+        todo = [r for r in todo if r.alive()]
+        if not todo:
+            break
+        time.sleep(0.05)
+    for ref in todo:
+        _signal_group(ref, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while todo and time.monotonic() < deadline:
+        _reap(popens)
+        todo = [r for r in todo if r.alive()]
+        time.sleep(0.02)
+    _reap(popens)
+
+
+def _reap(popens: Iterable[subprocess.Popen[bytes]]) -> None:
+    for p in popens:
+        p.poll()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free TCP ports on ``host`` (all sockets held until all are chosen)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

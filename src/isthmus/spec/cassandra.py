@@ -1,0 +1,136 @@
+"""The ``CassandraCluster`` kind: one Cassandra cluster whose datacenters live in Fleet clusters."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._base import API_VERSION, SpecModel
+from .apps import App, AppDatacenter, register_kind
+from .fleet import CLUSTER_NAME_PATTERN
+
+__all__ = [
+    "AccessSpec",
+    "CassandraCluster",
+    "CassandraSpec",
+    "Datacenter",
+    "Rack",
+    "Resources",
+    "RolloutStrategy",
+    "Storage",
+]
+
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+
+class Rack(SpecModel):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=30)]
+    zone: str = Field(description="The Fleet cluster zone this rack's pods are pinned to")
+
+
+class Datacenter(AppDatacenter):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+    size: Annotated[int, Field(ge=1, le=1000, description="Cassandra nodes in this datacenter")]
+    racks: Annotated[list[Rack], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _racks(self) -> Datacenter:
+        names = [r.name for r in self.racks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rack {dupes[0]!r} appears twice in datacenter {self.name!r}")
+        if self.size < len(self.racks):
+            raise ValueError(
+                f"datacenter {self.name!r} has {len(self.racks)} racks but only {self.size} nodes; "
+                "every rack needs at least one node"
+            )
+        return self
+
+    def rack_sizes(self) -> dict[str, int]:
+        """Nodes per rack: spread evenly, the first racks take the remainder."""
+        base, extra = divmod(self.size, len(self.racks))
+        return {r.name: base + (1 if i < extra else 0) for i, r in enumerate(self.racks)}
+
+
+class Resources(SpecModel):
+    cpu: Annotated[str, Field(pattern=_QUANTITY)] = "1"
+    memory: Annotated[str, Field(pattern=_QUANTITY)] = "4Gi"
+    heap: Annotated[str, Field(pattern=r"^[0-9]+[MG]$")] | None = Field(
+        default=None, description="JVM heap (e.g. 2G); defaults to a quarter of memory"
+    )
+
+
+class Storage(SpecModel):
+    size: Annotated[str, Field(pattern=_QUANTITY)] = "10Gi"
+    storage_class_name: str | None = None
+
+
+class AccessSpec(SpecModel):
+    """Filled in by the cqlguard work: who may run which CQL against which tables."""
+
+    enabled: bool = False
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DriftPolicy(str, Enum):
+    CORRECT = "correct"
+    REPORT = "report"
+
+
+class RolloutStrategy(SpecModel):
+    """Filled in by the rollout work: order, waves, gates and what to do on failure."""
+
+    max_concurrent_datacenters: Annotated[int, Field(ge=1)] = 1
+    canary: str | None = None
+    order: list[str] = Field(default_factory=list)
+    on_failure: Literal["pause", "rollback"] = "pause"
+    drift: DriftPolicy = DriftPolicy.CORRECT
+
+
+class CassandraSpec(SpecModel):
+    fleet: str | None = Field(default=None, description="metadata.name of the Fleet; optional with one Fleet")
+    version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = "5.0.6"
+    image: str | None = Field(default=None, description="Container image; defaults to cassandra:<version>")
+    datacenters: Annotated[list[Datacenter], Field(min_length=1)]
+    resources: Resources = Field(default_factory=Resources)
+    storage: Storage = Field(default_factory=Storage)
+    num_tokens: Annotated[int, Field(ge=1, le=256)] = 16
+    access: AccessSpec = Field(default_factory=AccessSpec)
+    rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)
+
+    @model_validator(mode="after")
+    def _unique_datacenters(self) -> CassandraSpec:
+        names = [dc.name for dc in self.datacenters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two datacenters are named {dupes[0]!r}; datacenter names must be unique")
+        return self
+
+    @field_validator("datacenters")
+    @classmethod
+    def _cluster_names(cls, dcs: list[Datacenter]) -> list[Datacenter]:
+        for dc in dcs:
+            if not CLUSTER_NAME_PATTERN.match(dc.cluster):
+                raise ValueError(f"datacenter {dc.name!r} names cluster {dc.cluster!r}, not a valid name")
+        return dcs
+
+
+@register_kind("CassandraCluster")
+class CassandraCluster(App):
+    """One Apache Cassandra cluster spanning several Fleet clusters, a datacenter in each."""
+
+    api_version: Literal["isthmus.dev/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["CassandraCluster"] = "CassandraCluster"
+    spec: CassandraSpec
+
+    def member_clusters(self) -> list[str]:
+        return list(dict.fromkeys(dc.cluster for dc in self.spec.datacenters))
+
+    def fleet_name(self) -> str | None:
+        return self.spec.fleet
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"

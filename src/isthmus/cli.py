@@ -107,21 +107,28 @@ def plan(
     if locked and (previous is None or previous.to_dict() != new_lock):
         raise UserError(f"{lock_file}: the plan changes the lock; run `isthmus plan {spec_file}` and commit it")
     if write_lock and not locked and (previous is None or previous.to_dict() != new_lock):
-        lock_file.write_text(_LOCK_HEADER + yaml.safe_dump(new_lock, sort_keys=False))
+        _write(lock_file, _LOCK_HEADER + yaml.safe_dump(new_lock, sort_keys=False))
     if output is Output.TABLE:
         planview.print_plan(result, out_console)
     else:
         dump(result.to_dict(), output.value)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(planview.markdown(result))
+        _write(report, planview.markdown(result))
         err_console.print(f"report written to {report}")
     if map_ is not None:
         from .observe import planmap
 
-        map_.parent.mkdir(parents=True, exist_ok=True)
+        _write(map_, "")
         planmap.draw(result, map_)
         err_console.print(f"map written to {map_}")
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}; choose a writable path") from exc
 
 
 _LOCK_HEADER = "# Written by `isthmus plan`. Commit it: allocations recorded here never move.\n"

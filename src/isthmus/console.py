@@ -7,6 +7,7 @@ single instance (replaceable in tests) means every command agrees on colour and 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,7 +16,9 @@ from rich.console import Console
 
 __all__ = ["dump", "err_console", "out_console", "use_consoles"]
 
-out_console = Console(soft_wrap=False)
+# A pipe or a file has no width of its own; rich would assume 80 and squeeze tables of CIDRs.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+out_console = Console(soft_wrap=False, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "KUBERNETES_VERSION",
     "ETCD_VERSION",
+    "KUBERNETES_VERSION",
     "KWOK_VERSION",
     "BuildError",
     "LabBinaries",
@@ -109,7 +109,9 @@ def _download_go_mod(module: str, version: str, work: Path, env: dict[str, str])
         cwd=work, env=env, capture_output=True, text=True,
     )
     if out.returncode != 0:
-        raise BuildError(f"cannot download {module}@{version} from the Go module proxy: {out.stdout}{out.stderr}")
+        raise BuildError(
+            f"cannot download {module}@{version} from the Go module proxy: {out.stdout}{out.stderr}"
+        )
     return Path(json.loads(out.stdout)["GoMod"]).read_text()
 
 
@@ -153,7 +155,9 @@ def _kube_module(work: Path, version: str, env: dict[str, str], log: Path) -> No
 
 def _etcd_module(work: Path, env: dict[str, str], log: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    (work / "go.mod").write_text(f"module isthmus.dev/lab/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n")
+    (work / "go.mod").write_text(
+        f"module isthmus.dev/lab/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
     (work / "main.go").write_text(
         'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
         "func main() { etcdmain.Main(os.Args) }\n"
@@ -183,16 +187,19 @@ def ensure_binaries(version: str = KUBERNETES_VERSION, *, echo: bool = True) -> 
         _kube_module(work / "kube", version, env, log)
         for cmd in kube_missing:
             say(f"go build {cmd}")
-            _run([_go(), "build", "-trimpath", "-ldflags", _version_ldflags(version), "-o", str(bins.path(cmd)),
+            _run([_go(), "build", "-trimpath", "-ldflags", _version_ldflags(version),
+                  "-o", str(bins.path(cmd)),
                   f"k8s.io/kubernetes/cmd/{cmd}"], work / "kube", env, log)
     if "etcd" in missing:
         say(f"building etcd {ETCD_VERSION}")
         _etcd_module(work / "etcd", env, log)
-        _run([_go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(bins.path("etcd")), "."], work / "etcd", env, log)
+        _run([_go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(bins.path("etcd")), "."],
+             work / "etcd", env, log)
     if "kwok" in missing:
         say(f"building kwok {KWOK_VERSION}")
         genv = dict(env, GOBIN=str(bins.bin_dir))
-        _run([_go(), "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+        _run([_go(), "install", "-trimpath", "-ldflags", "-s -w",
+              f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
              root, genv, log)
     still = bins.missing()
     if still:

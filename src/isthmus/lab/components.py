@@ -218,6 +218,7 @@ def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: Cluste
     pki = paths.pki
     for client in ("controller-manager", "scheduler", "kwok", "admin"):
         paths.kubeconfig(client).write_text(
-            kubeconfig_yaml([(spec.context, ports.server, pki.ca.cert, pki.clients[client])], current=spec.context)
+            kubeconfig_yaml([(spec.context, ports.server, pki.ca.cert, pki.clients[client])],
+                            current=spec.context)
         )
     paths.kwok_config.write_text(kwok_config_yaml(spec))

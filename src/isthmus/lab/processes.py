@@ -47,7 +47,8 @@ class ProcessRef:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> ProcessRef:
-        return cls(pid=int(str(raw["pid"])), start_time=int(str(raw["start_time"])), pgid=int(str(raw["pgid"])))
+        return cls(pid=int(str(raw["pid"])), start_time=int(str(raw["start_time"])),
+                   pgid=int(str(raw["pgid"])))
 
 
 def _stat(pid: int) -> tuple[int, str, int] | None:

@@ -59,7 +59,8 @@ class LabClusterSpec:
         for zone, count in self.zones.items():
             _check_label("zone", zone)
             if not isinstance(count, int) or count < 1:
-                raise ValueError(f"zone {zone!r} of cluster {self.name!r} needs a node count >= 1, got {count!r}")
+                raise ValueError(f"zone {zone!r} of cluster {self.name!r} needs a node count >= 1,"
+                                 f" got {count!r}")
         # Freeze the mapping so the dataclass is really immutable (and hashable by value).
         object.__setattr__(self, "zones", MappingProxyType(dict(self.zones)))
         pod = _ipv4_net("pod_cidr", self.name, self.pod_cidr)
@@ -72,7 +73,8 @@ class LabClusterSpec:
         object.__setattr__(self, "_service_net", svc)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.region, tuple(sorted(self.zones.items())), self.pod_cidr, self.service_cidr))
+        zones = tuple(sorted(self.zones.items()))
+        return hash((self.name, self.region, zones, self.pod_cidr, self.service_cidr))
 
     @property
     def pod_network(self) -> ipaddress.IPv4Network:
@@ -163,10 +165,12 @@ def check_lab_specs(specs: Sequence[LabClusterSpec]) -> None:
         if spec.name in seen:
             raise ValueError(f"cluster name {spec.name!r} is used twice")
         seen[spec.name] = spec
-    nets = [(s.name, w, n) for s in specs for w, n in (("pod", s.pod_network), ("service", s.service_network))]
+    nets = [(s.name, what, net) for s in specs
+            for what, net in (("pod", s.pod_network), ("service", s.service_network))]
     for i, (a_name, a_what, a_net) in enumerate(nets):
         for b_name, b_what, b_net in nets[i + 1 :]:
             if a_name != b_name and a_net.overlaps(b_net):
                 raise ValueError(
-                    f"{a_what} CIDR {a_net} of cluster {a_name!r} overlaps {b_what} CIDR {b_net} of {b_name!r}"
+                    f"{a_what} CIDR {a_net} of cluster {a_name!r} overlaps"
+                    f" {b_what} CIDR {b_net} of cluster {b_name!r}"
                 )

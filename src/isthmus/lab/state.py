@@ -68,7 +68,9 @@ class ClusterState:
     @classmethod
     def from_json(cls, raw: Mapping[str, object]) -> ClusterState:
         spec_raw, ports_raw, procs_raw = raw["spec"], raw["ports"], raw.get("processes", {})
-        assert isinstance(spec_raw, Mapping) and isinstance(ports_raw, Mapping) and isinstance(procs_raw, Mapping)
+        if not (isinstance(spec_raw, Mapping) and isinstance(ports_raw, Mapping)
+                and isinstance(procs_raw, Mapping)):
+            raise ValueError("malformed cluster state")
         return cls(
             spec=LabClusterSpec.from_json(spec_raw),
             ports=ClusterPorts.from_json(ports_raw),
@@ -87,7 +89,8 @@ class LabState:
         return next((c for c in self.clusters if c.spec.name == name), None)
 
     def with_cluster(self, new: ClusterState) -> LabState:
-        return replace(self, clusters=tuple(new if c.spec.name == new.spec.name else c for c in self.clusters))
+        clusters = tuple(new if c.spec.name == new.spec.name else c for c in self.clusters)
+        return replace(self, clusters=clusters)
 
     def all_processes(self) -> list[ProcessRef]:
         return [r for c in self.clusters for r in c.processes.values()]
@@ -150,7 +153,7 @@ class StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-        os.replace(tmp, self.state_file)
+        tmp.replace(self.state_file)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

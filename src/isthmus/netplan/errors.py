@@ -1,8 +1,8 @@
 """The planner's errors: both are user errors (one line, exit code 2), never bugs.
 
-    UserError
-    ├── PlanError    no plan satisfies the spec (and the lock); the message says why, in numbers, and how to fix
-    └── LockError    the lock data is malformed; the message names the key
+UserError
+├── PlanError    no plan satisfies the spec and lock; the message says why, in numbers, and how to fix
+└── LockError    the lock data is malformed; the message names the key
 """
 
 from __future__ import annotations

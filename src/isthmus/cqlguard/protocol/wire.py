@@ -63,15 +63,15 @@ class Reader:
         value: int = _SHORT.unpack(self._take(2, "[short]"))[0]
         return value
 
-    def int(self) -> int:
+    def int32(self) -> int:
         value: int = _INT.unpack(self._take(4, "[int]"))[0]
         return value
 
-    def uint(self) -> int:
+    def uint32(self) -> int:
         value: int = _UINT.unpack(self._take(4, "[int] flags"))[0]
         return value
 
-    def long(self) -> int:
+    def int64(self) -> int:
         value: int = _LONG.unpack(self._take(8, "[long]"))[0]
         return value
 
@@ -85,10 +85,10 @@ class Reader:
         return self._text(self._take(self.short(), "[string]"), "[string]")
 
     def long_string(self) -> str:
-        return self._text(self._take(self.int(), "[long string]"), "[long string]")
+        return self._text(self._take(self.int32(), "[long string]"), "[long string]")
 
-    def bytes(self) -> bytes | None:
-        n = self.int()
+    def nullable_bytes(self) -> bytes | None:
+        n = self.int32()
         return None if n < 0 else self._take(n, "[bytes]")
 
     def short_bytes(self) -> bytes:
@@ -96,7 +96,7 @@ class Reader:
 
     def value(self) -> None:
         """Skip one [value] (n >= 0 bytes, -1 null, -2 not set; below -2 is invalid)."""
-        n = self.int()
+        n = self.int32()
         if n < -2:
             raise ProtocolError(f"invalid [value] length {n}")
         if n > 0:
@@ -125,7 +125,7 @@ class Reader:
     def skip_bytes_map(self) -> None:
         for _ in range(self.short()):
             self.string()
-            self.bytes()
+            self.nullable_bytes()
 
 
 def write_short(value: int) -> bytes:
@@ -165,6 +165,4 @@ def write_string_list(values: Sequence[str]) -> bytes:
 
 
 def write_string_map(values: Mapping[str, str]) -> bytes:
-    return _SHORT.pack(len(values)) + b"".join(
-        write_string(k) + write_string(v) for k, v in values.items()
-    )
+    return _SHORT.pack(len(values)) + b"".join(write_string(k) + write_string(v) for k, v in values.items())

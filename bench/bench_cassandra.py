@@ -1,0 +1,109 @@
+"""Benchmark: time for a lab Cassandra node to answer CQL, measured from process start.
+
+Run: ``.venv/bin/python bench/bench_cassandra.py [--runs N] [--ring]``; prints a markdown
+snippet. Each run starts a fresh node (empty data folder) in a temporary folder and stops it.
+With ``--ring`` it also times a two-datacenter ring (second node joins after the first).
+Resolving the jars with Maven is done first and is not part of the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from isthmus.lab.cassandra import (
+    CASSANDRA_VERSION,
+    CassandraNode,
+    ensure_cassandra,
+    prepare_node,
+    start_node,
+    start_ring,
+    stop_nodes,
+)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of one process, from /proc/<pid>/status (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def one_node(tmp: Path, run: int) -> tuple[float, float, float]:
+    """(seconds to CQL, seconds to stop, RSS MiB once ready) for a fresh node."""
+    spec = prepare_node(
+        name=f"bench{run}", address="127.0.3.1", node_dir=tmp / f"bench{run}", cluster_name="bench",
+        seeds=("127.0.3.1",),
+    )
+    node = start_node(spec)
+    rss = rss_mib(node.pid)
+    t0 = time.perf_counter()
+    node.stop()
+    assert node.ready_after_s is not None
+    return node.ready_after_s, time.perf_counter() - t0, rss
+
+
+def ring(tmp: Path) -> tuple[float, list[CassandraNode]]:
+    specs = [
+        prepare_node(
+            name=f"ring-{dc}", address=address, node_dir=tmp / f"ring-{dc}", cluster_name="bench-ring",
+            seeds=("127.0.3.11",), datacenter=dc,
+        )
+        for address, dc in (("127.0.3.11", "dc1"), ("127.0.3.12", "dc2"))
+    ]
+    t0 = time.perf_counter()
+    nodes = start_ring(specs)
+    return time.perf_counter() - t0, nodes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ring", action="store_true", help="also time a two-datacenter ring")
+    args = parser.parse_args()
+
+    ensure_cassandra()
+    load = os.getloadavg()[0]
+    ready: list[float] = []
+    stops: list[float] = []
+    rss: list[float] = []
+    ring_s: float | None = None
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-cassandra-") as name:
+        tmp = Path(name)
+        for run in range(args.runs):
+            r, s, m = one_node(tmp, run)
+            ready.append(r)
+            stops.append(s)
+            rss.append(m)
+        if args.ring:
+            ring_s, nodes = ring(tmp)
+            stop_nodes(nodes)
+
+    print(f"### Lab Cassandra {CASSANDRA_VERSION}: one node, process start to CQL answering\n")
+    print(
+        f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()},"
+        f" 1-min load average at start {load:.1f}; {args.runs} runs, fresh data folder each, 1 GiB heap\n"
+    )
+    print("| measure | median | min | max |")
+    print("|---|---|---|---|")
+    for label, values, unit, digits in (
+        ("start to CQL answering", ready, "s", 1),
+        ("stop (SIGTERM to exit)", stops, "s", 1),
+        ("RSS once ready", rss, "MiB", 0),
+    ):
+        cells = [f"{v:.{digits}f} {unit}" for v in (statistics.median(values), min(values), max(values))]
+        print(f"| {label} | {' | '.join(cells)} |")
+    if ring_s is not None:
+        print(f"| two-DC ring, both answering CQL (sequential) | {ring_s:.1f} s | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Server-side apply of one cluster's desired objects: in order, only what changed, then prune.
+
+Order: namespaces and CRDs (waited on until Established), config and secrets, services,
+workloads, disruption budgets. An object whose live content hash equals the desired one is left
+alone, so an apply with nothing to change makes no write at all; ``diff`` (a server-side dry run)
+is the tool that reveals fields someone else changed by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from itertools import groupby
+from typing import Any
+
+from ..render import apply_rank
+from .connection import ClusterConnection
+from .errors import ApiFailure, KubeError
+from .inventory import APP_LABEL, is_ours, read_inventory, write_inventory
+from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
+
+__all__ = ["Action", "ApplyReport", "ObjectOutcome", "apply_objects", "delete_objects", "fetch_owned"]
+
+Progress = Callable[[str], None]
+
+
+class Action(str, Enum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    PRUNED = "pruned"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class ObjectOutcome:
+    ref: ObjectRef
+    action: Action
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    cluster: str
+    outcomes: tuple[ObjectOutcome, ...] = field(default_factory=tuple)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for o in self.outcomes if o.action is action)
+
+    @property
+    def changed(self) -> bool:
+        return any(o.action is not Action.UNCHANGED for o in self.outcomes)
+
+
+def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
+    return ref.api_version, ref.kind, ref.namespace
+
+
+async def fetch_owned(conn: ClusterConnection, app: str, kinds: set[tuple[str, str, str]]) -> dict[ObjectRef, KubeObject]:
+    """The live objects of ``app`` for each (apiVersion, kind, namespace): one LIST per kind."""
+
+    async def list_kind(api_version: str, kind: str, namespace: str) -> list[KubeObject]:
+        res = resource_class(api_version, kind)
+
+        async def do(client: Any) -> list[KubeObject]:
+            items = client.list(res, namespace=namespace or None, labels={APP_LABEL: app})
+            return [item.to_dict() async for item in items]
+
+        where = f"{kind} in {namespace}" if namespace else kind
+        try:
+            return await conn.call("list", f"list {where}", do)
+        except ApiFailure as exc:
+            if exc.status == 404:  # the kind's CRD is not installed yet: nothing of ours exists
+                return []
+            raise
+
+    results = await asyncio.gather(*(list_kind(*k) for k in sorted(kinds)))
+    live: dict[ObjectRef, KubeObject] = {}
+    for items in results:
+        for item in items:
+            live[ObjectRef.of(item)] = item
+    return live
+
+
+async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> KubeObject:
+    ref = ObjectRef.of(obj)
+
+    async def do(client: Any) -> KubeObject:
+        result = await client.apply(to_resource(obj), force=force)
+        return dict(result.to_dict())
+
+    return await conn.call("apply", str(ref), do)
+
+
+async def _wait_established(conn: ClusterConnection, name: str, timeout: float = 30.0) -> None:
+    from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+
+    async def get(client: Any) -> Any:
+        return await client.get(CustomResourceDefinition, name)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        crd = await conn.call("get", f"CustomResourceDefinition {name}", get)
+        conditions = (crd.status.conditions if crd.status else None) or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        if loop.time() > deadline:
+            raise KubeError(conn.name, f"CustomResourceDefinition {name} not Established after {timeout:g}s")
+        await asyncio.sleep(0.2)
+
+
+async def apply_objects(
+    conn: ClusterConnection,
+    objects: Sequence[KubeObject],
+    *,
+    app: str,
+    namespace: str,
+    force_conflicts: bool = False,
+    prune: bool = True,
+    progress: Progress | None = None,
+) -> ApplyReport:
+    """Make ``conn``'s cluster hold exactly ``objects`` for ``app``; returns what happened to each."""
+    say = progress or (lambda _msg: None)
+    desired = {ObjectRef.of(o): o for o in objects}
+    previous = await read_inventory(conn, app, namespace)
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in desired} | {_kind_key(r) for r in previous})
+    outcomes: list[ObjectOutcome] = []
+
+    async def one(obj: KubeObject) -> ObjectOutcome:
+        ref = ObjectRef.of(obj)
+        current = live.get(ref)
+        wanted = content_hash(obj)
+        if current is not None and wanted is not None and content_hash(current) == wanted:
+            return ObjectOutcome(ref, Action.UNCHANGED)
+        await _apply_one(conn, obj, force_conflicts)
+        if ref.kind == "CustomResourceDefinition":
+            await _wait_established(conn, ref.name)
+        return ObjectOutcome(ref, Action.CREATED if current is None else Action.CONFIGURED)
+
+    for rank, group in groupby(sorted(objects, key=lambda o: (apply_rank(o), ObjectRef.of(o))), key=apply_rank):
+        batch = list(group)
+        say(f"applying {len(batch)} object(s) of stage {rank}")
+        outcomes += await asyncio.gather(*(one(o) for o in batch))
+
+    if prune:
+        stale = previous - set(desired)
+        outcomes += [ObjectOutcome(r, Action.PRUNED) for r in await _delete(conn, app, stale, live, say)]
+    await write_inventory(conn, app, namespace, set(desired) | (set() if prune else previous), previous)
+    return ApplyReport(conn.name, tuple(outcomes))
+
+
+async def _delete(
+    conn: ClusterConnection, app: str, refs: set[ObjectRef], live: dict[ObjectRef, KubeObject], say: Progress
+) -> list[ObjectRef]:
+    """Delete ``refs`` that are live and ours, latest stage first; returns what was deleted."""
+    by_rank: dict[int, list[ObjectRef]] = defaultdict(list)
+    for ref in refs:
+        obj = live.get(ref)
+        if obj is not None and is_ours(obj, app):
+            by_rank[apply_rank(obj)].append(ref)
+    deleted: list[ObjectRef] = []
+    for rank in sorted(by_rank, reverse=True):
+        batch = sorted(by_rank[rank])
+        say(f"deleting {len(batch)} object(s) of stage {rank}")
+
+        async def one(ref: ObjectRef) -> ObjectRef | None:
+            res = resource_class(ref.api_version, ref.kind)
+
+            async def do(client: Any) -> None:
+                await client.delete(res, ref.name, namespace=ref.namespace or None)
+
+            try:
+                await conn.call("delete", str(ref), do)
+            except ApiFailure as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return ref
+
+        deleted += [r for r in await asyncio.gather(*(one(r) for r in batch)) if r is not None]
+    return deleted
+
+
+async def delete_objects(
+    conn: ClusterConnection,
+    *,
+    app: str,
+    namespace: str,
+    keep: Callable[[ObjectRef], bool] = lambda _ref: False,
+    progress: Progress | None = None,
+) -> ApplyReport:
+    """Delete everything the inventory lists for ``app`` (except what ``keep`` protects)."""
+    say = progress or (lambda _msg: None)
+    previous = await read_inventory(conn, app, namespace)
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in previous})
+    targets = {r for r in previous if not keep(r)}
+    deleted = await _delete(conn, app, targets, live, say)
+    kept = {r for r in previous if keep(r)}
+    if not any(r.kind == "Namespace" and r.name == namespace and r in deleted for r in previous):
+        await write_inventory(conn, app, namespace, kept, previous)
+    return ApplyReport(conn.name, tuple(ObjectOutcome(r, Action.DELETED) for r in deleted))

@@ -1,0 +1,113 @@
+"""One cluster's connection: a lightkube client behind a request budget, a timeout and a breaker.
+
+Every call to a member cluster goes through :meth:`ClusterConnection.call`, which is where
+client-library exceptions become :mod:`isthmus.kube.errors`, where requests are counted (so a
+benchmark can report requests per apply), and where an unresponsive cluster turns Unknown
+instead of stalling its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx2
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import ApiError
+
+from .breaker import CircuitBreaker
+from .errors import ApiFailure, ApplyConflict, ClusterUnreachable
+
+__all__ = ["FIELD_MANAGER", "ClusterConnection", "ConnectionSettings"]
+
+FIELD_MANAGER = "isthmus"
+T = TypeVar("T")
+_CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
+WRITE_VERBS = frozenset({"apply", "create", "patch", "delete", "update"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSettings:
+    timeout: float = 10.0
+    """Seconds a single call may take before the cluster counts as not answering."""
+    max_in_flight: int = 8
+    """Request budget: concurrent calls to one cluster."""
+    breaker_threshold: int = 2
+    breaker_cooldown: float = 10.0
+
+
+class ClusterConnection:
+    """Talks to one member cluster. Cheap to create: nothing connects until the first call."""
+
+    def __init__(self, name: str, config: SingleConfig, settings: ConnectionSettings | None = None) -> None:
+        self.name = name
+        self.settings = settings or ConnectionSettings()
+        self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
+        self.requests: Counter[str] = Counter()
+        self._config = config
+        self._budget = asyncio.Semaphore(self.settings.max_in_flight)
+        self._client: AsyncClient | None = None
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            timeout = httpx2.Timeout(self.settings.timeout, connect=min(self.settings.timeout, 5.0))
+            self._client = AsyncClient(self._config, timeout=timeout, field_manager=FIELD_MANAGER, trust_env=False)
+        return self._client
+
+    @property
+    def writes(self) -> int:
+        return sum(n for verb, n in self.requests.items() if verb in WRITE_VERBS)
+
+    async def call(self, verb: str, what: str, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run one API call; ``what`` names the object for error messages (``StatefulSet ns/name``)."""
+        if not self.breaker.allow():
+            raise ClusterUnreachable(self.name, f"circuit open; last error: {self.breaker.last_error}")
+        self.requests[verb] += 1
+        try:
+            async with self._budget, asyncio.timeout(self.settings.timeout):
+                result = await fn(self.client)
+        except TimeoutError as exc:
+            self._failed(f"no answer within {self.settings.timeout:g}s")
+            raise ClusterUnreachable(self.name, self.breaker.last_error) from exc
+        except httpx2.TransportError as exc:
+            self._failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            raise ClusterUnreachable(self.name, self.breaker.last_error) from exc
+        except ApiError as exc:
+            self.breaker.succeeded()  # the server answered: it is reachable
+            raise self._translate(exc, verb, what) from exc
+        self.breaker.succeeded()
+        return result
+
+    def _failed(self, reason: str) -> None:
+        self.breaker.failed(reason)
+        # A hung connection pool would keep later calls waiting on dead sockets; start afresh.
+        client, self._client = self._client, None
+        if client is not None:
+            asyncio.get_running_loop().create_task(_close_quietly(client))
+
+    def _translate(self, exc: ApiError, verb: str, what: str) -> ApiFailure | ApplyConflict:
+        status = exc.status
+        message = status.message or str(exc)
+        code = status.code or exc.response.status_code
+        if code == 409 and verb == "apply":
+            return ApplyConflict(self.name, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
+        return ApiFailure(self.name, what, code, status.reason or "", message)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await _close_quietly(client)
+
+
+async def _close_quietly(client: AsyncClient) -> None:
+    try:
+        async with asyncio.timeout(2):
+            await client.close()
+    except (TimeoutError, httpx2.HTTPError, OSError):
+        pass

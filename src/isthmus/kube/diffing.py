@@ -1,0 +1,96 @@
+"""What an apply would change: a server-side dry-run apply of each object against the live one.
+
+The server computes the result (defaults, admission, field ownership), so the diff shows what
+would really land, including fields someone changed by hand. Secret values are masked: a change
+shows as ``*** (changed)``, never as the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+
+from .connection import ClusterConnection
+from .errors import ApiFailure
+from .objects import KubeObject, ObjectRef, clean_for_compare, resource_class, to_resource
+
+__all__ = ["ObjectDiff", "diff_objects", "mask_secret"]
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class ObjectDiff:
+    ref: ObjectRef
+    text: str
+    """A unified diff; empty when nothing would change."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.text)
+
+
+def mask_secret(obj: KubeObject | None, other: KubeObject | None) -> KubeObject | None:
+    """Replace a Secret's values by a mask that still tells whether each one differs from ``other``."""
+    if obj is None or obj.get("kind") != "Secret":
+        return obj
+    out = dict(obj)
+    theirs = {**(other or {}).get("data", {}), **(other or {}).get("stringData", {})} if other else {}
+    for section in ("data", "stringData"):
+        values = obj.get(section)
+        if isinstance(values, dict):
+            out[section] = {k: MASK if theirs.get(k) == v or other is None else f"{MASK} (changed)"
+                            for k, v in values.items()}
+    return out
+
+
+def _yaml(obj: KubeObject | None) -> list[str]:
+    if obj is None:
+        return []
+    return yaml.safe_dump(obj, sort_keys=True).splitlines(keepends=True)
+
+
+def unified(ref: ObjectRef, live: KubeObject | None, merged: KubeObject | None) -> str:
+    before = mask_secret(clean_for_compare(live), merged and clean_for_compare(merged)) if live else None
+    after = mask_secret(clean_for_compare(merged), live and clean_for_compare(live)) if merged else None
+    name = str(ref).replace(" ", "/")
+    lines = difflib.unified_diff(_yaml(before), _yaml(after), f"live/{name}", f"desired/{name}")
+    return "".join(lines)
+
+
+async def _diff_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> ObjectDiff:
+    ref = ObjectRef.of(obj)
+    res = resource_class(ref.api_version, ref.kind)
+
+    async def get(client: Any) -> KubeObject:
+        return dict((await client.get(res, ref.name, namespace=ref.namespace or None)).to_dict())
+
+    async def dry_run(client: Any) -> KubeObject:
+        return dict((await client.apply(to_resource(obj), force=force, dry_run=True)).to_dict())
+
+    try:
+        live: KubeObject | None = await conn.call("get", str(ref), get)
+    except ApiFailure as exc:
+        if exc.status != 404:
+            raise
+        live = None
+    try:
+        merged = await conn.call("dry-run", str(ref), dry_run)
+    except ApiFailure as exc:
+        if exc.status != 404 or live is not None:
+            raise
+        merged = obj  # its namespace does not exist yet, so the server cannot dry-run it
+    return ObjectDiff(ref, unified(ref, live, merged))
+
+
+async def diff_objects(conn: ClusterConnection, objects: Sequence[KubeObject], *,
+                       force_conflicts: bool = False) -> list[ObjectDiff]:
+    return list(await asyncio.gather(*(_diff_one(conn, o, force_conflicts) for o in objects)))
+
+

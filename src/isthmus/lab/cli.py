@@ -1,0 +1,192 @@
+"""``isthmus lab ...``: the lab's commands as a typer app (``lab_app``), wired in by the main CLI.
+
+Owns: option parsing, rendering status (a rich table, or ``-o json``) and turning every
+:class:`~isthmus.lab.errors.LabError` into one line on stderr and exit code 2.
+Must not: hold lab logic; each command gathers options and calls one :class:`Lab` method.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.table import Table
+
+from isthmus import console
+
+from .components import Component
+from .errors import LabError
+from .lab import ComponentState, Lab, LabSettings
+from .processes import log_tail
+from .specs import default_specs
+
+__all__ = ["fault_app", "lab_app"]
+
+lab_app = typer.Typer(name="lab", help="Several real Kubernetes control planes on this machine.",
+                      no_args_is_help=True, add_completion=False)
+fault_app = typer.Typer(name="fault", help="Inject faults into a running lab.", no_args_is_help=True)
+lab_app.add_typer(fault_app)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NameOpt = Annotated[str, typer.Option("--name", help="Lab name (state in ~/.cache/isthmus/lab/state/NAME).")]
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="Explicit lab state folder.")]
+ClusterArg = Annotated[str, typer.Argument(help="Cluster name, e.g. c1.")]
+NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. c1-region-1a-1.")]
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """A LabError is a user error: print its message on stderr and exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except LabError as exc:
+            console.err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+        except ValueError as exc:
+            console.err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+    return wrapper
+
+
+def _lab(name: str, state_dir: Path | None) -> Lab:
+    return Lab(name=name, state_dir=state_dir)
+
+
+@lab_app.command()
+@_user_errors
+def up(
+    clusters: Annotated[int, typer.Option("--clusters", "-n", min=1, help="Number of clusters.")] = 3,
+    name: NameOpt = "default",
+    state_dir: StateDirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds for each cluster to become Ready.")] = 120.0,
+) -> None:
+    """Start the lab: per cluster etcd, kube-apiserver, controller-manager, scheduler and kwok."""
+    lab = Lab(name=name, specs=default_specs(clusters), state_dir=state_dir,
+              settings=LabSettings(ready_timeout=timeout))
+    lab.up()
+    console.err_console.print(f"lab {name!r} is up: {', '.join(s.context for s in lab.specs)}")
+    console.out_console.print(lab.env(), highlight=False)
+
+
+@lab_app.command()
+@_user_errors
+def down(name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """Stop every lab process and remove the lab's state folder."""
+    _lab(name, state_dir).down()
+    console.err_console.print(f"lab {name!r} is down")
+
+
+@lab_app.command()
+@_user_errors
+def status(
+    name: NameOpt = "default",
+    state_dir: StateDirOpt = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = (
+        OutputFormat.TABLE
+    ),
+) -> None:
+    """Show each cluster's components and whether they run."""
+    st = _lab(name, state_dir).status()
+    if output is OutputFormat.JSON:
+        console.dump(st.to_json(), "json")
+        return
+    table = Table(title=f"lab {st.name} ({st.phase})  KUBECONFIG={st.kubeconfig}")
+    table.add_column("cluster")
+    table.add_column("context")
+    table.add_column("server")
+    table.add_column("zones")
+    for comp in Component:
+        table.add_column(comp.value)
+    colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",
+              ComponentState.STOPPED: "yellow", ComponentState.DEAD: "red"}
+    for c in st.clusters:
+        zones = " ".join(f"{z}:{n}" for z, n in c.spec.zones.items())
+        cells = [f"[{colour[s.state]}]{s.state.value}[/]" for s in c.components]
+        table.add_row(c.spec.name, c.context, c.server, zones, *cells)
+    console.out_console.print(table)
+
+
+@lab_app.command()
+@_user_errors
+def env(name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """Print `export KUBECONFIG=...` for this lab (use: eval "$(isthmus lab env)")."""
+    lab = _lab(name, state_dir)
+    lab.status()  # raises if the lab does not exist
+    sys.stdout.write(lab.env() + "\n")
+
+
+@lab_app.command()
+@_user_errors
+def logs(
+    cluster: ClusterArg,
+    component: Annotated[str | None, typer.Argument(help="etcd, kube-apiserver, kube-controller-manager,"
+                                                         " kube-scheduler or kwok; all if omitted.")] = None,
+    name: NameOpt = "default",
+    state_dir: StateDirOpt = None,
+    tail: Annotated[int, typer.Option("--tail", help="Lines per log.")] = 50,
+) -> None:
+    """Print the tail of one component's log (or of all of a cluster's components)."""
+    lab = _lab(name, state_dir)
+    comps = [Component.parse(component)] if component else list(Component)
+    for comp in comps:
+        path = lab.log_path(cluster, comp)
+        if len(comps) > 1:
+            sys.stdout.write(f"==> {path} <==\n")
+        sys.stdout.write(log_tail(path, tail) + "\n")
+
+
+@fault_app.command()
+@_user_errors
+def freeze(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """SIGSTOP the cluster's API server (calls to it hang)."""
+    _lab(name, state_dir).freeze(cluster)
+
+
+@fault_app.command()
+@_user_errors
+def thaw(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """SIGCONT the cluster's API server."""
+    _lab(name, state_dir).thaw(cluster)
+
+
+@fault_app.command("stop")
+@_user_errors
+def stop_cluster(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """Stop all of the cluster's processes (data and ports are kept)."""
+    _lab(name, state_dir).stop_cluster(cluster)
+
+
+@fault_app.command("start")
+@_user_errors
+def start_cluster(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
+    """Start a stopped cluster again and wait until it is Ready."""
+    _lab(name, state_dir).start_cluster(cluster)
+
+
+@fault_app.command("node-not-ready")
+@_user_errors
+def node_not_ready(cluster: ClusterArg, node: NodeArg, name: NameOpt = "default",
+                   state_dir: StateDirOpt = None) -> None:
+    """Make a node NotReady; its pods turn not Ready."""
+    _lab(name, state_dir).node_not_ready(cluster, node)
+
+
+@fault_app.command("node-recover")
+@_user_errors
+def node_recover(cluster: ClusterArg, node: NodeArg, name: NameOpt = "default",
+                 state_dir: StateDirOpt = None) -> None:
+    """Make a node and its pods Ready again."""
+    _lab(name, state_dir).node_recover(cluster, node)

@@ -1,0 +1,596 @@
+"""The :class:`Lab`: several real Kubernetes control planes on this machine, as one object.
+
+Owns: bringing a lab up (PKI, ports, the five processes per cluster in order with readiness
+waits, fake zoned nodes), tearing it down, noticing and cleaning a stale lab, the shared
+kubeconfig, status, and the faults (freeze/thaw an API server, stop/start a cluster, a node
+NotReady and back). Must not: know about Cassandra or the operator.
+
+Each cluster starts in its own thread (the work is mostly waiting on child processes); a
+failure anywhere stops everything that was started and raises a :class:`ComponentError`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .apiclient import LabApi
+from .binaries import BuildError, LabBinaries, ensure_binaries
+from .components import (
+    KWOK_NODE_LABEL,
+    NOT_READY_KEY,
+    PORT_NAMES,
+    ClusterPorts,
+    Component,
+    argv,
+    kubeconfig_yaml,
+    write_cluster_files,
+)
+from .errors import (
+    ComponentError,
+    LabAlreadyRunningError,
+    LabError,
+    LabNotRunningError,
+    ToolchainError,
+    UnknownTargetError,
+)
+from .pki import make_cluster_pki
+from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
+from .specs import LabClusterSpec, LabNode, check_lab_specs, default_specs
+from .state import ClusterState, LabPhase, LabState, StateDir, default_state_dir
+
+__all__ = ["ClusterStatus", "ComponentState", "ComponentStatus", "Lab", "LabSettings", "LabStatus"]
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """How the lab runs; every field is one CLI option at most."""
+
+    #: seconds for one cluster to go from nothing to all nodes Ready
+    ready_timeout: float = 120.0
+    #: first port of a fixed port block (cluster i uses base + 10*i ...); None picks free ports
+    base_port: int | None = None
+    #: seconds between SIGTERM and SIGKILL on teardown
+    stop_grace: float = 5.0
+    #: seconds a fault waits for its effect (node NotReady, pods not ready) to show
+    fault_timeout: float = 60.0
+
+
+class ComponentState(StrEnum):
+    RUNNING = "running"
+    FROZEN = "frozen"
+    STOPPED = "stopped"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    component: Component
+    state: ComponentState
+    pid: int | None
+    log: Path
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    spec: LabClusterSpec
+    context: str
+    server: str
+    components: tuple[ComponentStatus, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.state is ComponentState.RUNNING for c in self.components)
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    name: str
+    state_dir: Path
+    kubeconfig: Path
+    phase: str
+    clusters: tuple[ClusterStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state_dir": str(self.state_dir),
+            "kubeconfig": str(self.kubeconfig),
+            "phase": self.phase,
+            "clusters": [
+                {
+                    "name": c.spec.name,
+                    "context": c.context,
+                    "server": c.server,
+                    "region": c.spec.region,
+                    "zones": dict(c.spec.zones),
+                    "pod_cidr": c.spec.pod_cidr,
+                    "service_cidr": c.spec.service_cidr,
+                    "healthy": c.healthy,
+                    "components": {
+                        s.component.value: {"state": s.state.value, "pid": s.pid, "log": str(s.log)}
+                        for s in c.components
+                    },
+                }
+                for c in self.clusters
+            ],
+        }
+
+
+class _Aborted(Exception):
+    """Another cluster failed; this one stops waiting."""
+
+
+class Lab:
+    """Several Kubernetes control planes (etcd, apiserver, controller-manager, scheduler, kwok).
+
+    ``Lab(name=..., specs=..., state_dir=...)`` is cheap and does nothing; ``up()`` starts the
+    lab, ``down()`` removes it. A ``Lab`` made with only a name (or state dir) acts on the lab
+    recorded there, so separate CLI invocations can share one lab.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        specs: Sequence[LabClusterSpec] | None = None,
+        state_dir: Path | None = None,
+        settings: LabSettings | None = None,
+        binaries: LabBinaries | None = None,
+    ) -> None:
+        if specs is not None:
+            check_lab_specs(specs)
+        self.name = name
+        self._specs = tuple(specs) if specs is not None else None
+        self._dir = StateDir(Path(state_dir) if state_dir is not None else default_state_dir(name))
+        self.settings = settings or LabSettings()
+        self._bins = binaries
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._mutex = threading.Lock()
+        self._state: LabState | None = None
+
+    # ------------------------------------------------------------------ public facts
+
+    @property
+    def state_dir(self) -> Path:
+        return self._dir.root
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self._dir.kubeconfig
+
+    @property
+    def specs(self) -> tuple[LabClusterSpec, ...]:
+        state = self._dir.load()
+        if state is not None:
+            return tuple(c.spec for c in state.clusters)
+        return self._specs if self._specs is not None else default_specs(3)
+
+    def spec(self, cluster: str) -> LabClusterSpec:
+        for s in self.specs:
+            if s.name == cluster:
+                return s
+        known = ", ".join(s.name for s in self.specs)
+        raise UnknownTargetError(f"lab {self.name!r} has no cluster {cluster!r} (clusters: {known})")
+
+    def context(self, cluster: str) -> str:
+        return self.spec(cluster).context
+
+    def env(self) -> str:
+        """A shell line that points kubectl at this lab."""
+        return f"export KUBECONFIG={self.kubeconfig}"
+
+    def log_path(self, cluster: str, component: Component | str) -> Path:
+        comp = _component(component)
+        return self._dir.cluster(self.spec(cluster).name).log(comp)
+
+    def pids(self) -> dict[str, dict[str, int]]:
+        """``{cluster: {component: pid}}`` of the recorded processes (alive or not)."""
+        state = self._dir.load()
+        if state is None:
+            return {}
+        return {c.spec.name: {k.value: r.pid for k, r in c.processes.items()} for c in state.clusters}
+
+    def kubectl(self, cluster: str, *args: str, timeout: float = 30.0, check: bool = True) -> str:
+        """Run ``kubectl --context lab-<cluster> ARGS`` and return its stdout."""
+        bins = self._binaries()
+        cmd = [str(bins.path("kubectl")), f"--kubeconfig={self.kubeconfig}",
+               f"--context={self.context(cluster)}", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise LabError(f"`kubectl {' '.join(args)}` on lab cluster {cluster!r} failed:"
+                           f" {proc.stderr.strip()}")
+        return proc.stdout
+
+    def api(self, cluster: str, *, timeout: float = 5.0) -> LabApi:
+        """An admin REST client for one cluster (close it, or use it as a context manager)."""
+        state = self._require_state()
+        cs = self._cluster_state(state, cluster)
+        paths = self._dir.cluster(cluster)
+        return LabApi(cs.ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=timeout)
+
+    # ------------------------------------------------------------------ up / down
+
+    def up(self) -> Lab:
+        """Start every cluster and wait until all its nodes are Ready; returns ``self``."""
+        bins = self._binaries()
+        specs = self._specs if self._specs is not None else default_specs(3)
+        with self._dir.locked():
+            old = self._dir.load()
+            if old is not None:
+                if old.phase is LabPhase.RUNNING and old.all_processes() and all(
+                        r.alive() for r in old.all_processes()):
+                    raise LabAlreadyRunningError(
+                        f"lab {self.name!r} is already running ({self._dir.root}): use it, or run"
+                        f" `isthmus lab down --state-dir {self._dir.root}` first"
+                    )
+                self._clean(old)
+            else:
+                self._clean(None)
+            port_list = self._allocate_ports(len(specs))
+            state = LabState(
+                name=self.name, phase=LabPhase.STARTING, owner_pid=os.getpid(),
+                clusters=tuple(ClusterState(spec=s, ports=ClusterPorts.from_list(p))
+                               for s, p in zip(specs, port_list, strict=True)),
+            )
+            self._state = state
+            self._dir.save(state)
+            for cs in state.clusters:
+                paths = self._dir.cluster(cs.spec.name)
+                make_cluster_pki(paths.pki.dir, cluster=cs.spec.name,
+                                 service_ip=cs.spec.kubernetes_service_ip)
+                write_cluster_files(cs.spec, cs.ports, paths)
+            self._write_kubeconfig(state)
+            self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
+            with self._mutex:
+                self._state = replace(self._require_mem(), phase=LabPhase.RUNNING)
+                self._dir.save(self._state)
+        return self
+
+    def down(self) -> None:
+        """Stop every process of the lab and remove its state folder. Idempotent."""
+        with self._dir.locked():
+            state = self._dir.load()
+            self._clean(state)
+        shutil.rmtree(self._dir.root, ignore_errors=True)
+        self._state = None
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def status(self) -> LabStatus:
+        state = self._require_state()
+        clusters = []
+        for cs in state.clusters:
+            paths = self._dir.cluster(cs.spec.name)
+            comps = []
+            for comp in Component:
+                ref = cs.processes.get(comp)
+                if ref is None:
+                    st = ComponentState.STOPPED
+                elif is_frozen(ref):
+                    st = ComponentState.FROZEN
+                elif ref.alive():
+                    st = ComponentState.RUNNING
+                else:
+                    st = ComponentState.DEAD
+                comps.append(ComponentStatus(comp, st, ref.pid if ref else None, paths.log(comp)))
+            clusters.append(ClusterStatus(cs.spec, cs.spec.context, cs.ports.server, tuple(comps)))
+        return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters))
+
+    # ------------------------------------------------------------------ faults
+
+    def freeze(self, cluster: str) -> None:
+        """SIGSTOP the cluster's API server: its clients' calls hang until :meth:`thaw`."""
+        self._signal_apiserver(cluster, signal.SIGSTOP)
+
+    def thaw(self, cluster: str) -> None:
+        """SIGCONT the cluster's API server."""
+        self._signal_apiserver(cluster, signal.SIGCONT)
+
+    def stop_cluster(self, cluster: str) -> None:
+        """Stop all of one cluster's processes (data and ports are kept for :meth:`start_cluster`)."""
+        with self._dir.locked():
+            state = self._require_state()
+            cs = self._cluster_state(state, cluster)
+            order = [cs.processes[c] for c in reversed(Component) if c in cs.processes]
+            stop_all(order, grace=self.settings.stop_grace, popens=self._popens.values())
+            state = state.with_cluster(replace(cs, processes={}))
+            self._state = state
+            self._dir.save(state)
+
+    def start_cluster(self, cluster: str) -> None:
+        """Start a stopped cluster again on its old ports and data; waits until it is Ready."""
+        bins = self._binaries()
+        with self._dir.locked():
+            state = self._require_state()
+            cs = self._cluster_state(state, cluster)
+            alive = [r for r in cs.processes.values() if r.alive()]
+            stop_all(alive, grace=self.settings.stop_grace, popens=self._popens.values())
+            self._state = state.with_cluster(replace(cs, processes={}))
+            self._dir.save(self._state)
+            self._start_clusters([cluster], bins, fresh=False)
+
+    def node_not_ready(self, cluster: str, node: str, *, wait: bool = True) -> None:
+        """Make ``node`` NotReady (kwok stops heartbeating it) and its pods not Ready."""
+        self._node(cluster, node)
+        with self.api(cluster) as api:
+            api.merge_patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NOT_READY_KEY: "true"}}})
+            pods = self._pods_on(api, node)
+            for ns, name in pods:
+                api.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}",
+                                {"metadata": {"annotations": {NOT_READY_KEY: "true"}}})
+            if wait:
+                self._wait_for(f"node {node} of {cluster} to be NotReady and its pods not Ready",
+                               lambda: not _node_ready(api, node) and not any(
+                                   _pod_ready(api, ns, n) for ns, n in self._pods_on(api, node)))
+
+    def node_recover(self, cluster: str, node: str, *, wait: bool = True) -> None:
+        """Undo :meth:`node_not_ready`: the node and its pods become Ready again."""
+        self._node(cluster, node)
+        with self.api(cluster) as api:
+            api.merge_patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NOT_READY_KEY: None}}})
+            for ns, name in self._pods_on(api, node):
+                api.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}",
+                                {"metadata": {"annotations": {NOT_READY_KEY: None}}})
+            if wait:
+                self._wait_for(f"node {node} of {cluster} and its pods to be Ready",
+                               lambda: _node_ready(api, node) and all(
+                                   _pod_ready(api, ns, n) for ns, n in self._pods_on(api, node)))
+
+    # ------------------------------------------------------------------ internals
+
+    def _binaries(self) -> LabBinaries:
+        if self._bins is None:
+            try:
+                self._bins = ensure_binaries()
+            except BuildError as exc:
+                raise ToolchainError(str(exc)) from exc
+        return self._bins
+
+    def _require_state(self) -> LabState:
+        state = self._dir.load()
+        if state is None:
+            raise LabNotRunningError(
+                f"no lab {self.name!r} in {self._dir.root}: start it with `isthmus lab up --name {self.name}`"
+            )
+        return state
+
+    def _require_mem(self) -> LabState:
+        assert self._state is not None
+        return self._state
+
+    def _cluster_state(self, state: LabState, cluster: str) -> ClusterState:
+        cs = state.cluster(cluster)
+        if cs is None:
+            known = ", ".join(c.spec.name for c in state.clusters)
+            raise UnknownTargetError(f"lab {self.name!r} has no cluster {cluster!r} (clusters: {known})")
+        return cs
+
+    def _node(self, cluster: str, node: str) -> LabNode:
+        spec = self.spec(cluster)
+        for n in spec.nodes:
+            if n.name == node:
+                return n
+        raise UnknownTargetError(
+            f"lab cluster {cluster!r} has no node {node!r} (nodes: {', '.join(n.name for n in spec.nodes)})")
+
+    def _signal_apiserver(self, cluster: str, sig: signal.Signals) -> None:
+        state = self._require_state()
+        ref = self._cluster_state(state, cluster).processes.get(Component.APISERVER)
+        if ref is None or not ref.alive():
+            raise LabNotRunningError(f"the API server of lab cluster {cluster!r} is not running:"
+                                     f" `isthmus lab fault start {cluster}` first")
+        os.kill(ref.pid, sig)
+
+    def _allocate_ports(self, n: int) -> list[list[int]]:
+        k = len(PORT_NAMES)
+        if self.settings.base_port is not None:
+            base = self.settings.base_port
+            return [[base + 10 * i + j for j in range(k)] for i in range(n)]
+        flat = free_ports(n * k)
+        return [flat[i * k:(i + 1) * k] for i in range(n)]
+
+    def _clean(self, state: LabState | None) -> None:
+        """Stop whatever a previous (possibly killed) run left and forget its files."""
+        if state is not None:
+            stop_all(state.all_processes(), grace=self.settings.stop_grace, popens=self._popens.values())
+        shutil.rmtree(self._dir.root / "clusters", ignore_errors=True)
+        self._dir.state_file.unlink(missing_ok=True)
+        self._dir.kubeconfig.unlink(missing_ok=True)
+
+    def _write_kubeconfig(self, state: LabState) -> None:
+        entries = []
+        for cs in state.clusters:
+            pki = self._dir.cluster(cs.spec.name).pki
+            entries.append((cs.spec.context, cs.ports.server, pki.ca.cert, pki.clients["admin"]))
+        tmp = self._dir.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(kubeconfig_yaml(entries, current=state.clusters[0].spec.context))
+        tmp.chmod(0o600)
+        tmp.replace(self._dir.kubeconfig)
+
+    def _record(self, cluster: str, component: Component, ref: ProcessRef) -> None:
+        with self._mutex:
+            state = self._require_mem()
+            cs = self._cluster_state(state, cluster)
+            self._state = state.with_cluster(cs.with_process(component, ref))
+            self._dir.save(self._state)
+
+    def _start_clusters(self, names: list[str], bins: LabBinaries, *, fresh: bool) -> None:
+        abort = threading.Event()
+        errors: list[BaseException] = []
+
+        def run(name: str) -> None:
+            try:
+                self._start_one(name, bins, abort, fresh=fresh)
+            except _Aborted:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+                abort.set()
+
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="lab-start") as pool:
+            list(pool.map(run, names))
+        if errors:
+            state = self._require_mem()
+            started = [r for c in state.clusters if c.spec.name in names for r in c.processes.values()]
+            stop_all(started, grace=self.settings.stop_grace, popens=self._popens.values())
+            with self._mutex:
+                if fresh:
+                    self._dir.state_file.unlink(missing_ok=True)
+                    self._dir.kubeconfig.unlink(missing_ok=True)
+                    self._state = None
+                else:
+                    for n in names:
+                        cs = self._cluster_state(self._require_mem(), n)
+                        self._state = self._require_mem().with_cluster(replace(cs, processes={}))
+                    self._dir.save(self._require_mem())
+            err = errors[0]
+            if isinstance(err, LabError):
+                raise err
+            raise LabError(f"starting lab {self.name!r} failed: {err!r}") from err
+
+    def _start_one(self, name: str, bins: LabBinaries, abort: threading.Event, *, fresh: bool) -> None:
+        cs = self._cluster_state(self._require_mem(), name)
+        spec, ports, paths = cs.spec, cs.ports, self._dir.cluster(name)
+        deadline = time.monotonic() + self.settings.ready_timeout
+        procs: dict[Component, subprocess.Popen[bytes]] = {}
+
+        def start(comp: Component) -> None:
+            proc, ref = spawn(argv(comp, spec=spec, ports=ports, paths=paths, bins=bins),
+                              log=paths.log(comp), cwd=paths.root)
+            self._popens[proc.pid] = proc
+            procs[comp] = proc
+            self._record(name, comp, ref)
+
+        def wait(comp: Component | None, what: str, check: Callable[[], bool]) -> None:
+            while True:
+                if abort.is_set():
+                    raise _Aborted
+                for c, p in procs.items():
+                    rc = p.poll()
+                    if rc is not None:
+                        raise ComponentError(cluster=name, component=c.value, reason=f"exited with code {rc}",
+                                             log=str(paths.log(c)), log_tail=log_tail(paths.log(c)))
+                try:
+                    if check():
+                        return
+                except (httpx.HTTPError, OSError, KeyError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    c = comp or Component.KWOK
+                    raise ComponentError(
+                        cluster=name, component=c.value,
+                        reason=f"not ready after {self.settings.ready_timeout:.0f}s (waiting for {what})",
+                        log=str(paths.log(c)), log_tail=log_tail(paths.log(c)))
+                time.sleep(0.25)
+
+        paths.etcd_data.mkdir(parents=True, exist_ok=True)
+        paths.etcd_data.chmod(0o700)
+        start(Component.ETCD)
+        with httpx.Client(timeout=2.0) as plain:
+            health = f"http://127.0.0.1:{ports.etcd_client}/health"
+            wait(Component.ETCD, "/health", lambda: plain.get(health).json().get("health") == "true")
+        start(Component.APISERVER)
+        with LabApi(ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=3.0) as api:
+            wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
+            for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK):
+                start(comp)
+            if fresh:
+                for node in spec.nodes:
+                    api.create("/api/v1/nodes", _node_manifest(node))
+            with httpx.Client(verify=False, timeout=2.0) as insecure:  # self-signed /healthz
+                wait(Component.CONTROLLER_MANAGER, "/healthz", lambda: insecure.get(
+                    f"https://127.0.0.1:{ports.controller_manager}/healthz").status_code == 200)
+                wait(Component.SCHEDULER, "/healthz", lambda: insecure.get(
+                    f"https://127.0.0.1:{ports.scheduler}/healthz").status_code == 200)
+            wait(Component.CONTROLLER_MANAGER, "the default ServiceAccount",
+                 lambda: bool(api.get("/api/v1/namespaces/default/serviceaccounts/default")))
+            names = {n.name for n in spec.nodes}
+            wait(Component.KWOK, "all nodes Ready", lambda: _ready_nodes(api) >= names)
+
+    def _pods_on(self, api: LabApi, node: str) -> list[tuple[str, str]]:
+        pods = api.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
+        return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods.get("items", [])
+                if not p["metadata"].get("deletionTimestamp")]
+
+    def _wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.settings.fault_timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except (httpx.HTTPError, KeyError):
+                pass
+            time.sleep(0.25)
+        raise LabError(f"timed out after {self.settings.fault_timeout:.0f}s waiting for {what}:"
+                       f" see `isthmus lab logs` for kwok and kube-controller-manager")
+
+
+def _component(value: Component | str) -> Component:
+    if isinstance(value, Component):
+        return value
+    try:
+        return Component.parse(value)
+    except ValueError:
+        known = ", ".join(c.value for c in Component)
+        raise UnknownTargetError(f"no lab component {value!r} (components: {known})") from None
+
+
+def _node_manifest(node: LabNode) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": {
+                KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
+                "kubernetes.io/hostname": node.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": "kwok",
+                "topology.kubernetes.io/region": node.region,
+                "topology.kubernetes.io/zone": node.zone,
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {},
+    }
+
+
+def _conditions_true(obj: dict[str, Any], kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in obj.get("status", {}).get("conditions", []) or [])
+
+
+def _ready_nodes(api: LabApi) -> set[str]:
+    nodes = api.get("/api/v1/nodes", params={"labelSelector": "=".join(KWOK_NODE_LABEL)})
+    return {n["metadata"]["name"] for n in nodes.get("items", []) if _conditions_true(n, "Ready")}
+
+
+def _node_ready(api: LabApi, node: str) -> bool:
+    return _conditions_true(api.get(f"/api/v1/nodes/{node}"), "Ready")
+
+
+def _pod_ready(api: LabApi, ns: str, name: str) -> bool:
+    return _conditions_true(api.get(f"/api/v1/namespaces/{ns}/pods/{name}"), "Ready")
+
+
+def iter_component_logs(lab: Lab, cluster: str) -> Iterator[tuple[Component, Path]]:
+    for comp in Component:
+        yield comp, lab.log_path(cluster, comp)

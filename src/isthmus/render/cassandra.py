@@ -1,0 +1,371 @@
+"""Rendering a CassandraCluster into the Kubernetes objects of each member cluster.
+
+Owns: what a Cassandra datacenter looks like in Kubernetes — one StatefulSet per rack pinned to
+its zone, headless Services for pod DNS and seeds, a client Service, a PodDisruptionBudget, the
+configuration, the superuser Secret — and the labels and hashes that tie them together.
+Must not: do I/O, read the clock or draw randomness. Equal inputs give equal output, byte for
+byte; the caller passes anything secret (the superuser password).
+
+Per member cluster (once, however many datacenters it hosts): Namespace, ServiceAccount, Secret.
+Per datacenter, in its cluster: a ConfigMap (``cassandra.yaml`` plus one
+``cassandra-rackdc.<rack>.properties`` key per rack; each StatefulSet mounts its rack's key as
+``cassandra-rackdc.properties``), Services ``-all``, ``-seeds`` and ``-client``, a StatefulSet per
+rack and a PodDisruptionBudget. The seed design is in :mod:`isthmus.render.seeds`.
+
+How the pod gets its configuration: an init container (same image) copies the image's default
+``/etc/cassandra`` (JVM options, logback) into an ``emptyDir``, overlays the ConfigMap's files and
+substitutes the pod IP for ``${POD_IP}``. The main container mounts that ``emptyDir`` at
+``/etc/cassandra`` and runs ``cassandra -f`` directly as the image's ``cassandra`` user (uid 999):
+the image's entrypoint would rewrite ``cassandra.yaml`` from ``CASSANDRA_*`` variables, including
+replacing the seed list with the pod's own IP when ``CASSANDRA_SEEDS`` is unset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec.cassandra import CassandraCluster, Datacenter, Rack
+from ..spec.fleet import Fleet, Mesh
+from .cassandra_config import (
+    CQL_PORT,
+    DATA_DIR,
+    INTRA_NODE_PORT,
+    JMX_PORT,
+    TLS_INTRA_NODE_PORT,
+    cassandra_yaml,
+    rackdc_properties,
+)
+from .errors import RenderError
+from .hashing import digest, stamp
+from .manifests import Manifests
+from .naming import CassandraNames
+from .quantities import heap_settings
+from .seeds import DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTERSET_DOMAIN, seed_racks
+
+__all__ = [
+    "CILIUM_GLOBAL_ANNOTATION",
+    "CILIUM_SHARED_ANNOTATION",
+    "CONFIG_HASH_ANNOTATION",
+    "DRAIN_GRACE_SECONDS",
+    "POD_INDEX_LABEL",
+    "SEED_RACK_LABEL",
+    "SUPERUSER_PASSWORD_PLACEHOLDER",
+    "SUPERUSER_USERNAME",
+    "render_cassandra",
+]
+
+# The applier replaces this value with the real password (read from the live Secret or generated
+# outside render) and ``diff`` masks it; render never invents a password.
+SUPERUSER_PASSWORD_PLACEHOLDER = "@@isthmus:superuser-password@@"
+SUPERUSER_USERNAME = "cassandra-admin"
+
+CONFIG_HASH_ANNOTATION = "isthmus.dev/config-hash"
+SEED_RACK_LABEL = "isthmus.dev/seed-rack"
+# Set by the StatefulSet controller on every pod (PodIndexLabel, on by default since 1.28).
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+CILIUM_GLOBAL_ANNOTATION = "service.cilium.io/global"
+CILIUM_SHARED_ANNOTATION = "service.cilium.io/shared"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+# Long enough for `nodetool drain` (flush memtables, stop accepting writes) on a loaded node.
+DRAIN_GRACE_SECONDS = 1800
+CASSANDRA_UID = 999  # the `cassandra` user of the official image
+CONFIG_MOUNT = "/isthmus"
+CONF_STAGING = "/conf"
+
+_INIT_SCRIPT = f"""set -eu
+cp -R /etc/cassandra/. {CONF_STAGING}/
+sed "s|\\${{POD_IP}}|${{POD_IP}}|g" {CONFIG_MOUNT}/cassandra.yaml > {CONF_STAGING}/cassandra.yaml
+cp {CONFIG_MOUNT}/cassandra-rackdc.properties {CONF_STAGING}/cassandra-rackdc.properties
+"""
+
+# Readiness means "this node serves CQL". `nodetool statusbinary` asks the node itself (over local
+# JMX) whether its native transport is running; it prints "running" or "not running", so the
+# output is compared whole (a grep for "running" would match both). A tcpSocket probe on 9042 is
+# not used: the kubelet's connect proves only that something accepts on the port, and the check
+# must be the node's own answer. `nodetool status` is no substitute either: it reports UN before
+# the CQL port opens. Costs a short-lived JVM per probe, hence the 15s period.
+_READY_COMMAND = ["/bin/sh", "-c", 'test "$(nodetool statusbinary 2>/dev/null)" = running']
+# Liveness is lenient: it asks only that the JVM answers JMX (`nodetool version`), which holds
+# through commit-log replay, bootstrap streaming and compaction storms, and allows 5 minutes of
+# silence before a restart. JMX listens on localhost only, so it must be an exec, not tcpSocket.
+# The startup probe gives a fresh JVM 15 minutes to open JMX before liveness starts counting.
+_ALIVE_COMMAND = ["nodetool", "version"]
+
+
+def _base_labels(app: CassandraCluster) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cassandra",
+        "app.kubernetes.io/instance": app.metadata.name,
+        "app.kubernetes.io/managed-by": "isthmus",
+        "app.kubernetes.io/version": app.spec.version,
+        "isthmus.dev/app": app.metadata.name,
+    }
+
+
+def _selector(app: CassandraCluster, dc: Datacenter | None = None,
+              rack: Rack | None = None) -> dict[str, str]:
+    """Immutable identity labels: what selectors, PVC templates and anti-affinity use (never the version)."""
+    sel = {"app.kubernetes.io/name": "cassandra", "app.kubernetes.io/instance": app.metadata.name}
+    if dc is not None:
+        sel["isthmus.dev/datacenter"] = dc.name
+    if rack is not None:
+        sel["isthmus.dev/rack"] = rack.name
+    return sel
+
+
+def _labels(app: CassandraCluster, dc: Datacenter | None = None, rack: Rack | None = None) -> dict[str, str]:
+    return {**_base_labels(app), **_selector(app, dc, rack)}
+
+
+def _meta(name: str, app: CassandraCluster, labels: dict[str, str],
+          annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": app.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _port(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
+
+
+_INIT_RESOURCES = {"cpu": "100m", "memory": "64Mi"}
+_INTRA = ("intra-node", INTRA_NODE_PORT)
+_TLS = ("tls-intra-node", TLS_INTRA_NODE_PORT)
+_CQL = ("cql", CQL_PORT)
+_JMX = ("jmx", JMX_PORT)
+
+
+# --- per member cluster -------------------------------------------------------------------------
+
+def _namespace(app: CassandraCluster) -> dict[str, Any]:
+    # Only the manager label: several apps may share a namespace and must render it identically.
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": app.namespace, "labels": {"app.kubernetes.io/managed-by": "isthmus"}}}
+
+
+def _service_account(app: CassandraCluster, names: CassandraNames) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _meta(names.service_account, app, _labels(app)),
+            "automountServiceAccountToken": False}
+
+
+def _superuser_secret(app: CassandraCluster, names: CassandraNames, password: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": _meta(names.superuser_secret, app, _labels(app)),
+            "stringData": {"username": SUPERUSER_USERNAME, "password": password}}
+
+
+# --- per datacenter -----------------------------------------------------------------------------
+
+def _rack_key(rack: Rack) -> str:
+    return f"cassandra-rackdc.{rack.name}.properties"
+
+
+def _config_data(app: CassandraCluster, dc: Datacenter, *, cluster_domain: str,
+                 clusterset_domain: str) -> dict[str, str]:
+    data = {"cassandra.yaml": cassandra_yaml(app, dc, cluster_domain=cluster_domain,
+                                             clusterset_domain=clusterset_domain)}
+    for rack in dc.racks:
+        data[_rack_key(rack)] = rackdc_properties(dc, rack.name)
+    return data
+
+
+def _config_map(app: CassandraCluster, names: CassandraNames, dc: Datacenter,
+                data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(names.config_map(dc.name), app, _labels(app, dc)), "data": data}
+
+
+def _services(app: CassandraCluster, names: CassandraNames, dc: Datacenter,
+              mesh: Mesh) -> list[dict[str, Any]]:
+    sel = _selector(app, dc)
+    labels = _labels(app, dc)
+    all_pods = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(names.all_service(dc.name), app, labels),
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": sel,
+                 "ports": [_port(*_INTRA), _port(*_TLS), _port(*_CQL)]},
+    }
+    seeds = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(names.seed_service(dc.name), app, labels),
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                 "selector": {**sel, SEED_RACK_LABEL: "true", POD_INDEX_LABEL: "0"},
+                 "ports": [_port(*_INTRA), _port(*_TLS)]},
+    }
+    global_service = mesh in (Mesh.CILIUM, Mesh.BOTH)
+    annotations = ({CILIUM_GLOBAL_ANNOTATION: "true", CILIUM_SHARED_ANNOTATION: "true"}
+                   if global_service else None)
+    client = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(names.client_service(dc.name), app, labels, annotations),
+        "spec": {"type": "ClusterIP", "selector": sel, "ports": [_port(*_CQL)]},
+    }
+    return [all_pods, seeds, client]
+
+
+def _disruption_budget(app: CassandraCluster, names: CassandraNames, dc: Datacenter) -> dict[str, Any]:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(names.disruption_budget(dc.name), app, _labels(app, dc)),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(app, dc)}}}
+
+
+def _affinity(app: CassandraCluster, rack: Rack) -> dict[str, Any]:
+    return {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": ZONE_LABEL, "operator": "In", "values": [rack.zone]}]},
+        ]}},
+        # Required, across every rack and datacenter of this app: two of its nodes never share a machine.
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": _selector(app)}, "topologyKey": HOSTNAME_LABEL},
+        ]},
+    }
+
+
+def _exec_probe(command: list[str], *, period: int, timeout: int, failures: int,
+                delay: int = 0) -> dict[str, Any]:
+    probe: dict[str, Any] = {"exec": {"command": command}, "periodSeconds": period,
+                             "timeoutSeconds": timeout, "failureThreshold": failures, "successThreshold": 1}
+    if delay:
+        probe["initialDelaySeconds"] = delay
+    return probe
+
+
+def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, rack: Rack, replicas: int,
+                 config: dict[str, str], *, seed: bool) -> dict[str, Any]:
+    spec = app.spec
+    res = spec.resources
+    heap = heap_settings(memory=res.memory, cpu=res.cpu, heap=res.heap)
+    image = spec.image or f"cassandra:{spec.version}"
+    mounted = {"cassandra.yaml": config["cassandra.yaml"],
+               "cassandra-rackdc.properties": config[_rack_key(rack)]}
+    pod_labels = _labels(app, dc, rack)
+    if seed:
+        pod_labels[SEED_RACK_LABEL] = "true"
+    resources = {"cpu": res.cpu, "memory": res.memory}
+    init = {
+        "name": "config", "image": image, "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", _INIT_SCRIPT],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        # requests = limits keeps the pod in the Guaranteed QoS class.
+        "resources": {"requests": dict(_INIT_RESOURCES), "limits": dict(_INIT_RESOURCES)},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "conf", "mountPath": CONF_STAGING}],
+    }
+    container = {
+        "name": "cassandra", "image": image, "imagePullPolicy": "IfNotPresent",
+        "command": ["cassandra", "-f"],
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MAX_HEAP_SIZE", "value": heap.max_heap},
+            {"name": "HEAP_NEWSIZE", "value": heap.new_size},
+        ],
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in (_INTRA, _TLS, _CQL, _JMX)],
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "readinessProbe": _exec_probe(_READY_COMMAND, period=15, timeout=15, failures=3, delay=20),
+        "startupProbe": _exec_probe(_ALIVE_COMMAND, period=10, timeout=15, failures=90),
+        "livenessProbe": _exec_probe(_ALIVE_COMMAND, period=30, timeout=20, failures=10),
+        "lifecycle": {"preStop": {"exec": {"command": ["nodetool", "drain"]}}},
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
+                         {"name": "conf", "mountPath": "/etc/cassandra"}],
+    }
+    claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                  "resources": {"requests": {"storage": spec.storage.size}}}
+    if spec.storage.storage_class_name:
+        claim_spec["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": _meta(names.statefulset(dc.name, rack.name), app, _labels(app, dc, rack)),
+        "spec": {
+            "serviceName": names.all_service(dc.name),
+            "replicas": replicas,
+            "podManagementPolicy": "OrderedReady",
+            # The rollout work drives the partition; render always asks for the whole set.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "selector": {"matchLabels": _selector(app, dc, rack)},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: digest(mounted)}},
+                "spec": {
+                    "serviceAccountName": names.service_account,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": DRAIN_GRACE_SECONDS,
+                    "securityContext": {"runAsUser": CASSANDRA_UID, "runAsGroup": CASSANDRA_UID,
+                                        "runAsNonRoot": True, "fsGroup": CASSANDRA_UID,
+                                        "fsGroupChangePolicy": "OnRootMismatch"},
+                    "affinity": _affinity(app, rack),
+                    "initContainers": [init],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names.config_map(dc.name), "items": [
+                            {"key": "cassandra.yaml", "path": "cassandra.yaml"},
+                            {"key": _rack_key(rack), "path": "cassandra-rackdc.properties"},
+                        ]}},
+                        {"name": "conf", "emptyDir": {}},
+                    ],
+                },
+            },
+            # Immutable once created: identity labels only, so a version bump never touches it.
+            "volumeClaimTemplates": [{
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data", "labels": _selector(app, dc, rack)},
+                "spec": claim_spec,
+            }],
+        },
+    }
+
+
+def _check_placement(app: CassandraCluster, fleet: Fleet) -> None:
+    clusters = {c.name: c for c in fleet.spec.clusters}
+    for dc in app.spec.datacenters:
+        cluster = clusters.get(dc.cluster)
+        if cluster is None:
+            raise RenderError(f"datacenter {dc.name!r} names cluster {dc.cluster!r}, which Fleet "
+                              f"{fleet.metadata.name!r} does not have ({', '.join(clusters)})")
+        for rack in dc.racks:
+            if rack.zone not in cluster.zone_names:
+                zones = ", ".join(cluster.zone_names)
+                raise RenderError(f"rack {rack.name!r} of datacenter {dc.name!r} is pinned to zone "
+                                  f"{rack.zone!r}, not one of cluster {cluster.name!r}'s zones ({zones})")
+
+
+def render_cassandra(
+    app: CassandraCluster,
+    fleet: Fleet,
+    *,
+    superuser_password: str | None = None,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+    clusterset_domain: str = DEFAULT_CLUSTERSET_DOMAIN,
+    mesh: Mesh | None = None,
+) -> Manifests:
+    """Every object of ``app``, in the member cluster each belongs to.
+
+    ``superuser_password=None`` renders :data:`SUPERUSER_PASSWORD_PLACEHOLDER` for the applier
+    to fill in. ``mesh`` defaults to the Fleet's ``spec.network.mesh``; ``cluster_domain`` names
+    local Service DNS, ``clusterset_domain`` the mesh-wide DNS of the remote seed Services.
+    """
+    _check_placement(app, fleet)
+    mesh = fleet.spec.network.mesh if mesh is None else mesh
+    names = CassandraNames(app.metadata.name, app.namespace)
+    password = SUPERUSER_PASSWORD_PLACEHOLDER if superuser_password is None else superuser_password
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    for cluster in app.member_clusters():
+        secret = _superuser_secret(app, names, password)
+        # The hash covers the placeholder, never the password: an annotation must not leak it.
+        masked = _superuser_secret(app, names, SUPERUSER_PASSWORD_PLACEHOLDER)
+        pairs += [(cluster, stamp(_namespace(app))), (cluster, stamp(_service_account(app, names))),
+                  (cluster, stamp(secret, hashed_as=masked))]
+    for dc in app.spec.datacenters:
+        config = _config_data(app, dc, cluster_domain=cluster_domain, clusterset_domain=clusterset_domain)
+        objects = [_config_map(app, names, dc, config), *_services(app, names, dc, mesh),
+                   _disruption_budget(app, names, dc)]
+        seeds = set(seed_racks(dc))
+        sizes = dc.rack_sizes()
+        objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds)
+                    for rack in dc.racks]
+        pairs += [(dc.cluster, stamp(obj)) for obj in objects]
+    return Manifests.build(pairs)

@@ -1,0 +1,1 @@
+"""Planning: the pure network planner (IDs, CIDRs, MTU, capacity, lock, check)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from isthmus.netplan import Lock, plan
 from isthmus.spec.fleet import Fleet
@@ -68,17 +69,14 @@ def main() -> int:
     rows: list[tuple[int, float, float, float]] = []
     for n in SIZES:
         f = fleet(n)
-        full = best_of(lambda f=f: plan(f))
+        full = best_of(partial(plan, f))
         data = plan(fleet(n - n // 10)).lock.to_dict()
-        parse = best_of(lambda data=data: Lock.from_dict(data))
+        parse = best_of(partial(Lock.from_dict, data))
         kept = Lock.from_dict(data)
-        incremental = best_of(lambda f=f, kept=kept: plan(f, kept))
+        incremental = best_of(partial(plan, f, kept))
         rows.append((n, full, incremental, parse))
     print(f"Python {sys.version.split()[0]}, best of {REPEATS}\n")
-    print(
-        "| clusters | plan (s) | per cluster (µs) | replan with lock of 90% (s) | "
-        "Lock.from_dict (s) | plan growth |"
-    )
+    print("| clusters | plan (s) | per cluster (µs) | replan with lock of 90% (s) | Lock.from_dict (s) | plan growth |")
     print("|---:|---:|---:|---:|---:|---:|")
     previous: float | None = None
     for n, full, incremental, parse in rows:

@@ -8,7 +8,7 @@ line and exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"

@@ -30,9 +30,6 @@ def use_consoles(out: Console, err: Console) -> None:
 
 def dump(data: Any, fmt: str) -> None:
     """Machine-readable output: exactly the document, no colour, no wrapping."""
-    if fmt == "json":
-        text = json.dumps(data, indent=2) + "\n"
-    else:
-        text = yaml.safe_dump(data, sort_keys=False)
+    text = json.dumps(data, indent=2) + "\n" if fmt == "json" else yaml.safe_dump(data, sort_keys=False)
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -41,7 +41,12 @@ def test_warnings_below_free_and_headroom() -> None:
 
 def test_full_cluster() -> None:
     cap = capacity(
-        "a", ip_network("10.0.0.0/24"), mask_size=24, nodes=3, max_pods_per_node=110, headroom=1.0,
+        "a",
+        ip_network("10.0.0.0/24"),
+        mask_size=24,
+        nodes=3,
+        max_pods_per_node=110,
+        headroom=1.0,
         warn_below_free=0.0,
     )
     assert cap.nodes_addable == 0 and cap.pod_addresses_free < 0

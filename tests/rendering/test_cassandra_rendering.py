@@ -86,7 +86,8 @@ def test_statefulset_per_rack_pinned_and_spread(example: tuple[CassandraCluster,
     sts = one(objs, "StatefulSet", "orders-dc-eu-rack-c")
     spec = sts["spec"]
     pod = spec["template"]["spec"]
-    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    node_affinity = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    terms = node_affinity["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [
         {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["europe-west1-c"]}]}]
     anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -100,7 +101,8 @@ def test_statefulset_per_rack_pinned_and_spread(example: tuple[CassandraCluster,
     (container,) = pod["containers"]
     assert container["image"] == "cassandra:5.0.6"
     assert {p["containerPort"] for p in container["ports"]} == {7000, 7001, 9042, 7199}
-    assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    resources = container["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "2", "memory": "8Gi"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MAX_HEAP_SIZE"] == "2048M" and env["HEAP_NEWSIZE"] == "200M"
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["nodetool", "drain"]
@@ -165,8 +167,10 @@ def test_seed_service_selects_ordinal_zero_of_the_seed_racks(example: tuple[Cass
 def test_single_rack_datacenter_has_one_local_seed(example: tuple[CassandraCluster, Fleet]) -> None:
     app, fleet = example
     dc = app.spec.datacenters[0]
-    app = with_spec(app, datacenters=[dc.model_copy(update={"racks": dc.racks[:1]}), *app.spec.datacenters[1:]])
-    seeds = seeds_of(one(render_cassandra(app, fleet).for_cluster("eu-west"), "ConfigMap", "orders-dc-eu-config"))
+    one_rack = dc.model_copy(update={"racks": dc.racks[:1]})
+    app = with_spec(app, datacenters=[one_rack, *app.spec.datacenters[1:]])
+    objs = render_cassandra(app, fleet).for_cluster("eu-west")
+    seeds = seeds_of(one(objs, "ConfigMap", "orders-dc-eu-config"))
     assert seeds[0] == "orders-dc-eu-rack-b-0.orders-dc-eu-all.cassandra.svc.cluster.local"
     assert len(seeds) == 3
 
@@ -212,8 +216,9 @@ def test_labels_and_content_hash_on_every_object(example: tuple[CassandraCluster
             assert len(meta["annotations"][CONTENT_HASH_ANNOTATION]) == 16
             if obj["kind"] == "Namespace":
                 continue
-            assert {"app.kubernetes.io/name": "cassandra", "app.kubernetes.io/instance": "orders",
-                    "app.kubernetes.io/version": "5.0.6", "isthmus.dev/app": "orders"}.items() <= meta["labels"].items()
+            expected = {"app.kubernetes.io/name": "cassandra", "app.kubernetes.io/instance": "orders",
+                        "app.kubernetes.io/version": "5.0.6", "isthmus.dev/app": "orders"}
+            assert expected.items() <= meta["labels"].items()
             if obj["kind"] == "StatefulSet":
                 assert "isthmus.dev/rack" in meta["labels"]
                 assert CONFIG_HASH_ANNOTATION in obj["spec"]["template"]["metadata"]["annotations"]
@@ -272,8 +277,8 @@ def test_apply_rank_orders_kinds() -> None:
     kinds = ["PodDisruptionBudget", "StatefulSet", "Service", "Secret", "ConfigMap", "ServiceAccount",
              "CustomResourceDefinition", "Namespace"]
     ranks = [apply_rank({"kind": k}) for k in kinds]
-    assert ranks == [ApplyPhase.GUARD, ApplyPhase.WORKLOAD, ApplyPhase.NETWORK] + [ApplyPhase.IDENTITY_AND_CONFIG] * 3 \
-        + [ApplyPhase.FOUNDATION] * 2
+    assert ranks == [ApplyPhase.GUARD, ApplyPhase.WORKLOAD, ApplyPhase.NETWORK,
+                     *[ApplyPhase.IDENTITY_AND_CONFIG] * 3, *[ApplyPhase.FOUNDATION] * 2]
     ordered = sorted(kinds, key=lambda k: apply_rank({"kind": k}))
     assert ordered[:2] == ["CustomResourceDefinition", "Namespace"]
     assert ordered[-3:] == ["Service", "StatefulSet", "PodDisruptionBudget"]
@@ -294,7 +299,8 @@ def test_manifests_refuse_duplicates_and_dispatch_refuses_unknown_kinds(
         render(other, fleet)
 
 
-def test_two_datacenters_in_one_cluster_share_cluster_objects(example: tuple[CassandraCluster, Fleet]) -> None:
+def test_two_datacenters_in_one_cluster_share_cluster_objects(
+        example: tuple[CassandraCluster, Fleet]) -> None:
     app, fleet = example
     eu = app.spec.datacenters[0]
     second = eu.model_copy(update={"name": "dc-eu2"})

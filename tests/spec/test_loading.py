@@ -169,7 +169,7 @@ def test_a_new_kind_registers_without_touching_cassandra() -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(SpecError, match="nope.yaml: file not found"):
+    with pytest.raises(SpecError, match=r"nope\.yaml: file not found"):
         load_files(["nope.yaml"])
 
 

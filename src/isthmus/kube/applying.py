@@ -12,7 +12,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from itertools import groupby
 from typing import Any
 
@@ -27,7 +27,7 @@ __all__ = ["Action", "ApplyReport", "ObjectOutcome", "apply_objects", "delete_ob
 Progress = Callable[[str], None]
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATED = "created"
     CONFIGURED = "configured"
     UNCHANGED = "unchanged"
@@ -58,7 +58,9 @@ def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
     return ref.api_version, ref.kind, ref.namespace
 
 
-async def fetch_owned(conn: ClusterConnection, app: str, kinds: set[tuple[str, str, str]]) -> dict[ObjectRef, KubeObject]:
+async def fetch_owned(
+    conn: ClusterConnection, app: str, kinds: set[tuple[str, str, str]]
+) -> dict[ObjectRef, KubeObject]:
     """The live objects of ``app`` for each (apiVersion, kind, namespace): one LIST per kind."""
 
     async def list_kind(api_version: str, kind: str, namespace: str) -> list[KubeObject]:
@@ -94,21 +96,24 @@ async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> K
     return await conn.call("apply", str(ref), do)
 
 
-async def _wait_established(conn: ClusterConnection, name: str, timeout: float = 30.0) -> None:
+ESTABLISHED_WITHIN = 30.0
+
+
+async def _wait_established(conn: ClusterConnection, name: str) -> None:
     from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
     async def get(client: Any) -> Any:
         return await client.get(CustomResourceDefinition, name)
 
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + ESTABLISHED_WITHIN
     while True:
         crd = await conn.call("get", f"CustomResourceDefinition {name}", get)
         conditions = (crd.status.conditions if crd.status else None) or []
         if any(c.type == "Established" and c.status == "True" for c in conditions):
             return
         if loop.time() > deadline:
-            raise KubeError(conn.name, f"CustomResourceDefinition {name} not Established after {timeout:g}s")
+            raise KubeError(conn.name, f"CustomResourceDefinition {name} not Established after {ESTABLISHED_WITHIN:g}s")
         await asyncio.sleep(0.2)
 
 

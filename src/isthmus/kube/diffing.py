@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-
 from .connection import ClusterConnection
 from .errors import ApiFailure
 from .objects import KubeObject, ObjectRef, clean_for_compare, resource_class, to_resource

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from ..errors import IsthmusError
@@ -18,7 +18,7 @@ __all__ = ["ClusterOutcome", "Reach", "across"]
 T = TypeVar("T")
 
 
-class Reach(str, Enum):
+class Reach(StrEnum):
     DONE = "Done"
     UNKNOWN = "Unknown"
     FAILED = "Failed"

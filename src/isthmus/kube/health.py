@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .objects import KubeObject
@@ -17,7 +17,7 @@ from .objects import KubeObject
 __all__ = ["Health", "ObjectHealth", "rollup", "statefulset_health"]
 
 
-class Health(str, Enum):
+class Health(StrEnum):
     HEALTHY = "Healthy"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"

@@ -53,7 +53,10 @@ class ClusterRegistry(Mapping[str, ClusterConnection]):
                     f"cluster {cluster.name!r} uses kube context {context!r}, which {path} does not have "
                     f"(contexts: {known}); fix spec.clusters[].context or the kubeconfig"
                 )
-            connections.append(ClusterConnection(cluster.name, config.get(context_name=context), settings))
+            single = config.get(context_name=context)
+            if single is None:
+                raise UnknownContext(f"kube context {context!r} in {path} has no cluster or user")
+            connections.append(ClusterConnection(cluster.name, single, settings))
         return cls(connections)
 
     def __getitem__(self, name: str) -> ClusterConnection:

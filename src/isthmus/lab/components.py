@@ -155,7 +155,8 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
         return [
             exe, f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
             f"--secure-port={ports.controller_manager}", "--leader-elect=false",
-            "--controllers=*,-node-ipam-controller", "--allocate-node-cidrs=false",
+            "--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-node-route-controller,"
+            "-service-lb-controller", "--allocate-node-cidrs=false",
             f"--cluster-name=lab-{spec.name}",
             f"--service-cluster-ip-range={spec.service_cidr}",
             "--use-service-account-credentials=true",

@@ -273,11 +273,7 @@ def _check_blocks(requests: Sequence[AddressRequest], network: NetworkSpec) -> l
             usable = usable_per_block(mask, ipv6=ipv6)
             if req.max_pods_per_node > usable:
                 fit = next(
-                    (
-                        m
-                        for m in range(mask, 0, -1)
-                        if usable_per_block(m, ipv6=ipv6) >= req.max_pods_per_node
-                    ),
+                    (m for m in range(mask, 0, -1) if usable_per_block(m, ipv6=ipv6) >= req.max_pods_per_node),
                     mask,
                 )
                 problems.append(
@@ -380,9 +376,7 @@ def allocate(
         for done, (prefixlen, _, req) in enumerate(sized):
             got = free.allocate(prefixlen)
             if got is None:
-                raise PlanError(
-                    _exhausted(slot, req, network, supernet, prefixlen, free, avoided, nested, done)
-                )
+                raise PlanError(_exhausted(slot, req, network, supernet, prefixlen, free, avoided, nested, done))
             result[req.name][slot.attr] = got
     out: dict[str, Addresses] = {}
     for name, slots in result.items():

@@ -110,9 +110,7 @@ def _check_ids(fleet: Fleet) -> list[Finding]:
             )
     for cid, names in sorted(holders.items()):
         if len(names) > 1:
-            found.append(
-                _error("duplicate-cluster-id", f"clusterID {cid} is held by {', '.join(names)}", names)
-            )
+            found.append(_error("duplicate-cluster-id", f"clusterID {cid} is held by {', '.join(names)}", names))
     return found
 
 
@@ -122,9 +120,7 @@ def _parse(c: ClusterSpec, key: str, value: str | None, found: list[Finding]) ->
     net = ipaddress.ip_network(value)
     if key != "nodeCIDR" and net.version != 4:
         found.append(
-            _error(
-                "wrong-family", f"cluster {c.name}: {key} {net} is IPv6; {key} holds the IPv4 CIDR", [c.name]
-            )
+            _error("wrong-family", f"cluster {c.name}: {key} {net} is IPv6; {key} holds the IPv4 CIDR", [c.name])
         )
         return None
     return net
@@ -157,9 +153,7 @@ def _check_addresses(fleet: Fleet) -> list[Finding]:
             claims.append(Claim(cidr, kind, c.name))
             if not has_v4:
                 found.append(
-                    _warning(
-                        "unused-cidr", f"cluster {c.name} is IPv6-only; its {key} {cidr} is unused", [c.name]
-                    )
+                    _warning("unused-cidr", f"cluster {c.name} is IPv6-only; its {key} {cidr} is unused", [c.name])
                 )
             if not cidr.subnet_of(supernet):  # type: ignore[arg-type]  # both IPv4 here
                 found.append(

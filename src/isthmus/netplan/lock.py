@@ -54,9 +54,7 @@ class LockedCluster:
 
     @property
     def networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
-        return tuple(
-            n for n in (self.pod_cidr, self.service_cidr, self.pod_cidr_v6, self.service_cidr_v6) if n
-        )
+        return tuple(n for n in (self.pod_cidr, self.service_cidr, self.pod_cidr_v6, self.service_cidr_v6) if n)
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,8 @@ class Lock:
                 f"lock: version: expected {LOCK_VERSION}, got {version!r}; this isthmus reads lock "
                 f"version {LOCK_VERSION} only"
             )
-        raw = data.get("clusters") or {}
+        raw = data.get("clusters")
+        raw = {} if raw is None else raw
         if not isinstance(raw, Mapping):
             raise LockError(f"lock: clusters: expected a mapping of cluster name to entry, got {_kind(raw)}")
         entries: list[LockedCluster] = []
@@ -112,9 +111,7 @@ class Lock:
             cid = cluster.cluster_id
             if cid is not None:
                 if cid in owners:
-                    raise LockError(
-                        f"lock: clusters.{name}.clusterID: {cid} is also recorded for {owners[cid]}"
-                    )
+                    raise LockError(f"lock: clusters.{name}.clusterID: {cid} is also recorded for {owners[cid]}")
                 owners[cid] = name
             entries.append(cluster)
         return cls(clusters=tuple(entries))
@@ -156,9 +153,7 @@ def _parse_entry(name: str, entry: object) -> LockedCluster:
                 other = ipaddress.ip_network(value.strip())
             except ValueError:
                 raise LockError(f"{where}.{key}: {value!r} is not a valid CIDR ({exc})") from exc
-            raise LockError(
-                f"{where}.{key}: {value} is IPv{other.version}; expected an IPv{version} CIDR"
-            ) from exc
+            raise LockError(f"{where}.{key}: {value} is IPv{other.version}; expected an IPv{version} CIDR") from exc
     pod4, svc4, pod6, svc6 = (nets[k] for k in _CIDR_KEYS)
     assert (pod4 is None or isinstance(pod4, IPv4Network)) and (svc4 is None or isinstance(svc4, IPv4Network))
     assert (pod6 is None or isinstance(pod6, IPv6Network)) and (svc6 is None or isinstance(svc6, IPv6Network))

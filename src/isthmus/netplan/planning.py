@@ -261,10 +261,7 @@ def plan(fleet: Fleet, lock: Lock | None = None) -> Plan:
         ids = dict(assignment.ids)
         warnings.extend(assignment.warnings)
     else:  # Istio alone needs no Cilium cluster IDs; keep any the spec or lock already has
-        ids = {
-            c.name: c.cluster_id if c.cluster_id is not None else locked_ids.get(c.name)
-            for c in spec.clusters
-        }
+        ids = {c.name: c.cluster_id if c.cluster_id is not None else locked_ids.get(c.name) for c in spec.clusters}
 
     requests: list[AddressRequest] = []
     for c in spec.clusters:
@@ -342,9 +339,7 @@ def plan(fleet: Fleet, lock: Lock | None = None) -> Plan:
             )
         )
         locked.append(
-            LockedCluster(
-                c.name, ids[c.name], got.pod_cidr, got.service_cidr, got.pod_cidr_v6, got.service_cidr_v6
-            )
+            LockedCluster(c.name, ids[c.name], got.pod_cidr, got.service_cidr, got.pod_cidr_v6, got.service_cidr_v6)
         )
     return Plan(
         fleet=fleet.metadata.name,
@@ -356,9 +351,7 @@ def plan(fleet: Fleet, lock: Lock | None = None) -> Plan:
     )
 
 
-def _capacity(
-    c: ClusterSpec, pod: IPv4Network | None, pod6: IPv6Network | None, net: NetworkSpec
-) -> Capacity:
+def _capacity(c: ClusterSpec, pod: IPv4Network | None, pod6: IPv6Network | None, net: NetworkSpec) -> Capacity:
     """Capacity of the constraining family (the one with fewer per-node blocks; IPv4 on a tie)."""
     options: Sequence[tuple[IPv4Network | IPv6Network | None, int]] = (
         (pod, net.pod_mask_size),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 __all__ = ["API_VERSION", "SpecModel"]
 
-API_VERSION = "isthmus.dev/v1alpha1"
+API_VERSION: Final = "isthmus.dev/v1alpha1"
 
 
 class SpecModel(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -74,7 +74,7 @@ class AccessSpec(SpecModel):
     rules: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class DriftPolicy(str, Enum):
+class DriftPolicy(StrEnum):
     CORRECT = "correct"
     REPORT = "report"
 

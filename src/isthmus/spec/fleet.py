@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -31,29 +31,29 @@ CLUSTER_NAME_PATTERN = re.compile(r"^([a-z0-9][-a-z0-9]*)?[a-z0-9]$")
 CLUSTER_NAME_MAX = 32
 
 
-class RoutingMode(str, Enum):
+class RoutingMode(StrEnum):
     TUNNEL = "tunnel"
     NATIVE = "native"
 
 
-class TunnelProtocol(str, Enum):
+class TunnelProtocol(StrEnum):
     VXLAN = "vxlan"
     GENEVE = "geneve"
 
 
-class Encryption(str, Enum):
+class Encryption(StrEnum):
     NONE = "none"
     WIREGUARD = "wireguard"
     IPSEC = "ipsec"
 
 
-class Mesh(str, Enum):
+class Mesh(StrEnum):
     CILIUM = "cilium"
     ISTIO = "istio"
     BOTH = "both"
 
 
-class IPFamily(str, Enum):
+class IPFamily(StrEnum):
     IPV4 = "ipv4"
     IPV6 = "ipv6"
     DUAL = "dual"

@@ -1,0 +1,309 @@
+"""Access policy for the CQL proxy: a validated rule document and one pure ``decide``.
+
+Document (YAML or an equivalent dict)::
+
+    rules:
+      - name: sales-app
+        identities:                       # every non-empty list must match (AND);
+          cidrs: ["10.20.0.0/16"]         # within a list any entry matches (OR)
+          users: ["sales_app"]            # SASL user confirmed by AUTH_SUCCESS
+          principals: ["spiffe://prod/ns/sales/sa/app"]
+        allow:
+          - actions: [select, insert, update, delete]   # or groups: read, write, schema
+            tables: ["sales.orders", "sales.line_*"]
+
+Semantics:
+
+* Default deny. Unclassifiable statements are always denied.
+* A table pattern is ``keyspace.table``; each side is matched separately with
+  ``fnmatchcase``, so patterns are anchored and ``*`` never crosses the dot. Names are
+  compared as Cassandra stores them (unquoted names lower-case).
+* Keyspace actions (``create_keyspace``, ``alter_keyspace``, ``drop_keyspace``) need a
+  pattern ``<ks>.*``. ``use`` is allowed on a keyspace wherever any allowance of a matching
+  rule covers some table of it (USE reveals nothing more than that).
+* Global actions (roles, permissions, ``describe``) take no ``tables``.
+* Built in: any identity may ``select`` the tables drivers read on connect:
+  ``system.local``, ``system.peers``, ``system.peers_v2``, ``system_schema.*``,
+  ``system_virtual_schema.*``.
+* A BATCH is allowed only if every statement in it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from isthmus.cqlguard.classify import (
+    GLOBAL_ACTIONS,
+    Action,
+    Classification,
+    Classified,
+    Statement,
+    Unclassifiable,
+)
+
+__all__ = [
+    "ACTION_GROUPS",
+    "BUILTIN_RULE",
+    "Decision",
+    "Identity",
+    "Policy",
+    "PolicyDocument",
+    "PolicyError",
+    "Verdict",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Shorthands accepted in ``actions``.
+ACTION_GROUPS: Mapping[str, frozenset[Action]] = {
+    "read": frozenset({Action.SELECT}),
+    "write": frozenset({Action.INSERT, Action.UPDATE, Action.DELETE}),
+    "schema": frozenset(
+        a
+        for a in Action
+        if a.value.startswith(("create_", "alter_", "drop_"))
+        and a not in GLOBAL_ACTIONS
+        and not a.value.endswith("_keyspace")
+    ),
+}
+_KEYSPACE_LEVEL = frozenset({Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
+_PATTERN_PART = re.compile(r"[A-Za-z0-9_*?]+")
+BUILTIN_RULE = "builtin:driver-system-tables"
+_BUILTIN_TABLES = (
+    ("system", "local"),
+    ("system", "peers"),
+    ("system", "peers_v2"),
+    ("system_schema", "*"),
+    ("system_virtual_schema", "*"),
+)
+
+
+class PolicyError(ValueError):
+    """The policy document is invalid; the message says where and why, one problem a line."""
+
+
+class Verdict(Enum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking: peer address, SASL user (after AUTH_SUCCESS), TLS/SPIFFE principal."""
+
+    address: IPAddress | None = None
+    user: str | None = None
+    principal: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"user {self.user!r}" if self.user else "no user"]
+        if self.principal:
+            parts.append(f"principal {self.principal!r}")
+        if self.address:
+            parts.append(f"from {self.address}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    rule: str | None
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOWED
+
+
+# ------------------------------------------------------------------------ document models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdentitySelector(_Model):
+    cidrs: tuple[IPNetwork, ...] = ()
+    users: tuple[str, ...] = ()
+    principals: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not (self.cidrs or self.users or self.principals):
+            raise ValueError(
+                "give at least one of cidrs, users, principals (use 0.0.0.0/0 and ::/0 for anyone)"
+            )
+        return self
+
+    def matches(self, identity: Identity) -> bool:
+        if self.cidrs and (
+            identity.address is None
+            or not any(
+                identity.address.version == net.version and identity.address in net for net in self.cidrs
+            )
+        ):
+            return False
+        if self.users and identity.user not in self.users:
+            return False
+        return not (self.principals and identity.principal not in self.principals)
+
+
+class Allowance(_Model):
+    actions: tuple[str, ...] = Field(min_length=1)
+    tables: tuple[str, ...] = ()
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
+        known = {a.value for a in Action} | set(ACTION_GROUPS)
+        unknown = [a for a in actions if a not in known]
+        if unknown:
+            raise ValueError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return actions
+
+    @field_validator("tables")
+    @classmethod
+    def _patterns(cls, tables: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in tables:
+            parts = pattern.split(".")
+            if len(parts) != 2 or not all(_PATTERN_PART.fullmatch(p) for p in parts):
+                raise ValueError(
+                    f"table pattern {pattern!r} must be 'keyspace.table' (letters, digits, _, * and ?)"
+                )
+        return tables
+
+    @model_validator(mode="after")
+    def _tables_for_data_actions(self) -> Self:
+        if not self.tables and any(a not in GLOBAL_ACTIONS for a in self.expanded()):
+            raise ValueError(
+                "tables is required unless every action is global (roles, permissions, describe)"
+            )
+        return self
+
+    def expanded(self) -> frozenset[Action]:
+        out: set[Action] = set()
+        for name in self.actions:
+            out |= ACTION_GROUPS[name] if name in ACTION_GROUPS else {Action(name)}
+        return frozenset(out)
+
+    def patterns(self) -> tuple[tuple[str, str], ...]:
+        return tuple((p.split(".")[0], p.split(".")[1]) for p in self.tables)
+
+
+class Rule(_Model):
+    name: str = Field(min_length=1)
+    identities: IdentitySelector
+    allow: tuple[Allowance, ...] = Field(min_length=1)
+
+
+class PolicyDocument(_Model):
+    rules: tuple[Rule, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"duplicate rule name {rule.name!r}")
+            seen.add(rule.name)
+        return self
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def _allows(allowance: Allowance, statement: Statement) -> bool:
+    action, ks, table = statement.action, statement.keyspace, statement.table
+    if action is Action.USE:
+        return ks is not None and any(fnmatchcase(ks, kp) for kp, _ in allowance.patterns())
+    if action not in allowance.expanded():
+        return False
+    if action in GLOBAL_ACTIONS:
+        return True
+    if ks is None:
+        return False
+    if action in _KEYSPACE_LEVEL:
+        return any(fnmatchcase(ks, kp) and tp == "*" for kp, tp in allowance.patterns())
+    if table is None:
+        return False
+    return any(fnmatchcase(ks, kp) and fnmatchcase(table, tp) for kp, tp in allowance.patterns())
+
+
+def _builtin(statement: Statement) -> bool:
+    return (
+        statement.action is Action.SELECT
+        and statement.keyspace is not None
+        and statement.table is not None
+        and any(statement.keyspace == k and fnmatchcase(statement.table, t) for k, t in _BUILTIN_TABLES)
+    )
+
+
+class Policy:
+    """A validated policy; :meth:`decide` is pure and thread-safe."""
+
+    def __init__(self, document: PolicyDocument) -> None:
+        self.document = document
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<policy>") -> Policy:
+        try:
+            return cls(PolicyDocument.model_validate(data))
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "document"
+                lines.append(f"{source}: {where}: {err['msg']}")
+            raise PolicyError("\n".join(lines)) from exc
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+        return cls.from_dict(data if data is not None else {}, source=source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Policy:
+        return cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    def decide(self, identity: Identity, classification: Classification) -> Decision:
+        if isinstance(classification, Unclassifiable):
+            return Decision(Verdict.DENIED, None, f"unclassifiable statement: {classification.reason}")
+        if not classification.statements:
+            return Decision(Verdict.DENIED, None, "no statement")
+        rules = [r for r in self.document.rules if r.identities.matches(identity)]
+        used: list[str] = []
+        for statement in classification.statements:
+            rule = self._rule_for(rules, statement)
+            if rule is None:
+                what = (
+                    "batch statement "
+                    if isinstance(classification, Classified) and classification.batch
+                    else ""
+                )
+                return Decision(Verdict.DENIED, None, f"no rule allows {what}{statement} for {identity}")
+            if rule not in used:
+                used.append(rule)
+        names = ", ".join(used)
+        return Decision(Verdict.ALLOWED, names, f"allowed by {names}")
+
+    @staticmethod
+    def _rule_for(rules: list[Rule], statement: Statement) -> str | None:
+        if _builtin(statement):
+            return BUILTIN_RULE
+        for rule in rules:
+            if any(_allows(a, statement) for a in rule.allow):
+                return rule.name
+        return None

@@ -193,9 +193,7 @@ BYPASS: list[tuple[str, str | None, list[tuple[Action, str | None, str | None]]]
 
 
 @pytest.mark.parametrize(("query", "keyspace", "expected"), BYPASS)
-def test_bypass_suite(
-    query: str, keyspace: str | None, expected: list[tuple[Action, str | None, str | None]]
-) -> None:
+def test_bypass_suite(query: str, keyspace: str | None, expected: list[tuple[Action, str | None, str | None]]) -> None:
     result = classify(query, keyspace=keyspace)
     assert isinstance(result, Classified), result
     assert result.statements == tuple(S(*e) for e in expected)
@@ -241,10 +239,53 @@ def test_unclassifiable(query: str) -> None:
 
 CQLISH = st.lists(
     st.sampled_from(
-        ["SELECT", "FROM", "BEGIN", "BATCH", "APPLY", "INSERT", "INTO", "DELETE", "UPDATE", "SET", "USE",
-         "CREATE", "DROP", "TABLE", "IF", "NOT", "EXISTS", "ks", ".", "t", '"Q"', "'s'", ";", "(", ")",
-         "*", "--", "/*", "*/", "$$", "?", ":n", "0x1", "1", "\n", "WHERE", "=", "MATERIALIZED", "VIEW",
-         "AS", "ON", "INDEX", "LIST", "ROLES", "GRANT"]
+        [
+            "SELECT",
+            "FROM",
+            "BEGIN",
+            "BATCH",
+            "APPLY",
+            "INSERT",
+            "INTO",
+            "DELETE",
+            "UPDATE",
+            "SET",
+            "USE",
+            "CREATE",
+            "DROP",
+            "TABLE",
+            "IF",
+            "NOT",
+            "EXISTS",
+            "ks",
+            ".",
+            "t",
+            '"Q"',
+            "'s'",
+            ";",
+            "(",
+            ")",
+            "*",
+            "--",
+            "/*",
+            "*/",
+            "$$",
+            "?",
+            ":n",
+            "0x1",
+            "1",
+            "\n",
+            "WHERE",
+            "=",
+            "MATERIALIZED",
+            "VIEW",
+            "AS",
+            "ON",
+            "INDEX",
+            "LIST",
+            "ROLES",
+            "GRANT",
+        ]
     ),
     max_size=25,
 ).map(" ".join)

@@ -96,7 +96,11 @@ def test_decisions(policy: Policy, who: Identity, query: str, keyspace: str | No
 
 def test_star_never_crosses_the_dot() -> None:
     p = Policy.from_dict(
-        {"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"], "tables": ["s*.t"]}]}]}
+        {
+            "rules": [
+                {"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"], "tables": ["s*.t"]}]}
+            ]
+        }
     )
     who = Identity(user="u")
     assert p.decide(who, Classified((Statement(Action.SELECT, "sales", "t"),))).allowed
@@ -131,22 +135,54 @@ def test_v5_keyspace_flag_changes_resolution(policy: Policy) -> None:
 @pytest.mark.parametrize(
     ("doc", "fragment"),
     [
-        ({"rules": [{"name": "r", "identities": {}, "allow": [{"actions": ["select"], "tables": ["a.b"]}]}]},
-         "at least one of"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["selct"], "tables": ["a.b"]}]}]},
-         "rules.0.allow.0.actions: Value error, unknown action(s) selct"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"], "tables": ["ab"]}]}]},
-         "must be 'keyspace.table'"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"], "tables": ["a.b.c"]}]}]},
-         "must be 'keyspace.table'"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"]}]}]},
-         "tables is required"),
-        ({"rules": [{"name": "r", "identities": {"cidrs": ["10.0.0.300/8"]}, "allow": [{"actions": ["grant"]}]}]},
-         "rules.0.identities.cidrs.0"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["grant"]}], "deny": []}]},
-         "rules.0.deny: Extra inputs are not permitted"),
-        ({"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["grant"]}]}] * 2},
-         "duplicate rule name 'r'"),
+        (
+            {"rules": [{"name": "r", "identities": {}, "allow": [{"actions": ["select"], "tables": ["a.b"]}]}]},
+            "at least one of",
+        ),
+        (
+            {
+                "rules": [
+                    {"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["selct"], "tables": ["a.b"]}]}
+                ]
+            },
+            "rules.0.allow.0.actions: Value error, unknown action(s) selct",
+        ),
+        (
+            {
+                "rules": [
+                    {"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"], "tables": ["ab"]}]}
+                ]
+            },
+            "must be 'keyspace.table'",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "name": "r",
+                        "identities": {"users": ["u"]},
+                        "allow": [{"actions": ["select"], "tables": ["a.b.c"]}],
+                    }
+                ]
+            },
+            "must be 'keyspace.table'",
+        ),
+        (
+            {"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["select"]}]}]},
+            "tables is required",
+        ),
+        (
+            {"rules": [{"name": "r", "identities": {"cidrs": ["10.0.0.300/8"]}, "allow": [{"actions": ["grant"]}]}]},
+            "rules.0.identities.cidrs.0",
+        ),
+        (
+            {"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["grant"]}], "deny": []}]},
+            "rules.0.deny: Extra inputs are not permitted",
+        ),
+        (
+            {"rules": [{"name": "r", "identities": {"users": ["u"]}, "allow": [{"actions": ["grant"]}]}] * 2},
+            "duplicate rule name 'r'",
+        ),
     ],
 )
 def test_validation_errors(doc: object, fragment: str) -> None:

@@ -111,7 +111,8 @@ def result_prepared(pid: bytes, version: int = 4, stream: int = 1) -> bytes:
 
 def lz4_body(body: bytes) -> bytes:
     """v4 §5: 4-byte big-endian uncompressed length + raw lz4 block."""
-    return struct.pack(">I", len(body)) + lz4.block.compress(body, store_size=False)
+    block: bytes = lz4.block.compress(body, store_size=False)
+    return struct.pack(">I", len(body)) + block
 
 
 # --- v5 segments, straight from v5 §2.1/§2.2 and Crc.java ------------------------------
@@ -140,7 +141,7 @@ def segment(payload: bytes, *, self_contained: bool = True) -> bytes:
 
 
 def lz4_segment(payload: bytes, *, self_contained: bool = True, store: bool = False) -> bytes:
-    body = payload if store else lz4.block.compress(payload, store_size=False)
+    body: bytes = payload if store else lz4.block.compress(payload, store_size=False)
     uncompressed = 0 if store else len(payload)
     header = len(body) | (uncompressed << 17) | (int(self_contained) << 34)
     return header.to_bytes(5, "little") + _crc24(header, 5).to_bytes(3, "little") + body + _crc32(body)

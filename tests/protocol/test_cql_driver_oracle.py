@@ -28,16 +28,25 @@ def decode(msg: object, version: int) -> object:
 def test_driver_query_prepare_execute_batch(version: int) -> None:
     ks = "ks" if version >= 5 else None
     q = protocol.QueryMessage(
-        "SELECT * FROM t", ConsistencyLevel.ONE, serial_consistency_level=ConsistencyLevel.SERIAL,
-        fetch_size=100, paging_state=b"ps", timestamp=12345, keyspace=ks,
+        "SELECT * FROM t",
+        ConsistencyLevel.ONE,
+        serial_consistency_level=ConsistencyLevel.SERIAL,
+        fetch_size=100,
+        paging_state=b"ps",
+        timestamp=12345,
+        keyspace=ks,
     )
     assert decode(q, version) == Query("SELECT * FROM t", keyspace=ks)
     assert decode(protocol.PrepareMessage("SELECT 1", keyspace=ks), version) == Prepare("SELECT 1", keyspace=ks)
     e = protocol.ExecuteMessage(b"\x01\x02", [b"v"], ConsistencyLevel.ONE, result_metadata_id=b"\x03")
     assert decode(e, version) == Execute(b"\x01\x02", b"\x03" if version >= 5 else None)
     b = protocol.BatchMessage(
-        BatchType.LOGGED, [(False, "INSERT INTO t (a) VALUES (1)", ()), (True, b"\x07", (b"x",))], ConsistencyLevel.ONE,
-        serial_consistency_level=ConsistencyLevel.SERIAL, timestamp=99, keyspace=ks,
+        BatchType.LOGGED,
+        [(False, "INSERT INTO t (a) VALUES (1)", ()), (True, b"\x07", (b"x",))],
+        ConsistencyLevel.ONE,
+        serial_consistency_level=ConsistencyLevel.SERIAL,
+        timestamp=99,
+        keyspace=ks,
     )
     assert decode(b, version) == Batch(
         0, (BatchQuery("INSERT INTO t (a) VALUES (1)"), BatchPrepared(b"\x07")), keyspace=ks

@@ -15,8 +15,8 @@ Document (YAML or an equivalent dict)::
 Semantics:
 
 * Default deny. Unclassifiable statements are always denied.
-* A table pattern is ``keyspace.table``; each side is matched separately with
-  ``fnmatchcase``, so patterns are anchored and ``*`` never crosses the dot. Names are
+* A table pattern is ``keyspace.table``; each side is matched separately, fnmatch-style
+  but anchored, and ``*``/``?`` never match a dot (not even inside a quoted name). Names are
   compared as Cassandra stores them (unquoted names lower-case).
 * Keyspace actions (``create_keyspace``, ``alter_keyspace``, ``drop_keyspace``) need a
   pattern ``<ks>.*``. ``use`` is allowed on a keyspace wherever any allowance of a matching
@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from fnmatch import fnmatchcase
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
 
@@ -141,17 +141,13 @@ class IdentitySelector(_Model):
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
         if not (self.cidrs or self.users or self.principals):
-            raise ValueError(
-                "give at least one of cidrs, users, principals (use 0.0.0.0/0 and ::/0 for anyone)"
-            )
+            raise ValueError("give at least one of cidrs, users, principals (use 0.0.0.0/0 and ::/0 for anyone)")
         return self
 
     def matches(self, identity: Identity) -> bool:
         if self.cidrs and (
             identity.address is None
-            or not any(
-                identity.address.version == net.version and identity.address in net for net in self.cidrs
-            )
+            or not any(identity.address.version == net.version and identity.address in net for net in self.cidrs)
         ):
             return False
         if self.users and identity.user not in self.users:
@@ -178,17 +174,13 @@ class Allowance(_Model):
         for pattern in tables:
             parts = pattern.split(".")
             if len(parts) != 2 or not all(_PATTERN_PART.fullmatch(p) for p in parts):
-                raise ValueError(
-                    f"table pattern {pattern!r} must be 'keyspace.table' (letters, digits, _, * and ?)"
-                )
+                raise ValueError(f"table pattern {pattern!r} must be 'keyspace.table' (letters, digits, _, * and ?)")
         return tables
 
     @model_validator(mode="after")
     def _tables_for_data_actions(self) -> Self:
         if not self.tables and any(a not in GLOBAL_ACTIONS for a in self.expanded()):
-            raise ValueError(
-                "tables is required unless every action is global (roles, permissions, describe)"
-            )
+            raise ValueError("tables is required unless every action is global (roles, permissions, describe)")
         return self
 
     def expanded(self) -> frozenset[Action]:
@@ -223,10 +215,21 @@ class PolicyDocument(_Model):
 # ---------------------------------------------------------------------------- decisions
 
 
+@lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """fnmatch-style, anchored, and ``*``/``?`` never match a dot."""
+    body = "".join("[^.]*" if c == "*" else "[^.]" if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(body)
+
+
+def _match(name: str, pattern: str) -> bool:
+    return _glob(pattern).fullmatch(name) is not None
+
+
 def _allows(allowance: Allowance, statement: Statement) -> bool:
     action, ks, table = statement.action, statement.keyspace, statement.table
     if action is Action.USE:
-        return ks is not None and any(fnmatchcase(ks, kp) for kp, _ in allowance.patterns())
+        return ks is not None and any(_match(ks, kp) for kp, _ in allowance.patterns())
     if action not in allowance.expanded():
         return False
     if action in GLOBAL_ACTIONS:
@@ -234,10 +237,10 @@ def _allows(allowance: Allowance, statement: Statement) -> bool:
     if ks is None:
         return False
     if action in _KEYSPACE_LEVEL:
-        return any(fnmatchcase(ks, kp) and tp == "*" for kp, tp in allowance.patterns())
+        return any(_match(ks, kp) and tp == "*" for kp, tp in allowance.patterns())
     if table is None:
         return False
-    return any(fnmatchcase(ks, kp) and fnmatchcase(table, tp) for kp, tp in allowance.patterns())
+    return any(_match(ks, kp) and _match(table, tp) for kp, tp in allowance.patterns())
 
 
 def _builtin(statement: Statement) -> bool:
@@ -245,7 +248,7 @@ def _builtin(statement: Statement) -> bool:
         statement.action is Action.SELECT
         and statement.keyspace is not None
         and statement.table is not None
-        and any(statement.keyspace == k and fnmatchcase(statement.table, t) for k, t in _BUILTIN_TABLES)
+        and any(statement.keyspace == k and _match(statement.table, t) for k, t in _BUILTIN_TABLES)
     )
 
 
@@ -288,11 +291,7 @@ class Policy:
         for statement in classification.statements:
             rule = self._rule_for(rules, statement)
             if rule is None:
-                what = (
-                    "batch statement "
-                    if isinstance(classification, Classified) and classification.batch
-                    else ""
-                )
+                what = "batch statement " if isinstance(classification, Classified) and classification.batch else ""
                 return Decision(Verdict.DENIED, None, f"no rule allows {what}{statement} for {identity}")
             if rule not in used:
                 used.append(rule)

@@ -13,6 +13,8 @@ from typing import Any
 from lightkube import codecs
 from lightkube.core.exceptions import LoadResourceError
 
+from ..render import CONTENT_HASH_ANNOTATION
+
 __all__ = [
     "HASH_ANNOTATION",
     "KubeObject",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 KubeObject = dict[str, Any]
-HASH_ANNOTATION = "isthmus.dev/content-hash"
+HASH_ANNOTATION = CONTENT_HASH_ANNOTATION
 _SERVER_FIELDS = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
 
 

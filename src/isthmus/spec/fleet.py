@@ -150,7 +150,7 @@ class NetworkSpec(SpecModel):
     tunnel_protocol: TunnelProtocol = TunnelProtocol.VXLAN
     encryption: Encryption = Encryption.NONE
     ipsec_key_size: Literal[128, 256] = Field(
-        default=128, description="AES-GCM key bits for IPsec; Cilium adds 4 bytes of overhead for 256"
+        default=128, description="IPsec ICV/auth key bits; Cilium adds (bits/8 - 16) bytes of overhead (+16 for 256)"
     )
     ipv6_underlay: bool = Field(default=False, alias="ipv6Underlay")
     mesh: Mesh = Mesh.CILIUM

@@ -96,9 +96,7 @@ GLOBAL_ACTIONS = frozenset(
     }
 )
 #: Actions whose target is a keyspace (``table`` is None).
-KEYSPACE_ACTIONS = frozenset(
-    {Action.USE, Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE}
-)
+KEYSPACE_ACTIONS = frozenset({Action.USE, Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
 
 _BATCH_CHILD_ACTIONS = frozenset({Action.INSERT, Action.UPDATE, Action.DELETE})
 

@@ -328,8 +328,7 @@ class CQLConnection:
             supported = ", ".join(f"{v}/v{v}" for v in sorted(SUPPORTED_VERSIONS))
             return self._handshake_error(
                 header,
-                f"Invalid or unsupported protocol version ({header.version}); "
-                f"supported versions are ({supported})",
+                f"Invalid or unsupported protocol version ({header.version}); supported versions are ({supported})",
                 version=min(header.version, max(SUPPORTED_VERSIONS)),
             )
         if HeaderFlag.USE_BETA in header.flags:
@@ -338,9 +337,7 @@ class CQLConnection:
             )
         return None
 
-    def _handshake_error(
-        self, header: EnvelopeHeader, message: str, *, version: int | None = None
-    ) -> ProxyReply:
+    def _handshake_error(self, header: EnvelopeHeader, message: str, *, version: int | None = None) -> ProxyReply:
         body = encode_error_body(ErrorCode.PROTOCOL_ERROR, message)
         data = encode_envelope(
             version=version or header.version,
@@ -378,11 +375,7 @@ class CQLConnection:
         )
         if isinstance(message, SetKeyspaceResult):
             self._keyspace = message.keyspace
-        elif (
-            isinstance(message, PreparedResult)
-            and request is not None
-            and isinstance(request.message, Prepare)
-        ):
+        elif isinstance(message, PreparedResult) and request is not None and isinstance(request.message, Prepare):
             statement = PreparedStatement(request.message.query, request.keyspace)
             self._prepared[message.prepared_id] = statement
         if request is not None:

@@ -101,9 +101,7 @@ class EnvelopeBuffer:
         if self._header is None:
             if len(self._buf) < ENVELOPE_HEADER_LENGTH:
                 return None
-            self._header = EnvelopeHeader.parse(
-                bytes(self._buf[:ENVELOPE_HEADER_LENGTH]), max_body=self._max_body
-            )
+            self._header = EnvelopeHeader.parse(bytes(self._buf[:ENVELOPE_HEADER_LENGTH]), max_body=self._max_body)
         total = ENVELOPE_HEADER_LENGTH + self._header.length
         if len(self._buf) < total:
             return None

@@ -1,58 +1,21 @@
-"""The ``isthmus`` command: thin wiring from arguments to the library and back to the console.
-
-Every decision lives in the library; this module gathers inputs, calls the core, and renders
-the result as a table (people) or ``-o json|yaml`` (scripts). A ``UserError`` becomes one red
-line and exit code 2; anything else is a bug and keeps its traceback.
-"""
+"""`isthmus plan` and `isthmus schema`: planning a Fleet before any cluster exists."""
 
 from __future__ import annotations
 
-import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
-from . import __version__
-from .console import dump, err_console, out_console
-from .errors import UserError
+from ..console import dump, err_console, out_console
+from ..errors import UserError
+from ._app import Output, OutputOpt, app
 
 if TYPE_CHECKING:
-    from . import netplan
+    from .. import netplan
 
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="isthmus",
-    help="Run one distributed database across many Kubernetes clusters as one system.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    YAML = "yaml"
-
-
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table for people, json|yaml for scripts")]
-
-
-def _version(value: bool) -> None:
-    if value:
-        out_console.print(f"isthmus {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
-) -> None:
-    """Plan, connect, deploy, secure and observe one database across clusters."""
+__all__ = ["lock_path_for"]
 
 
 @app.command()
@@ -60,8 +23,8 @@ def schema(
     kind: Annotated[str | None, typer.Option(help="One kind (Fleet, CassandraCluster); default: all")] = None,
 ) -> None:
     """Print the JSON Schema of the spec, for editors and CI validation."""
-    from .spec import json_schema
-    from .spec.schema import kind_models
+    from ..spec import json_schema
+    from ..spec.schema import kind_models
 
     if kind is not None and kind not in kind_models():
         raise UserError(f"unknown kind {kind!r}; known kinds: {', '.join(kind_models())}")
@@ -85,9 +48,9 @@ def plan(
     write_lock: Annotated[bool, typer.Option(help="Record the allocations in the lock file")] = True,
 ) -> None:
     """Plan pod/service CIDRs, cluster IDs, MTU and capacity for a Fleet, before any cluster exists."""
-    from . import netplan
-    from .observe import planview
-    from .spec import load_file, require_fleet
+    from .. import netplan
+    from ..observe import planview
+    from ..spec import load_file, require_fleet
 
     fleet = require_fleet(load_file(spec_file))
     if check:
@@ -116,7 +79,7 @@ def plan(
         _write(report, planview.markdown(result))
         err_console.print(f"report written to {report}")
     if map_ is not None:
-        from .observe import planmap
+        from ..observe import planmap
 
         _write(map_, "")
         planmap.draw(result, map_)
@@ -135,7 +98,7 @@ _LOCK_HEADER = "# Written by `isthmus plan`. Commit it: allocations recorded her
 
 
 def _read_lock(path: Path) -> netplan.Lock | None:
-    from . import netplan
+    from .. import netplan
 
     if not path.exists():
         return None
@@ -149,20 +112,3 @@ def _read_lock(path: Path) -> netplan.Lock | None:
         raise UserError(f"{path}: {exc}") from exc
 
 
-def _add_subcommands() -> None:
-    from .lab.cli import lab_app
-
-    app.add_typer(lab_app, name="lab", help="A local lab of real Kubernetes clusters, Cassandra and Prometheus.")
-
-
-def main() -> None:
-    _add_subcommands()
-    try:
-        app()
-    except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(exc.exit_code)
-
-
-if __name__ == "__main__":
-    main()

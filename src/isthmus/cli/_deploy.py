@@ -1,0 +1,298 @@
+"""`isthmus render|diff|apply|status|delete`: one app spec, every member cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich import box
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..console import dump, err_console, out_console
+from ..errors import UserError
+from ._app import Output, OutputOpt, app
+
+__all__ = ["DeployTarget", "load_target"]
+
+T = TypeVar("T")
+
+Files = Annotated[list[Path], typer.Option("--file", "-f", help="Fleet and app specs (repeat -f)")]
+AppName = Annotated[str | None, typer.Option("--app", help="Which app, when the specs hold several")]
+Kubeconfig = Annotated[Path | None, typer.Option(help="kubeconfig with a context per cluster; default $KUBECONFIG")]
+CallTimeout = Annotated[float, typer.Option("--request-timeout", help="Seconds one API call may take")]
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    fleet: Any
+    app: Any
+
+
+def load_target(files: list[Path], app_name: str | None) -> DeployTarget:
+    """Load and cross-check the specs; everything wrong is reported before any cluster is touched."""
+    from ..spec import CassandraCluster, check_consistency, load_files, require_fleet
+
+    if not files:
+        raise UserError("no spec given; pass the Fleet and the app with -f fleet.yaml -f app.yaml")
+    specs = load_files(files)
+    fleet = require_fleet(specs)
+    check_consistency(specs)
+    apps = [a for a in specs.apps if isinstance(a, CassandraCluster)]
+    if app_name is not None:
+        apps = [a for a in apps if a.metadata.name == app_name]
+    if len(apps) != 1:
+        names = ", ".join(a.metadata.name for a in specs.apps) or "none"
+        raise UserError(f"expected exactly one app{f' named {app_name!r}' if app_name else ''} "
+                        f"in the specs (found: {names}); use --app NAME")
+    return DeployTarget(fleet, apps[0])
+
+
+def _registry(target: DeployTarget, kubeconfig: Path | None, timeout: float) -> Any:
+    from ..kube import ClusterRegistry, ConnectionSettings
+
+    wanted = {*target.app.member_clusters(), target.fleet.spec.control_plane}
+    return ClusterRegistry.from_fleet(target.fleet, kubeconfig, only=wanted,
+                                      settings=ConnectionSettings(timeout=timeout))
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
+
+
+@contextmanager
+def _live(clusters: list[str]) -> Iterator[Callable[[str, str], None]]:
+    """A progress line per cluster while work runs (on stderr, so stdout stays clean for -o json)."""
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[cluster]:<12}[/] {task.description}"),
+                  TimeElapsedColumn(), console=err_console, transient=False) as bar:
+        tasks = {c: bar.add_task("waiting", cluster=c, total=None) for c in clusters}
+
+        def update(cluster: str, message: str) -> None:
+            if cluster in tasks:
+                bar.update(tasks[cluster], description=message)
+
+        yield update
+        for task in tasks.values():
+            bar.update(task, total=1, completed=1)
+
+
+@app.command("render")
+def render_cmd(
+    files: Files,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder; one sub-folder per cluster")],
+    app_name: AppName = None,
+) -> None:
+    """Write each cluster's manifests to OUT/<cluster>/ for kubectl or GitOps (the password stays out)."""
+    from ..rollout import render_app
+
+    target = load_target(files, app_name)
+    manifests = render_app(target.app, target.fleet)
+    for cluster in manifests.clusters:
+        folder = out / cluster
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{target.app.metadata.name}.yaml").write_text(manifests.to_yaml(cluster))
+        except OSError as exc:
+            raise UserError(f"cannot write {folder}: {exc.strerror}") from exc
+        out_console.print(f"{folder}/{target.app.metadata.name}.yaml: {len(manifests.for_cluster(cluster))} objects")
+    err_console.print("The superuser Secret holds a placeholder; `isthmus apply` fills in the real password.")
+
+
+@app.command()
+def diff(
+    files: Files,
+    app_name: AppName = None,
+    kubeconfig: Kubeconfig = None,
+    request_timeout: CallTimeout = 10.0,
+    force_conflicts: Annotated[bool, typer.Option("--force-conflicts")] = False,
+) -> None:
+    """Show what `apply` would change in each cluster (server-side dry run; secrets masked)."""
+    from ..kube import Reach
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+
+    async def work() -> Any:
+        try:
+            from ..rollout import diff_app
+
+            return await diff_app(target.app, target.fleet, registry, force_conflicts=force_conflicts)
+        finally:
+            await registry.close()
+
+    outcomes = _run(work)
+    changed = False
+    for name, outcome in outcomes.items():
+        if outcome.reach is not Reach.DONE:
+            out_console.print(f"[bold]{name}[/]: [red]{outcome.reach.value}[/] ({outcome.error})", highlight=False)
+            continue
+        diffs = [d for d in outcome.value if d.changed]
+        out_console.print(f"[bold]{name}[/]: {len(diffs)} object(s) would change")
+        for d in diffs:
+            changed = True
+            out_console.print(d.text, markup=False, highlight=False, end="")
+    if any(o.reach is not Reach.DONE for o in outcomes.values()):
+        raise typer.Exit(1)
+    raise typer.Exit(1 if changed else 0)
+
+
+def _apply_table(outcomes: dict[str, Any]) -> Table:
+    from ..kube import Action, Reach
+
+    table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "API requests", "note",
+                  box=box.SIMPLE_HEAVY)
+    for name, o in outcomes.items():
+        if o.reach is Reach.DONE:
+            r = o.value
+            table.add_row(name, "[green]applied[/]", *(str(r.count(a)) for a in
+                          (Action.CREATED, Action.CONFIGURED, Action.UNCHANGED, Action.PRUNED)), "", "")
+        else:
+            colour = "yellow" if o.reach is Reach.UNKNOWN else "red"
+            table.add_row(name, f"[{colour}]{o.reach.value}[/]", "-", "-", "-", "-", "", o.error)
+    return table
+
+
+@app.command("apply")
+def apply_cmd(
+    files: Files,
+    app_name: AppName = None,
+    kubeconfig: Kubeconfig = None,
+    request_timeout: CallTimeout = 10.0,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every datacenter is healthy")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait may take")] = 600.0,
+    force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take fields other managers own")]
+    = False,
+    prune: Annotated[bool, typer.Option(help="Delete objects that left the spec")] = True,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Make every member cluster hold what the spec says; unreachable clusters are reported Unknown."""
+    from ..kube import Reach
+    from ..rollout import DeployOptions, apply_app, wait_healthy
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    started = time.monotonic()
+    clusters = target.app.member_clusters()
+
+    async def work(progress: Callable[[str, str], None]) -> tuple[Any, Any]:
+        try:
+            outcomes = await apply_app(target.app, target.fleet, registry,
+                                       DeployOptions(force_conflicts=force_conflicts, prune=prune), progress)
+            status = await wait_healthy(target.app, registry, timeout=timeout, progress=progress) if wait else None
+            for name, o in outcomes.items():
+                if o.reach is Reach.DONE:
+                    progress(name, "done")
+            return outcomes, status
+        finally:
+            await registry.close()
+
+    with _live(clusters) as progress:
+        outcomes, status = _run(lambda: work(progress))
+    elapsed = time.monotonic() - started
+    if output is not Output.TABLE:
+        doc: dict[str, Any] = {"app": target.app.metadata.name, "seconds": round(elapsed, 3), "clusters": {
+            name: {"reach": o.reach.value, "error": o.error,
+                   "objects": [{"object": str(x.ref), "action": x.action.value} for x in (o.value.outcomes
+                               if o.value else ())]}
+            for name, o in outcomes.items()}}
+        if status is not None:
+            doc["status"] = status.to_dict()
+        dump(doc, output.value)
+    else:
+        out_console.print(_apply_table(outcomes))
+        if status is not None:
+            _print_status(status)
+        out_console.print(f"finished in {elapsed:.1f}s")
+    failed = [n for n, o in outcomes.items() if o.reach is not Reach.DONE]
+    if failed or (status is not None and not status.healthy):
+        raise typer.Exit(1)
+
+
+def _print_status(report: Any) -> None:
+    from ..kube import Health
+
+    colours = {Health.HEALTHY: "green", Health.PROGRESSING: "yellow", Health.DEGRADED: "red",
+               Health.UNKNOWN: "magenta", Health.MISSING: "red"}
+    table = Table("cluster", "datacenter", "racks", "ready/desired", "revision", "health", "last seen",
+                  box=box.SIMPLE_HEAVY, title=f"CassandraCluster {report.app}", title_justify="left")
+    for dc in report.datacenters:
+        seen = time.strftime("%H:%M:%S", time.localtime(dc.seen_at)) if dc.seen_at else "-"
+        health = f"[{colours[dc.health]}]{dc.health.value}[/]"
+        if dc.error:
+            health += f" ({dc.error})"
+        table.add_row(dc.cluster, dc.datacenter, str(len(dc.racks)), f"{dc.ready}/{dc.desired}",
+                      ", ".join(dc.revisions) or "-", health, seen)
+    out_console.print(table)
+
+
+@app.command()
+def status(
+    files: Files,
+    app_name: AppName = None,
+    kubeconfig: Kubeconfig = None,
+    request_timeout: CallTimeout = 10.0,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Show every datacenter's health, per cluster; an unreachable cluster shows as Unknown."""
+    from ..rollout import app_status
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+
+    async def work() -> Any:
+        try:
+            return await app_status(target.app, registry)
+        finally:
+            await registry.close()
+
+    report = _run(work)
+    if output is Output.TABLE:
+        _print_status(report)
+    else:
+        dump(report.to_dict(), output.value)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def delete(
+    files: Files,
+    app_name: AppName = None,
+    kubeconfig: Kubeconfig = None,
+    request_timeout: CallTimeout = 10.0,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+    delete_volumes: Annotated[bool, typer.Option("--delete-volumes", help="Also delete data volumes")] = False,
+) -> None:
+    """Delete what Isthmus created for the app in every member cluster (volumes kept unless asked)."""
+    from ..kube import Reach
+    from ..rollout import delete_app
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    clusters = target.app.member_clusters()
+    if not yes:
+        what = "and its volumes " if delete_volumes else ""
+        if not typer.confirm(f"Delete {target.app.metadata.name} {what}from {', '.join(clusters)}?", default=False):
+            raise UserError("nothing deleted (not confirmed); pass --yes to skip the question")
+
+    async def work(progress: Callable[[str, str], None]) -> Any:
+        try:
+            return await delete_app(target.app, registry, delete_volumes=delete_volumes, progress=progress)
+        finally:
+            await registry.close()
+
+    with _live(clusters) as progress:
+        outcomes = _run(lambda: work(progress))
+    for name, o in outcomes.items():
+        if o.reach is Reach.DONE:
+            out_console.print(f"{name}: deleted {len(o.value.outcomes)} object(s)")
+        else:
+            out_console.print(f"{name}: [red]{o.reach.value}[/] ({o.error})")
+    if any(o.reach is not Reach.DONE for o in outcomes.values()):
+        raise typer.Exit(1)

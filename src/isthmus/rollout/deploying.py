@@ -1,0 +1,217 @@
+"""Making every member cluster hold what an app's spec says: apply, wait, status, diff, delete.
+
+This is the one implementation the CLI and the operator both call. Each cluster is worked on
+concurrently and independently: one that does not answer is reported Unknown with the reason,
+and the others finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube.resources.apps_v1 import StatefulSet
+
+from ..kube import (
+    ApplyReport,
+    ClusterConnection,
+    ClusterOutcome,
+    ClusterRegistry,
+    Health,
+    ObjectDiff,
+    ObjectHealth,
+    ObjectRef,
+    Reach,
+    across,
+    apply_objects,
+    delete_objects,
+    diff_objects,
+    rollup,
+    statefulset_health,
+)
+from ..kube.inventory import APP_LABEL
+from ..render import Manifests, render
+from ..spec import CassandraCluster, Fleet
+from .secrets import superuser_password
+
+__all__ = [
+    "DatacenterStatus",
+    "DeployOptions",
+    "Progress",
+    "StatusReport",
+    "apply_app",
+    "app_status",
+    "delete_app",
+    "diff_app",
+    "render_app",
+    "wait_healthy",
+]
+
+Progress = Callable[[str, str], None]
+"""``progress(cluster, message)``: what each cluster is doing now, for a live display."""
+
+DC_LABEL = "isthmus.dev/datacenter"
+
+
+def _quiet(_cluster: str, _message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployOptions:
+    force_conflicts: bool = False
+    prune: bool = True
+    concurrency: int = 16
+    """How many clusters are worked on at once."""
+
+
+def render_app(app: CassandraCluster, fleet: Fleet, password: str | None = None) -> Manifests:
+    return render(app, fleet, superuser_password=password)
+
+
+def _members(registry: ClusterRegistry, app: CassandraCluster) -> dict[str, ClusterConnection]:
+    return {name: registry[name] for name in app.member_clusters()}
+
+
+async def apply_app(
+    app: CassandraCluster,
+    fleet: Fleet,
+    registry: ClusterRegistry,
+    options: DeployOptions | None = None,
+    progress: Progress = _quiet,
+) -> dict[str, ClusterOutcome[ApplyReport]]:
+    opts = options or DeployOptions()
+    manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
+
+    async def one(conn: ClusterConnection) -> ApplyReport:
+        progress(conn.name, "applying")
+        report = await apply_objects(
+            conn, manifests.for_cluster(conn.name), app=app.metadata.name, namespace=app.namespace,
+            force_conflicts=opts.force_conflicts, prune=opts.prune,
+            progress=lambda msg: progress(conn.name, msg),
+        )
+        progress(conn.name, "applied")
+        return report
+
+    return await across(_members(registry, app), one, concurrency=opts.concurrency)
+
+
+async def diff_app(
+    app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, *, force_conflicts: bool = False
+) -> dict[str, ClusterOutcome[list[ObjectDiff]]]:
+    manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
+
+    async def one(conn: ClusterConnection) -> list[ObjectDiff]:
+        return await diff_objects(conn, manifests.for_cluster(conn.name), force_conflicts=force_conflicts)
+
+    return await across(_members(registry, app), one)
+
+
+@dataclass(frozen=True)
+class DatacenterStatus:
+    cluster: str
+    datacenter: str
+    reach: Reach
+    racks: tuple[ObjectHealth, ...] = ()
+    error: str = ""
+    seen_at: float | None = None
+
+    @property
+    def health(self) -> Health:
+        return Health.UNKNOWN if self.reach is not Reach.DONE else rollup(r.health for r in self.racks)
+
+    @property
+    def ready(self) -> int:
+        return sum(r.ready for r in self.racks)
+
+    @property
+    def desired(self) -> int:
+        return sum(r.desired for r in self.racks)
+
+    @property
+    def revisions(self) -> tuple[str, ...]:
+        return tuple(sorted({r.revision for r in self.racks if r.revision}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster, "datacenter": self.datacenter, "reach": self.reach.value,
+            "health": self.health.value, "ready": self.ready, "desired": self.desired,
+            "revisions": list(self.revisions), "error": self.error, "seenAt": self.seen_at,
+            "racks": [{"statefulSet": r.name, "health": r.health.value, "ready": r.ready, "desired": r.desired,
+                       "revision": r.revision, "reason": r.reason} for r in self.racks],
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    app: str
+    datacenters: tuple[DatacenterStatus, ...] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.datacenters) and all(dc.health is Health.HEALTHY for dc in self.datacenters)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "healthy": self.healthy, "datacenters": [d.to_dict() for d in self.datacenters]}
+
+
+async def _statefulsets(conn: ClusterConnection, app: CassandraCluster) -> list[dict[str, Any]]:
+    async def do(client: Any) -> list[dict[str, Any]]:
+        items = client.list(StatefulSet, namespace=app.namespace, labels={APP_LABEL: app.metadata.name})
+        return [dict(item.to_dict()) async for item in items]
+
+    return await conn.call("list", f"list StatefulSet in {app.namespace}", do)
+
+
+async def app_status(app: CassandraCluster, registry: ClusterRegistry) -> StatusReport:
+    """One row per datacenter, from the live StatefulSets; an unreachable cluster's DCs are Unknown."""
+    outcomes = await across(_members(registry, app), lambda conn: _statefulsets(conn, app))
+    rows = []
+    now = time.time()
+    for dc in app.spec.datacenters:
+        outcome = outcomes[dc.cluster]
+        if outcome.reach is not Reach.DONE or outcome.value is None:
+            rows.append(DatacenterStatus(dc.cluster, dc.name, outcome.reach, error=outcome.error))
+            continue
+        mine = [s for s in outcome.value if (s["metadata"].get("labels") or {}).get(DC_LABEL) == dc.name]
+        racks = tuple(sorted((statefulset_health(s) for s in mine), key=lambda h: h.name))
+        rows.append(DatacenterStatus(dc.cluster, dc.name, Reach.DONE, racks, seen_at=now))
+    return StatusReport(app.metadata.name, tuple(rows))
+
+
+async def wait_healthy(
+    app: CassandraCluster, registry: ClusterRegistry, *, timeout: float, interval: float = 1.0,
+    progress: Progress = _quiet,
+) -> StatusReport:
+    """Poll until every DC is healthy or ``timeout`` passes; returns the last report either way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        report = await app_status(app, registry)
+        for dc in report.datacenters:
+            progress(dc.cluster, f"{dc.datacenter}: {dc.health.value} {dc.ready}/{dc.desired} ready")
+        if report.healthy or loop.time() >= deadline:
+            return report
+        await asyncio.sleep(interval)
+
+
+async def delete_app(
+    app: CassandraCluster, registry: ClusterRegistry, *, delete_volumes: bool = False,
+    progress: Progress = _quiet,
+) -> dict[str, ClusterOutcome[ApplyReport]]:
+    """Remove what Isthmus created for ``app``; volumes (and so the namespace) stay unless asked."""
+
+    def keep(ref: ObjectRef) -> bool:
+        return not delete_volumes and ref.kind == "Namespace"
+
+    async def one(conn: ClusterConnection) -> ApplyReport:
+        progress(conn.name, "deleting")
+        report = await delete_objects(conn, app=app.metadata.name, namespace=app.namespace, keep=keep,
+                                      progress=lambda msg: progress(conn.name, msg))
+        progress(conn.name, "deleted")
+        return report
+
+    return await across(_members(registry, app), one)

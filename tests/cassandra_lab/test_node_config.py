@@ -75,6 +75,7 @@ def test_jvm_argv_carries_java17_options_jamm_and_the_callers_files(tmp_path: Pa
     assert f"-javaagent:{lib / 'jamm-0.4.0.jar'}" in argv
     assert f"-Dcassandra.config={spec.cassandra_yaml.resolve().as_uri()}" in argv
     assert "-Dcassandra-foreground=yes" in argv
+    assert "-XX:TieredStopAtLevel=1" in argv  # JitMode.QUICK_START is the lab default
     assert "-Djdk.attach.allowAttachSelf=true" in argv
     joined = " ".join(argv)
     assert " ".join(JVM17_SERVER_OPTIONS) in joined

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.lab.cassandra import Authenticator, Authorizer, Credentials, prepare_node, start_node
+from isthmus.lab.cassandra import (
+    Authenticator,
+    Authorizer,
+    Credentials,
+    claim_addresses,
+    cql_cluster,
+    prepare_node,
+    start_node,
+)
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
@@ -14,9 +22,11 @@ pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 def test_login_is_required_and_the_default_superuser_works(tmp_path: Path) -> None:
     from cassandra.cluster import NoHostAvailable
 
+    claim = claim_addresses(1)
+    [address] = claim.addresses
     spec = prepare_node(
-        name="auth", address="127.0.1.3", node_dir=tmp_path / "auth", cluster_name="isthmus-auth",
-        seeds=("127.0.1.3",), authenticator=Authenticator.PASSWORD, authorizer=Authorizer.CASSANDRA,
+        name="auth", address=address, node_dir=tmp_path / "auth", cluster_name="isthmus-auth",
+        seeds=(address,), authenticator=Authenticator.PASSWORD, authorizer=Authorizer.CASSANDRA,
     )
     node = start_node(spec)  # ready means cassandra/cassandra could run a query
     try:
@@ -28,11 +38,10 @@ def test_login_is_required_and_the_default_superuser_works(tmp_path: Path) -> No
             _connect_without_login(node.host, node.port)
     finally:
         node.stop()
+        claim.release()
 
 
 def _connect_without_login(host: str, port: int) -> None:
-    from isthmus.lab.cassandra import cql_cluster
-
     cluster = cql_cluster([host], port=port)
     try:
         cluster.connect()

@@ -11,6 +11,7 @@ from isthmus.lab.cassandra import (
     CASSANDRA_VERSION,
     CassandraLabError,
     CassandraNode,
+    claim_addresses,
     prepare_node,
     start_node,
 )
@@ -44,13 +45,14 @@ def test_pid_file_names_the_running_jvm(cassandra_node: CassandraNode) -> None:
 
 
 def test_a_node_that_dies_on_start_raises_with_its_log_tail(tmp_path: Path) -> None:
-    spec = prepare_node(
-        name="broken", address="127.0.1.9", node_dir=tmp_path / "broken", cluster_name="broken",
-        seeds=("127.0.1.9",),
-    )
-    # An option Cassandra does not know makes it refuse its configuration and exit.
-    spec.cassandra_yaml.write_text(spec.cassandra_yaml.read_text() + "no_such_lab_option: 1\n")
-    with pytest.raises(CassandraLabError, match="exited with code") as caught:
-        start_node(spec, timeout=180)
+    with claim_addresses(1) as claim:
+        [address] = claim.addresses
+        spec = prepare_node(
+            name="broken", address=address, node_dir=tmp_path / "broken", cluster_name="broken", seeds=(address,)
+        )
+        # An option Cassandra does not know makes it refuse its configuration and exit.
+        spec.cassandra_yaml.write_text(spec.cassandra_yaml.read_text() + "no_such_lab_option: 1\n")
+        with pytest.raises(CassandraLabError, match="exited with code") as caught:
+            start_node(spec, timeout=180)
     assert "no_such_lab_option" in str(caught.value)
     assert not spec.pid_path.exists()

@@ -36,7 +36,10 @@ class ObjectDiff:
 
 
 def mask_secret(obj: KubeObject | None, other: KubeObject | None) -> KubeObject | None:
-    """Replace a Secret's values by a mask that still tells whether each one differs from ``other``."""
+    """Replace a Secret's values by a mask that still tells whether each one differs from ``other``.
+
+    With ``other`` None every value becomes the plain mask (the "before" side of a diff).
+    """
     if obj is None or obj.get("kind") != "Secret":
         return obj
     out = dict(obj)
@@ -56,7 +59,7 @@ def _yaml(obj: KubeObject | None) -> list[str]:
 
 
 def unified(ref: ObjectRef, live: KubeObject | None, merged: KubeObject | None) -> str:
-    before = mask_secret(clean_for_compare(live), merged and clean_for_compare(merged)) if live else None
+    before = mask_secret(clean_for_compare(live), None) if live else None
     after = mask_secret(clean_for_compare(merged), live and clean_for_compare(live)) if merged else None
     name = str(ref).replace(" ", "/")
     lines = difflib.unified_diff(_yaml(before), _yaml(after), f"live/{name}", f"desired/{name}")

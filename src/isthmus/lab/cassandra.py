@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import enum
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from isthmus.lab.cassandra_addresses import AddressClaim, claim_addresses
 from isthmus.lab.cassandra_config import (
     Authenticator,
     Authorizer,
@@ -42,6 +44,7 @@ from isthmus.lab.cassandra_config import (
     render_logback_xml,
     render_rackdc_properties,
 )
+from isthmus.lab.cassandra_cql import Credentials, cql_cluster
 from isthmus.lab.cassandra_install import (
     CASSANDRA_VERSION,
     CassandraLabError,
@@ -55,13 +58,16 @@ __all__ = [
     "JVM17_SERVER_OPTIONS",
     "JVM_SERVER_OPTIONS",
     "LAB_SYSTEM_PROPERTIES",
+    "AddressClaim",
     "Authenticator",
     "Authorizer",
     "CassandraLabError",
     "CassandraNode",
     "Credentials",
+    "JitMode",
     "LabCassandraYaml",
     "NodeSpec",
+    "claim_addresses",
     "cql_cluster",
     "ensure_cassandra",
     "jvm_argv",
@@ -139,20 +145,27 @@ LAB_SYSTEM_PROPERTIES: tuple[str, ...] = (
     "-XX:ConcGCThreads=1",
 )
 
+
+
+class JitMode(enum.Enum):
+    """How hard the JVM compiles: a lab node spends most of its start-up CPU in the JIT.
+
+    ``QUICK_START`` (C1 only) halved the CPU seconds to CQL-ready on the 2-core lab machine
+    (about 28 s to 15 s) at the cost of slower steady-state code; ``FULL`` is the JVM default
+    (C1 then C2), for benchmarks of Cassandra itself.
+    """
+
+    QUICK_START = "-XX:TieredStopAtLevel=1"
+    FULL = ""
+
+    @property
+    def jvm_options(self) -> tuple[str, ...]:
+        return (self.value,) if self.value else ()
+
+
 _LOG_NAME = "cassandra.log"
 _PID_NAME = "cassandra.pid"
 _MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A CQL login (PasswordAuthenticator); the default superuser is cassandra/cassandra."""
-
-    username: str
-    password: str = ""
-
-    def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=***)"
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ class NodeSpec:
     heap: str = "1G"
     version: str = CASSANDRA_VERSION
     credentials: Credentials | None = None
+    jit: JitMode = JitMode.QUICK_START
     extra_jvm_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -203,6 +217,7 @@ def prepare_node(
     num_tokens: int = 16,
     credentials: Credentials | None = None,
     version: str = CASSANDRA_VERSION,
+    jit: JitMode = JitMode.QUICK_START,
 ) -> NodeSpec:
     """Write a minimal ``cassandra.yaml`` and ``cassandra-rackdc.properties`` under ``node_dir/conf``.
 
@@ -224,7 +239,7 @@ def prepare_node(
         credentials = Credentials("cassandra", "cassandra")
     return NodeSpec(
         name=name, address=address, node_dir=node_dir, cassandra_yaml=yaml_path, rackdc_properties=rackdc,
-        native_port=native_port, version=version, credentials=credentials,
+        native_port=native_port, version=version, credentials=credentials, jit=jit,
     )
 
 
@@ -239,6 +254,7 @@ def jvm_argv(spec: NodeSpec, *, java: Path, lib: Path) -> list[str]:
         *JVM17_SERVER_OPTIONS,
         f"-javaagent:{jamm_jar(lib)}",
         *LAB_SYSTEM_PROPERTIES,
+        *spec.jit.jvm_options,
         f"-Dcassandra.config={spec.cassandra_yaml.resolve().as_uri()}",
         f"-Dcassandra.storagedir={spec.node_dir / 'data'}",
         f"-Dcassandra.logdir={spec.node_dir / 'logs'}",
@@ -249,41 +265,6 @@ def jvm_argv(spec: NodeSpec, *, java: Path, lib: Path) -> list[str]:
         f"{conf}:{lib}/*",
         _MAIN_CLASS,
     ]
-
-
-def cql_cluster(
-    hosts: Sequence[str],
-    *,
-    port: int = 9042,
-    credentials: Credentials | None = None,
-    whitelist: bool = True,
-    request_timeout: float = 30.0,
-    connect_timeout: float = 10.0,
-) -> Any:
-    """A ``cassandra.cluster.Cluster`` for lab hosts; with ``whitelist`` it talks only to ``hosts``.
-
-    The caller owns it and must call ``shutdown()``.
-    """
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy, WhiteListRoundRobinPolicy
-
-    policy = WhiteListRoundRobinPolicy(list(hosts)) if whitelist else RoundRobinPolicy()
-    auth = (
-        PlainTextAuthProvider(username=credentials.username, password=credentials.password)
-        if credentials is not None
-        else None
-    )
-    profile = ExecutionProfile(load_balancing_policy=policy, request_timeout=request_timeout)
-    return Cluster(
-        contact_points=list(hosts),
-        port=port,
-        auth_provider=auth,
-        protocol_version=5,
-        connect_timeout=connect_timeout,
-        control_connection_timeout=connect_timeout,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-    )
 
 
 class CassandraNode:

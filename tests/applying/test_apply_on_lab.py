@@ -1,0 +1,159 @@
+"""Deploying one CassandraCluster across the lab's three real clusters (issue: deploy from one spec)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from isthmus.kube import Action, ClusterRegistry, Health, Reach
+from isthmus.lab import Lab
+from isthmus.rollout import app_status, apply_app, delete_app, render_app, wait_healthy
+
+from .conftest import app_doc, fleet_doc, load, write_specs
+
+pytestmark = pytest.mark.lab
+ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
+
+
+def versions(lab: Lab, cluster: str, namespace: str) -> dict[str, str]:
+    out = json.loads(lab.kubectl(cluster, "get", "statefulsets,services,configmaps,secrets,poddisruptionbudgets",
+                                 "-n", namespace, "-l", "isthmus.dev/app", "-o", "json"))
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in out["items"]}
+
+
+async def test_apply_converges_every_cluster_and_a_second_apply_writes_nothing(
+    lab3: Lab, registry: ClusterRegistry
+) -> None:
+    fleet, app = load(fleet_doc(), app_doc("shop"))
+    outcomes = await apply_app(app, fleet, registry)
+    assert {n: o.reach for n, o in outcomes.items()} == {"c1": Reach.DONE, "c2": Reach.DONE, "c3": Reach.DONE}
+    for name in ("c1", "c2", "c3"):
+        report = outcomes[name].value
+        assert report is not None and report.count(Action.CREATED) == len(render_app(app, fleet).for_cluster(name))
+        sts = lab3.kubectl(name, "get", "statefulsets", "-n", "shop", "-o", "name").split()
+        dc = f"dc{name[1]}"
+        assert sorted(sts) == [f"statefulset.apps/shop-{dc}-ra", f"statefulset.apps/shop-{dc}-rb"]
+        services = lab3.kubectl(name, "get", "services", "-n", "shop", "-o", "name").split()
+        assert {f"service/shop-{dc}-all", f"service/shop-{dc}-seeds", f"service/shop-{dc}-client"} <= set(services)
+
+    status = await wait_healthy(app, registry, timeout=120)
+    assert status.healthy, status.to_dict()
+    assert [(d.datacenter, d.ready, d.desired) for d in status.datacenters] == [
+        ("dc1", 2, 2), ("dc2", 2, 2), ("dc3", 2, 2)]
+
+    # The superuser Secret is identical in every cluster.
+    secrets = {n: json.loads(lab3.kubectl(n, "get", "secret", "shop-superuser", "-n", "shop", "-o", "json"))["data"]
+               for n in ("c1", "c2", "c3")}
+    assert secrets["c1"] == secrets["c2"] == secrets["c3"]
+
+    before = {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")}
+    writes_before = {n: registry[n].writes for n in registry}
+    again = await apply_app(app, fleet, registry)
+    assert all(o.value is not None and not o.value.changed for o in again.values())
+    assert {n: registry[n].writes - writes_before[n] for n in registry} == {"c1": 0, "c2": 0, "c3": 0}
+    assert {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")} == before
+
+
+async def test_a_change_touches_only_what_it_affects_and_a_removed_rack_is_pruned(
+    lab3: Lab, registry: ClusterRegistry
+) -> None:
+    fleet, app = load(fleet_doc(), app_doc("inv"))
+    await apply_app(app, fleet, registry)
+    before = versions(lab3, "c2", "inv")
+
+    doc = app_doc("inv")
+    doc["spec"]["datacenters"][1]["racks"] = [{"name": "ra", "zone": "region-2a"}]  # type: ignore[index]
+    doc["spec"]["datacenters"][1]["size"] = 1  # type: ignore[index]
+    _, changed = load(fleet_doc(), doc)
+    outcomes = await apply_app(changed, fleet, registry)
+    c2 = outcomes["c2"].value
+    assert c2 is not None
+    pruned = [str(o.ref) for o in c2.outcomes if o.action is Action.PRUNED]
+    assert pruned == ["StatefulSet inv/inv-dc2-rb"]
+    after = versions(lab3, "c2", "inv")
+    assert "StatefulSet/inv-dc2-rb" not in after
+    unchanged = [k for k in after if before.get(k) == after[k]]
+    assert "Service/inv-dc2-client" in unchanged and "Secret/inv-superuser" in unchanged
+    # Other clusters saw no change at all.
+    for name in ("c1", "c3"):
+        report = outcomes[name].value
+        assert report is not None and not report.changed
+
+
+async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, registry: ClusterRegistry) -> None:
+    fleet, app = load(fleet_doc(), app_doc("frz"))
+    lab3.freeze("c3")
+    try:
+        started = time.monotonic()
+        outcomes = await apply_app(app, fleet, registry)
+        elapsed = time.monotonic() - started
+    finally:
+        lab3.thaw("c3")
+    assert outcomes["c3"].reach is Reach.UNKNOWN and "no answer within" in outcomes["c3"].error
+    assert outcomes["c1"].reach is Reach.DONE and outcomes["c2"].reach is Reach.DONE
+    assert elapsed < 30
+    status = await app_status(app, registry)
+    assert {d.cluster: d.reach for d in status.datacenters}["c3"] in (Reach.DONE, Reach.UNKNOWN)
+    # After thawing (and the breaker's cooldown) the same apply converges c3.
+    registry["c3"].breaker.succeeded()
+    retry = await apply_app(app, fleet, registry)
+    assert retry["c3"].reach is Reach.DONE
+    assert lab3.kubectl("c3", "get", "statefulset", "frz-dc3-ra", "-n", "frz", "-o", "name").strip()
+
+
+def test_conflict_with_another_field_manager_is_reported_by_name(lab3: Lab, tmp_path: Path) -> None:
+    files = write_specs(tmp_path, fleet_doc(), app_doc("cfl"))
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "KUBECONFIG": str(lab3.kubeconfig), "HOME": str(Path.home())}
+    first = subprocess.run([ISTHMUS, "apply", *sum((["-f", str(f)] for f in files), [])], capture_output=True,
+                           text=True, env=env, timeout=180)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # Someone scales a StatefulSet with their own field manager (server-side), taking .spec.replicas.
+    lab3.kubectl("c1", "patch", "statefulset", "cfl-dc1-ra", "-n", "cfl", "--type=merge",
+                 "--field-manager=ops-team", "-p", '{"spec":{"replicas":3}}')
+    doc = app_doc("cfl", size=4)  # now we want 2 per rack: our replicas field changes too
+    files = write_specs(tmp_path, fleet_doc(), doc)
+    second = subprocess.run([ISTHMUS, "apply", *sum((["-f", str(f)] for f in files), [])], capture_output=True,
+                            text=True, env=env, timeout=180)
+    assert second.returncode == 1
+    assert "ops-team" in second.stdout and "conflict" in second.stdout
+    forced = subprocess.run([ISTHMUS, "apply", "--force-conflicts", *sum((["-f", str(f)] for f in files), [])],
+                            capture_output=True, text=True, env=env, timeout=180)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    replicas = lab3.kubectl("c1", "get", "statefulset", "cfl-dc1-ra", "-n", "cfl", "-o", "jsonpath={.spec.replicas}")
+    assert replicas == "2"
+
+
+async def test_delete_removes_only_what_isthmus_created(lab3: Lab, registry: ClusterRegistry) -> None:
+    fleet, app = load(fleet_doc(), app_doc("del"))
+    await apply_app(app, fleet, registry)
+    lab3.kubectl("c1", "create", "configmap", "not-ours", "-n", "del", "--from-literal=a=b")
+    outcomes = await delete_app(app, registry)
+    assert all(o.reach is Reach.DONE for o in outcomes.values())
+    for name in ("c1", "c2", "c3"):
+        left = lab3.kubectl(name, "get", "statefulsets,services,secrets,configmaps,poddisruptionbudgets", "-n", "del",
+                            "-l", "isthmus.dev/app=del", "-o", "name").split()
+        assert left == [], left
+        assert lab3.kubectl(name, "get", "namespace", "del", "-o", "name").strip() == "namespace/del"  # volumes kept
+    assert lab3.kubectl("c1", "get", "configmap", "not-ours", "-n", "del", "-o", "name").strip() == \
+        "configmap/not-ours"
+    status = await app_status(app, registry)
+    assert all(d.health is Health.MISSING for d in status.datacenters)
+
+
+def test_rendered_manifests_are_stable_and_pass_server_dry_run(lab3: Lab, tmp_path: Path) -> None:
+    fleet, app = load(fleet_doc(), app_doc("dry"))
+    first = render_app(app, fleet)
+    second = render_app(app, fleet)
+    for name in ("c1", "c2", "c3"):
+        text = first.to_yaml(name)
+        assert text == second.to_yaml(name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        out = lab3.kubectl(name, "apply", "--server-side", "--dry-run=server", "--field-manager=dry", "-f", str(path))
+        assert "serverside-applied (server dry run)" in out
+        assert out.count("(server dry run)") == len(first.for_cluster(name))

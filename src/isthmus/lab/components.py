@@ -209,6 +209,13 @@ def kwok_config_yaml(spec: LabClusterSpec) -> str:
         "options:\n"
         f"  cidr: {spec.pod_cidr}\n"
         "  nodeLeaseDurationSeconds: 40\n"
+        # With an explicit --config kwok applies no defaults: spell out every parallelism.
+        "  nodeLeaseParallelism: 4\n"
+        "  nodePlayStageParallelism: 4\n"
+        "  podPlayStageParallelism: 4\n"
+        "  podsOnNodeSyncParallelism: 2\n"
+        "  enablePodsOnNodeSyncListPager: true\n"
+        "  enablePodsOnNodeSyncStreamWatch: false\n"
         "  enableDebuggingHandlers: false\n"
     )
     return head + "---\n" + stages

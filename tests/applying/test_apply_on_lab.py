@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
 from isthmus.kube import Action, ClusterRegistry, Health, Reach
 from isthmus.lab import Lab
 from isthmus.rollout import app_status, apply_app, delete_app, render_app, wait_healthy
 
-from .conftest import app_doc, fleet_doc, load, write_specs
-
 pytestmark = pytest.mark.lab
 ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
+
+
+def spec_args(files: list[Path]) -> list[str]:
+    return [arg for f in files for arg in ("-f", str(f))]
 
 
 def versions(lab: Lab, cluster: str, namespace: str) -> dict[str, str]:
@@ -109,7 +112,7 @@ async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, regis
 def test_conflict_with_another_field_manager_is_reported_by_name(lab3: Lab, tmp_path: Path) -> None:
     files = write_specs(tmp_path, fleet_doc(), app_doc("cfl"))
     env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "KUBECONFIG": str(lab3.kubeconfig), "HOME": str(Path.home())}
-    first = subprocess.run([ISTHMUS, "apply", *sum((["-f", str(f)] for f in files), [])], capture_output=True,
+    first = subprocess.run([ISTHMUS, "apply", *spec_args(files)], capture_output=True,
                            text=True, env=env, timeout=180)
     assert first.returncode == 0, first.stdout + first.stderr
     # Someone scales a StatefulSet with their own field manager (server-side), taking .spec.replicas.
@@ -117,11 +120,11 @@ def test_conflict_with_another_field_manager_is_reported_by_name(lab3: Lab, tmp_
                  "--field-manager=ops-team", "-p", '{"spec":{"replicas":3}}')
     doc = app_doc("cfl", size=4)  # now we want 2 per rack: our replicas field changes too
     files = write_specs(tmp_path, fleet_doc(), doc)
-    second = subprocess.run([ISTHMUS, "apply", *sum((["-f", str(f)] for f in files), [])], capture_output=True,
+    second = subprocess.run([ISTHMUS, "apply", *spec_args(files)], capture_output=True,
                             text=True, env=env, timeout=180)
     assert second.returncode == 1
     assert "ops-team" in second.stdout and "conflict" in second.stdout
-    forced = subprocess.run([ISTHMUS, "apply", "--force-conflicts", *sum((["-f", str(f)] for f in files), [])],
+    forced = subprocess.run([ISTHMUS, "apply", "--force-conflicts", *spec_args(files)],
                             capture_output=True, text=True, env=env, timeout=180)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     replicas = lab3.kubectl("c1", "get", "statefulset", "cfl-dc1-ra", "-n", "cfl", "-o", "jsonpath={.spec.replicas}")

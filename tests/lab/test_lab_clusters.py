@@ -13,7 +13,7 @@ import pytest
 
 from isthmus.lab import ComponentState, Lab
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _eventually(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -153,3 +153,14 @@ def test_stopped_cluster_restarts_on_the_same_ports_with_its_data(lab3: Lab) -> 
     after = lab3.status().clusters[0]
     assert after.healthy and after.server == before.server
     assert lab3.kubectl("c1", "get", "configmap", "survives-restart", "-o", "jsonpath={.data.k}") == "v"
+
+
+def test_unknown_targets_are_user_errors(lab3: Lab) -> None:
+    from isthmus.lab import UnknownTargetError
+
+    with pytest.raises(UnknownTargetError, match="no cluster 'c9'"):
+        lab3.freeze("c9")
+    with pytest.raises(UnknownTargetError, match="no node 'nope'"):
+        lab3.node_not_ready("c1", "nope")
+    with pytest.raises(UnknownTargetError, match="no lab component"):
+        lab3.log_path("c1", "kubelet")

@@ -19,7 +19,7 @@ from isthmus.lab import (
 )
 from isthmus.lab.processes import port_is_free
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SMALL = LabClusterSpec(name="s1", region="r1", zones={"r1a": 1}, pod_cidr="10.77.0.0/16",
                        service_cidr="10.177.0.0/16")

@@ -135,3 +135,20 @@ def test_process_ref_notices_recycled_pids(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("\n".join(str(i) for i in range(100)))
     assert log_tail(log, 3) == "97\n98\n99"
+
+
+def test_public_names_exist() -> None:
+    import isthmus.lab as lab
+
+    assert sorted(lab.__all__) == sorted(set(lab.__all__))
+    for name in lab.__all__:
+        assert hasattr(lab, name), name
+
+
+def test_missing_go_is_a_clear_toolchain_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.lab import Lab, ToolchainError
+
+    monkeypatch.setenv("ISTHMUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ToolchainError, match="Go is not installed"):
+        Lab(name="x", specs=default_specs(1), state_dir=tmp_path / "state").up()

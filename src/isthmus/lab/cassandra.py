@@ -7,13 +7,16 @@ SIGKILL) and starting several nodes as one ring, one after the other.
 Must not: resolve jars (:mod:`isthmus.lab.cassandra_install`) or decide what goes in
 ``cassandra.yaml`` (the caller does, usually with :mod:`isthmus.lab.cassandra_config`).
 
-Typical use::
+Typical use (``claim_addresses`` picks a free ``127.0.<b>.x`` block and locks it, so parallel
+sessions never share an address)::
 
-    spec = prepare_node(name="n1", address="127.0.1.1", node_dir=tmp / "n1", cluster_name="lab",
-                        seeds=("127.0.1.1",), datacenter="dc1")
-    node = start_node(spec)
-    rows = node.session().execute("SELECT release_version FROM system.local")
-    node.stop()
+    with claim_addresses(1) as claim:
+        [address] = claim.addresses
+        spec = prepare_node(name="n1", address=address, node_dir=tmp / "n1", cluster_name="lab",
+                            seeds=(address,), datacenter="dc1")
+        node = start_node(spec)
+        rows = node.session().execute("SELECT release_version FROM system.local")
+        node.stop()
 
 ``cassandra-driver`` (the ``cassandra`` extra) is imported only when CQL is used.
 """

@@ -14,6 +14,7 @@ dependencies is exactly the tarball's ``lib/`` folder.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -139,6 +140,7 @@ def jamm_jar(lib: Path) -> Path:
     return found[-1]
 
 
+@functools.cache
 def _java_major(java: str) -> int | None:
     try:
         done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)

@@ -106,10 +106,12 @@ def status(
     table = Table(title=f"lab {st.name} ({st.phase})  KUBECONFIG={st.kubeconfig}")
     table.add_column("cluster")
     table.add_column("context")
-    table.add_column("server")
+    table.add_column("server", no_wrap=True)
     table.add_column("zones")
+    short = {Component.ETCD: "etcd", Component.APISERVER: "apiserver", Component.CONTROLLER_MANAGER: "kcm",
+             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok"}
     for comp in Component:
-        table.add_column(comp.value)
+        table.add_column(short[comp])
     colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",
               ComponentState.STOPPED: "yellow", ComponentState.DEAD: "red"}
     for c in st.clusters:
@@ -140,7 +142,7 @@ def logs(
 ) -> None:
     """Print the tail of one component's log (or of all of a cluster's components)."""
     lab = _lab(name, state_dir)
-    comps = [Component.parse(component)] if component else list(Component)
+    comps: list[Component | str] = [component] if component else list(Component)
     for comp in comps:
         path = lab.log_path(cluster, comp)
         if len(comps) > 1:

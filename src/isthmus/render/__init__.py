@@ -26,3 +26,27 @@ __all__ = [
     "render",
     "render_cassandra",
 ]
+
+# Connecting the clusters (Cilium, Istio, discovery, policy, firewall, mesh checks).
+from .cilium import CiliumCA, cilium_values, render_cilium
+from .discovery import client_addresses, render_discovery
+from .firewall import FirewallReport, firewall_rules
+from .istio import IstioIntermediateCA, render_istio
+from .meshcheck import MeshCheckError, check_mesh, require_mesh_fit
+from .netpolicy import render_policies
+
+__all__ += [
+    "CiliumCA",
+    "FirewallReport",
+    "IstioIntermediateCA",
+    "MeshCheckError",
+    "check_mesh",
+    "cilium_values",
+    "client_addresses",
+    "firewall_rules",
+    "render_cilium",
+    "render_discovery",
+    "render_istio",
+    "render_policies",
+    "require_mesh_fit",
+]

@@ -9,7 +9,8 @@ Owns: the policy objects of each cluster that hosts a datacenter —
   allowed clients. Every peer selector names its clusters with ``io.cilium.k8s.policy.cluster``
   explicitly: Cilium 1.19 (``policy-default-local-cluster``) has a selector without it match only
   the local cluster, older releases every cluster; relying on either default would let the
-  policy change meaning with the Cilium version or its configuration. Egress is not restricted (backups, DNS, metrics leave the pods).
+  policy change meaning with the Cilium version or its configuration. Egress is not restricted
+  (backups, DNS and metrics leave the pods).
 * **Kubernetes** (``networking.k8s.io/v1`` ``NetworkPolicy``, the fallback for a CNI without
   ClusterMesh identities): the same three, with remote datacenters allowed by their pod CIDRs
   (``ipBlock``) because a pod selector only sees the local cluster. Clients are local only: there

@@ -1,0 +1,288 @@
+"""Flow records: one JSON line per guard decision, Hubble-style, and the reader behind ``isthmus guard flows``.
+
+Owns: :class:`Flow` (built by the pump from a :class:`~isthmus.cqlguard.guard.Check`), its
+JSON form, :class:`FlowWriter` (append-only, safe under ``logrotate``: the file is reopened
+when it was moved away or truncated), and :func:`read_flows` with :class:`FlowFilter`
+(``--follow`` keeps reading across rotation). Must not: decide anything or touch sockets.
+
+One line (keys always present; ``null`` when unknown)::
+
+    {"time": "2025-01-02T03:04:05.678901Z", "verdict": "DENIED",
+     "source": {"ip": "127.0.0.1", "port": 50312, "user": "app", "principal": null},
+     "destination": {"ip": "127.0.1.1", "port": 9042},
+     "l7": {"type": "cql", "kind": "query", "action": "insert", "keyspace": "ks", "table": "t",
+            "statements": [{"action": "insert", "keyspace": "ks", "table": "t"}], "stream": 12},
+     "rule": null, "reason": "no rule allows insert on ks.t for user 'app' from 127.0.0.1",
+     "upstream_latency_ms": null, "summary": "DENIED insert ks.t"}
+
+Verdicts: ``ALLOWED`` (forwarded; latency measured until the server's answer), ``DENIED``
+(policy), ``ERROR`` (the proxy could not decide: unknown prepared id answered Unprepared,
+too many held requests). ``l7.action`` is the first statement's action, ``batch`` for a BATCH
+and ``unknown`` for an unclassifiable statement (its reason says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+from isthmus.cqlguard.classify import Classification, Classified, Statement
+
+__all__ = ["Flow", "FlowFilter", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
+
+
+class FlowVerdict(StrEnum):
+    ALLOWED = "ALLOWED"
+    DENIED = "DENIED"
+    ERROR = "ERROR"
+
+
+def l7_action(classification: Classification | None) -> str:
+    """The one action a flow and a metric label show: first statement, ``batch``, ``unknown``."""
+    if not isinstance(classification, Classified) or not classification.statements:
+        return "unknown"
+    if classification.batch:
+        return "batch"
+    return str(classification.statements[0].action)
+
+
+def _statement_json(statement: Statement) -> dict[str, Any]:
+    return {"action": str(statement.action), "keyspace": statement.keyspace, "table": statement.table}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flow:
+    """One decision, ready to be written (times are wall-clock seconds since the epoch)."""
+
+    time: float
+    verdict: FlowVerdict
+    source_ip: str | None
+    source_port: int | None
+    user: str | None
+    principal: str | None
+    destination_ip: str
+    destination_port: int
+    kind: str
+    stream: int
+    classification: Classification | None
+    rule: str | None
+    reason: str
+    upstream_latency_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        statements = (
+            [_statement_json(s) for s in self.classification.statements]
+            if isinstance(self.classification, Classified)
+            else []
+        )
+        action = l7_action(self.classification)
+        first = statements[0] if statements else {"keyspace": None, "table": None}
+        target = ".".join(p for p in (first["keyspace"], first["table"]) if p)
+        stamp = dt.datetime.fromtimestamp(self.time, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {
+            "time": stamp,
+            "verdict": str(self.verdict),
+            "source": {"ip": self.source_ip, "port": self.source_port, "user": self.user, "principal": self.principal},
+            "destination": {"ip": self.destination_ip, "port": self.destination_port},
+            "l7": {
+                "type": "cql",
+                "kind": self.kind,
+                "action": action,
+                "keyspace": first["keyspace"],
+                "table": first["table"],
+                "statements": statements,
+                "stream": self.stream,
+            },
+            "rule": self.rule,
+            "reason": self.reason,
+            "upstream_latency_ms": None if self.upstream_latency_ms is None else round(self.upstream_latency_ms, 3),
+            "summary": f"{self.verdict} {action} {target}".rstrip(),
+        }
+
+    def to_line(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":")) + "\n"
+
+
+class FlowWriter:
+    """Appends flow lines to ``path``; buffered lines go out in one ``write`` per :meth:`flush`.
+
+    Rotation-safe: the file is opened ``O_APPEND``; before a flush, at most once per
+    ``check_interval_s``, it is reopened if the path now names another file (moved away by
+    logrotate) or none. Write errors are counted, never raised: flows must not stop traffic.
+    """
+
+    def __init__(self, path: Path, *, check_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self._check_interval = check_interval_s
+        self._clock = clock
+        self._pending: list[str] = []
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        self._checked_at = float("-inf")
+        self.errors = 0
+        self.written = 0
+        self._open()
+
+    def _open(self) -> None:
+        self._close_fd()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError:
+            self.errors += 1
+            return
+        st = os.fstat(fd)
+        self._fd, self._inode = fd, (st.st_dev, st.st_ino)
+        self._checked_at = self._clock()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _reopen_if_rotated(self) -> None:
+        now = self._clock()
+        if self._fd is not None and now - self._checked_at < self._check_interval:
+            return
+        self._checked_at = now
+        try:
+            st = self.path.stat()
+            same = (st.st_dev, st.st_ino) == self._inode
+        except OSError:
+            same = False
+        if not same or self._fd is None:
+            self._open()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, flow: Flow) -> None:
+        self._pending.append(flow.to_line())
+
+    def write(self, flow: Flow) -> None:
+        """Add and flush at once (for callers that do not batch)."""
+        self.add(flow)
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        self._reopen_if_rotated()
+        if self._fd is None:
+            self.errors += 1
+            return
+        data = "".join(lines).encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            self.written += len(lines)
+        except OSError:
+            self.errors += 1
+
+    def close(self) -> None:
+        self.flush()
+        self._close_fd()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowFilter:
+    """Which flows to show; ``None`` fields match anything. ``table`` is ``ks.t`` (any statement)."""
+
+    verdict: FlowVerdict | None = None
+    user: str | None = None
+    table: str | None = None
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.verdict is not None and record.get("verdict") != self.verdict:
+            return False
+        if self.user is not None and (record.get("source") or {}).get("user") != self.user:
+            return False
+        if self.table is not None:
+            statements = (record.get("l7") or {}).get("statements") or []
+            names = {f"{s.get('keyspace')}.{s.get('table')}" for s in statements}
+            if self.table not in names:
+                return False
+        return True
+
+
+def _drain(handle: TextIO, flt: FlowFilter, partial: str) -> Generator[dict[str, Any], None, str]:
+    """Yield the matching records of the complete lines available; return an unfinished line."""
+    while line := handle.readline():
+        if not line.endswith("\n"):
+            partial += line  # a writer is mid-line; finish it on the next round
+            continue
+        line, partial = partial + line, ""
+        record = _parse(line)
+        if record is not None and flt.matches(record):
+            yield record
+    return partial
+
+
+def read_flows(
+    path: Path,
+    flt: FlowFilter | None = None,
+    *,
+    follow: bool = False,
+    poll_s: float = 0.25,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[dict[str, Any]]:
+    """The flow records in ``path`` that match ``flt``; with ``follow``, keep waiting for more.
+
+    Following survives rotation (the path names a new file: read it from its start) and
+    truncation. Lines that are not JSON objects (a partial last line, noise) are skipped.
+    ``stop`` is polled while following, so tests and callers can end the loop.
+    """
+    flt = flt or FlowFilter()
+    handle: TextIO | None = None
+    inode: tuple[int, int] | None = None
+    partial = ""
+    try:
+        while True:
+            if handle is None:
+                try:
+                    handle = path.open("r", encoding="utf-8", errors="replace")
+                except FileNotFoundError:
+                    if not follow:
+                        raise
+                else:
+                    st = os.fstat(handle.fileno())
+                    inode = (st.st_dev, st.st_ino)
+            if handle is not None:
+                partial = yield from _drain(handle, flt, partial)
+            if not follow or stop():
+                return
+            time.sleep(poll_s)
+            if handle is not None:
+                try:
+                    st = path.stat()
+                    rotated = (st.st_dev, st.st_ino) != inode or st.st_size < handle.tell()
+                except FileNotFoundError:
+                    rotated = False  # moved away, new file not there yet: keep the old one
+                if rotated:
+                    yield from _drain(handle, flt, partial)  # what was written before the move
+                    handle.close()
+                    handle, partial = None, ""
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

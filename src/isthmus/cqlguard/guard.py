@@ -1,0 +1,217 @@
+"""The decision step of the proxy: one request in, one :class:`Check` out (no sockets, no clock).
+
+Owns: turning a decoded :class:`~isthmus.cqlguard.protocol.Request` into a classification
+(QUERY and PREPARE text; EXECUTE and BATCH children through the proxy-wide prepared map),
+asking the current :class:`~isthmus.cqlguard.policy.Policy`, and telling the pump what to
+do: forward, deny, answer Unprepared, hold, or pass through (handshake, OPTIONS, REGISTER).
+Also owns :class:`PreparedStatements`, the map filled from the server's Prepared results.
+Must not: read or write sockets, sleep or log; the pump (``proxy.py``) does all I/O.
+
+Rules (from the codec's notes):
+
+* EXECUTE is checked against the statement the *server* confirmed preparing (query text and
+  the keyspace it was prepared in), never against anything the client claims. An id the
+  proxy has not seen prepared is answered Unprepared, so the driver re-prepares through us.
+* A BATCH is one decision over all its children (``merge``); any denied child denies it all.
+* While a USE is in flight (``keyspace_in_doubt``) the server may resolve an unqualified
+  name against either keyspace, so a request with an unqualified name is *held* until the
+  server answers the USE; fully qualified requests go on. EXECUTE is never held: a prepared
+  statement's keyspace was fixed when it was prepared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+
+from isthmus.cqlguard.classify import (
+    GLOBAL_ACTIONS,
+    Action,
+    Classification,
+    Classified,
+    Unclassifiable,
+    classify,
+    merge,
+)
+from isthmus.cqlguard.policy import Decision, Identity, Policy
+from isthmus.cqlguard.protocol import (
+    Batch,
+    BatchPrepared,
+    Execute,
+    Prepare,
+    PreparedResult,
+    PreparedStatement,
+    Query,
+    Request,
+    Response,
+)
+
+__all__ = ["Check", "Guard", "PreparedStatements", "Step", "classify_cached"]
+
+_CLASSIFY_CACHE = 8192
+
+
+@lru_cache(maxsize=_CLASSIFY_CACHE)
+def classify_cached(query: str, keyspace: str | None) -> Classification:
+    """``classify`` is pure, and drivers send the same strings again and again."""
+    return classify(query, keyspace=keyspace)
+
+
+class Step(Enum):
+    """What the pump does with a request."""
+
+    FORWARD = "forward"  # policy allowed it: send it to the server
+    DENY = "deny"  # policy denied it: answer Unauthorized, never send it
+    UNPREPARED = "unprepared"  # unknown prepared id: answer Unprepared (the driver re-prepares)
+    HOLD = "hold"  # wait until the server answers the USE in flight, then check again
+    PASS = "pass"  # not subject to policy (STARTUP, AUTH_RESPONSE, OPTIONS, REGISTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome for one request.
+
+    ``request`` is the request to forward (its ``keyspace`` re-resolved when it was held);
+    ``kind`` is the opcode in lower case (``query``, ``prepare``, ``execute``, ``batch``).
+    """
+
+    step: Step
+    request: Request
+    kind: str
+    classification: Classification | None = None
+    decision: Decision | None = None
+    changes_keyspace: bool = False
+    unprepared_id: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    statement: PreparedStatement
+    classification: Classification
+
+
+class PreparedStatements:
+    """Statements the upstream servers confirmed preparing, by (upstream node, prepared id).
+
+    Proxy-wide and shared by every connection (Cassandra's prepared ids are per node, not per
+    connection). Bounded: the least recently used entry goes first; a forgotten id costs one
+    Unprepared round trip, never a wrong decision.
+    """
+
+    def __init__(self, *, max_entries: int = 100_000) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def remember(self, upstream: str, prepared_id: bytes, statement: PreparedStatement) -> None:
+        key = (upstream, prepared_id)
+        classification = classify_cached(statement.query, statement.keyspace)
+        self._entries[key] = _Entry(statement, classification)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def lookup(self, upstream: str, prepared_id: bytes) -> PreparedStatement | None:
+        entry = self._get(upstream, prepared_id)
+        return entry.statement if entry is not None else None
+
+    def _get(self, upstream: str, prepared_id: bytes) -> _Entry | None:
+        key = (upstream, prepared_id)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+
+def _uses_connection_keyspace(classification: Classification) -> bool:
+    """True if some statement has an unqualified name (classified with no keyspace)."""
+    if isinstance(classification, Unclassifiable):
+        return False
+    return any(s.keyspace is None and s.action not in GLOBAL_ACTIONS for s in classification.statements)
+
+
+def _is_use(classification: Classification) -> bool:
+    return isinstance(classification, Classified) and any(s.action is Action.USE for s in classification.statements)
+
+
+class Guard:
+    """Classification + policy + prepared map for one upstream node. See the module docstring.
+
+    ``policy`` may be replaced at any time (hot reload); the next :meth:`check` uses it.
+    """
+
+    def __init__(self, policy: Policy, *, upstream: str, prepared: PreparedStatements | None = None) -> None:
+        self.policy = policy
+        self.upstream = upstream
+        self.prepared = prepared if prepared is not None else PreparedStatements()
+
+    def check(
+        self,
+        request: Request,
+        identity: Identity,
+        *,
+        connection_keyspace: str | None,
+        keyspace_in_doubt: bool = False,
+    ) -> Check:
+        """Decide ``request`` for ``identity``; ``connection_keyspace`` is the keyspace now."""
+        message = request.message
+        kind = request.opcode.name.lower()
+        if isinstance(message, Execute):
+            entry = self.prepared._get(self.upstream, message.prepared_id)
+            if entry is None:
+                return Check(Step.UNPREPARED, request, kind, unprepared_id=message.prepared_id)
+            return self._decide(request, kind, identity, entry.classification)
+        if not isinstance(message, Query | Prepare | Batch):
+            return Check(Step.PASS, request, kind)
+        keyspace = message.keyspace or connection_keyspace
+        if keyspace != request.keyspace:
+            request = dataclasses.replace(request, keyspace=keyspace)
+        if keyspace_in_doubt and message.keyspace is None and self._needs_keyspace(message):
+            return Check(Step.HOLD, request, kind)
+        if isinstance(message, Batch):
+            children: list[Classification] = []
+            for child in message.statements:
+                if isinstance(child, BatchPrepared):
+                    entry = self.prepared._get(self.upstream, child.prepared_id)
+                    if entry is None:
+                        return Check(Step.UNPREPARED, request, kind, unprepared_id=child.prepared_id)
+                    children.append(entry.classification)
+                else:
+                    children.append(classify_cached(child.query, keyspace))
+            return self._decide(request, kind, identity, merge(children))
+        return self._decide(request, kind, identity, classify_cached(message.query, keyspace))
+
+    def _decide(self, request: Request, kind: str, identity: Identity, classification: Classification) -> Check:
+        decision = self.policy.decide(identity, classification)
+        if not decision.allowed:
+            return Check(Step.DENY, request, kind, classification, decision)
+        # Preparing a USE changes nothing; running one (QUERY, or EXECUTE of a prepared USE) does.
+        changes = not isinstance(request.message, Prepare) and _is_use(classification)
+        return Check(Step.FORWARD, request, kind, classification, decision, changes_keyspace=changes)
+
+    @staticmethod
+    def _needs_keyspace(message: Query | Prepare | Batch) -> bool:
+        if isinstance(message, Batch):
+            texts: Iterable[str] = (c.query for c in message.statements if not isinstance(c, BatchPrepared))
+        else:
+            texts = (message.query,)
+        return any(_uses_connection_keyspace(classify_cached(text, None)) for text in texts)
+
+    def learn(self, response: Response) -> None:
+        """Remember what the server prepared (from a PREPARE's Prepared result)."""
+        request = response.request
+        if (
+            isinstance(response.message, PreparedResult)
+            and request is not None
+            and isinstance(request.message, Prepare)
+        ):
+            statement = PreparedStatement(request.message.query, request.keyspace)
+            self.prepared.remember(self.upstream, response.message.prepared_id, statement)

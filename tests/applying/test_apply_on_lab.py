@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -44,7 +45,7 @@ async def test_apply_converges_every_cluster_and_a_second_apply_writes_nothing(
         services = lab3.kubectl(name, "get", "services", "-n", "shop", "-o", "name").split()
         assert {f"service/shop-{dc}-all", f"service/shop-{dc}-seeds", f"service/shop-{dc}-client"} <= set(services)
 
-    status = await wait_healthy(app, registry, timeout=120)
+    status = await wait_healthy(app, registry, within=120)
     assert status.healthy, status.to_dict()
     assert [(d.datacenter, d.ready, d.desired) for d in status.datacenters] == [
         ("dc1", 2, 2), ("dc2", 2, 2), ("dc3", 2, 2)]
@@ -57,7 +58,9 @@ async def test_apply_converges_every_cluster_and_a_second_apply_writes_nothing(
     before = {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")}
     writes_before = {n: registry[n].writes for n in registry}
     again = await apply_app(app, fleet, registry)
-    assert all(o.value is not None and not o.value.changed for o in again.values())
+    assert all(o.value is not None and not o.value.changed for o in again.values()), {
+        n: [(str(x.ref), x.action.value) for x in o.value.outcomes if x.action is not Action.UNCHANGED]
+        for n, o in again.items() if o.value}
     assert {n: registry[n].writes - writes_before[n] for n in registry} == {"c1": 0, "c2": 0, "c3": 0}
     assert {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")} == before
 
@@ -141,7 +144,9 @@ async def test_delete_removes_only_what_isthmus_created(lab3: Lab, registry: Clu
         left = lab3.kubectl(name, "get", "statefulsets,services,secrets,configmaps,poddisruptionbudgets", "-n", "del",
                             "-l", "isthmus.dev/app=del", "-o", "name").split()
         assert left == [], left
-        assert lab3.kubectl(name, "get", "namespace", "del", "-o", "name").strip() == "namespace/del"  # volumes kept
+        assert lab3.kubectl(name, "get", "namespace", "del", "-o", "name").strip() == "namespace/del"
+        claims = lab3.kubectl(name, "get", "pvc", "-n", "del", "-l", "isthmus.dev/app=del", "-o", "name").split()
+        assert len(claims) == 2  # data volumes are kept unless asked
     assert lab3.kubectl("c1", "get", "configmap", "not-ours", "-n", "del", "-o", "name").strip() == \
         "configmap/not-ours"
     status = await app_status(app, registry)
@@ -153,6 +158,7 @@ def test_rendered_manifests_are_stable_and_pass_server_dry_run(lab3: Lab, tmp_pa
     first = render_app(app, fleet)
     second = render_app(app, fleet)
     for name in ("c1", "c2", "c3"):
+        lab3.kubectl(name, "create", "namespace", "dry")  # a dry run cannot create the namespace it needs
         text = first.to_yaml(name)
         assert text == second.to_yaml(name)
         path = tmp_path / f"{name}.yaml"
@@ -160,3 +166,21 @@ def test_rendered_manifests_are_stable_and_pass_server_dry_run(lab3: Lab, tmp_pa
         out = lab3.kubectl(name, "apply", "--server-side", "--dry-run=server", "--field-manager=dry", "-f", str(path))
         assert "serverside-applied (server dry run)" in out
         assert out.count("(server dry run)") == len(first.for_cluster(name))
+
+
+async def test_delete_volumes_removes_the_claims_too(lab3: Lab, registry: ClusterRegistry) -> None:
+    fleet, app = load(fleet_doc(), app_doc("vol"))
+    await apply_app(app, fleet, registry)
+    await wait_healthy(app, registry, within=120)
+    claims = lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-l", "isthmus.dev/app=vol", "-o", "name").split()
+    assert len(claims) == 2
+    outcomes = await delete_app(app, registry, delete_volumes=True)
+    report = outcomes["c2"].value
+    assert report is not None
+    assert sorted(str(o.ref) for o in report.outcomes if o.ref.kind == "PersistentVolumeClaim") == [
+        "PersistentVolumeClaim vol/data-vol-dc2-ra-0", "PersistentVolumeClaim vol/data-vol-dc2-rb-0"]
+    # The claims go once the protection finalizer sees their pods gone.
+    deadline = time.monotonic() + 60
+    while lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-o", "name").split() and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-o", "name").split() == []

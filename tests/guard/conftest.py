@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -25,6 +25,16 @@ from isthmus.cqlguard.settings import Endpoint, GuardSettings, Limits
 from isthmus.lab.cassandra import CassandraNode
 
 T = TypeVar("T")
+
+
+class Upstream(Protocol):
+    """What the guard needs of its upstream: a lab node, or a fake server in a unit test."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 #: The policy most tests run under. ``secretks`` is never allowed; ``guardks.kv`` is read-only;
 #: ``guardks.open`` is writable; in ``guardks2`` only ``kv`` may be read.
@@ -83,7 +93,7 @@ class RunningGuard:
     thread: threading.Thread
     policy_path: Path
     flows_path: Path
-    upstream: CassandraNode
+    upstream: Any  # a CassandraNode in the integration tests
     clusters: list[Any] = field(default_factory=list)
 
     @property
@@ -150,7 +160,7 @@ class RunningGuard:
 
 @contextlib.contextmanager
 def running_guard(
-    node: CassandraNode,
+    node: Upstream,
     tmp_path: Path,
     *,
     policy: str = POLICY,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from isthmus.lab import Component, LabClusterSpec, default_specs
 from isthmus.lab.binaries import LabBinaries
-from isthmus.lab.components import ClusterPaths, ClusterPorts, argv, kwok_config_yaml
+from isthmus.lab.components import ClusterPaths, ClusterPorts, argv, kwok_config_yaml, scheduler_config_yaml
 from isthmus.lab.pki import make_cluster_pki
 from isthmus.lab.processes import ProcessRef, free_ports, log_tail
 from isthmus.lab.specs import check_lab_specs
@@ -29,6 +30,10 @@ def test_default_specs_are_distinct_and_zoned() -> None:
     check_lab_specs(specs)  # no overlaps
     nets = [n for s in specs for n in (s.pod_network, s.service_network)]
     assert len(set(nets)) == 6
+    supernets = ipaddress.IPv4Network("10.0.0.0/8"), ipaddress.IPv4Network("172.16.0.0/12")
+    assert all(s.pod_network.subnet_of(supernets[0]) for s in default_specs(50))
+    assert all(s.service_network.subnet_of(supernets[1]) for s in default_specs(50))
+    check_lab_specs(default_specs(50))
 
 
 def test_spec_is_frozen_validated_and_round_trips() -> None:
@@ -39,7 +44,7 @@ def test_spec_is_frozen_validated_and_round_trips() -> None:
         spec.zones["z"] = 1  # type: ignore[index]
     assert LabClusterSpec.from_json(spec.to_json()) == spec
     assert hash(LabClusterSpec.from_json(spec.to_json())) == hash(spec)
-    assert spec.kubernetes_service_ip == ipaddress.IPv4Address("10.101.0.1")
+    assert spec.kubernetes_service_ip == ipaddress.IPv4Address("172.16.16.1")
 
 
 @pytest.mark.parametrize(
@@ -96,14 +101,16 @@ def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     paths = ClusterPaths(tmp_path)
     bins = LabBinaries(tmp_path / "bin")
     api = argv(Component.APISERVER, spec=spec, ports=ports, paths=paths, bins=bins)
-    assert "--service-cluster-ip-range=10.102.0.0/16" in api
+    assert "--service-cluster-ip-range=172.16.32.0/20" in api
     assert "--etcd-servers=http://127.0.0.1:2001" in api
     assert "--secure-port=2003" in api and "--bind-address=127.0.0.1" in api
     assert any(a.startswith("--service-account-issuer=") for a in api)
     kcm = argv(Component.CONTROLLER_MANAGER, spec=spec, ports=ports, paths=paths, bins=bins)
     assert "--leader-elect=false" in kcm and "--allocate-node-cidrs=false" in kcm
     sched = argv(Component.SCHEDULER, spec=spec, ports=ports, paths=paths, bins=bins)
-    assert "--leader-elect=false" in sched
+    assert f"--config={paths.scheduler_config}" in sched
+    sched_config = json.loads(scheduler_config_yaml(paths.kubeconfig("scheduler")))
+    assert sched_config["leaderElection"] == {"leaderElect": False}
     etcd = argv(Component.ETCD, spec=spec, ports=ports, paths=paths, bins=bins)
     assert f"--data-dir={paths.etcd_data}" in etcd
     for cmd in (api, kcm, sched, etcd):

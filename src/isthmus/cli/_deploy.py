@@ -184,7 +184,7 @@ def apply_cmd(
         try:
             outcomes = await apply_app(target.app, target.fleet, registry,
                                        DeployOptions(force_conflicts=force_conflicts, prune=prune), progress)
-            status = await wait_healthy(target.app, registry, timeout=timeout, progress=progress) if wait else None
+            status = await wait_healthy(target.app, registry, within=timeout, progress=progress) if wait else None
             for name, o in outcomes.items():
                 if o.reach is Reach.DONE:
                     progress(name, "done")

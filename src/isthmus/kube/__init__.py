@@ -6,7 +6,15 @@ Must not: decide what the objects should be (that is ``render``) or in what orde
 change (that is ``rollout``).
 """
 
-from .applying import Action, ApplyReport, ObjectOutcome, apply_objects, delete_objects, fetch_owned
+from .applying import (
+    Action,
+    ApplyReport,
+    ObjectOutcome,
+    apply_objects,
+    delete_objects,
+    delete_volume_claims,
+    fetch_owned,
+)
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .diffing import ObjectDiff, diff_objects
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, UnknownContext
@@ -40,6 +48,7 @@ __all__ = [
     "apply_objects",
     "default_kubeconfig",
     "delete_objects",
+    "delete_volume_claims",
     "diff_objects",
     "fetch_owned",
     "rollup",

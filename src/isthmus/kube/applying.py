@@ -19,10 +19,18 @@ from typing import Any
 from ..render import apply_rank
 from .connection import ClusterConnection
 from .errors import ApiFailure, KubeError
-from .inventory import APP_LABEL, is_ours, read_inventory, write_inventory
+from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
 from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
 
-__all__ = ["Action", "ApplyReport", "ObjectOutcome", "apply_objects", "delete_objects", "fetch_owned"]
+__all__ = [
+    "Action",
+    "ApplyReport",
+    "ObjectOutcome",
+    "apply_objects",
+    "delete_objects",
+    "delete_volume_claims",
+    "fetch_owned",
+]
 
 Progress = Callable[[str], None]
 
@@ -86,6 +94,30 @@ async def fetch_owned(
     return live
 
 
+async def _fetch_unlabelled(
+    conn: ClusterConnection, app: str, objects: list[KubeObject]
+) -> dict[ObjectRef, KubeObject]:
+    """Objects shared between apps (a namespace) carry no app label, so a labelled LIST misses them."""
+
+    async def get(obj: KubeObject) -> tuple[ObjectRef, KubeObject | None]:
+        ref = ObjectRef.of(obj)
+        res = resource_class(ref.api_version, ref.kind)
+
+        async def do(client: Any) -> KubeObject:
+            return dict((await client.get(res, ref.name, namespace=ref.namespace or None)).to_dict())
+
+        try:
+            return ref, await conn.call("get", str(ref), do)
+        except ApiFailure as exc:
+            if exc.status == 404:
+                return ref, None
+            raise
+
+    shared = [o for o in objects if APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
+    found = await asyncio.gather(*(get(o) for o in shared))
+    return {ref: obj for ref, obj in found if obj is not None}
+
+
 async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> KubeObject:
     ref = ObjectRef.of(obj)
 
@@ -132,6 +164,7 @@ async def apply_objects(
     desired = {ObjectRef.of(o): o for o in objects}
     previous = await read_inventory(conn, app, namespace)
     live = await fetch_owned(conn, app, {_kind_key(r) for r in desired} | {_kind_key(r) for r in previous})
+    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live])
     outcomes: list[ObjectOutcome] = []
 
     async def one(obj: KubeObject) -> ObjectOutcome:
@@ -190,20 +223,18 @@ async def _delete(
 
 
 async def delete_objects(
-    conn: ClusterConnection,
-    *,
-    app: str,
-    namespace: str,
-    keep: Callable[[ObjectRef], bool] = lambda _ref: False,
-    progress: Progress | None = None,
+    conn: ClusterConnection, *, app: str, namespace: str, progress: Progress | None = None
 ) -> ApplyReport:
-    """Delete everything the inventory lists for ``app`` (except what ``keep`` protects)."""
+    """Delete everything the inventory lists for ``app`` and is still ours, then the inventory itself."""
     say = progress or (lambda _msg: None)
     previous = await read_inventory(conn, app, namespace)
     live = await fetch_owned(conn, app, {_kind_key(r) for r in previous})
-    targets = {r for r in previous if not keep(r)}
-    deleted = await _delete(conn, app, targets, live, say)
-    kept = {r for r in previous if keep(r)}
-    if not any(r.kind == "Namespace" and r.name == namespace and r in deleted for r in previous):
-        await write_inventory(conn, app, namespace, kept, previous)
+    deleted = await _delete(conn, app, previous, live, say)
+    await delete_inventory(conn, app, namespace)
     return ApplyReport(conn.name, tuple(ObjectOutcome(r, Action.DELETED) for r in deleted))
+
+
+async def delete_volume_claims(conn: ClusterConnection, *, app: str, namespace: str) -> list[ObjectRef]:
+    """Delete the app's PersistentVolumeClaims (its data), which StatefulSets leave behind on purpose."""
+    claims = await fetch_owned(conn, app, {("v1", "PersistentVolumeClaim", namespace)})
+    return await _delete(conn, app, set(claims), claims, lambda _msg: None) if claims else []

@@ -16,7 +16,7 @@ from .connection import ClusterConnection
 from .errors import ApiFailure
 from .objects import KubeObject, ObjectRef, to_resource
 
-__all__ = ["inventory_name", "read_inventory", "write_inventory"]
+__all__ = ["delete_inventory", "inventory_name", "read_inventory", "write_inventory"]
 
 APP_LABEL = "isthmus.dev/app"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "isthmus")
@@ -67,6 +67,19 @@ async def write_inventory(conn: ClusterConnection, app: str, namespace: str, ref
 
     await conn.call("apply", f"ConfigMap {namespace}/{inventory_name(app)}", apply)
     return True
+
+
+async def delete_inventory(conn: ClusterConnection, app: str, namespace: str) -> None:
+    name = inventory_name(app)
+
+    async def delete(client: Any) -> None:
+        await client.delete(ConfigMap, name, namespace=namespace)
+
+    try:
+        await conn.call("delete", f"ConfigMap {namespace}/{name}", delete)
+    except ApiFailure as exc:
+        if exc.status != 404:
+            raise
 
 
 def is_ours(live: KubeObject, app: str) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "argv",
     "kubeconfig_yaml",
     "kwok_config_yaml",
+    "scheduler_config_yaml",
     "write_cluster_files",
 ]
 
@@ -110,6 +111,10 @@ class ClusterPaths:
     def kwok_config(self) -> Path:
         return self.root / "kwok.yaml"
 
+    @property
+    def scheduler_config(self) -> Path:
+        return self.root / "scheduler.yaml"
+
 
 _CLIENT_OF = {Component.CONTROLLER_MANAGER: "controller-manager", Component.SCHEDULER: "scheduler",
               Component.KWOK: "kwok"}
@@ -167,8 +172,8 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
         ]
     if component is Component.SCHEDULER:
         return [
-            exe, f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
-            f"--secure-port={ports.scheduler}", "--leader-elect=false", "--profiling=false", "--v=1",
+            exe, f"--config={paths.scheduler_config}", "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}", "--v=1",
         ]
     return [
         exe, f"--kubeconfig={kubeconfig}", f"--config={paths.kwok_config}",
@@ -196,6 +201,30 @@ def kubeconfig_yaml(entries: list[tuple[str, str, Path, Credential]], *, current
         "contexts": [
             {"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-user"}} for ctx, _, _, _ in entries
         ],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+_VOLUME_PLUGINS = ("VolumeBinding", "VolumeZone", "NodeVolumeLimits", "VolumeRestrictions")
+
+
+def scheduler_config_yaml(kubeconfig: Path) -> str:
+    """The scheduler's configuration: the default profile without the volume plugins.
+
+    The lab has no storage: kwok runs no kubelet and there is no provisioner, so a pod with a
+    PersistentVolumeClaim (every StatefulSet with volumeClaimTemplates) would wait forever for a
+    volume. Its claims still exist, Pending, and can be listed and deleted like real ones.
+    """
+    doc = {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "leaderElection": {"leaderElect": False},
+        "enableProfiling": False,
+        "profiles": [{
+            "schedulerName": "default-scheduler",
+            "plugins": {"multiPoint": {"disabled": [{"name": p} for p in _VOLUME_PLUGINS]}},
+        }],
     }
     return json.dumps(doc, indent=2) + "\n"
 
@@ -230,3 +259,5 @@ def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: Cluste
                             current=spec.context)
         )
     paths.kwok_config.write_text(kwok_config_yaml(spec))
+    scheduler_kubeconfig = paths.kubeconfig(_CLIENT_OF[Component.SCHEDULER])
+    paths.scheduler_config.write_text(scheduler_config_yaml(scheduler_kubeconfig))

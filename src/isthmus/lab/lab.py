@@ -400,6 +400,10 @@ class Lab:
             raise LabNotRunningError(f"the API server of lab cluster {cluster!r} is not running:"
                                      f" `isthmus lab fault start {cluster}` first")
         os.kill(ref.pid, sig)
+        # Signals to a many-threaded Go process land asynchronously: wait until /proc agrees.
+        deadline = time.monotonic() + 5.0
+        while is_frozen(ref) != (sig is signal.SIGSTOP) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _allocate_ports(self, n: int) -> list[list[int]]:
         k = len(PORT_NAMES)

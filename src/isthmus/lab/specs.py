@@ -139,8 +139,9 @@ def _ipv4_net(what: str, cluster: str, value: str) -> ipaddress.IPv4Network:
 def default_specs(n: int, *, nodes_per_zone: int = 2) -> tuple[LabClusterSpec, ...]:
     """``n`` clusters ``c1..cN`` in regions ``region-1..N``, zones ``region-<i>a/b``.
 
-    Pod CIDRs are ``10.<i>.0.0/16`` and service CIDRs ``10.<100+i>.0.0/16``: distinct and
-    non-overlapping across the whole lab (and away from kwok's default ``10.0.0.0/24``).
+    Pod CIDRs are ``10.<i>.0.0/16`` (inside a ``10.0.0.0/8`` pod supernet, away from kwok's
+    default ``10.0.0.0/24``) and service CIDRs are the i-th ``/20`` of ``172.16.0.0/12``
+    (``172.16.16.0/20`` for c1): distinct and non-overlapping across the whole lab.
     """
     if not 1 <= n <= MAX_DEFAULT_CLUSTERS:
         raise ValueError(f"default_specs needs 1 <= n <= {MAX_DEFAULT_CLUSTERS}, got {n}")
@@ -150,7 +151,7 @@ def default_specs(n: int, *, nodes_per_zone: int = 2) -> tuple[LabClusterSpec, .
             region=f"region-{i}",
             zones={f"region-{i}a": nodes_per_zone, f"region-{i}b": nodes_per_zone},
             pod_cidr=f"10.{i}.0.0/16",
-            service_cidr=f"10.{100 + i}.0.0/16",
+            service_cidr=f"172.{16 + (i * 16) // 256}.{(i * 16) % 256}.0/20",
         )
         for i in range(1, n + 1)
     )

@@ -115,6 +115,11 @@ def _selector(app: CassandraCluster, dc: Datacenter | None = None,
     return sel
 
 
+def _claim_labels(app: CassandraCluster, dc: Datacenter, rack: Rack) -> dict[str, str]:
+    """Claims outlive their StatefulSet; these labels let ``delete --delete-volumes`` find them as ours."""
+    return {**_selector(app, dc, rack), "isthmus.dev/app": app.metadata.name, "app.kubernetes.io/managed-by": "isthmus"}
+
+
 def _labels(app: CassandraCluster, dc: Datacenter | None = None, rack: Rack | None = None) -> dict[str, str]:
     return {**_base_labels(app), **_selector(app, dc, rack)}
 
@@ -312,7 +317,7 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
             # Immutable once created: identity labels only, so a version bump never touches it.
             "volumeClaimTemplates": [{
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "data", "labels": _selector(app, dc, rack)},
+                "metadata": {"name": "data", "labels": _claim_labels(app, dc, rack)},
                 "spec": claim_spec,
             }],
         },

@@ -16,6 +16,7 @@ from typing import Any
 from lightkube.resources.apps_v1 import StatefulSet
 
 from ..kube import (
+    Action,
     ApplyReport,
     ClusterConnection,
     ClusterOutcome,
@@ -23,11 +24,12 @@ from ..kube import (
     Health,
     ObjectDiff,
     ObjectHealth,
-    ObjectRef,
+    ObjectOutcome,
     Reach,
     across,
     apply_objects,
     delete_objects,
+    delete_volume_claims,
     diff_objects,
     rollup,
     statefulset_health,
@@ -42,8 +44,8 @@ __all__ = [
     "DeployOptions",
     "Progress",
     "StatusReport",
-    "apply_app",
     "app_status",
+    "apply_app",
     "delete_app",
     "diff_app",
     "render_app",
@@ -183,12 +185,12 @@ async def app_status(app: CassandraCluster, registry: ClusterRegistry) -> Status
 
 
 async def wait_healthy(
-    app: CassandraCluster, registry: ClusterRegistry, *, timeout: float, interval: float = 1.0,
+    app: CassandraCluster, registry: ClusterRegistry, *, within: float, interval: float = 1.0,
     progress: Progress = _quiet,
 ) -> StatusReport:
-    """Poll until every DC is healthy or ``timeout`` passes; returns the last report either way."""
+    """Poll until every DC is healthy or ``within`` seconds pass; returns the last report either way."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         report = await app_status(app, registry)
         for dc in report.datacenters:
@@ -202,15 +204,15 @@ async def delete_app(
     app: CassandraCluster, registry: ClusterRegistry, *, delete_volumes: bool = False,
     progress: Progress = _quiet,
 ) -> dict[str, ClusterOutcome[ApplyReport]]:
-    """Remove what Isthmus created for ``app``; volumes (and so the namespace) stay unless asked."""
-
-    def keep(ref: ObjectRef) -> bool:
-        return not delete_volumes and ref.kind == "Namespace"
+    """Remove what Isthmus created for ``app``; data volumes stay unless asked, the namespace stays."""
 
     async def one(conn: ClusterConnection) -> ApplyReport:
         progress(conn.name, "deleting")
-        report = await delete_objects(conn, app=app.metadata.name, namespace=app.namespace, keep=keep,
+        report = await delete_objects(conn, app=app.metadata.name, namespace=app.namespace,
                                       progress=lambda msg: progress(conn.name, msg))
+        if delete_volumes:
+            claims = await delete_volume_claims(conn, app=app.metadata.name, namespace=app.namespace)
+            report = ApplyReport(conn.name, report.outcomes + tuple(ObjectOutcome(r, Action.DELETED) for r in claims))
         progress(conn.name, "deleted")
         return report
 

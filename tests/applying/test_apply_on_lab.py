@@ -180,7 +180,8 @@ async def test_delete_volumes_removes_the_claims_too(lab3: Lab, registry: Cluste
     assert sorted(str(o.ref) for o in report.outcomes if o.ref.kind == "PersistentVolumeClaim") == [
         "PersistentVolumeClaim vol/data-vol-dc2-ra-0", "PersistentVolumeClaim vol/data-vol-dc2-rb-0"]
     # The claims go once the protection finalizer sees their pods gone.
-    deadline = time.monotonic() + 60
-    while lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-o", "name").split() and time.monotonic() < deadline:
+    for _ in range(60):
+        if not lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-o", "name").split():
+            break
         await asyncio.sleep(1)
     assert lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-o", "name").split() == []

@@ -36,7 +36,7 @@ test: setup lint binaries
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus"
 
-demo: setup
+demo: setup binaries
 	bash scripts/demo.sh
 
 bench: setup binaries

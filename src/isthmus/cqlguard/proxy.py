@@ -156,6 +156,7 @@ class _Pump:
 
     async def _close(self) -> None:
         writers = [w for w in (self.client_writer, self.upstream_writer) if w is not None]
+        log.debug("client %s: closing", self.name)
         for w in writers:
             w.close()
         for w in writers:
@@ -164,6 +165,7 @@ class _Pump:
                     await w.wait_closed()
             except (OSError, TimeoutError, ssl.SSLError):
                 w.transport.abort()
+        log.debug("client %s: closed", self.name)
 
     # ---------------------------------------------------------- client -> upstream
 
@@ -491,11 +493,12 @@ class GuardServer:
         try:
             await pump.run()
         except asyncio.CancelledError:
+            # The guard is closing. Not re-raised: this is the connection's top-level task, and
+            # asyncio's stream callback would log a cancelled handler as an error.
             with contextlib.suppress(Exception):
                 writer.transport.abort()
                 if pump.upstream_writer is not None:
                     pump.upstream_writer.transport.abort()
-            raise
         except Exception:
             log.exception("client %s: connection failed", pump.name)
             writer.transport.abort()

@@ -163,8 +163,10 @@ async def apply_objects(
     say = progress or (lambda _msg: None)
     desired = {ObjectRef.of(o): o for o in objects}
     previous = await read_inventory(conn, app, namespace)
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in desired} | {_kind_key(r) for r in previous})
-    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live])
+    # Nothing applied before means nothing of ours to compare with: skip the reads, apply everything.
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in desired} | {_kind_key(r) for r in previous}) \
+        if previous else {}
+    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live]) if previous else {}
     outcomes: list[ObjectOutcome] = []
 
     async def one(obj: KubeObject) -> ObjectOutcome:

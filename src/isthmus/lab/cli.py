@@ -16,6 +16,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from isthmus import console
 
@@ -23,7 +24,7 @@ from .components import Component
 from .errors import LabError
 from .lab import ComponentState, Lab, LabSettings
 from .processes import log_tail
-from .specs import default_specs
+from .specs import LabClusterSpec, default_specs
 
 __all__ = ["fault_app", "lab_app"]
 
@@ -52,11 +53,8 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except LabError as exc:
-            console.err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from exc
-        except ValueError as exc:
-            console.err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        except (LabError, ValueError) as exc:
+            console.err_console.print(Text.assemble(("error: ", "red"), str(exc)), highlight=False)
             raise typer.Exit(2) from exc
     return wrapper
 
@@ -72,13 +70,29 @@ def up(
     name: NameOpt = "default",
     state_dir: StateDirOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds for each cluster to become Ready.")] = 120.0,
+    fleet: Annotated[Path | None, typer.Option("--fleet", help="Shape the lab like this Fleet spec (and its plan)."
+                                               )] = None,
 ) -> None:
     """Start the lab: per cluster etcd, kube-apiserver, controller-manager, scheduler and kwok."""
-    lab = Lab(name=name, specs=default_specs(clusters), state_dir=state_dir,
-              settings=LabSettings(ready_timeout=timeout))
+    specs = _fleet_specs(fleet) if fleet is not None else default_specs(clusters)
+    lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout))
     lab.up()
     console.err_console.print(f"lab {name!r} is up: {', '.join(s.context for s in lab.specs)}")
     console.out_console.print(lab.env(), highlight=False)
+
+
+def _fleet_specs(path: Path) -> tuple[LabClusterSpec, ...]:
+    """The Fleet's clusters with the CIDRs its plan (honouring the lock beside it) gives them."""
+    import yaml
+
+    from ..netplan import Lock, plan
+    from ..spec import load_file, require_fleet
+    from .fleet import specs_from_fleet
+
+    fleet = require_fleet(load_file(path))
+    lock_file = path.with_name(path.stem + ".lock.yaml")
+    lock = Lock.from_dict(yaml.safe_load(lock_file.read_text())) if lock_file.exists() else None
+    return specs_from_fleet(fleet, plan(fleet, lock))
 
 
 @lab_app.command()

@@ -16,6 +16,8 @@ starts processes. The CLI prints ``str(exc)`` of any :class:`LabError` and exits
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 __all__ = [
     "ComponentError",
     "LabAlreadyRunningError",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class LabError(RuntimeError):
+class LabError(UserError, RuntimeError):
     """Base class: a lab problem the user can act on (printed as one line, exit code 2)."""
 
 

@@ -6,12 +6,15 @@ contexts, and this module says so plainly when it does not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from ..netplan import Plan
 from ..spec import Fleet
 from .errors import LabError
 from .specs import LabClusterSpec, check_lab_specs
 
-__all__ = ["specs_from_fleet"]
+__all__ = ["cassandra_document", "fleet_document", "specs_from_fleet"]
 
 
 def specs_from_fleet(fleet: Fleet, plan: Plan) -> tuple[LabClusterSpec, ...]:
@@ -36,3 +39,38 @@ def specs_from_fleet(fleet: Fleet, plan: Plan) -> tuple[LabClusterSpec, ...]:
     except ValueError as exc:
         raise LabError(f"Fleet {fleet.metadata.name}: the lab cannot honour it: {exc}") from exc
     return tuple(specs)
+
+
+def fleet_document(specs: Sequence[LabClusterSpec], *, name: str = "lab") -> dict[str, Any]:
+    """A Fleet spec (as YAML data) that describes a running lab: one cluster per lab cluster."""
+    return {
+        "apiVersion": "isthmus.dev/v1alpha1", "kind": "Fleet", "metadata": {"name": name},
+        "spec": {
+            "controlPlane": specs[0].name,
+            "network": {"podSupernet": "10.0.0.0/8", "serviceSupernet": "172.16.0.0/12"},
+            "clusters": [
+                {"name": s.name, "region": s.region, "context": s.context,
+                 "zones": [{"name": zone, "nodes": count} for zone, count in s.zones.items()]}
+                for s in specs
+            ],
+        },
+    }
+
+
+def cassandra_document(specs: Sequence[LabClusterSpec], name: str, *, size: int = 2, heap: str = "1G",
+                       version: str = "5.0.6") -> dict[str, Any]:
+    """A CassandraCluster (as YAML data) with a datacenter ``dc<i>`` in each lab cluster, a rack per zone."""
+    return {
+        "apiVersion": "isthmus.dev/v1alpha1", "kind": "CassandraCluster",
+        "metadata": {"name": name, "namespace": name},
+        "spec": {
+            "version": version,
+            "datacenters": [
+                {"name": f"dc{i}", "cluster": s.name, "size": size,
+                 "racks": [{"name": f"r{chr(ord('a') + j)}", "zone": zone} for j, zone in enumerate(s.zones)]}
+                for i, s in enumerate(specs, start=1)
+            ],
+            "resources": {"cpu": "500m", "memory": "2Gi", "heap": heap},
+            "storage": {"size": "1Gi"},
+        },
+    }

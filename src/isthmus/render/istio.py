@@ -156,14 +156,18 @@ def cacerts_secret(ca: IstioIntermediateCA) -> dict[str, Any]:
     return stamp(secret(ca.ca_key_pem), hashed_as=secret(""))
 
 
-def render_istio(plan: Plan, *, cas: Mapping[str, IstioIntermediateCA], kubeconfigs: Mapping[str, str]) -> Manifests:
+def render_istio(plan: Plan, *, cas: Mapping[str, IstioIntermediateCA],
+                 kubeconfigs: Mapping[str, str] | None) -> Manifests:
     """Per cluster: the labelled ``istio-system``, ``cacerts``, a remote secret per peer, and the
     east-west Gateway when the clusters are on more than one network.
 
     ``cas`` and ``kubeconfigs`` need an entry for every cluster, and every CA the same root.
+    ``kubeconfigs=None`` leaves the remote secrets out, for a caller whose remote secrets come from
+    elsewhere (``istioctl create-remote-secret`` with a reader service account, for example).
     """
     names = [c.name for c in plan.clusters]
-    for what, given in (("an Istio CA", cas), ("a kubeconfig", kubeconfigs)):
+    wanted = (("an Istio CA", cas),) + ((("a kubeconfig", kubeconfigs),) if kubeconfigs is not None else ())
+    for what, given in wanted:
         missing = [n for n in names if n not in given]
         if missing:
             raise RenderError(f"no {what} for cluster(s) {', '.join(missing)}; pass one for every cluster")
@@ -175,7 +179,8 @@ def render_istio(plan: Plan, *, cas: Mapping[str, IstioIntermediateCA], kubeconf
     pairs: list[tuple[str, dict[str, Any]]] = []
     for name in names:
         pairs += [(name, stamp(istio_namespace(plan, name))), (name, cacerts_secret(cas[name]))]
-        pairs += [(name, remote_secret(peer, kubeconfigs[peer])) for peer in names if peer != name]
+        if kubeconfigs is not None:
+            pairs += [(name, remote_secret(peer, kubeconfigs[peer])) for peer in names if peer != name]
         if multi_network:
             pairs.append((name, stamp(eastwest_gateway())))
     return Manifests.build(pairs)

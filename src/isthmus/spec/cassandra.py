@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -80,13 +81,46 @@ class DriftPolicy(StrEnum):
 
 
 class RolloutStrategy(SpecModel):
-    """Filled in by the rollout work: order, waves, gates and what to do on failure."""
+    """How a change reaches the datacenters: order, waves, gates and what to do on failure.
+
+    The seed datacenter (``canary``, else the first of ``order``, else the first in the spec)
+    changes alone; the others follow in waves of ``maxConcurrentDatacenters``, rack by rack.
+    ``canary`` and ``order`` name datacenters of the same spec; :meth:`problems` checks that,
+    since a strategy alone does not know its datacenters.
+    """
 
     max_concurrent_datacenters: Annotated[int, Field(ge=1)] = 1
     canary: str | None = None
     order: list[str] = Field(default_factory=list)
     on_failure: Literal["pause", "rollback"] = "pause"
     drift: DriftPolicy = DriftPolicy.CORRECT
+    soak_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=0.0, description="Seconds everything must stay healthy after a disruptive step before the next")
+    progress_deadline_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=600.0, description="Seconds one step may take to converge (or its gates to pass) before it fails")
+    failure_budget: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=0, description="Failed pods (unschedulable, crash-looping, image errors) tolerated before the "
+                               "rollout stops early instead of waiting for the progress deadline")
+
+    @model_validator(mode="after")
+    def _order_unique(self) -> RolloutStrategy:
+        dupes = sorted({n for n in self.order if self.order.count(n) > 1})
+        if dupes:
+            raise ValueError(f"datacenter {dupes[0]!r} appears twice in rollout.order")
+        return self
+
+    def problems(self, datacenters: Sequence[str]) -> list[tuple[str, str]]:
+        """(field path, message) for every datacenter this strategy names that ``datacenters`` lacks."""
+        known = ", ".join(datacenters)
+        out: list[tuple[str, str]] = []
+        if self.canary is not None and self.canary not in datacenters:
+            out.append(("spec.rollout.canary",
+                        f"canary datacenter {self.canary!r} does not exist (datacenters: {known})"))
+        for i, name in enumerate(self.order):
+            if name not in datacenters:
+                out.append((f"spec.rollout.order[{i}]",
+                            f"rollout order names datacenter {name!r}, which does not exist (datacenters: {known})"))
+        return out
 
 
 class CassandraSpec(SpecModel):

@@ -1,4 +1,4 @@
-"""Real cassandra-driver clients through the real guard to a real Cassandra 5.0, protocol v4/v5, with and without lz4."""
+"""Real cassandra-driver clients through the real guard to a real Cassandra 5.0: protocol v4/v5, +/- lz4."""
 
 from __future__ import annotations
 

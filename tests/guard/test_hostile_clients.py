@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from protocol import cqlwire as w
 
 from isthmus.cqlguard.settings import Limits
+from protocol import cqlwire as w
 
 from .conftest import RunningGuard, running_guard
 

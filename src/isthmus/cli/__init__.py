@@ -5,18 +5,19 @@ the result as a table (people) or ``-o json|yaml`` (scripts). A ``UserError`` be
 line and exit code 2; anything else is a bug and keeps its traceback.
 
 One module per command group: ``_plan`` (plan, schema), ``_deploy`` (render, diff, apply,
-status, delete); the lab's commands live with the lab.
+status, delete), ``_network`` (explain, mesh render, preflight); the lab's commands live with the lab.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from rich.text import Text
 
 from ..console import err_console
 from ..errors import UserError
-from . import _deploy, _plan  # noqa: F401  (each registers its commands on `app`)
+from . import _deploy, _network, _plan, _rollout  # noqa: F401  (each registers its commands on `app`)
 from ._app import app
 
 __all__ = ["app", "main"]
@@ -28,7 +29,24 @@ def _add_lab() -> None:
     app.add_typer(lab_app, name="lab", help="A local lab of real Kubernetes clusters, Cassandra and Prometheus.")
 
 
+def _add_guard() -> None:
+    from ..cqlguard.cli import guard_app
+
+    app.add_typer(guard_app, name="guard", help="cqlguard: the CQL-aware policy proxy (run it, read its flows).")
+
+
 _add_lab()
+_add_guard()
+
+
+def _add_operator() -> None:
+    # cli and operator are sibling front-ends in the layer contract (neither imports the other); the
+    # root command only mounts the operator's typer app, looked up by name like a plugin.
+    operator_app = importlib.import_module("isthmus.operator.cli").operator_app
+    app.add_typer(operator_app, name="operator", help="The Kubernetes operator: reconcile CassandraCluster objects.")
+
+
+_add_operator()
 
 
 def main() -> None:

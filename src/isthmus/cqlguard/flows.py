@@ -24,7 +24,6 @@ and ``unknown`` for an unclassifiable statement (its reason says why).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import time
@@ -52,6 +51,12 @@ def l7_action(classification: Classification | None) -> str:
     if classification.batch:
         return "batch"
     return str(classification.statements[0].action)
+
+
+def _stamp(t: float) -> str:
+    """RFC 3339 UTC with microseconds (``time.strftime`` is several times faster than datetime's)."""
+    seconds = int(t)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((t - seconds) * 1e6):06d}Z"
 
 
 def _statement_json(statement: Statement) -> dict[str, Any]:
@@ -86,7 +91,7 @@ class Flow:
         action = l7_action(self.classification)
         first = statements[0] if statements else {"keyspace": None, "table": None}
         target = ".".join(p for p in (first["keyspace"], first["table"]) if p)
-        stamp = dt.datetime.fromtimestamp(self.time, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = _stamp(self.time)
         return {
             "time": stamp,
             "verdict": str(self.verdict),

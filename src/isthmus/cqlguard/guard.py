@@ -53,6 +53,7 @@ from isthmus.cqlguard.protocol import (
 __all__ = ["Check", "Guard", "PreparedStatements", "Step", "classify_cached"]
 
 _CLASSIFY_CACHE = 8192
+_DECISION_CACHE = 8192
 
 
 @lru_cache(maxsize=_CLASSIFY_CACHE)
@@ -149,9 +150,20 @@ class Guard:
     """
 
     def __init__(self, policy: Policy, *, upstream: str, prepared: PreparedStatements | None = None) -> None:
-        self.policy = policy
+        self._policy = policy
+        self._decisions: dict[tuple[Identity, Classification], Decision] = {}
         self.upstream = upstream
         self.prepared = prepared if prepared is not None else PreparedStatements()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        """Swap the policy (hot reload); decisions cached under the old one are dropped."""
+        self._policy = policy
+        self._decisions = {}
 
     def check(
         self,
@@ -190,7 +202,13 @@ class Guard:
         return self._decide(request, kind, identity, classify_cached(message.query, keyspace))
 
     def _decide(self, request: Request, kind: str, identity: Identity, classification: Classification) -> Check:
-        decision = self.policy.decide(identity, classification)
+        key = (identity, classification)
+        decision = self._decisions.get(key)
+        if decision is None:
+            # ``decide`` is pure, so its answers are cached per policy (bounded: cleared when full).
+            if len(self._decisions) >= _DECISION_CACHE:
+                self._decisions = {}
+            decision = self._decisions[key] = self._policy.decide(identity, classification)
         if not decision.allowed:
             return Check(Step.DENY, request, kind, classification, decision)
         # Preparing a USE changes nothing; running one (QUERY, or EXECUTE of a prepared USE) does.

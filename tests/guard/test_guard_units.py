@@ -1,0 +1,211 @@
+"""Pure pieces of the guard, no sockets: settings values, the decision step, flow files."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from isthmus.cqlguard.flows import Flow, FlowFilter, FlowVerdict, FlowWriter, read_flows
+from isthmus.cqlguard.guard import Guard, Step
+from isthmus.cqlguard.policy import Identity, Policy
+from isthmus.cqlguard.protocol import CQLConnection, Request
+from isthmus.cqlguard.proxy import tls_principal
+from isthmus.cqlguard.settings import Endpoint, GuardSettingsError, Limits
+from protocol import cqlwire as w
+
+POLICY = Policy.from_yaml(
+    """
+rules:
+  - name: app
+    identities: {cidrs: ["127.0.0.0/8"]}
+    allow:
+      - actions: [select]
+        tables: ["a.*", "b.t"]
+"""
+)
+ME = Identity(address=ipaddress.ip_address("127.0.0.1"))
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:9042", "[::1]:9042", "db.example:19042"])
+def test_endpoint_round_trips(text: str) -> None:
+    assert str(Endpoint.parse(text)) == text
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "::1:9042", "[zz]:1", ":9042", "h:99999"])
+def test_bad_endpoints_are_user_errors(text: str) -> None:
+    with pytest.raises(GuardSettingsError):
+        Endpoint.parse(text)
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(GuardSettingsError, match="max_connections"):
+        Limits(max_connections=0)
+
+
+# ------------------------------------------------------------------------------- guard
+
+
+def _established(version: int = 4) -> CQLConnection:
+    conn = CQLConnection()
+    [startup] = conn.receive_client_data(w.startup(version, stream=0))
+    assert isinstance(startup, Request)
+    conn.forward_to_server(startup)
+    [ready] = conn.receive_server_data(w.ready(version, 0))
+    conn.forward_to_client(ready)
+    return conn
+
+
+def _request(conn: CQLConnection, data: bytes) -> Request:
+    [event] = conn.receive_client_data(data)
+    assert isinstance(event, Request)
+    return event
+
+
+def _check(guard: Guard, conn: CQLConnection, request: Request) -> Step:
+    return guard.check(
+        request, ME, connection_keyspace=conn.keyspace, keyspace_in_doubt=conn.keyspace_in_doubt
+    ).step
+
+
+def test_unqualified_requests_wait_while_a_use_is_in_flight() -> None:
+    guard = Guard(POLICY, upstream="u")
+    conn = _established()
+    use = guard.check(_request(conn, w.query("USE a", stream=1)), ME, connection_keyspace=None)
+    assert use.step is Step.FORWARD and use.changes_keyspace
+    conn.forward_to_server(use.request, changes_keyspace=True)
+    unqualified = _request(conn, w.query("SELECT * FROM t", stream=2))
+    assert _check(guard, conn, unqualified) is Step.HOLD
+    assert _check(guard, conn, _request(conn, w.query("SELECT * FROM b.t", stream=3))) is Step.FORWARD
+    conn.receive_server_data(w.result_set_keyspace("a", stream=1))
+    released = guard.check(unqualified, ME, connection_keyspace=conn.keyspace, keyspace_in_doubt=False)
+    assert released.step is Step.FORWARD and released.request.keyspace == "a"
+
+
+def test_preparing_a_use_does_not_change_the_keyspace_but_executing_it_does() -> None:
+    guard = Guard(POLICY, upstream="u")
+    conn = _established()
+    prepare = guard.check(_request(conn, w.prepare("USE b", stream=1)), ME, connection_keyspace=None)
+    assert prepare.step is Step.FORWARD and not prepare.changes_keyspace
+    conn.forward_to_server(prepare.request)
+    [prepared] = conn.receive_server_data(w.result_prepared(b"id-use-b", stream=1))
+    guard.learn(prepared)
+    execute = guard.check(_request(conn, w.execute(b"id-use-b", stream=2)), ME, connection_keyspace=None)
+    assert execute.step is Step.FORWARD and execute.changes_keyspace
+
+
+def test_unknown_prepared_ids_are_answered_unprepared_and_known_ones_rechecked() -> None:
+    guard = Guard(POLICY, upstream="u")
+    conn = _established()
+    check = guard.check(_request(conn, w.execute(b"never-seen", stream=1)), ME, connection_keyspace=None)
+    assert check.step is Step.UNPREPARED and check.unprepared_id == b"never-seen"
+    prepare = guard.check(_request(conn, w.prepare("SELECT * FROM b.t", stream=2)), ME, connection_keyspace=None)
+    conn.forward_to_server(prepare.request)
+    [prepared] = conn.receive_server_data(w.result_prepared(b"id-bt", stream=2))
+    guard.learn(prepared)
+    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=3))) is Step.FORWARD
+    guard.policy = Policy.from_yaml("rules: []")  # hot reload: the next EXECUTE is decided anew
+    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=4))) is Step.DENY
+
+
+def test_prepared_ids_are_per_upstream_node() -> None:
+    guard_a = Guard(POLICY, upstream="node-a")
+    conn = _established()
+    prepare = guard_a.check(_request(conn, w.prepare("SELECT * FROM b.t", stream=1)), ME, connection_keyspace=None)
+    conn.forward_to_server(prepare.request)
+    [prepared] = conn.receive_server_data(w.result_prepared(b"id", stream=1))
+    guard_a.learn(prepared)
+    guard_b = Guard(POLICY, upstream="node-b", prepared=guard_a.prepared)
+    assert _check(guard_b, conn, _request(conn, w.execute(b"id", stream=2))) is Step.UNPREPARED
+
+
+def test_v5_keyspace_flag_wins_over_the_connection_keyspace() -> None:
+    guard = Guard(POLICY, upstream="u")
+    conn = _established(5)
+    data = w.segment(w.query("SELECT * FROM t", version=5, stream=1, keyspace="secret"))
+    [request] = conn.receive_client_data(data)
+    assert isinstance(request, Request)
+    assert guard.check(request, ME, connection_keyspace="a").step is Step.DENY
+
+
+def test_tls_principal_prefers_spiffe_then_subject() -> None:
+    cert = {
+        "subject": ((("organizationName", "acme"),), (("commonName", "app"),)),
+        "subjectAltName": (("DNS", "app.local"), ("URI", "spiffe://prod/ns/sales/sa/app")),
+    }
+    assert tls_principal(cert) == "spiffe://prod/ns/sales/sa/app"
+    assert tls_principal({"subject": cert["subject"]}) == "CN=app,O=acme"
+    assert tls_principal(None) is None
+
+
+# ------------------------------------------------------------------------------- flows
+
+
+def _flow(verdict: FlowVerdict, user: str | None = None) -> Flow:
+    from isthmus.cqlguard.classify import classify
+
+    return Flow(
+        time=time.time(), verdict=verdict, source_ip="127.0.0.1", source_port=5000, user=user, principal=None,
+        destination_ip="127.0.1.1", destination_port=9042, kind="query", stream=1,
+        classification=classify("SELECT * FROM a.t"), rule=None, reason="r",
+    )
+
+
+def test_flow_writer_survives_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    writer = FlowWriter(path, check_interval_s=0.0)
+    writer.write(_flow(FlowVerdict.ALLOWED))
+    path.rename(tmp_path / "flows.jsonl.1")  # logrotate moves the file away
+    writer.write(_flow(FlowVerdict.DENIED))
+    writer.close()
+    assert [json.loads(x)["verdict"] for x in (tmp_path / "flows.jsonl.1").read_text().splitlines()] == ["ALLOWED"]
+    assert [json.loads(x)["verdict"] for x in path.read_text().splitlines()] == ["DENIED"]
+
+
+def test_read_flows_filters_and_skips_noise(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    writer = FlowWriter(path)
+    for verdict, user in [(FlowVerdict.ALLOWED, "a"), (FlowVerdict.DENIED, "a"), (FlowVerdict.DENIED, "b")]:
+        writer.add(_flow(verdict, user))
+    writer.close()
+    with path.open("a") as f:
+        f.write("not json\n[1]\n")
+    denied_b = list(read_flows(path, FlowFilter(verdict=FlowVerdict.DENIED, user="b")))
+    assert [(r["verdict"], r["source"]["user"]) for r in denied_b] == [("DENIED", "b")]
+    assert len(list(read_flows(path, FlowFilter(table="a.t")))) == 3
+    assert list(read_flows(path, FlowFilter(table="a.other"))) == []
+
+
+def test_follow_reads_new_lines_across_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    writer = FlowWriter(path, check_interval_s=0.0)
+    writer.write(_flow(FlowVerdict.ALLOWED, "first"))
+    got: list[str] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        for record in read_flows(path, follow=True, poll_s=0.02, stop=stop.is_set):
+            got.append(record["source"]["user"])
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        writer.write(_flow(FlowVerdict.ALLOWED, "second"))
+        path.rename(tmp_path / "old.jsonl")
+        writer.write(_flow(FlowVerdict.ALLOWED, "third"))
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+        writer.close()
+    assert got == ["first", "second", "third"]

@@ -94,3 +94,10 @@ def test_missing_kubeconfig_is_named(plan: Plan) -> None:
     del configs["ap-south"]
     with pytest.raises(RenderError, match="ap-south"):
         render_istio(plan, cas=istio_cas(plan), kubeconfigs=configs)
+
+
+def test_remote_secrets_left_out_when_made_elsewhere(plan: Plan) -> None:
+    m = render_istio(plan, cas=istio_cas(plan), kubeconfigs=None)
+    for c in plan.clusters:
+        names = {o["metadata"]["name"] for o in m.for_cluster(c.name) if o["kind"] == "Secret"}
+        assert names == {"cacerts"}

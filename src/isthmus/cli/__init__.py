@@ -10,7 +10,6 @@ status, delete), ``_network`` (explain, mesh render, preflight); the lab's comma
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from rich.text import Text
@@ -40,9 +39,8 @@ _add_guard()
 
 
 def _add_operator() -> None:
-    # cli and operator are sibling front-ends in the layer contract (neither imports the other); the
-    # root command only mounts the operator's typer app, looked up by name like a plugin.
-    operator_app = importlib.import_module("isthmus.operator.cli").operator_app
+    from ..operator.cli import operator_app
+
     app.add_typer(operator_app, name="operator", help="The Kubernetes operator: reconcile CassandraCluster objects.")
 
 

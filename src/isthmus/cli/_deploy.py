@@ -19,7 +19,7 @@ from ..console import dump, err_console, out_console
 from ..errors import UserError
 from ._app import Output, OutputOpt, app
 
-__all__ = ["DeployTarget", "load_target"]
+__all__ = ["DeployTarget", "load_target", "print_result", "result_doc"]
 
 T = TypeVar("T")
 
@@ -142,20 +142,58 @@ def diff(
     raise typer.Exit(1 if changed else 0)
 
 
-def _apply_table(outcomes: dict[str, Any]) -> Table:
-    from ..kube import Action, Reach
+def _apply_table(result: Any, clusters: list[str]) -> Table:
+    from ..kube import Action
+    from ..rollout import Outcome
 
-    table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "API requests", "note",
+    table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "steps", "note",
                   box=box.SIMPLE_HEAVY)
-    for name, o in outcomes.items():
-        if o.reach is Reach.DONE:
-            r = o.value
-            table.add_row(name, "[green]applied[/]", *(str(r.count(a)) for a in
-                          (Action.CREATED, Action.CONFIGURED, Action.UNCHANGED, Action.PRUNED)), "", "")
+    plan = result.state.plan
+    for name in clusters:
+        records = [result.state.steps[s.id] for s in plan.steps if s.cluster == name]
+        outcomes = {r.outcome for r in records}
+        counts = result.counts(name)
+        if Outcome.FAILED in outcomes:
+            verdict, note = "[red]failed[/]", next(r.note for r in records if r.outcome is Outcome.FAILED)
+        elif outcomes == {Outcome.SKIPPED}:
+            verdict, note = "[yellow]skipped[/]", "--skip-cluster"
+        elif outcomes <= {Outcome.DONE, Outcome.SKIPPED}:
+            verdict, note = "[green]applied[/]", ""
         else:
-            colour = "yellow" if o.reach is Reach.UNKNOWN else "red"
-            table.add_row(name, f"[{colour}]{o.reach.value}[/]", "-", "-", "-", "-", "", o.error)
+            verdict, note = "[yellow]pending[/]", ""
+        done = sum(1 for r in records if r.outcome in (Outcome.DONE, Outcome.SKIPPED))
+        table.add_row(name, verdict, *(str(counts[a]) for a in
+                      (Action.CREATED, Action.CONFIGURED, Action.UNCHANGED, Action.PRUNED)),
+                      f"{done}/{len(records)}", note)
     return table
+
+
+SkipCluster = Annotated[list[str] | None, typer.Option(
+    "--skip-cluster", help="Leave this member cluster out (an explicit override, logged in the rollout state)")]
+AsIdentity = Annotated[str | None, typer.Option("--as", help="Who is rolling out (lock holder); default user@host/pid")]
+LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for another holder's lock")]
+
+
+def print_result(result: Any) -> None:
+    """The rollout's outcome as the lines people read (stdout): phase, message, notes."""
+    from ..rollout import Phase
+
+    colour = {Phase.SUCCEEDED: "green", Phase.ROLLED_BACK: "yellow", Phase.PAUSED: "yellow"}.get(result.phase, "red")
+    out_console.print(f"rollout of revision {result.state.revision}: [{colour}]{result.phase.value}[/]",
+                      highlight=False)
+    if result.state.message:
+        out_console.print(result.state.message, markup=False, highlight=False)
+    for note in result.notes:
+        out_console.print(note, markup=False, highlight=False)
+
+
+def result_doc(result: Any, elapsed: float) -> dict[str, Any]:
+    return {"app": result.state.app, "seconds": round(elapsed, 3), "phase": result.phase.value,
+            "revision": result.state.revision, "message": result.state.message, "notes": result.notes,
+            "stats": result.stats.to_dict(), "state": result.state.to_dict(),
+            "clusters": {name: {"objects": [{"object": str(ref), "action": action.value}
+                                            for ref, action in sorted(actions.items())]}
+                         for name, actions in result.reports.items()}}
 
 
 @app.command("apply")
@@ -164,53 +202,55 @@ def apply_cmd(
     app_name: AppName = None,
     kubeconfig: Kubeconfig = None,
     request_timeout: CallTimeout = 10.0,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every datacenter is healthy")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds --wait may take")] = 600.0,
+    wait: Annotated[bool, typer.Option("--wait", help="After the rollout, wait until every datacenter is healthy")]
+    = False,
+    timeout: Annotated[float, typer.Option(help="Seconds the rollout (and --wait) may take; then it pauses")]
+    = 600.0,
     force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take fields other managers own")]
     = False,
     prune: Annotated[bool, typer.Option(help="Delete objects that left the spec")] = True,
+    skip_cluster: SkipCluster = None,
+    identity: AsIdentity = None,
+    lock_wait: LockWait = 0.0,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Make every member cluster hold what the spec says; unreachable clusters are reported Unknown."""
-    from ..kube import Reach
-    from ..rollout import DeployOptions, apply_app, wait_healthy
+    """Roll the spec out: a new revision, gated steps rack by rack, under the app's lock (resumable)."""
+    from ..rollout import RolloutOptions, apply_rollout, wait_healthy
 
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
     started = time.monotonic()
     clusters = target.app.member_clusters()
+    options = RolloutOptions(identity=identity, lock_wait=lock_wait, force_conflicts=force_conflicts, prune=prune,
+                             skip_clusters=frozenset(skip_cluster or ()), timeout=timeout)
+    for name in options.skip_clusters:
+        err_console.print(f"override: cluster {name} is skipped (--skip-cluster); it keeps what it runs")
 
     async def work(progress: Callable[[str, str], None]) -> tuple[Any, Any]:
         try:
-            outcomes = await apply_app(target.app, target.fleet, registry,
-                                       DeployOptions(force_conflicts=force_conflicts, prune=prune), progress)
-            status = await wait_healthy(target.app, registry, within=timeout, progress=progress) if wait else None
-            for name, o in outcomes.items():
-                if o.reach is Reach.DONE:
-                    progress(name, "done")
-            return outcomes, status
+            result = await apply_rollout(target.app, target.fleet, registry, options, progress)
+            left = max(1.0, timeout - (time.monotonic() - started))
+            status = await wait_healthy(target.app, registry, within=left, progress=progress) \
+                if wait and result.ok else None
+            return result, status
         finally:
             await registry.close()
 
     with _live(clusters) as progress:
-        outcomes, status = _run(lambda: work(progress))
+        result, status = _run(lambda: work(progress))
     elapsed = time.monotonic() - started
     if output is not Output.TABLE:
-        doc: dict[str, Any] = {"app": target.app.metadata.name, "seconds": round(elapsed, 3), "clusters": {
-            name: {"reach": o.reach.value, "error": o.error,
-                   "objects": [{"object": str(x.ref), "action": x.action.value} for x in (o.value.outcomes
-                               if o.value else ())]}
-            for name, o in outcomes.items()}}
+        doc = result_doc(result, elapsed)
         if status is not None:
             doc["status"] = status.to_dict()
         dump(doc, output.value)
     else:
-        out_console.print(_apply_table(outcomes))
+        out_console.print(_apply_table(result, clusters))
+        print_result(result)
         if status is not None:
             _print_status(status)
         out_console.print(f"finished in {elapsed:.1f}s")
-    failed = [n for n, o in outcomes.items() if o.reach is not Reach.DONE]
-    if failed or (status is not None and not status.healthy):
+    if not result.ok or (status is not None and not status.healthy):
         raise typer.Exit(1)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ..render import apply_rank
 from .connection import ClusterConnection
 from .errors import ApiFailure, KubeError
+from .fetching import delete_object, get_object
 from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
 from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
 
@@ -101,17 +102,8 @@ async def _fetch_unlabelled(
 
     async def get(obj: KubeObject) -> tuple[ObjectRef, KubeObject | None]:
         ref = ObjectRef.of(obj)
-        res = resource_class(ref.api_version, ref.kind)
-
-        async def do(client: Any) -> KubeObject:
-            return dict((await client.get(res, ref.name, namespace=ref.namespace or None)).to_dict())
-
-        try:
-            return ref, await conn.call("get", str(ref), do)
-        except ApiFailure as exc:
-            if exc.status == 404:
-                return ref, None
-            raise
+        found = await get_object(conn, resource_class(ref.api_version, ref.kind), ref.name, ref.namespace or None)
+        return ref, dict(found.to_dict()) if found is not None else None
 
     shared = [o for o in objects if APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
     found = await asyncio.gather(*(get(o) for o in shared))
@@ -208,17 +200,7 @@ async def _delete(
 
         async def one(ref: ObjectRef) -> ObjectRef | None:
             res = resource_class(ref.api_version, ref.kind)
-
-            async def do(client: Any) -> None:
-                await client.delete(res, ref.name, namespace=ref.namespace or None)
-
-            try:
-                await conn.call("delete", str(ref), do)
-            except ApiFailure as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            return ref
+            return ref if await delete_object(conn, res, ref.name, ref.namespace or None) else None
 
         deleted += [r for r in await asyncio.gather(*(one(r) for r in batch)) if r is not None]
     return deleted

@@ -17,6 +17,7 @@ import yaml
 
 from .connection import ClusterConnection
 from .errors import ApiFailure
+from .fetching import get_object
 from .objects import KubeObject, ObjectRef, clean_for_compare, resource_class, to_resource
 
 __all__ = ["ObjectDiff", "diff_objects", "mask_secret"]
@@ -70,18 +71,11 @@ async def _diff_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> Ob
     ref = ObjectRef.of(obj)
     res = resource_class(ref.api_version, ref.kind)
 
-    async def get(client: Any) -> KubeObject:
-        return dict((await client.get(res, ref.name, namespace=ref.namespace or None)).to_dict())
-
     async def dry_run(client: Any) -> KubeObject:
         return dict((await client.apply(to_resource(obj), force=force, dry_run=True)).to_dict())
 
-    try:
-        live: KubeObject | None = await conn.call("get", str(ref), get)
-    except ApiFailure as exc:
-        if exc.status != 404:
-            raise
-        live = None
+    found = await get_object(conn, res, ref.name, ref.namespace or None)
+    live: KubeObject | None = dict(found.to_dict()) if found is not None else None
     try:
         merged = await conn.call("dry-run", str(ref), dry_run)
     except ApiFailure as exc:

@@ -13,7 +13,7 @@ from typing import Any
 from lightkube.resources.core_v1 import ConfigMap
 
 from .connection import ClusterConnection
-from .errors import ApiFailure
+from .fetching import delete_object, get_object
 from .objects import KubeObject, ObjectRef, to_resource
 
 __all__ = ["delete_inventory", "inventory_name", "read_inventory", "write_inventory"]
@@ -31,18 +31,8 @@ def _encode(refs: set[ObjectRef]) -> str:
 
 
 async def read_inventory(conn: ClusterConnection, app: str, namespace: str) -> set[ObjectRef]:
-    name = inventory_name(app)
-
-    async def get(client: Any) -> Any:
-        return await client.get(ConfigMap, name, namespace=namespace)
-
-    try:
-        cm = await conn.call("get", f"ConfigMap {namespace}/{name}", get)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return set()
-        raise
-    raw = (cm.data or {}).get("objects", "[]")
+    cm = await get_object(conn, ConfigMap, inventory_name(app), namespace)
+    raw = (cm.data or {}).get("objects", "[]") if cm is not None else "[]"
     return {ObjectRef.from_dict(item) for item in json.loads(raw)}
 
 
@@ -70,16 +60,7 @@ async def write_inventory(conn: ClusterConnection, app: str, namespace: str, ref
 
 
 async def delete_inventory(conn: ClusterConnection, app: str, namespace: str) -> None:
-    name = inventory_name(app)
-
-    async def delete(client: Any) -> None:
-        await client.delete(ConfigMap, name, namespace=namespace)
-
-    try:
-        await conn.call("delete", f"ConfigMap {namespace}/{name}", delete)
-    except ApiFailure as exc:
-        if exc.status != 404:
-            raise
+    await delete_object(conn, ConfigMap, inventory_name(app), namespace)
 
 
 def is_ours(live: KubeObject, app: str) -> bool:

@@ -90,20 +90,18 @@ def connection_from_kubeconfig(
 
 
 def control_plane_connection(
-    *, kubeconfig: Path | None, context: str | None, settings: ConnectionSettings | None = None
+    *, kubeconfig: Path | None, context: str | None, settings: ConnectionSettings | None = None,
+    name: str = "control-plane",
 ) -> ClusterConnection:
     """The cluster the operator runs in: a kubeconfig file and context, else the pod's service account."""
     try:
-        if kubeconfig is not None:
-            config = KubeConfig.from_file(str(kubeconfig))
-        else:
-            config = KubeConfig.from_env()
+        config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig is not None else KubeConfig.from_env()
         single = config.get(context_name=context)
     except (ConfigError, OSError, KeyError, ValueError) as exc:
         raise InvalidKubeconfig(f"control plane: cannot read {kubeconfig or 'the in-cluster config'}: {exc}") from exc
     if single is None:
         raise InvalidKubeconfig(f"control plane: kubeconfig {kubeconfig} has no context {context!r}")
-    return ClusterConnection("control-plane", single, settings)
+    return ClusterConnection(name, single, settings)
 
 
 def _member(secret: Any) -> MemberSecret | None:

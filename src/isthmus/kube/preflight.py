@@ -38,8 +38,8 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Service
 from ..netplan import ClusterPlan, Plan
 from ..spec.fleet import Mesh
 from .connection import ClusterConnection
-from .errors import ApiFailure
 from .fanout import Reach, across
+from .fetching import get_object
 
 __all__ = [
     "DEFAULT_DNS_DOMAIN",
@@ -184,16 +184,8 @@ def dns_domain_of(corefile: str) -> str | None:
 
 
 async def _config_map(conn: ClusterConnection, name: str) -> dict[str, str] | None:
-    async def get(client: AsyncClient) -> ConfigMap:
-        return await client.get(ConfigMap, name, namespace=_SYSTEM)
-
-    try:
-        found = await conn.call("get", f"ConfigMap {_SYSTEM}/{name}", get)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(found.data or {})
+    found = await get_object(conn, ConfigMap, name, _SYSTEM)
+    return dict(found.data or {}) if found is not None else None
 
 
 async def gather_facts(conn: ClusterConnection) -> ClusterFacts:

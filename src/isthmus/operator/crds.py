@@ -64,10 +64,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if len(options) != 1:
             raise ValueError(f"a union of {len(options)} types has no structural form: {node['anyOf']}")
         rest = {k: v for k, v in node.items() if k != "anyOf"}
-        out = _convert({**options[0], **rest}, defs)
+        inner = _convert({**options[0], **rest}, defs)
         if nullable:
-            out["nullable"] = True
-        return out
+            inner["nullable"] = True
+        return inner
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP:

@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec.cassandra import CassandraCluster, Datacenter, Rack
-from ..spec.fleet import Fleet, Mesh
+from ..spec.fleet import Fleet, IPFamily, Mesh
+from .access import add_guard, guard_enabled, guarded_cassandra_yaml, policy_config_map
 from .cassandra_config import (
     CQL_PORT,
     DATA_DIR,
@@ -173,6 +174,8 @@ def _config_data(app: CassandraCluster, dc: Datacenter, *, cluster_domain: str,
                  clusterset_domain: str) -> dict[str, str]:
     data = {"cassandra.yaml": cassandra_yaml(app, dc, cluster_domain=cluster_domain,
                                              clusterset_domain=clusterset_domain)}
+    if guard_enabled(app):  # CQL on loopback behind the guard (render.access)
+        data["cassandra.yaml"] = guarded_cassandra_yaml(data["cassandra.yaml"])
     for rack in dc.racks:
         data[_rack_key(rack)] = rackdc_properties(dc, rack.name)
     return data
@@ -240,7 +243,7 @@ def _exec_probe(command: list[str], *, period: int, timeout: int, failures: int,
 
 
 def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, rack: Rack, replicas: int,
-                 config: dict[str, str], *, seed: bool) -> dict[str, Any]:
+                 config: dict[str, str], *, seed: bool, ipv6: bool = False) -> dict[str, Any]:
     spec = app.spec
     res = spec.resources
     heap = heap_settings(memory=res.memory, cpu=res.cpu, heap=res.heap)
@@ -277,6 +280,27 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
                          {"name": "conf", "mountPath": "/etc/cassandra"}],
     }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": names.service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": DRAIN_GRACE_SECONDS,
+        "securityContext": {"runAsUser": CASSANDRA_UID, "runAsGroup": CASSANDRA_UID,
+                            "runAsNonRoot": True, "fsGroup": CASSANDRA_UID,
+                            "fsGroupChangePolicy": "OnRootMismatch"},
+        "affinity": _affinity(app, rack),
+        "initContainers": [init],
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.config_map(dc.name), "items": [
+                {"key": "cassandra.yaml", "path": "cassandra.yaml"},
+                {"key": _rack_key(rack), "path": "cassandra-rackdc.properties"},
+            ]}},
+            {"name": "conf", "emptyDir": {}},
+        ],
+    }
+    if guard_enabled(app):
+        pod_spec = add_guard(app, pod_spec, ipv6=ipv6)
     claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
                                   "resources": {"requests": {"storage": spec.storage.size}}}
     if spec.storage.storage_class_name:
@@ -294,25 +318,7 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
             "selector": {"matchLabels": _selector(app, dc, rack)},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: digest(mounted)}},
-                "spec": {
-                    "serviceAccountName": names.service_account,
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": DRAIN_GRACE_SECONDS,
-                    "securityContext": {"runAsUser": CASSANDRA_UID, "runAsGroup": CASSANDRA_UID,
-                                        "runAsNonRoot": True, "fsGroup": CASSANDRA_UID,
-                                        "fsGroupChangePolicy": "OnRootMismatch"},
-                    "affinity": _affinity(app, rack),
-                    "initContainers": [init],
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names.config_map(dc.name), "items": [
-                            {"key": "cassandra.yaml", "path": "cassandra.yaml"},
-                            {"key": _rack_key(rack), "path": "cassandra-rackdc.properties"},
-                        ]}},
-                        {"name": "conf", "emptyDir": {}},
-                    ],
-                },
+                "spec": pod_spec,
             },
             # Immutable once created: identity labels only, so a version bump never touches it.
             "volumeClaimTemplates": [{
@@ -357,6 +363,7 @@ def render_cassandra(
     mesh = fleet.spec.network.mesh if mesh is None else mesh
     names = CassandraNames(app.metadata.name, app.namespace)
     password = SUPERUSER_PASSWORD_PLACEHOLDER if superuser_password is None else superuser_password
+    ip_families = {c.name: c.ip_family for c in fleet.spec.clusters}
     pairs: list[tuple[str, dict[str, Any]]] = []
     for cluster in app.member_clusters():
         secret = _superuser_secret(app, names, password)
@@ -364,13 +371,16 @@ def render_cassandra(
         masked = _superuser_secret(app, names, SUPERUSER_PASSWORD_PLACEHOLDER)
         pairs += [(cluster, stamp(_namespace(app))), (cluster, stamp(_service_account(app, names))),
                   (cluster, stamp(secret, hashed_as=masked))]
+        if guard_enabled(app):
+            pairs.append((cluster, stamp(policy_config_map(app, labels=_labels(app)))))
     for dc in app.spec.datacenters:
         config = _config_data(app, dc, cluster_domain=cluster_domain, clusterset_domain=clusterset_domain)
         objects = [_config_map(app, names, dc, config), *_services(app, names, dc, mesh),
                    _disruption_budget(app, names, dc)]
         seeds = set(seed_racks(dc))
         sizes = dc.rack_sizes()
-        objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds)
+        ipv6 = ip_families[dc.cluster] is IPFamily.IPV6
+        objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds, ipv6=ipv6)
                     for rack in dc.racks]
         pairs += [(dc.cluster, stamp(obj)) for obj in objects]
     return Manifests.build(pairs)

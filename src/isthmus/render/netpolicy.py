@@ -18,6 +18,13 @@ Owns: the policy objects of each cluster that hosts a datacenter —
 * **Istio** (``mesh: istio|both``): a ``PeerAuthentication`` demanding STRICT mTLS for the app's
   pods and ``AuthorizationPolicy`` objects mirroring the two allow rules by SPIFFE principal.
 
+With ``spec.access`` enabled the client port is the cqlguard sidecar's (:mod:`isthmus.render.access`:
+the guard listens on the pod IP, Cassandra on loopback, so only the guard is reachable and no
+policy needs to shield Cassandra's own port). With ``enforcement: legacyCiliumL7`` (deprecated,
+Cilium only) ``<app>-clients`` is replaced by ``<app>-clients-legacy-l7``, one ingress rule per
+access rule carrying Cilium's Cassandra L7 rules; the two are never rendered together, since an
+L4-only allow on the port would disable the L7 filtering for the peers it selects.
+
 Allowed clients come from ``spec.access.rules`` when any rule names them — ``clientLabels`` (a
 label map: pods of the namespace, in any cluster of the fleet), ``identities.cidrs`` (CIDR
 sources) and ``identities.principals`` (Istio) — else any pod of the app's namespace may connect.
@@ -34,7 +41,8 @@ from typing import Any, Final
 from ..netplan import Plan
 from ..spec.cassandra import CassandraCluster
 from ..spec.fleet import Fleet, Mesh
-from .cassandra_config import CQL_PORT, INTRA_NODE_PORT, TLS_INTRA_NODE_PORT
+from .access import DEPRECATED_ANNOTATION, client_port, legacy_l7_enabled, legacy_l7_grants
+from .cassandra_config import INTRA_NODE_PORT, TLS_INTRA_NODE_PORT
 from .errors import RenderError
 from .hashing import stamp
 from .manifests import Manifests
@@ -138,11 +146,33 @@ def _cilium(app: CassandraCluster, members: Sequence[str], fleet_clusters: Seque
                                         for ls in access.label_sets]})
     if access.cidrs:
         rules.append({"fromCIDR": list(access.cidrs)})
+    if legacy_l7_enabled(app):
+        return [deny, internode, _cilium_legacy_l7(app, fleet_clusters)]
     clients = {**api, "metadata": _meta(app, f"{app.metadata.name}-clients"), "spec": {
         "endpointSelector": {"matchLabels": _selector(app)},
-        "ingress": [{**r, "toPorts": _cilium_ports([CQL_PORT])} for r in rules],
+        "ingress": [{**r, "toPorts": _cilium_ports([client_port(app)])} for r in rules],
     }}
     return [deny, internode, clients]
+
+
+def _cilium_legacy_l7(app: CassandraCluster, fleet_clusters: Sequence[str]) -> dict[str, Any]:
+    """Clients per access rule, each limited to its queries by Cilium's deprecated Cassandra parser."""
+    ingress: list[dict[str, Any]] = []
+    for grant in legacy_l7_grants(app):
+        to_ports = [{**_cilium_ports([client_port(app)])[0],
+                     "rules": {"l7proto": "cassandra", "l7": [dict(r) for r in grant.l7]}}]
+        if grant.label_sets:
+            peers = [{"matchLabels": dict(ls), "matchExpressions": [_in_clusters(fleet_clusters)]}
+                     for ls in grant.label_sets]
+            ingress.append({"fromEndpoints": peers, "toPorts": to_ports})
+        if grant.cidrs:
+            ingress.append({"fromCIDR": list(grant.cidrs), "toPorts": to_ports})
+    meta = _meta(app, f"{app.metadata.name}-clients-legacy-l7")
+    meta["annotations"] = {DEPRECATED_ANNOTATION: (
+        "Cilium's proxylib Cassandra parser (l7proto: cassandra) is deprecated upstream; it reads protocol v3/v4 "
+        "without compression only. Prefer spec.access.enforcement: guard.")}
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta, "spec": {
+        "endpointSelector": {"matchLabels": _selector(app)}, "ingress": ingress}}
 
 
 def _k8s_ports(ports: Sequence[int]) -> list[dict[str, Any]]:
@@ -176,7 +206,7 @@ def _kubernetes(app: CassandraCluster, cluster: str, members: Sequence[str], pla
     sources += [{"ipBlock": {"cidr": c}} for c in access.cidrs]
     clients = {**api, "metadata": _meta(app, f"{app.metadata.name}-clients"), "spec": {
         "podSelector": {"matchLabels": _selector(app)}, "policyTypes": ["Ingress"],
-        "ingress": [{"from": sources, "ports": _k8s_ports([CQL_PORT])}],
+        "ingress": [{"from": sources, "ports": _k8s_ports([client_port(app)])}],
     }}
     return [deny, internode, clients]
 
@@ -200,7 +230,7 @@ def _istio(app: CassandraCluster, access: ClientAccess, trust_domain: str) -> li
         source = {"namespaces": [app.namespace]}
     clients = {**authz, "metadata": _meta(app, f"{app.metadata.name}-clients"), "spec": {
         "selector": selector, "action": "ALLOW",
-        "rules": [{"from": [{"source": source}], "to": [{"operation": {"ports": [str(CQL_PORT)]}}]}],
+        "rules": [{"from": [{"source": source}], "to": [{"operation": {"ports": [str(client_port(app))]}}]}],
     }}
     return [peer, internode, clients]
 
@@ -221,6 +251,9 @@ def render_policies(app: CassandraCluster, fleet: Fleet, plan: Plan, *, flavor: 
     if missing:
         raise RenderError(f"app {app.metadata.name} has datacenters in {', '.join(missing)}, not in fleet "
                           f"{fleet.metadata.name}")
+    if legacy_l7_enabled(app) and flavor is not PolicyFlavor.CILIUM:
+        raise RenderError(f"app {app.metadata.name}: spec.access.enforcement legacyCiliumL7 needs Cilium network "
+                          f"policy (this render uses {flavor.value}); use enforcement: guard")
     access = client_access(app)
     pairs: list[tuple[str, dict[str, Any]]] = []
     for cluster in members:

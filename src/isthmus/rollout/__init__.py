@@ -1,4 +1,4 @@
-"""Changing an app across clusters safely: deploy now; waves, gates, lock, history next.
+"""Changing an app across clusters safely: revisions, plans of gated steps, one lock, resume, rollback.
 
 Owns: the order in which clusters change and what must hold before each change.
 Must not: talk to an API server except through ``isthmus.kube``, or decide object contents
@@ -17,19 +17,85 @@ from .deploying import (
     render_app,
     wait_healthy,
 )
+from .engine import EngineSettings, EngineStats, RolloutResult, StepFailed
+from .gates import (
+    DEFAULT_GATES,
+    ClusterView,
+    Gate,
+    GateContext,
+    GateResult,
+    NodesReady,
+    PodsReady,
+    Reachable,
+    Soak,
+    Verdict,
+    WorkloadsSettled,
+)
+from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
+from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
+from .rollback import NothingToRollBack, rollback_app
+from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
 from .secrets import SecretUnavailable, superuser_password
+from .steps import Plan, Step, StepKind, check_strategy, plan_rollout
 
 __all__ = [
+    "DEFAULT_GATES",
+    "BreakRefused",
+    "ClusterView",
     "DatacenterStatus",
     "DeployOptions",
+    "EngineSettings",
+    "EngineStats",
+    "Fenced",
+    "Gate",
+    "GateContext",
+    "GateResult",
+    "History",
+    "LeaseLock",
+    "LeaseState",
+    "LockHeld",
+    "LockLost",
+    "NodesReady",
+    "NothingToResume",
+    "NothingToRollBack",
+    "Outcome",
+    "Phase",
+    "Plan",
+    "PodsReady",
     "Progress",
+    "ProgressStore",
+    "Reachable",
+    "Revision",
+    "RevisionInfo",
+    "RevisionNotFound",
+    "RevisionStore",
+    "RolloutOptions",
+    "RolloutResult",
+    "RolloutState",
     "SecretUnavailable",
+    "Soak",
     "StatusReport",
+    "Step",
+    "StepFailed",
+    "StepKind",
+    "UnknownCluster",
+    "Verdict",
+    "WorkloadsSettled",
     "app_status",
     "apply_app",
+    "apply_rollout",
+    "break_lock",
+    "check_strategy",
     "delete_app",
     "diff_app",
+    "fence",
+    "history",
+    "lock_status",
+    "plan_rollout",
     "render_app",
+    "resume_rollout",
+    "rollback_app",
     "superuser_password",
     "wait_healthy",
 ]

@@ -9,6 +9,7 @@ are the gateway's.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ..errors import IsthmusError
@@ -118,8 +119,6 @@ async def ensure_namespace(conn: ClusterConnection, name: str) -> None:
         return
     obj: KubeObject = {"apiVersion": "v1", "kind": "Namespace",
                        "metadata": {"name": name, "labels": {MANAGED_BY[0]: MANAGED_BY[1]}}}
-    try:
+    with contextlib.suppress(StaleWrite):
         await create_object(conn, obj)
-    except StaleWrite:
-        pass
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Any
 
 from lightkube.resources.core_v1 import Secret
 
 from ..errors import UserError
-from ..kube import ApiFailure, ClusterConnection, ClusterRegistry, ClusterUnreachable
+from ..kube import ClusterConnection, ClusterRegistry, ClusterUnreachable
+from ..kube.fetching import get_object
 from ..render.naming import CassandraNames
 from ..spec import CassandraCluster, Fleet
 
@@ -27,16 +27,9 @@ class SecretUnavailable(UserError):
 
 async def read_superuser_password(conn: ClusterConnection, app: CassandraCluster) -> str | None:
     name = CassandraNames(app.metadata.name, app.namespace).superuser_secret
-
-    async def get(client: Any) -> Any:
-        return await client.get(Secret, name, namespace=app.namespace)
-
-    try:
-        secret = await conn.call("get", f"Secret {app.namespace}/{name}", get)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return None
-        raise
+    secret = await get_object(conn, Secret, name, app.namespace)
+    if secret is None:
+        return None
     encoded = (secret.data or {}).get("password")
     return base64.b64decode(encoded).decode() if encoded else None
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from ..cqlguard.policy import PolicyDocument
 from ._base import API_VERSION, SpecModel
 from .apps import App, AppDatacenter, register_kind
 from .fleet import CLUSTER_NAME_PATTERN
 
 __all__ = [
+    "ACCESS_RULE_EXTRA_KEYS",
+    "AccessEnforcement",
     "AccessSpec",
     "CassandraCluster",
     "CassandraSpec",
@@ -68,11 +71,76 @@ class Storage(SpecModel):
     storage_class_name: str | None = None
 
 
-class AccessSpec(SpecModel):
-    """Filled in by the cqlguard work: who may run which CQL against which tables."""
+class AccessEnforcement(StrEnum):
+    """What enforces ``spec.access.rules`` at the CQL layer (the two never share the client port)."""
 
-    enabled: bool = False
-    rules: list[dict[str, Any]] = Field(default_factory=list)
+    GUARD = "guard"  # the cqlguard sidecar in every Cassandra pod
+    LEGACY_CILIUM_L7 = "legacyCiliumL7"  # deprecated: Cilium's proxylib Cassandra parser, no sidecar
+
+
+#: Keys of an access rule that Isthmus reads and the guard's policy document does not know.
+ACCESS_RULE_EXTRA_KEYS: Final = ("clientLabels",)
+
+
+def _policy_problem(exc: ValidationError) -> str:
+    """cqlguard's validation errors of one rule, located inside the rule (``allow[0].actions: ...``)."""
+    errors = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    out = []
+    for err, full in zip(errors, locs, strict=True):
+        if any(len(other) > len(full) and other[:len(full)] == full for other in locs):
+            continue  # a container's complaint about the item that failed inside it
+        loc = full[2:]  # ("rules", 0, ...): the rule is validated alone
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        message = str(err["msg"]).removeprefix("Value error, ")
+        out.append(f"{where}: {message}" if where else message)
+    return "; ".join(out)
+
+
+def _access_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    labels = rule.get("clientLabels")
+    if "clientLabels" in rule and not (isinstance(labels, dict) and labels and all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items())):
+        raise ValueError("clientLabels must be a non-empty map of pod label names to string values")
+    try:
+        PolicyDocument.model_validate({"rules": [AccessSpec.policy_rule(rule)]})
+    except ValidationError as exc:
+        raise ValueError(_policy_problem(exc)) from exc
+    return rule
+
+
+class AccessSpec(SpecModel):
+    """Who may run which CQL against which tables: cqlguard policy rules, enforced in the app's pods."""
+
+    # Each rule is a cqlguard policy rule (name, identities, allow; isthmus.cqlguard.policy) plus an
+    # optional clientLabels map (pods allowed to reach the CQL port at L3/L4; render.netpolicy). Rules
+    # are validated when the spec is loaded, by cqlguard's own models, whether or not enabled is set.
+    enabled: bool = Field(default=False, description="Put the CQL guard in front of every Cassandra node")
+    rules: list[Annotated[dict[str, Any], AfterValidator(_access_rule)]] = Field(
+        default_factory=list, description="cqlguard policy rules, each with optional clientLabels")
+    enforcement: AccessEnforcement = Field(
+        default=AccessEnforcement.GUARD,
+        description="guard (the cqlguard sidecar) or legacyCiliumL7 (deprecated: Cilium's Cassandra parser)")
+    guard_image: str | None = Field(
+        default=None, description="cqlguard sidecar image; defaults to ghcr.io/isthmus-dev/isthmus:<isthmus version>")
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names = [r["name"] for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two access rules are named {dupes[0]!r}; rule names must be unique")
+        return rules
+
+    @staticmethod
+    def policy_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+        """``rule`` as the guard reads it: without the keys only Isthmus uses."""
+        return {k: v for k, v in rule.items() if k not in ACCESS_RULE_EXTRA_KEYS}
+
+    def policy_document(self) -> dict[str, Any]:
+        """The guard's policy document (``policy.yaml``) for these rules."""
+        return {"rules": [self.policy_rule(r) for r in self.rules]}
 
 
 class DriftPolicy(StrEnum):

@@ -1,0 +1,272 @@
+"""`isthmus rollout plan|status|resume`, `history`, `rollback [REVISION]`, `lock status|break`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ..console import dump, err_console, out_console
+from ..errors import UserError
+from ._app import Output, OutputOpt, app
+from ._deploy import (
+    AppName,
+    AsIdentity,
+    CallTimeout,
+    Files,
+    Kubeconfig,
+    LockWait,
+    SkipCluster,
+    _live,
+    _registry,
+    _run,
+    load_target,
+    print_result,
+    result_doc,
+)
+
+__all__: list[str] = []
+
+rollout_app = typer.Typer(help="Plan, watch and resume rollouts.", no_args_is_help=True)
+lock_app = typer.Typer(help="The app's cross-cluster lock.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(lock_app, name="lock")
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@rollout_app.command("plan")
+def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = Output.TABLE) -> None:
+    """Print the steps `apply` would run, in order, before anything runs (no cluster is contacted)."""
+    from ..rollout import plan_rollout
+
+    target = load_target(files, app_name)
+    plan = plan_rollout(target.app)
+    if output is not Output.TABLE:
+        dump(plan.to_dict(), output.value)
+        return
+    strategy = target.app.spec.rollout
+    out_console.print(f"rollout plan of {target.app.metadata.name}: {len(plan.steps)} steps; "
+                      f"maxConcurrentDatacenters={strategy.max_concurrent_datacenters}, "
+                      f"soak={strategy.soak_seconds:g}s, progressDeadline={strategy.progress_deadline_seconds:g}s, "
+                      f"failureBudget={strategy.failure_budget}, onFailure={strategy.on_failure}", highlight=False)
+    for line in plan.lines():
+        out_console.print(line, markup=False, highlight=False)
+
+
+def _state_table(state: Any) -> Table:
+    table = Table("#", "step", "cluster", "outcome", "started", "finished", "writes", "note", box=box.SIMPLE_HEAVY,
+                  title=f"{state.kind} of revision {state.revision}: {state.phase.value}", title_justify="left")
+    for i, step in enumerate(state.plan.steps, 1):
+        rec = state.steps[step.id]
+        table.add_row(str(i), step.id, step.cluster, rec.outcome.value, _when(rec.started), _when(rec.finished),
+                      str(rec.writes), rec.note)
+    return table
+
+
+@rollout_app.command("status")
+def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
+               request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+    """Show the current (or last) rollout, step by step, from the control-plane cluster."""
+    from ..rollout import ProgressStore
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+
+    async def work() -> Any:
+        try:
+            return await ProgressStore(registry[target.fleet.spec.control_plane], target.app.metadata.name).load()
+        finally:
+            await registry.close()
+
+    state = _run(work)
+    if state is None:
+        raise UserError(f"app {target.app.metadata.name} has no rollout yet; `isthmus apply` starts one")
+    if output is not Output.TABLE:
+        dump(state.to_dict(), output.value)
+        return
+    out_console.print(_state_table(state))
+    out_console.print(f"holder {state.holder} (fencing token {state.token}); {state.message}", markup=False,
+                      highlight=False)
+    if state.skipped:
+        out_console.print(f"skipped by override: {', '.join(state.skipped)}")
+    for line in state.log[-8:]:
+        out_console.print(f"  {line}", markup=False, highlight=False)
+
+
+def _finish(result: Any, output: Output, started: float) -> None:
+    if output is not Output.TABLE:
+        dump(result_doc(result, time.monotonic() - started), output.value)
+    else:
+        print_result(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@rollout_app.command("resume")
+def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
+               request_timeout: CallTimeout = 10.0, skip_cluster: SkipCluster = None, identity: AsIdentity = None,
+               lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the lock "
+                                                       "(a killed holder's lease must expire first)")] = 30.0,
+               timeout: Annotated[float, typer.Option(help="Seconds the rollout may take; then it pauses")] = 600.0,
+               output: OutputOpt = Output.TABLE) -> None:
+    """Continue the persisted rollout where it stopped; completed steps are not repeated."""
+    from ..rollout import RolloutOptions, resume_rollout
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    started = time.monotonic()
+    options = RolloutOptions(identity=identity, lock_wait=lock_wait, skip_clusters=frozenset(skip_cluster or ()),
+                             timeout=timeout)
+
+    async def work(progress: Callable[[str, str], None]) -> Any:
+        try:
+            return await resume_rollout(target.app, target.fleet, registry, options, progress)
+        finally:
+            await registry.close()
+
+    with _live(target.app.member_clusters()) as progress:
+        result = _run(lambda: work(progress))
+    _finish(result, output, started)
+
+
+@app.command("history")
+def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
+                request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+    """List the app's revisions and which one each member cluster runs (Unknown when it does not answer)."""
+    from ..rollout import history
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    members = target.app.member_clusters()
+
+    async def work() -> Any:
+        try:
+            return await history(registry, target.fleet.spec.control_plane, members, target.app.metadata.name,
+                                 target.app.namespace)
+        finally:
+            await registry.close()
+
+    hist = _run(work)
+    if output is not Output.TABLE:
+        dump(hist.to_dict(), output.value)
+        return
+    if hist.control_plane_error:
+        err_console.print(f"control plane {hist.control_plane} is unreachable ({hist.control_plane_error}); "
+                          "showing what each member records")
+    table = Table("revision", "created", "author", "origin", *members, "summary", box=box.SIMPLE_HEAVY,
+                  title=f"history of {target.app.metadata.name}", title_justify="left")
+    for info in reversed(hist.revisions):
+        states = hist.state_of(info.number)
+        table.add_row(str(info.number), _when(info.created), info.author, info.origin,
+                      *(states.get(m, "") for m in members), "\n".join(info.summary))
+    out_console.print(table)
+    for cluster, member in sorted(hist.members.items()):
+        if member.reach.value != "Done":
+            out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)
+        else:
+            out_console.print(f"{cluster}: runs revision {member.revision or '-'}"
+                              + (f", rolling to {member.target}" if member.target else ""), highlight=False)
+
+
+@app.command("rollback")
+def rollback_cmd(files: Files,
+                 revision: Annotated[int | None, typer.Argument(help="Revision to restore; default the previous")]
+                 = None,
+                 app_name: AppName = None, kubeconfig: Kubeconfig = None, request_timeout: CallTimeout = 10.0,
+                 skip_cluster: SkipCluster = None, identity: AsIdentity = None, lock_wait: LockWait = 0.0,
+                 timeout: Annotated[float, typer.Option(help="Seconds the rollback may take; then it pauses")]
+                 = 600.0,
+                 output: OutputOpt = Output.TABLE) -> None:
+    """Roll an earlier revision forward through the same gates, in reverse wave order."""
+    from ..rollout import RolloutOptions, rollback_app
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    started = time.monotonic()
+    options = RolloutOptions(identity=identity, lock_wait=lock_wait, skip_clusters=frozenset(skip_cluster or ()),
+                             timeout=timeout)
+    for name in options.skip_clusters:
+        err_console.print(f"override: cluster {name} is skipped (--skip-cluster); it keeps what it runs")
+
+    async def work(progress: Callable[[str, str], None]) -> Any:
+        try:
+            return await rollback_app(target.app, target.fleet, registry, revision, options, progress)
+        finally:
+            await registry.close()
+
+    with _live(target.app.member_clusters()) as progress:
+        result = _run(lambda: work(progress))
+    _finish(result, output, started)
+
+
+@lock_app.command("status")
+def lock_status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
+                    request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+    """Who holds the app's lock, until when, and the latest fencing token."""
+    from ..rollout import lock_status
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+
+    async def work() -> Any:
+        try:
+            return await lock_status(registry[target.fleet.spec.control_plane], target.app.metadata.name)
+        finally:
+            await registry.close()
+
+    state = _run(work)
+    now = time.time()
+    if output is not Output.TABLE:
+        dump(state.to_dict(now) if state else {"app": target.app.metadata.name, "holder": None}, output.value)
+        return
+    if state is None or state.holder is None:
+        token = f" (last fencing token {state.token})" if state else ""
+        out_console.print(f"lock of {target.app.metadata.name}: free{token}")
+        return
+    alive = "live" if state.live(now) else "expired"
+    out_console.print(f"lock of {target.app.metadata.name}: held by {state.holder}, fencing token {state.token}, "
+                      f"renewed {_when(state.renewed_at)}, {alive} (expires in {state.expires_at - now:.0f}s)",
+                      markup=False, highlight=False)
+
+
+@lock_app.command("break")
+def lock_break_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
+                   request_timeout: CallTimeout = 10.0,
+                   yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False) -> None:
+    """Free the app's lock; the next holder's higher fencing token stops the old holder's writes."""
+    from ..rollout import break_lock, lock_status
+
+    target = load_target(files, app_name)
+    registry = _registry(target, kubeconfig, request_timeout)
+    name = target.app.metadata.name
+
+    async def work(confirmed: bool) -> Any:
+        conn = registry[target.fleet.spec.control_plane]
+        try:
+            state = await lock_status(conn, name)
+            if state is not None and state.live(time.time()) and not confirmed and not yes:
+                return state, False
+            return await break_lock(conn, name, confirmed=confirmed or yes), True
+        finally:
+            await registry.close()
+
+    state, done = _run(lambda: work(False))
+    if not done:
+        question = (f"{state.holder} holds the lock of {name} and its lease is live; break it anyway? "
+                    "(its further writes will be fenced off)")
+        if not typer.confirm(question, default=False):
+            raise UserError(f"lock of {name} not broken (not confirmed); nothing changed. Pass --yes to skip asking")
+        registry = _registry(target, kubeconfig, request_timeout)
+        state, done = _run(lambda: work(True))
+    if state is None or state.holder is None:
+        out_console.print(f"lock of {name} was already free")
+    else:
+        out_console.print(f"lock of {name} broken (was held by {state.holder}, fencing token {state.token})",
+                          markup=False, highlight=False)

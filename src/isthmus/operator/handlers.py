@@ -1,0 +1,93 @@
+"""The kopf handlers, and nothing else: each one gathers its inputs and calls :mod:`.reconciling`.
+
+Handlers are registered on a registry built per operator (:func:`build_registry`), so settings
+(intervals) are injected rather than global, and tests can run several operators in one process.
+The process plumbing (leadership, member Secrets, probes, the metrics server) is in :mod:`.running`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .crds import GROUP, VERSION
+from .reconciling import EventType, Outcome, Reconciler, Trigger
+from .settings import FINALIZER, OperatorSettings
+
+__all__ = ["build_registry"]
+
+PLURAL = "cassandraclusters"
+
+
+def _fleets(kwargs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The Fleets from kopf's index (handler keyword ``fleets``)."""
+    index: kopf.Index[str, Any] = kwargs["fleets"]
+    return [body for name in index for body in index[name]]
+
+
+def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
+    if not outcome.write:
+        return
+    status = outcome.status.to_json()
+    current = dict(body.get("status") or {})
+    if any(current.get(k) != v for k, v in status.items()):
+        patch.status.update(status)
+    for event in outcome.events:
+        kopf.event(body, type=event.type.value, reason=event.reason, message=event.message[:1000])
+
+
+def build_registry(settings: OperatorSettings, reconciler: Reconciler,
+                   login: kopf.ConnectionInfo | None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(id="configure", registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration")
+        settings.posting.level = logging.WARNING
+        settings.posting.reporting_component = "isthmus-operator"
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+
+    @kopf.on.login(id="login", registry=registry)
+    def credentials(logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        if login is not None:
+            return login
+        return kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
+            logger=logger, **kwargs)
+
+    @kopf.index(GROUP, VERSION, "fleets", id="fleets", registry=registry)
+    def fleets(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return {name: {"apiVersion": body.get("apiVersion"), "metadata": {"name": name},
+                       "spec": dict(body.get("spec") or {})}}
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", field="spec", registry=registry)
+    async def reconcile(*, body: kopf.Body, patch: kopf.Patch, reason: str, **kwargs: Any) -> None:
+        trigger = Trigger(reason) if reason in Trigger.__members__.values() else Trigger.RESUME
+        _publish(body, patch, await reconciler.reconcile(body, _fleets(kwargs), trigger=trigger))
+
+    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=settings.reconcile.progress_requeue,
+                initial_delay=settings.reconcile.progress_requeue, registry=registry)
+    async def resync(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        _publish(body, patch, await reconciler.tick(body, _fleets(kwargs)))
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
+    async def finalize(*, body: kopf.Body, **kwargs: Any) -> None:
+        outcome = await reconciler.finalize(body, _fleets(kwargs))
+        for event in outcome.events:
+            kopf.event(body, type=event.type.value, reason=event.reason, message=event.message[:1000])
+        if outcome.retry_after is not None:
+            if outcome.events and outcome.events[-1].type is EventType.WARNING:
+                message = outcome.events[-1].message
+            else:
+                message = "cleanup incomplete"
+            raise kopf.TemporaryError(message, delay=outcome.retry_after)
+
+    return registry

@@ -1,0 +1,84 @@
+"""Reading a CassandraCluster object and its Fleet into spec models, checked as the CLI checks them. Pure.
+
+Everything here happens before any write: an :class:`Invalid` names the condition reason and the
+offending field, and the reconcile applies nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from ..errors import IsthmusError
+from ..spec import CassandraCluster, Fleet, SpecError, check_consistency, load_text
+
+__all__ = ["Invalid", "choose_fleet", "parse_app", "spec_revision"]
+
+
+class Invalid(IsthmusError):
+    """Something wrong before any write; ``reason`` is the condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def _document(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in ("name", "namespace") if k in meta}, "spec": dict(body.get("spec") or {})}
+
+
+def _fleet_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": body.get("apiVersion"), "kind": "Fleet",
+            "metadata": {"name": (body.get("metadata") or {}).get("name")}, "spec": dict(body.get("spec") or {})}
+
+
+def _problems_text(exc: SpecError) -> str:
+    return "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in exc.problems)
+
+
+def parse_app(body: Mapping[str, Any]) -> CassandraCluster:
+    meta = body.get("metadata") or {}
+    try:
+        where = f"CassandraCluster {meta.get('namespace')}/{meta.get('name')}"
+        specs = load_text(yaml.safe_dump(_document(body)), where)
+    except SpecError as exc:
+        raise Invalid("InvalidSpec", _problems_text(exc)) from exc
+    app = specs.apps[0]
+    assert isinstance(app, CassandraCluster)
+    return app
+
+
+def choose_fleet(app: CassandraCluster, fleets: Sequence[Mapping[str, Any]]) -> Fleet:
+    """The Fleet ``spec.fleet`` names, or the only one; checked against the app like the CLI does."""
+    names = sorted(str((f.get("metadata") or {}).get("name")) for f in fleets)
+    wanted = app.spec.fleet
+    chosen = [f for f in fleets if (f.get("metadata") or {}).get("name") == wanted] if wanted else list(fleets)
+    if not chosen:
+        raise Invalid("FleetNotFound", f"spec.fleet: no Fleet named {wanted!r} (Fleets: {', '.join(names) or 'none'})")
+    if len(chosen) > 1:
+        raise Invalid("FleetAmbiguous", f"spec.fleet: {len(chosen)} Fleets exist ({', '.join(names)}); name one")
+    text = yaml.safe_dump(_fleet_document(chosen[0])) + "---\n" + yaml.safe_dump(_document_of(app))
+    try:
+        specs = load_text(text, "Fleet and CassandraCluster")
+        check_consistency(specs)
+    except SpecError as exc:
+        reason = "InvalidFleet" if any((p.field or "").startswith("spec.clusters") for p in exc.problems) else (
+            "InvalidPlacement")
+        raise Invalid(reason, _problems_text(exc)) from exc
+    assert specs.fleet is not None
+    return specs.fleet
+
+
+def _document_of(app: CassandraCluster) -> dict[str, Any]:
+    return app.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def spec_revision(body: Mapping[str, Any]) -> str:
+    canonical = json.dumps(body.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]

@@ -1,0 +1,93 @@
+"""The operator's settings, grouped by concern; every field is at most one ``isthmus operator run`` option."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DELETE_VOLUMES_ANNOTATION",
+    "FINALIZER",
+    "ConnectionOptions",
+    "LeadershipSettings",
+    "MemberSettings",
+    "OperatorSettings",
+    "ReconcileSettings",
+    "ServingSettings",
+    "default_identity",
+]
+
+DEFAULT_NAMESPACE: Final = "isthmus-system"
+FINALIZER: Final = "isthmus.dev/cleanup"
+DELETE_VOLUMES_ANNOTATION: Final = "isthmus.dev/delete-volumes"
+
+
+def default_identity() -> str:
+    """The pod name in a Deployment (HOSTNAME), else host and pid: unique per replica."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionOptions:
+    kubeconfig: Path | None = None
+    """kubeconfig of the control-plane cluster; None means the pod's service account (or $KUBECONFIG)."""
+    context: str | None = None
+    request_timeout: float = 5.0
+    """Seconds one call to a member may take before the member counts as not answering."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileSettings:
+    resync_interval: float = 30.0
+    """Seconds between level-based re-applies of every CassandraCluster (drift correction)."""
+    resync_idle: float = 5.0
+    """Seconds a CassandraCluster must be unchanged before the periodic resync touches it."""
+    progress_requeue: float = 5.0
+    """Seconds between status refreshes (the timer), which also start due rollouts and resyncs."""
+    retry_interval: float = 10.0
+    """Seconds before a rollout that did not reach every member is tried again."""
+    rollout_timeout: float = 300.0
+    """Seconds one rollout may take before it stops (Paused) and is tried again later."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberSettings:
+    probe_interval: float = 5.0
+    """Seconds between reachability probes of each member cluster."""
+    relist_interval: float = 30.0
+    """Seconds between full re-lists of member Secrets (the watch only wakes the re-list up sooner)."""
+    breaker_threshold: int = 2
+    breaker_cooldown: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadershipSettings:
+    enabled: bool = True
+    lease_name: str = "isthmus-operator"
+    lease_duration: float = 15.0
+    """Seconds a Lease stays valid without renewal: the standby takes over this long after a leader dies."""
+    renew_interval: float = 5.0
+    retry_interval: float = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingSettings:
+    metrics_port: int = 8080
+    """Port of /metrics, /healthz and /readyz (0 disables)."""
+    host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorSettings:
+    namespace: str = DEFAULT_NAMESPACE
+    """The operator's own namespace: member Secrets and the leader Lease live here."""
+    identity: str = field(default_factory=default_identity)
+    connection: ConnectionOptions = field(default_factory=ConnectionOptions)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    members: MemberSettings = field(default_factory=MemberSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)

@@ -1,0 +1,204 @@
+"""The rollout flows the CLI and the operator call: apply a spec, resume, and roll back on failure.
+
+Every flow takes the app's lock first (see :mod:`.locking`), works only while it holds it, and
+releases it at the end. ``apply``: check the strategy (before any write), record the revision,
+plan, run the engine; when a step fails and the strategy says ``onFailure: rollback``, roll the
+previous revision forward through the same gates, in reverse wave order. ``resume``: continue
+the persisted rollout from where it stopped, from the stored revision's manifests.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from ..kube import ClusterRegistry, KubeObject
+from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
+from ..spec import CassandraCluster, Fleet
+from .deploying import Progress
+from .engine import Engine, EngineSettings, RolloutResult
+from .gates import DEFAULT_GATES, Gate
+from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
+from .progress import Phase, ProgressStore, RolloutState
+from .revisions import Revision, RevisionStore
+from .secrets import superuser_password
+from .steps import check_strategy, plan_rollout
+
+__all__ = ["NothingToResume", "RolloutOptions", "apply_rollout", "fill_password", "resume_rollout"]
+
+
+class NothingToResume(UserError):
+    pass
+
+
+class UnknownCluster(UserError):
+    pass
+
+
+def _quiet(_cluster: str, _message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutOptions:
+    identity: str | None = None
+    """Who is rolling out (recorded in the lock, the revision and the state); default user@host/pid."""
+    lock_wait: float = 0.0
+    """Seconds to wait for another holder's lock before refusing (naming the holder)."""
+    lock_duration: float = DEFAULT_DURATION
+    poll_interval: float = 1.0
+    force_conflicts: bool = False
+    prune: bool = True
+    skip_clusters: frozenset[str] = frozenset()
+    timeout: float | None = None
+    gates: tuple[Gate, ...] = DEFAULT_GATES
+    lock_waiting: Callable[[LeaseState], None] | None = None
+
+
+def fill_password(manifests: Manifests, password: str) -> Manifests:
+    """The stored (placeholder) manifests with the real superuser password put back into Secrets."""
+
+    def fill(obj: KubeObject) -> KubeObject:
+        if obj.get("kind") != "Secret" or not obj.get("stringData"):
+            return obj
+        out = copy.deepcopy(obj)
+        out["stringData"] = {k: (password if v == SUPERUSER_PASSWORD_PLACEHOLDER else v)
+                             for k, v in out["stringData"].items()}
+        return out
+
+    return Manifests({c: tuple(fill(o) for o in manifests.for_cluster(c)) for c in manifests.clusters})
+
+
+def app_of(revision: Revision) -> CassandraCluster:
+    return CassandraCluster.model_validate(revision.spec)
+
+
+def _spec_doc(app: CassandraCluster) -> dict[str, Any]:
+    return app.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_skips(app: CassandraCluster, skips: frozenset[str]) -> None:
+    unknown = sorted(skips - set(app.member_clusters()))
+    if unknown:
+        raise UnknownCluster(f"--skip-cluster {unknown[0]}: not a member of app {app.metadata.name} "
+                             f"(members: {', '.join(app.member_clusters())})")
+
+
+@dataclass
+class _Session:
+    app: CassandraCluster
+    fleet: Fleet
+    registry: ClusterRegistry
+    options: RolloutOptions
+    progress: Progress
+    lock: LeaseLock
+    revisions: RevisionStore
+    states: ProgressStore
+
+    @classmethod
+    def open(cls, app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, options: RolloutOptions,
+             progress: Progress) -> _Session:
+        control = registry[fleet.spec.control_plane]
+        name = app.metadata.name
+        return cls(app, fleet, registry, options, progress,
+                   LeaseLock(control, name, options.identity, duration=options.lock_duration),
+                   RevisionStore(control, name), ProgressStore(control, name))
+
+    async def run(self, app: CassandraCluster, manifests: Manifests, state: RolloutState) -> RolloutResult:
+        strategy = app.spec.rollout
+        settings = EngineSettings(
+            poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
+            prune=self.options.prune,
+            skip_clusters=self.options.skip_clusters, gates=self.options.gates,
+            soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
+            failure_budget=strategy.failure_budget, timeout=self.options.timeout)
+        engine = Engine(app=app.metadata.name, namespace=app.namespace, registry=self.registry,
+                        members=app.member_clusters(), manifests=manifests, state=state, store=self.states,
+                        lock=self.lock, settings=settings, progress=self.progress)
+        return await engine.run()
+
+    async def roll_back(self, target: int, *, password: str, reason: str) -> RolloutResult:
+        """Carry revision ``target`` forward (recorded as a new revision) in reverse wave order."""
+        revision = await self.revisions.get(target)
+        old_app = app_of(revision)
+        info, _ = await self.revisions.record(spec=revision.spec, manifests=revision.to_manifests(),
+                                              author=self.lock.identity, origin=f"rollback to {target}")
+        state = RolloutState.new(app=old_app.metadata.name, kind="rollback", revision=info.number,
+                                 previous=None, plan=plan_rollout(old_app, reverse=True))
+        state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
+        return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
+
+
+async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
+                        options: RolloutOptions | None = None, progress: Progress = _quiet) -> RolloutResult:
+    """Record a revision of ``app`` and roll it out; see the module docstring."""
+    opts = options or RolloutOptions()
+    check_strategy(app)
+    _check_skips(app, opts.skip_clusters)
+    session = _Session.open(app, fleet, registry, opts, progress)
+    masked = render(app, fleet)
+    password = await superuser_password(registry, fleet, app)
+    await session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting)
+    try:
+        previous = await session.revisions.latest()
+        info, created = await session.revisions.record(spec=_spec_doc(app), manifests=masked,
+                                                       author=session.lock.identity)
+        stored = await session.states.load()
+        if stored is not None and stored.revision == info.number and not stored.phase.finished \
+                and stored.kind == "apply":
+            state = stored  # the same revision, unfinished: carry on from where it stopped
+            state.event(f"apply of the same revision by {session.lock.identity}: continuing")
+        else:
+            state = RolloutState.new(app=app.metadata.name, kind="apply", revision=info.number,
+                                     previous=previous.number if previous and created else
+                                     (stored.previous if stored and stored.revision == info.number else None),
+                                     plan=plan_rollout(app))
+            state.event(f"revision {info.number} by {session.lock.identity}: " + "; ".join(info.summary))
+            if stored is not None and not stored.phase.finished:
+                state.event(f"supersedes the unfinished rollout of revision {stored.revision} ({stored.phase.value})")
+        result = await session.run(app, fill_password(masked, password), state)
+        if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
+            if state.previous is None:
+                result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
+            else:
+                failed = result
+                result = await session.roll_back(state.previous, password=password, reason=result.state.message)
+                result.notes.append(f"revision {failed.state.revision} failed ({failed.state.message}); "
+                                    f"rolled back to revision {state.previous}")
+                if result.ok:
+                    result.state.phase = Phase.ROLLED_BACK
+                    await session.states.save(result.state)
+        return result
+    finally:
+        await session.lock.release()
+
+
+async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
+                         options: RolloutOptions | None = None, progress: Progress = _quiet) -> RolloutResult:
+    """Continue the persisted rollout of ``app`` (any spec of it will do: the stored revision is used)."""
+    opts = options or RolloutOptions()
+    _check_skips(app, opts.skip_clusters)
+    session = _Session.open(app, fleet, registry, opts, progress)
+    stored = await session.states.load()
+    if stored is None:
+        raise NothingToResume(f"app {app.metadata.name} has no rollout to resume; `isthmus apply` starts one")
+    if stored.phase.finished:
+        raise NothingToResume(f"the rollout of revision {stored.revision} of {app.metadata.name} already "
+                              f"{stored.phase.value}; nothing to resume")
+    password = await superuser_password(registry, fleet, app)
+    await session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting)
+    try:
+        state = await session.states.load()
+        assert state is not None
+        revision = await session.revisions.get(state.revision)
+        state.event(f"resumed by {session.lock.identity} at {state.current} ({time.strftime('%H:%M:%S')})")
+        return await session.run(app_of(revision), fill_password(revision.to_manifests(), password), state)
+    finally:
+        await session.lock.release()
+
+
+__all__ += ["UnknownCluster", "app_of"]

@@ -1,0 +1,195 @@
+"""Rollout plans: the ordered, idempotent steps that carry a revision to every member. Pure.
+
+A plan is a list of waves, run one after the other; a wave is a set of lanes run concurrently
+(one lane per datacenter); a lane is a list of steps run in order. The shape:
+
+1. ``prepare``: in every member at once, the objects a running pod does not notice until it
+   restarts (namespace, service account, config, secrets, services, disruption budgets). Not
+   disruptive, so not gated.
+2. The seed datacenter alone (``canary``, else the first of ``order``, else the first in the
+   spec), rack by rack: each ``rack`` step applies one StatefulSet and waits until that rack's
+   pods are updated and Ready. Disruptive: gated.
+3. The other datacenters in waves of ``maxConcurrentDatacenters``, rack by rack.
+4. ``finalize``: per member, the whole object set again (a no-op write-wise when everything
+   before it succeeded) with pruning, then the member records the revision it runs. Gated,
+   because pruning may delete a rack that left the spec.
+
+A rollback plan (``reverse=True``) keeps ``prepare`` first and ``finalize`` last but visits the
+datacenter waves, and the racks inside each, in reverse order.
+Every step is idempotent: applying objects whose content hash is unchanged writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ..kube import KubeObject
+from ..render import ApplyPhase, apply_rank
+from ..spec import CassandraCluster
+from ..spec.errors import Problem, SpecError
+
+__all__ = ["Lane", "Plan", "Step", "StepKind", "Wave", "check_strategy", "datacenter_waves", "plan_rollout",
+           "step_objects"]
+
+DC_LABEL = "isthmus.dev/datacenter"
+RACK_LABEL = "isthmus.dev/rack"
+
+
+class StepKind(StrEnum):
+    PREPARE = "prepare"
+    RACK = "rack"
+    FINALIZE = "finalize"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    cluster: str
+    datacenter: str = ""
+    rack: str = ""
+
+    @property
+    def id(self) -> str:
+        if self.kind is StepKind.RACK:
+            return f"rack/{self.datacenter}/{self.rack}"
+        return f"{self.kind.value}/{self.cluster}"
+
+    @property
+    def disruptive(self) -> bool:
+        return self.kind is not StepKind.PREPARE
+
+    def describe(self) -> str:
+        if self.kind is StepKind.PREPARE:
+            return f"apply config, secrets, services and budgets in {self.cluster} (not disruptive)"
+        if self.kind is StepKind.RACK:
+            return (f"roll rack {self.rack} of datacenter {self.datacenter} in {self.cluster}; "
+                    "wait until its pods are updated and Ready")
+        return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind.value, "cluster": self.cluster, "datacenter": self.datacenter,
+                "rack": self.rack, "disruptive": self.disruptive}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Step:
+        return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")))
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Wave:
+    name: str
+    lanes: tuple[Lane, ...]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(s for lane in self.lanes for s in lane.steps)
+
+
+@dataclass(frozen=True)
+class Plan:
+    app: str
+    waves: tuple[Wave, ...]
+    reverse: bool = False
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(s for w in self.waves for s in w.steps)
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def clusters_of(self, steps: Iterable[Step]) -> set[str]:
+        return {s.cluster for s in steps}
+
+    def lines(self) -> list[str]:
+        out = []
+        n = 0
+        for w in self.waves:
+            out.append(f"wave {w.name}:")
+            for lane in w.lanes:
+                for s in lane.steps:
+                    n += 1
+                    gate = "gated" if s.disruptive else "ungated"
+                    out.append(f"  {n:>2}. [{lane.name}] {s.id} ({gate}): {s.describe()}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "reverse": self.reverse, "waves": [
+            {"name": w.name, "lanes": [{"name": ln.name, "steps": [s.to_dict() for s in ln.steps]} for ln in w.lanes]}
+            for w in self.waves]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        return cls(str(d["app"]), tuple(
+            Wave(str(w["name"]), tuple(Lane(str(ln["name"]), tuple(Step.from_dict(s) for s in ln["steps"]))
+                                        for ln in w["lanes"]))
+            for w in d["waves"]), bool(d.get("reverse", False)))
+
+
+def check_strategy(app: CassandraCluster) -> None:
+    """:class:`SpecError` (a UserError) when the strategy names datacenters the spec lacks."""
+    problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
+    if problems:
+        raise SpecError([Problem(message, None, None, path) for path, message in problems])
+
+
+def datacenter_waves(app: CassandraCluster) -> list[list[str]]:
+    """Datacenter names per wave: the seed alone first, then ``maxConcurrentDatacenters`` at a time."""
+    check_strategy(app)
+    strategy = app.spec.rollout
+    names = [dc.name for dc in app.spec.datacenters]
+    ordered = list(dict.fromkeys([*strategy.order, *names]))
+    if strategy.canary is not None:
+        ordered = [strategy.canary, *(n for n in ordered if n != strategy.canary)]
+    seed, rest = ordered[0], ordered[1:]
+    size = strategy.max_concurrent_datacenters
+    return [[seed], *(rest[i:i + size] for i in range(0, len(rest), size))]
+
+
+def plan_rollout(app: CassandraCluster, *, reverse: bool = False) -> Plan:
+    """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
+    members = app.member_clusters()
+    dcs = {dc.name: dc for dc in app.spec.datacenters}
+    waves = [Wave("prepare", tuple(Lane(c, (Step(StepKind.PREPARE, c),)) for c in members))]
+    dc_waves = datacenter_waves(app)
+    if reverse:
+        dc_waves = [list(reversed(w)) for w in reversed(dc_waves)]
+    for i, names in enumerate(dc_waves):
+        lanes = []
+        for name in names:
+            dc = dcs[name]
+            racks = [r.name for r in dc.racks]
+            if reverse:
+                racks.reverse()
+            lanes.append(Lane(name, tuple(Step(StepKind.RACK, dc.cluster, name, r) for r in racks)))
+        label = "seed" if i == 0 and not reverse else f"{i + 1}"
+        waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
+    waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
+    return Plan(app.metadata.name, tuple(waves), reverse)
+
+
+def _is_workload(obj: KubeObject) -> bool:
+    return apply_rank(obj) is ApplyPhase.WORKLOAD
+
+
+def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
+    """The objects ``step`` applies, out of its cluster's objects."""
+    if step.kind is StepKind.PREPARE:
+        return [o for o in objects if not _is_workload(o)]
+    if step.kind is StepKind.RACK:
+        return [o for o in objects if o.get("kind") == "StatefulSet"
+                and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter
+                and (o["metadata"].get("labels") or {}).get(RACK_LABEL) == step.rack]
+    return list(objects)

@@ -1,0 +1,98 @@
+"""Pure decisions of a reconcile: parsing, choosing the Fleet, semantic errors, the condition roll-up."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from fixtures.labspecs import app_doc, fleet_doc
+from isthmus.kube import ClusterOutcome, Health, ObjectHealth, Reach
+from isthmus.operator.inputs import Invalid, choose_fleet, parse_app
+from isthmus.operator.reconciling import roll_up
+from isthmus.operator.status import Condition, merge_conditions
+from isthmus.rollout import DatacenterStatus, StatusReport
+
+
+def body(doc: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    out["metadata"] = {**out["metadata"], "generation": 3, "uid": "x", "resourceVersion": "9"}
+    return out
+
+
+def test_a_valid_object_parses_and_finds_the_only_fleet() -> None:
+    app = parse_app(body(app_doc("shop")))
+    fleet = choose_fleet(app, [fleet_doc()])
+    assert app.member_clusters() == ["c1", "c2", "c3"] and fleet.metadata.name == "lab"
+
+
+def test_a_cross_field_error_names_the_field() -> None:
+    doc = app_doc("shop")
+    doc["spec"]["datacenters"][0]["size"] = 1  # two racks, one node
+    with pytest.raises(Invalid) as err:
+        parse_app(body(doc))
+    assert err.value.reason == "InvalidSpec" and "spec.datacenters[0]" in str(err.value)
+
+
+def test_a_rack_in_a_missing_zone_is_invalid_placement() -> None:
+    doc = app_doc("shop")
+    doc["spec"]["datacenters"][1]["racks"][0]["zone"] = "region-9z"
+    with pytest.raises(Invalid) as err:
+        choose_fleet(parse_app(body(doc)), [fleet_doc()])
+    assert err.value.reason == "InvalidPlacement"
+    assert "spec.datacenters[1].racks[0].zone" in str(err.value) and "region-9z" in str(err.value)
+
+
+def test_fleet_selection() -> None:
+    other = fleet_doc()
+    other["metadata"] = {"name": "other"}
+    app = parse_app(body(app_doc("shop")))
+    with pytest.raises(Invalid) as err:
+        choose_fleet(app, [fleet_doc(), other])
+    assert err.value.reason == "FleetAmbiguous"
+    with pytest.raises(Invalid) as err:
+        choose_fleet(app, [])
+    assert err.value.reason == "FleetNotFound"
+    named = app_doc("shop")
+    named["spec"]["fleet"] = "other"
+    assert choose_fleet(parse_app(body(named)), [fleet_doc(), other]).metadata.name == "other"
+
+
+def rack(health: Health) -> ObjectHealth:
+    return ObjectHealth("sts", health, 1 if health is Health.HEALTHY else 0, 1, "rev")
+
+
+def test_roll_up() -> None:
+    healthy = DatacenterStatus("c1", "dc1", Reach.DONE, (rack(Health.HEALTHY),))
+    moving = DatacenterStatus("c2", "dc2", Reach.DONE, (rack(Health.PROGRESSING),))
+    lost = DatacenterStatus("c3", "dc3", Reach.UNKNOWN, error="no answer within 3s")
+
+    phase, conds, _ = roll_up(StatusReport("a", (healthy,)), None, 1)
+    assert phase.value == "Ready" and [c.status for c in conds] == ["True", "False", "False"]
+
+    phase, conds, _ = roll_up(StatusReport("a", (healthy, moving)), None, 1)
+    assert phase.value == "Progressing" and {c.type: c.status for c in conds}["Progressing"] == "True"
+
+    applied: dict[str, ClusterOutcome[Any]] = {"c3": ClusterOutcome("c3", Reach.UNKNOWN, error="no answer within 3s")}
+    phase, conds, message = roll_up(StatusReport("a", (healthy, lost)), applied, 2)
+    degraded = {c.type: c for c in conds}["Degraded"]
+    assert phase.value == "Degraded" and degraded.reason == "MemberUnreachable" and "dc3 on c3: Unknown" in message
+    assert all(c.observed_generation == 2 for c in conds)
+
+
+def test_a_missing_rack_or_an_unfinished_rollout_is_never_ready() -> None:
+    one_of_two = DatacenterStatus("c3", "dc3", Reach.DONE, (rack(Health.HEALTHY),))
+    phase, conds, message = roll_up(StatusReport("a", (one_of_two,)), None, 4, racks={"dc3": 2})
+    assert phase.value == "Progressing" and {c.type: c.status for c in conds}["Ready"] == "False"
+    assert "dc3 on c3: Progressing" in message
+    healthy = DatacenterStatus("c1", "dc1", Reach.DONE, (rack(Health.HEALTHY),))
+    phase, conds, message = roll_up(StatusReport("a", (healthy,)), None, 4, racks={"dc1": 1}, rolled_out=False)
+    assert phase.value == "Progressing" and "generation 4 is still rolling out" in message
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    old = [Condition(type="Ready", status="False", reason="X", last_transition_time="t0")]
+    same = merge_conditions(old, [Condition(type="Ready", status="False", reason="Y")], now="t1")
+    flipped = merge_conditions(old, [Condition(type="Ready", status="True", reason="Z")], now="t2")
+    assert same[0].last_transition_time == "t0" and flipped[0].last_transition_time == "t2"

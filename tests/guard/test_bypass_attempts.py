@@ -98,12 +98,11 @@ def test_a_prepared_use_that_is_never_executed_changes_nothing(session: Any, gua
     assert direct.execute("SELECT k FROM guardks2.open WHERE k = 54").one() is None
 
 
-def test_v5_per_request_keyspace_flag_is_honoured(guard: RunningGuard, version: int) -> None:
+def test_v5_per_request_keyspace_flag_is_honoured(guard: RunningGuard) -> None:
+    """The keyspace flag exists from protocol v5 on, so this runs on v5 only."""
     from cassandra import Unauthorized
     from cassandra.query import SimpleStatement
 
-    if version < 5:
-        pytest.skip("the keyspace flag exists from protocol v5 on")
     session = guard.connect(protocol_version=5, keyspace="guardks")
     # Unqualified, but the v5 keyspace flag says secretks: the guard must resolve it there.
     with pytest.raises(Unauthorized):

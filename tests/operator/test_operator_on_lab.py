@@ -32,7 +32,7 @@ from isthmus.lab import Lab, LabError
 from isthmus.lab.prometheus import PrometheusServer, ScrapeJob
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-APP = "shop"
+APP = "opshop"  # names unique to this module: other lab tests deploy apps too
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def control_plane(lab3: Lab) -> Lab:
     lab3.kubectl("c1", "apply", "--server-side", "-f", str(DEPLOY / "crds.yaml"))
     lab3.kubectl("c1", "wait", "--for=condition=Established", "crd/fleets.isthmus.dev",
                  "crd/cassandraclusters.isthmus.dev")
-    for ns in (NAMESPACE, APP, "bad", "ha"):
+    for ns in (NAMESPACE, APP, "opbad", "opha"):
         apply_doc(lab3, "c1", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     register_member(lab3, "c1")
     register_member(lab3, "c2")  # c3 joins later, while the operator runs
@@ -84,7 +84,7 @@ def test_apply_brings_the_dcs_up_and_a_late_member_joins_without_restart(
 ) -> None:
     lab, op = control_plane, operators[0]
     apply_doc(lab, "c1", doc_with([1, 2]))
-    obj = until(lab, APP, APP, converged, 120, "shop Ready on c1,c2", op)
+    obj = until(lab, APP, APP, converged, 120, "opshop Ready on c1,c2", op)
     assert obj["status"]["readyDCs"] == "2/2" and obj["status"]["phase"] == "Ready"
     assert [d["health"] for d in obj["status"]["datacenters"]] == ["Healthy", "Healthy"]
     assert len(statefulsets(lab, "c1", APP, APP)) == 2 and len(statefulsets(lab, "c2", APP, APP)) == 2
@@ -107,7 +107,7 @@ def test_apply_brings_the_dcs_up_and_a_late_member_joins_without_restart(
     # Registering c3 deploys it, with the same operator process.
     pid = op.proc.pid if op.proc else None
     register_member(lab, "c3")
-    obj = until(lab, APP, APP, converged, 120, "shop Ready on c1..c3", op)
+    obj = until(lab, APP, APP, converged, 120, "opshop Ready on c1..c3", op)
     assert obj["status"]["readyDCs"] == "3/3"
     assert len(statefulsets(lab, "c3", APP, APP)) == 2
     assert op.proc is not None and op.proc.pid == pid and op.proc.poll() is None
@@ -138,15 +138,15 @@ def test_a_semantic_error_is_a_condition_and_nothing_is_applied(
     control_plane: Lab, operators: list[OperatorProcess]
 ) -> None:
     lab, op = control_plane, operators[0]
-    bad = doc_with([1, 2], name="bad")
+    bad = doc_with([1, 2], name="opbad")
     bad["spec"]["datacenters"][1]["racks"][0]["zone"] = "region-1a"  # a c1 zone, on c2
     apply_doc(lab, "c1", bad)
-    obj = until(lab, "bad", "bad", lambda o: bool(o.get("status", {}).get("phase") == "Invalid"
+    obj = until(lab, "opbad", "opbad", lambda o: bool(o.get("status", {}).get("phase") == "Invalid"
                   ), 30, "bad reported Invalid", op)
     ready = condition(obj, "Ready")
     assert ready["reason"] == "InvalidPlacement" and "spec.datacenters[1].racks[0].zone" in ready["message"]
-    assert all(statefulsets(lab, c, "bad", "bad") == {} for c in ("c1", "c2"))
-    lab.kubectl("c1", "delete", "cassandracluster", "bad", "-n", "bad", "--timeout=60s")
+    assert all(statefulsets(lab, c, "opbad", "opbad") == {} for c in ("c1", "c2"))
+    lab.kubectl("c1", "delete", "cassandracluster", "opbad", "-n", "opbad", "--timeout=60s")
 
 
 def test_a_frozen_member_turns_unreachable_while_the_others_keep_reconciling(
@@ -217,18 +217,18 @@ def test_the_standby_takes_over_from_a_killed_leader_mid_rollout(
     operators.append(standby)
     assert leader.leading and "standby" in standby.get("/readyz")
 
-    doc = copy.deepcopy(doc_with([1, 2, 3], name="ha"))
+    doc = copy.deepcopy(doc_with([1, 2, 3], name="opha"))
     apply_doc(lab, "c1", doc)
-    wait_for(lambda: statefulsets(lab, "c1", "ha", "ha"), 60, "rollout of ha started", leader, interval=0.1)
+    wait_for(lambda: statefulsets(lab, "c1", "opha", "opha"), 60, "rollout of opha started", leader, interval=0.1)
     killed_at = time.monotonic()
     leader.stop(signal.SIGKILL)
     wait_for(lambda: standby.leading, 30, "op-b leads", standby)
     took_over = time.monotonic() - killed_at
-    obj = until(lab, "ha", "ha", converged, 120, "ha finished by op-b", standby)
+    obj = until(lab, "opha", "opha", converged, 120, "opha finished by op-b", standby)
     assert obj["status"]["readyDCs"] == "3/3"
     assert took_over < 6 + 10, f"standby took {took_over:.1f}s to lead"
     holder = lab.kubectl("c1", "get", "lease", "isthmus-operator", "-n", NAMESPACE,
                          "-o", "jsonpath={.spec.holderIdentity}")
     assert holder == "op-b"
-    lab.kubectl("c1", "delete", "cassandracluster", "ha", "-n", "ha", "--timeout=90s", timeout=100)
-    assert all(statefulsets(lab, c, "ha", "ha") == {} for c in ("c1", "c2", "c3"))
+    lab.kubectl("c1", "delete", "cassandracluster", "opha", "-n", "opha", "--timeout=90s", timeout=100)
+    assert all(statefulsets(lab, c, "opha", "opha") == {} for c in ("c1", "c2", "c3"))

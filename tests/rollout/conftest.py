@@ -1,4 +1,4 @@
-"""The registry of the session lab's clusters, for rollout tests (short timeouts: faults show fast)."""
+"""Rollout tests use short timeouts, so that faults show fast."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fixtures.labspecs import app_doc, fleet_doc, load
+from fixtures.labspecs import lab_registry
 from isthmus.kube import ClusterRegistry, ConnectionSettings
 from isthmus.lab import Lab
 
 
 @pytest.fixture
 async def registry(lab3: Lab) -> AsyncIterator[ClusterRegistry]:
-    fleet, _ = load(fleet_doc(), app_doc())
-    reg = ClusterRegistry.from_fleet(fleet, lab3.kubeconfig,
-                                     settings=ConnectionSettings(timeout=3.0, breaker_cooldown=2.0))
-    try:
-        yield reg
-    finally:
-        await reg.close()
+    async with lab_registry(lab3, ConnectionSettings(timeout=3.0, breaker_cooldown=2.0)) as connections:
+        yield connections

@@ -112,6 +112,30 @@ async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, regis
     assert lab3.kubectl("c3", "get", "statefulset", "frz-dc3-ra", "-n", "frz", "-o", "name").strip()
 
 
+def test_apply_reports_api_requests_and_writes_per_cluster(lab3: Lab, tmp_path: Path) -> None:
+    files = write_specs(tmp_path, fleet_doc(), app_doc("reqs"))
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "KUBECONFIG": str(lab3.kubeconfig), "HOME": str(Path.home())}
+
+    def apply_json() -> dict[str, dict[str, object]]:
+        run = subprocess.run([ISTHMUS, "apply", "-o", "json", *spec_args(files)], capture_output=True, text=True,
+                             env=env, timeout=180)
+        assert run.returncode == 0, run.stdout + run.stderr
+        clusters: dict[str, dict[str, object]] = json.loads(run.stdout)["clusters"]
+        return clusters
+
+    first = apply_json()
+    fleet, app = load(fleet_doc(), app_doc("reqs"))
+    objects = {n: len(render_app(app, fleet).for_cluster(n)) for n in first}
+    # Every object is written, plus the inventory and the rollout's fence and revision records (and on
+    # c1, which holds the lock and the history, those too).
+    for name in ("c1", "c2", "c3"):
+        assert first[name]["writes"] > objects[name], first[name]
+        assert first[name]["requests"] > first[name]["writes"]
+    again = apply_json()
+    assert {n: again[n]["writes"] for n in ("c2", "c3")} == {"c2": 0, "c3": 0}
+    assert all(isinstance(again[n]["requests"], int) and again[n]["requests"] > 0 for n in again)
+
+
 def test_conflict_with_another_field_manager_is_reported_by_name(lab3: Lab, tmp_path: Path) -> None:
     files = write_specs(tmp_path, fleet_doc(), app_doc("cfl"))
     env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "KUBECONFIG": str(lab3.kubeconfig), "HOME": str(Path.home())}

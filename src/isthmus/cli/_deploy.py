@@ -142,12 +142,18 @@ def diff(
     raise typer.Exit(1 if changed else 0)
 
 
-def _apply_table(result: Any, clusters: list[str]) -> Table:
+def _requests(registry: Any, clusters: list[str]) -> dict[str, dict[str, int]]:
+    """API requests and writes this command made to each cluster (lock and history included)."""
+    return {name: {"requests": sum(registry[name].requests.values()), "writes": registry[name].writes}
+            for name in clusters}
+
+
+def _apply_table(result: Any, clusters: list[str], requests: dict[str, dict[str, int]]) -> Table:
     from ..kube import Action
     from ..rollout import Outcome
 
-    table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "steps", "note",
-                  box=box.SIMPLE_HEAVY)
+    table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "steps", "API requests",
+                  "writes", "note", box=box.SIMPLE_HEAVY)
     plan = result.state.plan
     for name in clusters:
         records = [result.state.steps[s.id] for s in plan.steps if s.cluster == name]
@@ -164,7 +170,8 @@ def _apply_table(result: Any, clusters: list[str]) -> Table:
         done = sum(1 for r in records if r.outcome in (Outcome.DONE, Outcome.SKIPPED))
         table.add_row(name, verdict, *(str(counts[a]) for a in
                       (Action.CREATED, Action.CONFIGURED, Action.UNCHANGED, Action.PRUNED)),
-                      f"{done}/{len(records)}", note)
+                      f"{done}/{len(records)}", str(requests[name]["requests"]), str(requests[name]["writes"]),
+                      note)
     return table
 
 
@@ -187,12 +194,13 @@ def print_result(result: Any) -> None:
         out_console.print(note, markup=False, highlight=False)
 
 
-def result_doc(result: Any, elapsed: float) -> dict[str, Any]:
+def result_doc(result: Any, elapsed: float, requests: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     return {"app": result.state.app, "seconds": round(elapsed, 3), "phase": result.phase.value,
             "revision": result.state.revision, "message": result.state.message, "notes": result.notes,
             "stats": result.stats.to_dict(), "state": result.state.to_dict(),
             "clusters": {name: {"objects": [{"object": str(ref), "action": action.value}
-                                            for ref, action in sorted(actions.items())]}
+                                            for ref, action in sorted(actions.items())],
+                                **(requests or {}).get(name, {})}
                          for name, actions in result.reports.items()}}
 
 
@@ -239,13 +247,14 @@ def apply_cmd(
     with _live(clusters) as progress:
         result, status = _run(lambda: work(progress))
     elapsed = time.monotonic() - started
+    requests = _requests(registry, clusters)
     if output is not Output.TABLE:
-        doc = result_doc(result, elapsed)
+        doc = result_doc(result, elapsed, requests)
         if status is not None:
             doc["status"] = status.to_dict()
         dump(doc, output.value)
     else:
-        out_console.print(_apply_table(result, clusters))
+        out_console.print(_apply_table(result, clusters, requests))
         print_result(result)
         if status is not None:
             _print_status(status)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from itertools import groupby
 from typing import Any
 
-from ..render import apply_rank
+from ..render import ApplyPhase, apply_rank
 from .connection import ClusterConnection
 from .errors import ApiFailure, KubeError
 from .fetching import delete_object, get_object
@@ -172,15 +172,27 @@ async def apply_objects(
             await _wait_established(conn, ref.name)
         return ObjectOutcome(ref, Action.CREATED if current is None else Action.CONFIGURED)
 
+    # The inventory names an object before the object exists, so an apply cut short (a crash, a
+    # timeout) never leaves behind something a later prune cannot find. It is written beside the
+    # first stage after the namespaces it lives in, costing no round trip of its own.
+    recorded = set(desired) | previous
+    inventory_pending = recorded != previous
     for rank, group in groupby(sorted(objects, key=lambda o: (apply_rank(o), ObjectRef.of(o))), key=apply_rank):
         batch = list(group)
         say(f"applying {len(batch)} object(s) of stage {rank}")
-        outcomes += await asyncio.gather(*(one(o) for o in batch))
+        record = inventory_pending and rank > ApplyPhase.FOUNDATION
+        results = await asyncio.gather(
+            *(one(o) for o in batch),
+            *([write_inventory(conn, app, namespace, recorded, previous)] if record else []))
+        outcomes += [r for r in results if isinstance(r, ObjectOutcome)]
+        inventory_pending = inventory_pending and not record
+    if inventory_pending:
+        await write_inventory(conn, app, namespace, recorded, previous)
 
     if prune:
         stale = previous - set(desired)
         outcomes += [ObjectOutcome(r, Action.PRUNED) for r in await _delete(conn, app, stale, live, say)]
-    await write_inventory(conn, app, namespace, set(desired) | (set() if prune else previous), previous)
+    await write_inventory(conn, app, namespace, set(desired) | (set() if prune else previous), recorded)
     return ApplyReport(conn.name, tuple(outcomes))
 
 

@@ -31,13 +31,19 @@ def digest(value: Any) -> str:
 
 def content_hash(obj: Mapping[str, Any]) -> str:
     """The hash of a Kubernetes object, ignoring its own content-hash annotation."""
-    bare = copy.deepcopy(dict(obj))
-    annotations = bare.get("metadata", {}).get("annotations")
-    if isinstance(annotations, dict):
-        annotations.pop(CONTENT_HASH_ANNOTATION, None)
-        if not annotations:
-            del bare["metadata"]["annotations"]
-    return digest(bare)
+    return digest(_without_hash(obj))
+
+
+def _without_hash(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``obj`` minus its content-hash annotation; copies only the two levels it changes."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping) or CONTENT_HASH_ANNOTATION not in annotations:
+        return obj
+    assert isinstance(metadata, Mapping)
+    rest = {k: v for k, v in annotations.items() if k != CONTENT_HASH_ANNOTATION}
+    meta = {k: v for k, v in metadata.items() if k != "annotations"} | ({"annotations": rest} if rest else {})
+    return {**obj, "metadata": meta}
 
 
 def stamp(obj: Mapping[str, Any], *, hashed_as: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -100,7 +100,21 @@ def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
         out_console.print(f"  {line}", markup=False, highlight=False)
 
 
-def _finish(result: Any, output: Output, started: float) -> None:
+def _run_flow(target: Any, registry: Any, options: Any, output: Output,
+              flow: Callable[[Callable[[str, str], None]], Awaitable[Any]]) -> None:
+    """Run one rollout flow with a live line per member, then print (or dump) its result."""
+    started = time.monotonic()
+    for name in options.skip_clusters:
+        err_console.print(f"override: cluster {name} is skipped (--skip-cluster); it keeps what it runs")
+
+    async def work(progress: Callable[[str, str], None]) -> Any:
+        try:
+            return await flow(progress)
+        finally:
+            await registry.close()
+
+    with _live(target.app.member_clusters()) as progress:
+        result = _run(lambda: work(progress))
     if output is not Output.TABLE:
         dump(result_doc(result, time.monotonic() - started), output.value)
     else:
@@ -121,19 +135,10 @@ def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
 
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
-    started = time.monotonic()
     options = RolloutOptions(identity=identity, lock_wait=lock_wait, skip_clusters=frozenset(skip_cluster or ()),
                              timeout=timeout)
-
-    async def work(progress: Callable[[str, str], None]) -> Any:
-        try:
-            return await resume_rollout(target.app, target.fleet, registry, options, progress)
-        finally:
-            await registry.close()
-
-    with _live(target.app.member_clusters()) as progress:
-        result = _run(lambda: work(progress))
-    _finish(result, output, started)
+    _run_flow(target, registry, options, output,
+              lambda progress: resume_rollout(target.app, target.fleet, registry, options, progress))
 
 
 @app.command("history")
@@ -189,21 +194,10 @@ def rollback_cmd(files: Files,
 
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
-    started = time.monotonic()
     options = RolloutOptions(identity=identity, lock_wait=lock_wait, skip_clusters=frozenset(skip_cluster or ()),
                              timeout=timeout)
-    for name in options.skip_clusters:
-        err_console.print(f"override: cluster {name} is skipped (--skip-cluster); it keeps what it runs")
-
-    async def work(progress: Callable[[str, str], None]) -> Any:
-        try:
-            return await rollback_app(target.app, target.fleet, registry, revision, options, progress)
-        finally:
-            await registry.close()
-
-    with _live(target.app.member_clusters()) as progress:
-        result = _run(lambda: work(progress))
-    _finish(result, output, started)
+    _run_flow(target, registry, options, output,
+              lambda progress: rollback_app(target.app, target.fleet, registry, revision, options, progress))
 
 
 @lock_app.command("status")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,18 @@ def _registry(target: DeployTarget, kubeconfig: Path | None, timeout: float) -> 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(work())
+
+
+def _run_closing(registry: Any, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` to its end, then close every connection of ``registry``, whatever happened."""
+
+    async def run() -> T:
+        try:
+            return await work()
+        finally:
+            await registry.close()
+
+    return asyncio.run(run())
 
 
 @contextmanager
@@ -294,13 +306,7 @@ def status(
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
 
-    async def work() -> Any:
-        try:
-            return await app_status(target.app, registry)
-        finally:
-            await registry.close()
-
-    report = _run(work)
+    report = _run_closing(registry, lambda: app_status(target.app, registry))
     if output is Output.TABLE:
         _print_status(report)
     else:

@@ -24,6 +24,7 @@ from ._deploy import (
     _live,
     _registry,
     _run,
+    _run_closing,
     load_target,
     print_result,
     result_doc,
@@ -79,13 +80,8 @@ def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
 
-    async def work() -> Any:
-        try:
-            return await ProgressStore(registry[target.fleet.spec.control_plane], target.app.metadata.name).load()
-        finally:
-            await registry.close()
-
-    state = _run(work)
+    store = ProgressStore(registry[target.fleet.spec.control_plane], target.app.metadata.name)
+    state = _run_closing(registry, store.load)
     if state is None:
         raise UserError(f"app {target.app.metadata.name} has no rollout yet; `isthmus apply` starts one")
     if output is not Output.TABLE:
@@ -151,14 +147,8 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
     registry = _registry(target, kubeconfig, request_timeout)
     members = target.app.member_clusters()
 
-    async def work() -> Any:
-        try:
-            return await history(registry, target.fleet.spec.control_plane, members, target.app.metadata.name,
-                                 target.app.namespace)
-        finally:
-            await registry.close()
-
-    hist = _run(work)
+    hist = _run_closing(registry, lambda: history(registry, target.fleet.spec.control_plane, members,
+                                                  target.app.metadata.name, target.app.namespace))
     if output is not Output.TABLE:
         dump(hist.to_dict(), output.value)
         return
@@ -209,13 +199,8 @@ def lock_status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconf
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
 
-    async def work() -> Any:
-        try:
-            return await lock_status(registry[target.fleet.spec.control_plane], target.app.metadata.name)
-        finally:
-            await registry.close()
-
-    state = _run(work)
+    state = _run_closing(registry, lambda: lock_status(registry[target.fleet.spec.control_plane],
+                                                       target.app.metadata.name))
     now = time.time()
     if output is not Output.TABLE:
         dump(state.to_dict(now) if state else {"app": target.app.metadata.name, "holder": None}, output.value)

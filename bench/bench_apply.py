@@ -158,9 +158,10 @@ def main() -> int:
     parser.add_argument("--clusters", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     results = [bench(n, args.rounds) for n in args.clusters]
     print(f"### Apply: isthmus vs sequential kubectl ({os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average before: {os.getloadavg()[0]:.1f})\n")
+          f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after)\n")
     print(f"Median of {args.rounds} rounds; each round applies a fresh app both ways on the same lab.\n")
     print("| clusters | kubectl --server-side, one context after another (s) | isthmus apply (s) | speed-up "
           "| no-op apply (s) | writes in no-op | API requests per cluster: first / no-op |")

@@ -187,6 +187,17 @@ def main() -> int:
         print(f"| {res['n']} | {idle:.2f} | {median(res['kubectl'], 'client_cpu'):.2f} "
               f"| {median(res['kubectl'], 'lab_cpu'):.2f} | {i_client:.2f} | {i_lab:.2f} | {bound:.2f} "
               f"| {median(res['kubectl'], 'seconds') / 5:.2f} |")
+    for res in results:
+        if res["n"] != 10:
+            continue
+        k, i = median(res["kubectl"], "seconds"), median(res["isthmus"], "seconds")
+        verdict = "met" if k / i >= 5 else "not met"
+        print(f"\nGoal: at 10 clusters at least 5x faster than sequential kubectl: **{verdict}** ({k / i:.1f}x). "
+              "Goal: a no-op apply makes zero writes: "
+              f"**{'met' if res['counts'].writes_noop == 0 else 'not met'}**.")
+    print("\nThe lower bound is the CPU work of the run (isthmus and the lab's reaction: server-side apply, "
+          "then controllers creating pods) divided by the cores left over by the lab's idle load. When it "
+          "is above the 5x goal, no client can reach the goal on this machine.")
     return 0
 
 

@@ -167,6 +167,8 @@ def running_guard(
     limits: Limits | None = None,
     tls: Any = None,
     poll_s: float = 0.2,
+    flows_max_bytes: int = 0,
+    flush_s: float = 1.0,
 ) -> Iterator[RunningGuard]:
     policy_path = tmp_path / "policy.yaml"
     policy_path.write_text(policy)
@@ -180,6 +182,8 @@ def running_guard(
         limits=limits or Limits(),
         tls=tls,
         policy_poll_interval_s=poll_s,
+        flows_max_bytes=flows_max_bytes,
+        flows_flush_interval_s=flush_s,
     )
     loop = event_loop_factory()()
     server = GuardServer(settings)

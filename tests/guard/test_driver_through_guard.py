@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BIG_ROWS, POLICY_KV_WRITABLE, RunningGuard
+from .conftest import BIG_ROWS, POLICY, POLICY_KV_WRITABLE, RunningGuard
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -149,3 +149,31 @@ def test_policy_reload_applies_to_the_next_request_on_the_same_connection(sessio
     assert guard.server.metrics.policy_reloads.labels(result="failure")._value.get() >= 1
     assert guard.server.metrics.connections._value.get() == connections  # nobody reconnected
     _direct(guard).execute("DELETE FROM guardks.kv WHERE k IN (40, 41)")
+
+
+def test_a_reload_revokes_what_the_connection_had_already_allowed(session: Any, guard: RunningGuard) -> None:
+    """Repeated requests are decided from the connection's fast path; a new policy empties it."""
+    from cassandra import Unauthorized
+
+    select = session.prepare("SELECT v FROM guardks.kv WHERE k = ?")
+    for _ in range(4):
+        assert session.execute(select, (1,)).one().v == "one"
+        assert session.execute("SELECT v FROM guardks.kv WHERE k = 1").one().v == "one"
+    assert guard.server.metrics.requests.get(("allowed", "select"), 0) >= 8  # fast-path decisions count too
+    guard.policy_path.write_text(POLICY.replace('"guardks.*", ', ""))  # guardks.kv is no longer readable
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            session.execute(select, (1,))
+        except Unauthorized:
+            break
+        assert time.monotonic() < deadline, "the new policy was not applied to the prepared statement"
+        time.sleep(0.1)
+    with pytest.raises(Unauthorized, match="cqlguard"):
+        session.execute("SELECT v FROM guardks.kv WHERE k = 1")
+    assert session.execute("SELECT v FROM guardks2.kv WHERE k = 1").one().v == "two"
+    kv = [f for f in guard.flows() if (f["l7"]["keyspace"], f["l7"]["table"]) == ("guardks", "kv")]
+    executes = [f["verdict"] for f in kv if f["l7"]["kind"] == "execute"]
+    queries = [f["verdict"] for f in kv if f["l7"]["kind"] == "query"]
+    assert executes[:4] == ["ALLOWED"] * 4 and executes[-1] == "DENIED"
+    assert queries[:4] == ["ALLOWED"] * 4 and queries[-1] == "DENIED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import threading
@@ -15,7 +16,7 @@ from isthmus.cqlguard.guard import Guard, Step
 from isthmus.cqlguard.policy import Identity, Policy
 from isthmus.cqlguard.protocol import CQLConnection, Request
 from isthmus.cqlguard.proxy import tls_principal
-from isthmus.cqlguard.settings import Endpoint, GuardSettingsError, Limits
+from isthmus.cqlguard.settings import Endpoint, GuardSettings, GuardSettingsError, Limits
 from protocol import cqlwire as w
 
 POLICY = Policy.from_yaml(
@@ -209,3 +210,69 @@ def test_follow_reads_new_lines_across_rotation(tmp_path: Path) -> None:
         thread.join(5)
         writer.close()
     assert got == ["first", "second", "third"]
+
+
+def test_flow_template_renders_the_flows_own_line() -> None:
+    for latency in (None, 0.0004, 1.5, 1234.56789):
+        flow = dataclasses.replace(_flow(FlowVerdict.ALLOWED, 'us"er%s'), upstream_latency_ms=latency, stream=77)
+        line = flow.to_line()
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        record = json.loads(line)
+        assert record == flow.to_json()
+        assert list(record) == ["time", "verdict", "source", "destination", "l7", "rule", "reason",
+                                "upstream_latency_ms", "summary"]
+        assert record["l7"]["stream"] == 77 and record["source"]["user"] == 'us"er%s'
+        expected = None if latency is None else round(latency, 3)
+        assert record["upstream_latency_ms"] == expected
+        assert flow.template().render(flow.time, flow.stream, latency) == line
+
+
+def test_flow_writer_caps_the_file_and_keeps_one_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    line_size = len(_flow(FlowVerdict.ALLOWED, "u00").to_line().encode())
+    writer = FlowWriter(path, max_bytes=3 * line_size + 10)
+    written: list[str] = []
+    for i in range(10):  # one line a flush: rotates before the 4th, 7th and 10th line
+        writer.write(_flow(FlowVerdict.ALLOWED, f"u{i:02d}"))
+        written.append(f"u{i:02d}")
+        assert path.stat().st_size <= writer.max_bytes
+    writer.close()
+
+    def users(p: Path) -> list[str]:
+        return [json.loads(line)["source"]["user"] for line in p.read_text().splitlines()]
+
+    assert writer.rotations == 3
+    assert users(path.with_name("flows.jsonl.1")) == written[6:9]
+    assert users(path) == written[9:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.jsonl", "flows.jsonl.1"]
+
+
+def test_flow_writer_without_a_cap_never_rotates(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    writer = FlowWriter(path, max_bytes=0)
+    for i in range(50):
+        writer.add(_flow(FlowVerdict.DENIED, f"u{i}"))
+    writer.close()
+    assert writer.rotations == 0 and len(path.read_text().splitlines()) == 50
+    assert not path.with_name("flows.jsonl.1").exists()
+
+
+def test_flow_writer_batches_lines_until_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    writer = FlowWriter(path, flush_bytes=10_000)
+    for i in range(5):
+        writer.add(_flow(FlowVerdict.ALLOWED, f"u{i}"))
+    assert path.read_text() == "" and writer.pending == 5 and not writer.due
+    while not writer.due:
+        writer.add(_flow(FlowVerdict.ALLOWED, "more"))
+    writer.flush()
+    assert writer.pending == 0 and len(path.read_text().splitlines()) == writer.written
+    writer.close()
+
+
+def test_settings_refuse_a_negative_flows_cap() -> None:
+    with pytest.raises(GuardSettingsError, match="flows-max-bytes"):
+        GuardSettings(
+            listen=Endpoint("127.0.0.1", 0), upstream=Endpoint("127.0.0.1", 9042), policy_path=Path("p"),
+            flows_max_bytes=-1,
+        )

@@ -215,7 +215,7 @@ def test_a_client_that_does_not_read_is_bounded_then_closed(guard_schema: Any, t
             time.sleep(1.5)
 
             def buffered() -> list[int]:
-                return [p.client_writer.transport.get_write_buffer_size() for p in guard.server._pumps]
+                return [p.client_transport.get_write_buffer_size() for p in guard.server._pumps]
 
             sizes = guard.run(buffered)
             # Writes stop once above the mark; at most one read chunk's responses overshoot it.

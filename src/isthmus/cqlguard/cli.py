@@ -7,7 +7,7 @@ yields. Bad input raises :class:`~isthmus.errors.UserError` (one line, exit code
 ::
 
     isthmus guard run --listen 127.0.0.1:19042 --upstream 127.0.1.1:9042 --policy policy.yaml \\
-        --flows flows.jsonl --metrics 127.0.0.1:9108
+        --flows flows.jsonl --flows-max-bytes 104857600 --metrics 127.0.0.1:9108
     isthmus guard flows --verdict DENIED --user app flows.jsonl
     isthmus guard flows --follow --table sales.orders flows.jsonl
 """
@@ -24,7 +24,14 @@ import typer
 
 from isthmus.cqlguard.flows import FlowFilter, FlowVerdict, read_flows
 from isthmus.cqlguard.policy import PolicyError
-from isthmus.cqlguard.settings import Endpoint, GuardSettings, GuardSettingsError, Limits, TLSSettings
+from isthmus.cqlguard.settings import (
+    DEFAULT_FLOWS_MAX_BYTES,
+    Endpoint,
+    GuardSettings,
+    GuardSettingsError,
+    Limits,
+    TLSSettings,
+)
 from isthmus.errors import UserError
 
 __all__ = ["guard_app", "main"]
@@ -46,6 +53,9 @@ def run(
     upstream: Annotated[str, typer.Option(help="HOST:PORT of the Cassandra node")],
     policy: Annotated[Path, typer.Option(help="policy YAML (reloaded on change and on SIGHUP)")],
     flows: Annotated[Path | None, typer.Option(help="append one JSON line per decision here")] = None,
+    flows_max_bytes: Annotated[
+        int, typer.Option(help="rotate the flows file to FLOWS.1 past this size; 0: never")
+    ] = DEFAULT_FLOWS_MAX_BYTES,
     metrics: Annotated[str | None, typer.Option(help="HOST:PORT to serve Prometheus /metrics on")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="server certificate (PEM) for client TLS")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="server private key (PEM)")] = None,
@@ -58,7 +68,7 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run the guard until SIGTERM/SIGINT; SIGHUP reloads the policy."""
-    from isthmus.cqlguard.proxy import GuardServer, run_guard
+    from isthmus.cqlguard.proxy import GuardServer, loop_name, run_guard
 
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -77,6 +87,7 @@ def run(
         upstream=Endpoint.parse(upstream, what="--upstream"),
         policy_path=policy,
         flows_path=flows,
+        flows_max_bytes=flows_max_bytes,
         metrics=Endpoint.parse(metrics, what="--metrics") if metrics else None,
         limits=Limits(
             max_connections=max_connections,
@@ -90,7 +101,11 @@ def run(
 
     def ready(server: GuardServer) -> None:
         where = f"; metrics on http://{server.metrics_address}/metrics" if server.metrics_address else ""
-        print(f"cqlguard listening on {server.address} -> {settings.upstream}{where}", file=sys.stderr, flush=True)
+        print(
+            f"cqlguard listening on {server.address} -> {settings.upstream}{where} (event loop: {loop_name()})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         run_guard(settings, ready=ready)

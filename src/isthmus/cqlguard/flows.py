@@ -1,14 +1,18 @@
 """Flow records: one JSON line per guard decision, Hubble-style, and the reader behind ``isthmus guard flows``.
 
 Owns: :class:`Flow` (built by the pump from a :class:`~isthmus.cqlguard.guard.Check`), its
-JSON form, :class:`FlowWriter` (append-only, safe under ``logrotate``: the file is reopened
-when it was moved away or truncated), and :func:`read_flows` with :class:`FlowFilter`
-(``--follow`` keeps reading across rotation). Must not: decide anything or touch sockets.
+JSON form, :class:`FlowTemplate` (the same line with the per-request fields left open, so the
+pump renders a decision's JSON once and fills in time, stream and latency per request),
+:class:`FlowWriter` (buffered, append-only, size-capped with one rotated file
+``<path>.1``, and safe under ``logrotate``: the file is reopened when it was moved away or
+truncated), and :func:`read_flows` with :class:`FlowFilter` (``--follow`` keeps reading
+across rotation). Must not: decide anything or touch sockets.
 
-One line (keys always present; ``null`` when unknown)::
+One line (keys always present; ``null`` when unknown; ``principal`` is the TLS client
+certificate's SPIFFE ID, else its subject, and ``subject`` its subject)::
 
     {"time": "2025-01-02T03:04:05.678901Z", "verdict": "DENIED",
-     "source": {"ip": "127.0.0.1", "port": 50312, "user": "app", "principal": null},
+     "source": {"ip": "127.0.0.1", "port": 50312, "user": "app", "principal": null, "subject": null},
      "destination": {"ip": "127.0.1.1", "port": 9042},
      "l7": {"type": "cql", "kind": "query", "action": "insert", "keyspace": "ks", "table": "t",
             "statements": [{"action": "insert", "keyspace": "ks", "table": "t"}], "stream": 12},
@@ -35,7 +39,10 @@ from typing import Any, TextIO
 
 from isthmus.cqlguard.classify import Classification, Classified, Statement
 
-__all__ = ["Flow", "FlowFilter", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
+__all__ = ["Flow", "FlowFilter", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
+
+#: Default cap of the flows file: past it the file is renamed ``<path>.1`` and a new one begun.
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024  # the same as settings.DEFAULT_FLOWS_MAX_BYTES
 
 
 class FlowVerdict(StrEnum):
@@ -53,10 +60,31 @@ def l7_action(classification: Classification | None) -> str:
     return str(classification.statements[0].action)
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` of a UTC second; formatted once a second, not once a line."""
+    global _last_second
+    last = _last_second
+    if last[0] != seconds:
+        last = _last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
+    return last[1]
+
+
 def _stamp(t: float) -> str:
-    """RFC 3339 UTC with microseconds (``time.strftime`` is several times faster than datetime's)."""
+    """RFC 3339 UTC with microseconds."""
     seconds = int(t)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((t - seconds) * 1e6):06d}Z"
+    return "%s%06dZ" % (_second(seconds), (t - seconds) * 1e6)  # noqa: UP031  (%-format: the fastest here)
+
+
+def _ms(value: float) -> float:
+    """Milliseconds with 3 decimals, as the flow line writes them."""
+    return float("%.3f" % value)  # noqa: UP031
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _statement_json(statement: Statement) -> dict[str, Any]:
@@ -81,6 +109,7 @@ class Flow:
     rule: str | None
     reason: str
     upstream_latency_ms: float | None = None
+    subject: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         statements = (
@@ -95,7 +124,13 @@ class Flow:
         return {
             "time": stamp,
             "verdict": str(self.verdict),
-            "source": {"ip": self.source_ip, "port": self.source_port, "user": self.user, "principal": self.principal},
+            "source": {
+                "ip": self.source_ip,
+                "port": self.source_port,
+                "user": self.user,
+                "principal": self.principal,
+                "subject": self.subject,
+            },
             "destination": {"ip": self.destination_ip, "port": self.destination_port},
             "l7": {
                 "type": "cql",
@@ -108,32 +143,99 @@ class Flow:
             },
             "rule": self.rule,
             "reason": self.reason,
-            "upstream_latency_ms": None if self.upstream_latency_ms is None else round(self.upstream_latency_ms, 3),
+            "upstream_latency_ms": None if self.upstream_latency_ms is None else _ms(self.upstream_latency_ms),
             "summary": f"{self.verdict} {action} {target}".rstrip(),
         }
 
     def to_line(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":")) + "\n"
+        return self.template().render(self.time, self.stream, self.upstream_latency_ms)
+
+    def template(self) -> FlowTemplate:
+        """This flow's line with time, stream and latency left open."""
+        record = self.to_json()
+        l7 = dict(record["l7"])
+        del l7["stream"]
+        return FlowTemplate(
+            '","verdict":' + _dumps(record["verdict"])
+            + ',"source":' + _dumps(record["source"])
+            + ',"destination":' + _dumps(record["destination"])
+            + ',"l7":' + _dumps(l7)[:-1] + ',"stream":',
+            '},"rule":' + _dumps(record["rule"]) + ',"reason":' + _dumps(record["reason"]) + ',"upstream_latency_ms":',
+            ',"summary":' + _dumps(record["summary"]) + "}\n",
+        )
+
+
+class FlowTemplate:
+    """A flow line rendered once, with ``time``, ``l7.stream`` and ``upstream_latency_ms`` open.
+
+    ``render`` gives ``Flow.to_line()`` of the same flow (same keys, order and values; the
+    latency is written with 3 decimals, e.g. ``1.500``).
+    """
+
+    __slots__ = ("_after_latency", "_after_stream", "_after_time")
+
+    def __init__(self, after_time: str, after_stream: str, after_latency: str) -> None:
+        self._after_time = after_time
+        self._after_stream = after_stream
+        self._after_latency = after_latency
+
+    def render(self, wall: float, stream: int, latency_ms: float | None) -> str:
+        seconds = int(wall)
+        latency = "null" if latency_ms is None else "%.3f" % latency_ms  # noqa: UP031
+        # %-format over short pieces: the fastest way here (the long constant parts are not parsed).
+        return '{"time":"%s%06dZ%s%d%s%s%s' % (  # noqa: UP031
+            _second(seconds),
+            (wall - seconds) * 1e6,
+            self._after_time,
+            stream,
+            self._after_stream,
+            latency,
+            self._after_latency,
+        )
 
 
 class FlowWriter:
     """Appends flow lines to ``path``; buffered lines go out in one ``write`` per :meth:`flush`.
+
+    The owner calls :meth:`flush` periodically (the guard: every ``flush_interval_s``) and
+    whenever :attr:`due` (``flush_bytes`` buffered), so a busy guard makes one ``write`` per
+    batch, not per decision.
+
+    Size cap: with ``max_bytes`` (0: none), a flush that would take the file past it first
+    renames the file to ``<path>.1`` (replacing the previous one) and starts a new one; at most
+    about ``2 * max_bytes`` are kept. A single batch larger than the cap still goes out whole.
 
     Rotation-safe: the file is opened ``O_APPEND``; before a flush, at most once per
     ``check_interval_s``, it is reopened if the path now names another file (moved away by
     logrotate) or none. Write errors are counted, never raised: flows must not stop traffic.
     """
 
-    def __init__(self, path: Path, *, check_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        flush_bytes: int = 256 * 1024,
+        check_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
         self.path = path
+        self.rotated_path = path.with_name(path.name + ".1")
+        self.max_bytes = max_bytes
+        self._flush_bytes = flush_bytes
         self._check_interval = check_interval_s
         self._clock = clock
         self._pending: list[str] = []
+        self._pending_chars = 0
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
+        self._size = 0
         self._checked_at = float("-inf")
         self.errors = 0
         self.written = 0
+        self.rotations = 0
         self._open()
 
     def _open(self) -> None:
@@ -145,7 +247,7 @@ class FlowWriter:
             self.errors += 1
             return
         st = os.fstat(fd)
-        self._fd, self._inode = fd, (st.st_dev, st.st_ino)
+        self._fd, self._inode, self._size = fd, (st.st_dev, st.st_ino), st.st_size
         self._checked_at = self._clock()
 
     def _close_fd(self) -> None:
@@ -166,13 +268,38 @@ class FlowWriter:
             same = False
         if not same or self._fd is None:
             self._open()
+        elif st.st_size < self._size:  # truncated (logrotate copytruncate)
+            self._size = st.st_size
+
+    def _rotate(self) -> None:
+        try:
+            self.path.replace(self.rotated_path)
+        except OSError:
+            self.errors += 1
+            return
+        self.rotations += 1
+        self._open()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def due(self) -> bool:
+        """True once enough is buffered to flush now rather than at the next period."""
+        return self._pending_chars >= self._flush_bytes
+
     def add(self, flow: Flow) -> None:
-        self._pending.append(flow.to_line())
+        self.add_line(flow.to_line())
+
+    def add_line(self, line: str) -> None:
+        """Buffer one rendered line (ending in a newline)."""
+        self._pending.append(line)
+        self._pending_chars += len(line)
+
+    def add_lines(self, lines: list[str]) -> None:
+        self._pending += lines
+        self._pending_chars += sum(map(len, lines))
 
     def write(self, flow: Flow) -> None:
         """Add and flush at once (for callers that do not batch)."""
@@ -182,17 +309,20 @@ class FlowWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        lines, self._pending = self._pending, []
+        lines, self._pending, self._pending_chars = self._pending, [], 0
         self._reopen_if_rotated()
+        data = "".join(lines).encode("utf-8")
+        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
         if self._fd is None:
             self.errors += 1
             return
-        data = "".join(lines).encode("utf-8")
         try:
             view = memoryview(data)
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
+                self._size += n
             self.written += len(lines)
         except OSError:
             self.errors += 1

@@ -56,10 +56,21 @@ _CLASSIFY_CACHE = 8192
 _DECISION_CACHE = 8192
 
 
+#: Longer statements are classified every time (they are rarely repeated, and the cache would
+#: hold them all).
+_CACHEABLE_QUERY = 8192
+
+
 @lru_cache(maxsize=_CLASSIFY_CACHE)
+def _classify_memo(query: str, keyspace: str | None) -> Classification:
+    return classify(query, keyspace=keyspace)
+
+
 def classify_cached(query: str, keyspace: str | None) -> Classification:
     """``classify`` is pure, and drivers send the same strings again and again."""
-    return classify(query, keyspace=keyspace)
+    if len(query) > _CACHEABLE_QUERY:
+        return classify(query, keyspace=keyspace)
+    return _classify_memo(query, keyspace)
 
 
 class Step(Enum):
@@ -154,6 +165,9 @@ class Guard:
         self._decisions: dict[tuple[Identity, Classification], Decision] = {}
         self.upstream = upstream
         self.prepared = prepared if prepared is not None else PreparedStatements()
+        #: Bumped by every policy swap: whoever keeps decisions (the pump's per-connection fast
+        #: path) drops them when it changes.
+        self.generation = 0
 
     @property
     def policy(self) -> Policy:
@@ -164,6 +178,7 @@ class Guard:
         """Swap the policy (hot reload); decisions cached under the old one are dropped."""
         self._policy = policy
         self._decisions = {}
+        self.generation += 1
 
     def check(
         self,

@@ -23,9 +23,13 @@ lets several guards (tests, benchmarks) live in one process.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["LATENCY_BUCKETS", "GuardMetrics", "serve_metrics"]
 
@@ -35,51 +39,94 @@ _PREFIX = "isthmus_cqlguard"
 
 
 class GuardMetrics:
-    """The guard's instruments; label values are pre-bound for the hot path where possible."""
+    """The guard's instruments.
+
+    Per-request figures (decisions, upstream latency, bytes) are plain Python numbers that the
+    event loop adds to without locks or label look-ups; :class:`_HotCollector` turns them into
+    samples when Prometheus scrapes (from the metrics thread: reading an int or copying a dict
+    is atomic under the GIL). Rare events (connections, errors, reloads) are ordinary
+    ``prometheus_client`` instruments.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            f"{_PREFIX}_requests", "CQL requests decided by the guard", ("verdict", "action"), registry=r
-        )
-        self.upstream_latency = Histogram(
-            f"{_PREFIX}_upstream_latency_seconds",
-            "Time from forwarding a request to the upstream answering it",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.open_connections = Gauge(f"{_PREFIX}_open_connections", "Client connections open now", registry=r)
         self.connections = Counter(f"{_PREFIX}_connections", "Client connections accepted", registry=r)
         self.rejected_connections = Counter(
             f"{_PREFIX}_rejected_connections", "Client connections closed at once", ("reason",), registry=r
         )
-        self.received_bytes = Counter(f"{_PREFIX}_received_bytes", "Bytes read", ("peer",), registry=r)
-        self.sent_bytes = Counter(f"{_PREFIX}_sent_bytes", "Bytes written", ("peer",), registry=r)
         self.protocol_errors = Counter(
             f"{_PREFIX}_protocol_errors", "Malformed input that closed a connection", ("peer",), registry=r
         )
         self.timeouts = Counter(f"{_PREFIX}_timeouts", "Connections closed by a timeout", ("kind",), registry=r)
         self.policy_reloads = Counter(f"{_PREFIX}_policy_reloads", "Policy file reloads", ("result",), registry=r)
-        # Pre-bound children: the pump calls these per read/write.
-        self.client_in = self.received_bytes.labels(peer="client")
-        self.upstream_in = self.received_bytes.labels(peer="upstream")
-        self.client_out = self.sent_bytes.labels(peer="client")
-        self.upstream_out = self.sent_bytes.labels(peer="upstream")
         for peer in ("client", "upstream"):
             self.protocol_errors.labels(peer=peer)
         for kind in ("idle", "slow_client"):
             self.timeouts.labels(kind=kind)
         for result in ("success", "failure"):
             self.policy_reloads.labels(result=result)
-        self._request_children: dict[tuple[str, str], Any] = {}
+        # The hot path: plain numbers (see the class docstring).
+        #: Decisions by (verdict, action).
+        self.requests: dict[tuple[str, str], int] = {}
+        #: Non-cumulative counts per bucket of LATENCY_BUCKETS, then the +Inf bucket.
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.client_in = 0
+        self.upstream_in = 0
+        self.client_out = 0
+        self.upstream_out = 0
+        r.register(_HotCollector(self))
 
     def count_request(self, verdict: str, action: str) -> None:
         key = (verdict, action)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(verdict=verdict, action=action)
-        child.inc()
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def requests_total(self, verdict: str | None = None) -> int:
+        """Decisions counted so far (all, or those with ``verdict``)."""
+        return sum(n for (v, _), n in self.requests.copy().items() if verdict is None or v == verdict)
+
+
+class _HotCollector(Collector):
+    """Samples of :class:`GuardMetrics`' plain numbers, built at scrape time."""
+
+    def __init__(self, metrics: GuardMetrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        requests = CounterMetricFamily(
+            f"{_PREFIX}_requests", "CQL requests decided by the guard", labels=("verdict", "action")
+        )
+        for (verdict, action), n in sorted(m.requests.copy().items()):
+            requests.add_metric((verdict, action), n)
+        yield requests
+        counts = list(m.latency_counts)
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        yield HistogramMetricFamily(
+            f"{_PREFIX}_upstream_latency_seconds",
+            "Time from forwarding a request to the upstream answering it",
+            buckets=buckets,
+            sum_value=m.latency_sum,
+        )
+        received = CounterMetricFamily(f"{_PREFIX}_received_bytes", "Bytes read", labels=("peer",))
+        received.add_metric(("client",), m.client_in)
+        received.add_metric(("upstream",), m.upstream_in)
+        yield received
+        sent = CounterMetricFamily(f"{_PREFIX}_sent_bytes", "Bytes written", labels=("peer",))
+        sent.add_metric(("client",), m.client_out)
+        sent.add_metric(("upstream",), m.upstream_out)
+        yield sent
 
 
 def serve_metrics(metrics: GuardMetrics, host: str, port: int) -> tuple[Any, Any]:

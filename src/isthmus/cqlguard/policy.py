@@ -7,7 +7,7 @@ Document (YAML or an equivalent dict)::
         identities:                       # every non-empty list must match (AND);
           cidrs: ["10.20.0.0/16"]         # within a list any entry matches (OR)
           users: ["sales_app"]            # SASL user confirmed by AUTH_SUCCESS
-          principals: ["spiffe://prod/ns/sales/sa/app"]
+          principals: ["spiffe://prod/ns/sales/sa/app"]   # TLS client certificate (mTLS)
         allow:
           - actions: [select, insert, update, delete]   # or groups: read, write, schema
             tables: ["sales.orders", "sales.line_*"]
@@ -15,6 +15,9 @@ Document (YAML or an equivalent dict)::
 Semantics:
 
 * Default deny. Unclassifiable statements are always denied.
+* ``principals`` name verified TLS client certificates: an entry matches the certificate's
+  SPIFFE ID (its ``spiffe://`` URI SAN) or its subject, written RFC 4514-style, most
+  specific first (``CN=app,O=acme``).
 * A table pattern is ``keyspace.table``; each side is matched separately, fnmatch-style
   but anchored, and ``*``/``?`` never match a dot (not even inside a quoted name). Names are
   compared as Cassandra stores them (unquoted names lower-case).
@@ -100,16 +103,23 @@ class Verdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is asking: peer address, SASL user (after AUTH_SUCCESS), TLS/SPIFFE principal."""
+    """Who is asking: peer address, SASL user (after AUTH_SUCCESS), TLS client certificate.
+
+    ``principal`` is the certificate's SPIFFE ID, else its subject; ``subject`` is its subject
+    (both None without a verified certificate). A rule's ``principals`` may name either.
+    """
 
     address: IPAddress | None = None
     user: str | None = None
     principal: str | None = None
+    subject: str | None = None
 
     def __str__(self) -> str:
         parts = [f"user {self.user!r}" if self.user else "no user"]
         if self.principal:
             parts.append(f"principal {self.principal!r}")
+        if self.subject and self.subject != self.principal:
+            parts.append(f"subject {self.subject!r}")
         if self.address:
             parts.append(f"from {self.address}")
         return " ".join(parts)
@@ -152,7 +162,11 @@ class IdentitySelector(_Model):
             return False
         if self.users and identity.user not in self.users:
             return False
-        return not (self.principals and identity.principal not in self.principals)
+        return not (
+            self.principals
+            and identity.principal not in self.principals
+            and (identity.subject is None or identity.subject not in self.principals)
+        )
 
 
 class Allowance(_Model):

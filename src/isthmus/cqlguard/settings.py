@@ -17,9 +17,11 @@ from pathlib import Path
 
 from isthmus.errors import UserError
 
-__all__ = ["Endpoint", "GuardSettings", "GuardSettingsError", "Limits", "TLSSettings"]
+__all__ = ["DEFAULT_FLOWS_MAX_BYTES", "Endpoint", "GuardSettings", "GuardSettingsError", "Limits", "TLSSettings"]
 
 _MIB = 1024 * 1024
+#: The flows file's default cap (kept: the file and one rotated ``.1``).
+DEFAULT_FLOWS_MAX_BYTES = 100 * _MIB
 
 
 class GuardSettingsError(UserError):
@@ -62,9 +64,10 @@ class Endpoint:
 class Limits:
     """Robustness limits of the pump.
 
-    Memory held for one connection is bounded by about ``2 * (read_chunk * 2 + buffer_high_water)
-    + max_frame_size``: a request or response is parsed whole before it is forwarded, and
-    reading from a side pauses while the other side's write buffer is above the high-water mark.
+    Memory held for one connection is bounded by about ``2 * (read_chunk + buffer_high_water)
+    + 2 * max_frame_size``: each read takes at most ``read_chunk`` bytes, a request or response
+    is forwarded only once it is whole, and reading from a side pauses while the other side's
+    write buffer is above the high-water mark.
     """
 
     max_connections: int = 1024
@@ -134,7 +137,15 @@ class GuardSettings:
     tls: TLSSettings | None = None
     #: How often the policy file's (mtime, size, inode) is checked; SIGHUP reloads at once.
     policy_poll_interval_s: float = 1.0
+    #: Cap of the flows file: past it, it becomes ``<flows>.1`` and a new file begins; 0: no cap.
+    flows_max_bytes: int = DEFAULT_FLOWS_MAX_BYTES
+    #: Flow lines are buffered and written at least this often (and whenever 256 KiB are waiting).
+    flows_flush_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.policy_poll_interval_s <= 0:
             raise GuardSettingsError("policy_poll_interval_s must be positive")
+        if self.flows_max_bytes < 0:
+            raise GuardSettingsError("--flows-max-bytes must be 0 (no cap) or a positive number of bytes")
+        if self.flows_flush_interval_s <= 0:
+            raise GuardSettingsError("flows_flush_interval_s must be positive")

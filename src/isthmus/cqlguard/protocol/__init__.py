@@ -9,8 +9,10 @@ forbids I/O modules here). Every malformed input raises :class:`ProtocolError`.
 """
 
 from isthmus.cqlguard.protocol.connection import (
+    Chunk,
     ConnectionConfig,
     CQLConnection,
+    FastRequest,
     Framing,
     Phase,
     PreparedStatement,
@@ -61,12 +63,14 @@ __all__ = [
     "BatchQuery",
     "CQLConnection",
     "ChecksumMismatch",
+    "Chunk",
     "CompressionError",
     "ConnectionConfig",
     "Error",
     "ErrorCode",
     "Event",
     "Execute",
+    "FastRequest",
     "FrameTooLarge",
     "Framing",
     "HeaderFlag",

@@ -37,6 +37,8 @@ Decisions:
 
 from __future__ import annotations
 
+import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -44,14 +46,23 @@ from isthmus.cqlguard.protocol.compression import compress_body, decompress_body
 from isthmus.cqlguard.protocol.constants import (
     DEFAULT_MAX_FRAME_BODY,
     ENVELOPE_HEADER_LENGTH,
+    RESPONSE_BIT,
+    RESPONSE_OPCODES,
     SUPPORTED_VERSIONS,
     ErrorCode,
     HeaderFlag,
     Opcode,
+    QueryFlag,
+    ResultKind,
 )
 from isthmus.cqlguard.protocol.errors import FrameTooLarge, ProtocolError, UnexpectedMessage
 from isthmus.cqlguard.protocol.events import ProxyReply, Request, Response
-from isthmus.cqlguard.protocol.frames import EnvelopeBuffer, EnvelopeHeader, encode_envelope, split_envelopes
+from isthmus.cqlguard.protocol.frames import (
+    EnvelopeBuffer,
+    EnvelopeHeader,
+    encode_envelope,
+    split_raw,
+)
 from isthmus.cqlguard.protocol.messages import (
     AuthResponse,
     Prepare,
@@ -62,13 +73,42 @@ from isthmus.cqlguard.protocol.messages import (
     parse_request,
     parse_response,
 )
+from isthmus.cqlguard.protocol.relay import ServerRelay
 from isthmus.cqlguard.protocol.segments import SegmentBuffer, frame_envelopes
+from isthmus.cqlguard.protocol.wire import Reader
 
-__all__ = ["CQLConnection", "ConnectionConfig", "Framing", "Phase", "PreparedStatement"]
+__all__ = ["CQLConnection", "Chunk", "ConnectionConfig", "FastRequest", "Framing", "Phase", "PreparedStatement"]
 
 #: The one compression the proxy can read (see the module docstring about snappy).
 SUPPORTED_COMPRESSION = frozenset({"lz4"})
 _MAX_ERROR_MESSAGE = 4096
+
+#: ``(wire, envelopes)``: bytes exactly as the client sent them (one v4 frame, one v5 segment, or
+#: the segments of one large envelope) and the whole envelopes they carry, in order.
+Chunk = tuple[bytes, list[bytes]]
+#: ``(stream, opcode, key)`` of a request the caller may decide without decoding it: the
+#: prepared id of an EXECUTE, the query text (UTF-8 bytes) of a QUERY.
+FastRequest = tuple[int, int, bytes]
+
+_HEADER = struct.Struct(">BBhBi")
+_SHORT = struct.Struct(">H")
+_INT = struct.Struct(">i")
+_UINT = struct.Struct(">I")
+_EXECUTE = int(Opcode.EXECUTE)
+_QUERY = int(Opcode.QUERY)
+_RESULT = int(Opcode.RESULT)
+_RESPONSE_CODES = frozenset(int(o) for o in RESPONSE_OPCODES)
+_SET_KEYSPACE = int(ResultKind.SET_KEYSPACE)
+_COMPRESSION = int(HeaderFlag.COMPRESSION)
+_BODY_PREFIX_FLAGS = int(HeaderFlag.TRACING | HeaderFlag.WARNING | HeaderFlag.CUSTOM_PAYLOAD)
+_LONG_PREFIX_FLAGS = int(HeaderFlag.WARNING | HeaderFlag.CUSTOM_PAYLOAD)
+_RESULT_KIND_END = ENVELOPE_HEADER_LENGTH + 4
+#: Request header flags the fast path reads past (any other flag: decode the request).
+_FAST_FLAGS = int(HeaderFlag.COMPRESSION | HeaderFlag.TRACING)
+_KEYSPACE_FLAG = int(QueryFlag.KEYSPACE)
+#: A Set_keyspace body is at most 16 (tracing id) + 4 + 2 + 48 (keyspace name) bytes; a v4 lz4
+#: RESULT declaring more (and carrying no warnings or custom payload) cannot be one.
+_SMALL_RESULT = 1024
 
 
 class Phase(Enum):
@@ -128,13 +168,18 @@ class _Inbound:
         self._max_body = max_body
         self._envelopes: EnvelopeBuffer | None = EnvelopeBuffer(max_body=max_body)
         self._segments: SegmentBuffer | None = None
-        self._ready: list[tuple[EnvelopeHeader, bytes]] = []
+        self._ready: deque[bytes] = deque()
         self._partial = bytearray()
-        self._partial_header: EnvelopeHeader | None = None
+        self._partial_total = -1
+        self._partial_wire: list[bytes] = []
 
     @property
     def framing(self) -> Framing:
         return Framing.ENVELOPES if self._segments is None else Framing.SEGMENTS
+
+    @property
+    def compressed(self) -> bool:
+        return self._segments is not None and self._segments.compressed
 
     def feed(self, data: bytes) -> None:
         if self._envelopes is not None:
@@ -150,37 +195,65 @@ class _Inbound:
         self._envelopes = None
         self._segments = SegmentBuffer(compressed=compressed, initial=rest)
 
-    def next(self) -> tuple[EnvelopeHeader, bytes] | None:
+    def hand_over(self) -> bytes | None:
+        """All unread bytes, for a :class:`ServerRelay` to go on with; None while an envelope is
+        half reassembled (its first segments are consumed)."""
+        if self._ready or self._partial or self._partial_wire:
+            return None
         if self._envelopes is not None:
-            return self._envelopes.next()
+            return self._envelopes.take_all()
         assert self._segments is not None
-        while not self._ready:
-            segment = self._segments.next()
-            if segment is None:
-                return None
-            if segment.self_contained:
-                if self._partial:
-                    raise ProtocolError("self-contained segment inside a multi-segment envelope")
-                self._ready.extend(split_envelopes(segment.payload, max_body=self._max_body))
-            else:
-                self._accumulate(segment.payload)
-        return self._ready.pop(0)
+        return self._segments.take_all()
 
-    def _accumulate(self, payload: bytes) -> None:
-        self._partial += payload
-        if self._partial_header is None and len(self._partial) >= ENVELOPE_HEADER_LENGTH:
-            self._partial_header = EnvelopeHeader.parse(
-                bytes(self._partial[:ENVELOPE_HEADER_LENGTH]), max_body=self._max_body
-            )
-        if self._partial_header is None:
-            return
-        total = ENVELOPE_HEADER_LENGTH + self._partial_header.length
-        if len(self._partial) > total:
+    def next(self) -> tuple[EnvelopeHeader, bytes] | None:
+        while not self._ready:
+            chunk = self.next_chunk()
+            if chunk is None:
+                return None
+            self._ready.extend(chunk[1])
+        raw = self._ready.popleft()
+        return EnvelopeHeader.parse(raw, max_body=self._max_body), raw
+
+    def next_chunk(self) -> Chunk | None:
+        """The next whole chunk (see :data:`Chunk`); None: need more bytes."""
+        if self._envelopes is not None:
+            raw = self._envelopes.next_raw()
+            return None if raw is None else (raw, [raw])
+        segments = self._segments
+        assert segments is not None
+        while True:
+            item = segments.next_raw()
+            if item is None:
+                return None
+            payload, self_contained, wire = item
+            if self_contained:
+                if self._partial_wire:
+                    raise ProtocolError("self-contained segment inside a multi-segment envelope")
+                envelopes = split_raw(payload, max_body=self._max_body)
+                if envelopes:
+                    return wire, envelopes
+                continue  # an empty segment carries nothing to forward
+            self._partial_wire.append(wire)
+            envelope = self._accumulate(payload)
+            if envelope is not None:
+                wire = b"".join(self._partial_wire)
+                self._partial_wire.clear()
+                return wire, [envelope]
+
+    def _accumulate(self, payload: bytes) -> bytes | None:
+        partial = self._partial
+        partial += payload
+        if self._partial_total < 0 and len(partial) >= ENVELOPE_HEADER_LENGTH:
+            header = EnvelopeHeader.parse(bytes(partial[:ENVELOPE_HEADER_LENGTH]), max_body=self._max_body)
+            self._partial_total = ENVELOPE_HEADER_LENGTH + header.length
+        if self._partial_total < 0 or len(partial) < self._partial_total:
+            return None
+        if len(partial) > self._partial_total:
             raise ProtocolError("multi-segment envelope followed by extra bytes in its last segment")
-        if len(self._partial) == total:
-            self._ready.append((self._partial_header, bytes(self._partial)))
-            self._partial.clear()
-            self._partial_header = None
+        envelope = bytes(partial)
+        partial.clear()
+        self._partial_total = -1
+        return envelope
 
 
 class CQLConnection:
@@ -199,9 +272,12 @@ class CQLConnection:
         self._keyspace: str | None = None
         self._pending_user: str | None = None
         self._user: str | None = None
-        self._pending: dict[int, Request] = {}
+        #: Forwarded requests by stream: the decoded request, or None for one forwarded undecoded.
+        self._pending: dict[int, Request | None] = {}
         self._keyspace_changers: set[int] = set()
         self._prepared: dict[bytes, PreparedStatement] = {}
+        self._relay: ServerRelay | None = None
+        self._answered: list[int] = []
 
     # ------------------------------------------------------------------ read-only state
 
@@ -243,8 +319,18 @@ class CQLConnection:
 
     @property
     def in_flight(self) -> dict[int, Request]:
-        """Forwarded requests awaiting a response, by stream id (a copy)."""
-        return dict(self._pending)
+        """Forwarded *decoded* requests awaiting a response, by stream id (a copy)."""
+        return {stream: request for stream, request in self._pending.items() if request is not None}
+
+    @property
+    def in_flight_count(self) -> int:
+        """Forwarded requests awaiting a response, decoded or not."""
+        return len(self._pending)
+
+    @property
+    def relaying(self) -> bool:
+        """True once server bytes are passed through undecoded (see :meth:`relay_server_data`)."""
+        return self._relay is not None
 
     @property
     def prepared(self) -> dict[bytes, PreparedStatement]:
@@ -252,6 +338,82 @@ class CQLConnection:
         return dict(self._prepared)
 
     # ------------------------------------------------------------------------ receiving
+
+    def receive_client_chunks(self, data: bytes) -> list[Chunk]:
+        """Feed bytes from the client; returns the complete chunks (empty: need more data).
+
+        Each envelope of a chunk is then either decided undecoded (:meth:`fast_request`, then
+        :meth:`forward_fast`) or decoded (:meth:`decode_client`); :meth:`chunk_for_server`
+        gives the bytes that carry the forwarded ones on.
+        """
+        self._client_in.feed(data)
+        chunks: list[Chunk] = []
+        while (chunk := self._client_in.next_chunk()) is not None:
+            chunks.append(chunk)
+        return chunks
+
+    def decode_client(self, raw: bytes) -> Request | ProxyReply:
+        """Decode one client envelope (from a chunk) into a request, like :meth:`receive_client_data`."""
+        return self._client_event(EnvelopeHeader.parse(raw, max_body=self._config.max_frame_body), raw)
+
+    def fast_request(self, raw: bytes) -> FastRequest | None:
+        """``(stream, opcode, key)`` of an EXECUTE or QUERY the caller may decide without decoding.
+
+        None (decode it with :meth:`decode_client` instead) unless the connection is established
+        and the envelope is a well-formed-looking QUERY/EXECUTE of this connection's version, on a
+        free stream, without a custom payload, and (QUERY, v5) without a per-request keyspace.
+        A v4 lz4 body is decompressed to read the key. What the key names must have been
+        decided before, on a decoded request: this method checks framing, not policy.
+        """
+        if self._phase is not Phase.ESTABLISHED:
+            return None
+        version, flags, stream, opcode, _length = _HEADER.unpack_from(raw)
+        if version != self._version or stream < 0 or flags & ~_FAST_FLAGS or stream in self._pending:
+            return None
+        if opcode != _EXECUTE and opcode != _QUERY:
+            return None
+        if flags & _COMPRESSION:
+            if version >= 5 or self._compression != "lz4":
+                return None
+            body = decompress_body(raw[ENVELOPE_HEADER_LENGTH:], limit=self._config.max_frame_body)
+            at = 0
+        else:
+            body, at = raw, ENVELOPE_HEADER_LENGTH
+        size = len(body)
+        if opcode == _EXECUTE:
+            if size < at + 2:
+                return None
+            end = at + 2 + _SHORT.unpack_from(body, at)[0]
+            return (stream, opcode, body[at + 2 : end]) if end <= size else None
+        if size < at + 4:
+            return None
+        n = _INT.unpack_from(body, at)[0]
+        end = at + 4 + n
+        if n < 0:
+            return None
+        if version >= 5:
+            # [long string] query, [short] consistency, [int] flags: no per-request keyspace.
+            if end + 6 > size or _UINT.unpack_from(body, end + 2)[0] & _KEYSPACE_FLAG:
+                return None
+        elif end + 3 > size:
+            return None
+        return stream, opcode, body[at + 4 : end]
+
+    def forward_fast(self, stream: int) -> None:
+        """Mark a request decided by :meth:`fast_request` as forwarded (its response is awaited)."""
+        self._pending[stream] = None
+
+    def chunk_for_server(self, wire: bytes, forwarded: list[bytes], *, whole: bool) -> bytes:
+        """The bytes that carry a chunk's ``forwarded`` envelopes to the server.
+
+        With ``whole`` (every envelope of the chunk is forwarded, unchanged) that is ``wire``
+        itself, checksums and all, whenever both sides frame alike; else they are re-framed.
+        """
+        if whole and self._client_in.framing is self._server_out:
+            return wire
+        if self._server_out is Framing.ENVELOPES:
+            return b"".join(forwarded)
+        return frame_envelopes(forwarded, compressed=self._compression == "lz4")
 
     def receive_client_data(self, data: bytes) -> list[Request | ProxyReply]:
         """Feed bytes from the client; returns the complete requests (empty: need more data)."""
@@ -264,12 +426,95 @@ class CQLConnection:
 
     def receive_server_data(self, data: bytes) -> list[Response]:
         """Feed bytes from the server; returns the complete responses (empty: need more data)."""
+        if self._relay is not None:
+            raise RuntimeError("server bytes are relayed: use relay_server_data")
+        self._answered = []
         self._server_in.feed(data)
         events: list[Response] = []
         while (item := self._server_in.next()) is not None:
             header, raw = item
             events.append(self._server_event(header, raw))
         return events
+
+    def relay_server_data(self, data: bytes) -> tuple[bytes, list[Response], list[int]]:
+        """Feed bytes from the server; returns ``(to_client, decoded, answered)``.
+
+        ``to_client`` is what to write to the client now; ``answered`` the stream ids of the
+        forwarded requests answered (in order); ``decoded`` the responses that were decoded.
+
+        Until the handshake is over, every response is decoded and re-framed for the client
+        (as :meth:`receive_server_data` + :meth:`forward_to_client`). From then on the server's
+        bytes are passed through as they arrived (:class:`~.relay.ServerRelay`): only the
+        answers that matter are decoded (to a request that was decoded, such as a PREPARE or a
+        USE, and any Set_keyspace result), nothing is re-encoded, and v5 checksums are left to
+        the client.
+        """
+        relay = self._relay
+        if relay is None and self._phase is Phase.ESTABLISHED and self._switch_on_forward is None:
+            rest = self._server_in.hand_over()
+            if rest is not None:
+                relay = self._relay = ServerRelay(
+                    segments=self._server_in.framing is Framing.SEGMENTS,
+                    compressed=self._server_in.compressed,
+                    max_body=self._config.max_frame_body,
+                    initial=rest,
+                )
+        if relay is None:
+            responses = self.receive_server_data(data)
+            return b"".join([self.forward_to_client(r) for r in responses]), responses, self._answered
+        answered: list[int] = []
+        wire, envelopes = relay.feed(data)
+        decoded: list[Response] = []
+        pending = self._pending
+        for container, start, end in envelopes:
+            version, flags, stream, opcode, _length = _HEADER.unpack_from(container, start)
+            if not version & RESPONSE_BIT:
+                raise ProtocolError("the server sent a request frame")
+            if version & ~RESPONSE_BIT != self._version:
+                raise ProtocolError(f"server sent v{version & ~RESPONSE_BIT} on a v{self._version} connection")
+            if opcode not in _RESPONSE_CODES:
+                raise ProtocolError(f"unknown opcode {opcode:#04x} from the server")
+            if stream < 0 or stream not in pending:
+                continue  # an EVENT, or an answer to nothing forwarded: passed through as is
+            request = pending.pop(stream)
+            answered.append(stream)
+            if self._keyspace_changers:
+                self._keyspace_changers.discard(stream)
+            if request is None:
+                if opcode != _RESULT:
+                    continue
+                if not flags and end - start >= _RESULT_KIND_END:  # the common case, inline
+                    if _INT.unpack_from(container, start + ENVELOPE_HEADER_LENGTH)[0] != _SET_KEYSPACE:
+                        continue
+                elif not self._may_set_keyspace(flags, container, start, end):
+                    continue
+            raw = container[start:end]
+            header = EnvelopeHeader.parse(raw, max_body=self._config.max_frame_body)
+            decoded.append(self._decode_response(header, Opcode(opcode), raw, request))
+        return wire, decoded, answered
+
+    def _may_set_keyspace(self, flags: int, container: bytes, start: int, end: int) -> bool:
+        """Could this RESULT be a Set_keyspace? Cheap: reads its kind; True when unsure."""
+        body: bytes | memoryview = memoryview(container)[start + ENVELOPE_HEADER_LENGTH : end]
+        if flags & _COMPRESSION:
+            if self._version != 4 or self._compression != "lz4" or len(body) < 4:
+                return True  # the decoder refuses it
+            if _UINT.unpack_from(body)[0] > _SMALL_RESULT and not flags & _LONG_PREFIX_FLAGS:
+                return False
+            body = decompress_body(bytes(body), limit=self._config.max_frame_body)
+        if flags & _BODY_PREFIX_FLAGS:
+            reader = Reader(bytes(body))
+            try:
+                if flags & HeaderFlag.TRACING:
+                    reader.uuid()
+                if flags & HeaderFlag.WARNING:
+                    reader.string_list()
+                if flags & HeaderFlag.CUSTOM_PAYLOAD:
+                    reader.skip_bytes_map()
+                return bool(reader.int32() == _SET_KEYSPACE)
+            except ProtocolError:
+                return True
+        return len(body) < 4 or bool(_INT.unpack_from(body)[0] == _SET_KEYSPACE)
 
     def _body(self, header: EnvelopeHeader, raw: bytes) -> bytes:
         body = raw[ENVELOPE_HEADER_LENGTH:]
@@ -359,9 +604,15 @@ class CQLConnection:
         handshaking = self._phase in (Phase.HANDSHAKE, Phase.STARTING)
         if not handshaking and header.version != self._version:
             raise ProtocolError(f"server sent v{header.version} on a v{self._version} connection")
+        request: Request | None = None
+        if header.stream >= 0 and header.stream in self._pending:
+            request = self._pending.pop(header.stream)
+            self._answered.append(header.stream)
+        return self._decode_response(header, opcode, raw, request)
+
+    def _decode_response(self, header: EnvelopeHeader, opcode: Opcode, raw: bytes, request: Request | None) -> Response:
         body = self._body(header, raw)
         message = parse_response(opcode, header.flags, body, header.version)
-        request = self._pending.pop(header.stream, None) if header.stream >= 0 else None
         self._keyspace_changers.discard(header.stream)
         event = Response(
             stream=header.stream,
@@ -406,13 +657,18 @@ class CQLConnection:
         ``changes_keyspace`` marks a request the guard classified as USE: until its response,
         :attr:`keyspace_in_doubt` is True.
         """
+        self.forward(request, changes_keyspace=changes_keyspace)
+        return self._outbound(request.raw, self._server_out)
+
+    def forward(self, request: Request, *, changes_keyspace: bool = False) -> None:
+        """Mark ``request`` forwarded (as :meth:`forward_to_server`), without framing it:
+        the caller sends ``request.raw`` through :meth:`chunk_for_server`."""
         if request.stream >= 0:
             if request.stream in self._pending:
                 raise UnexpectedMessage(f"stream {request.stream} is already in flight")
             self._pending[request.stream] = request
             if changes_keyspace:
                 self._keyspace_changers.add(request.stream)
-        return self._outbound(request.raw, self._server_out)
 
     def forward_to_client(self, response: Response) -> bytes:
         """The bytes that carry ``response`` to the client (the raw envelope, re-framed in v5)."""

@@ -16,9 +16,23 @@ from dataclasses import dataclass
 from isthmus.cqlguard.protocol.constants import ENVELOPE_HEADER_LENGTH, RESPONSE_BIT, HeaderFlag
 from isthmus.cqlguard.protocol.errors import FrameTooLarge, ProtocolError
 
-__all__ = ["EnvelopeBuffer", "EnvelopeHeader", "encode_envelope", "split_envelopes"]
+__all__ = ["EnvelopeBuffer", "EnvelopeHeader", "body_length", "encode_envelope", "split_envelopes", "split_raw"]
 
 _HEADER = struct.Struct(">BBhBi")
+_VERSION_AND_LENGTH = struct.Struct(">B4xi")
+
+
+def body_length(data: bytes | bytearray, pos: int, *, max_body: int) -> int:
+    """The body length of the header at ``data[pos:pos+9]``, validated as :meth:`EnvelopeHeader.parse`
+    does (readable version, length in ``0..max_body``), without building a header object."""
+    version_byte, length = _VERSION_AND_LENGTH.unpack_from(data, pos)
+    if version_byte & ~RESPONSE_BIT < 3:
+        raise ProtocolError(f"protocol version {version_byte & ~RESPONSE_BIT} has a header this codec cannot read")
+    if length < 0:
+        raise ProtocolError(f"negative body length {length}")
+    if length > max_body:
+        raise FrameTooLarge(f"body of {length} bytes exceeds the {max_body}-byte limit")
+    return int(length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +94,7 @@ class EnvelopeBuffer:
 
     def __init__(self, *, max_body: int) -> None:
         self._buf = bytearray()
-        self._header: EnvelopeHeader | None = None
+        self._header = False  # True while a header is in but its body is not
         self._max_body = max_body
 
     def __len__(self) -> int:
@@ -91,35 +105,56 @@ class EnvelopeBuffer:
 
     def take_rest(self) -> bytes:
         """Hand back unconsumed bytes (used when a direction switches to segment framing)."""
-        if self._header is not None:
+        if self._header:
             raise ProtocolError("framing switched in the middle of an envelope")
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
 
+    def take_all(self) -> bytes:
+        """Hand back every unconsumed byte, a partial envelope included."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._header = False
+        return rest
+
     def next(self) -> tuple[EnvelopeHeader, bytes] | None:
-        if self._header is None:
-            if len(self._buf) < ENVELOPE_HEADER_LENGTH:
-                return None
-            self._header = EnvelopeHeader.parse(bytes(self._buf[:ENVELOPE_HEADER_LENGTH]), max_body=self._max_body)
-        total = ENVELOPE_HEADER_LENGTH + self._header.length
-        if len(self._buf) < total:
+        raw = self.next_raw()
+        if raw is None:
             return None
-        header, raw = self._header, bytes(self._buf[:total])
-        del self._buf[:total]
-        self._header = None
-        return header, raw
+        return EnvelopeHeader.parse(raw, max_body=self._max_body), raw
+
+    def next_raw(self) -> bytes | None:
+        """The next whole envelope (header + body), its header validated; None: need more bytes."""
+        buf = self._buf
+        if len(buf) < ENVELOPE_HEADER_LENGTH:
+            return None
+        total = ENVELOPE_HEADER_LENGTH + body_length(buf, 0, max_body=self._max_body)
+        if len(buf) < total:
+            self._header = True
+            return None
+        raw = bytes(buf[:total])
+        del buf[:total]
+        self._header = False
+        return raw
 
 
 def split_envelopes(payload: bytes, *, max_body: int) -> list[tuple[EnvelopeHeader, bytes]]:
     """Cut a self-contained v5 segment payload into whole envelopes (no partial tail allowed)."""
-    out: list[tuple[EnvelopeHeader, bytes]] = []
+    return [(EnvelopeHeader.parse(raw, max_body=max_body), raw) for raw in split_raw(payload, max_body=max_body)]
+
+
+def split_raw(payload: bytes, *, max_body: int) -> list[bytes]:
+    """:func:`split_envelopes` without the header objects (headers still validated)."""
+    out: list[bytes] = []
     pos = 0
-    while pos < len(payload):
-        header = EnvelopeHeader.parse(payload[pos : pos + ENVELOPE_HEADER_LENGTH], max_body=max_body)
-        end = pos + ENVELOPE_HEADER_LENGTH + header.length
-        if end > len(payload):
+    size = len(payload)
+    while pos < size:
+        if size - pos < ENVELOPE_HEADER_LENGTH:
+            raise ProtocolError("envelope header shorter than 9 bytes")
+        end = pos + ENVELOPE_HEADER_LENGTH + body_length(payload, pos, max_body=max_body)
+        if end > size:
             raise ProtocolError("self-contained segment ends inside an envelope")
-        out.append((header, payload[pos:end]))
+        out.append(payload[pos:end])
         pos = end
     return out

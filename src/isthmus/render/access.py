@@ -88,6 +88,9 @@ DEPRECATED_ANNOTATION: Final = "isthmus.dev/deprecated"
 _GUARD_RESOURCES: Final = {"cpu": "500m", "memory": "256Mi"}
 _POLICY_VOLUME: Final = "cqlguard-policy"
 _FLOWS_VOLUME: Final = "cqlguard-flows"
+FLOWS_MAX_BYTES: Final = 64 * 1024 * 1024
+"""The guard rotates its flows file past this size and keeps one old file: two files at most."""
+FLOWS_VOLUME_LIMIT: Final = "192Mi"  # two files plus slack; past it the kubelet would evict the pod
 
 
 def guard_enabled(app: CassandraCluster) -> bool:
@@ -152,7 +155,8 @@ def guard_container(app: CassandraCluster, *, ipv6: bool = False) -> dict[str, A
         "imagePullPolicy": "IfNotPresent",
         "command": ["isthmus"],
         "args": ["guard", "run", "--listen", _listen(ipv6), "--upstream", f"{CASSANDRA_RPC_ADDRESS}:{CQL_PORT}",
-                 "--policy", POLICY_PATH, "--flows", FLOWS_PATH, "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"],
+                 "--policy", POLICY_PATH, "--flows", FLOWS_PATH,
+                 "--flows-max-bytes", str(FLOWS_MAX_BYTES), "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [{"name": "cql", "containerPort": GUARD_PORT, "protocol": "TCP"},
                   {"name": "guard-metrics", "containerPort": GUARD_METRICS_PORT, "protocol": "TCP"}],
@@ -168,7 +172,7 @@ def guard_container(app: CassandraCluster, *, ipv6: bool = False) -> dict[str, A
 
 def _guard_volumes(app: CassandraCluster) -> list[dict[str, Any]]:
     return [{"name": _POLICY_VOLUME, "configMap": {"name": policy_config_map_name(app)}},
-            {"name": _FLOWS_VOLUME, "emptyDir": {}}]
+            {"name": _FLOWS_VOLUME, "emptyDir": {"sizeLimit": FLOWS_VOLUME_LIMIT}}]
 
 
 def add_guard(app: CassandraCluster, pod_spec: Mapping[str, Any], *, ipv6: bool = False) -> dict[str, Any]:

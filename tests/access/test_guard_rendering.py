@@ -48,7 +48,8 @@ def test_every_statefulset_runs_the_guard_in_front_of_loopback_cassandra() -> No
         assert guard["image"] == "ghcr.io/isthmus-dev/isthmus:0.1.0"
         assert [guard["command"][0], *guard["args"]] == [
             "isthmus", "guard", "run", "--listen", "$(POD_IP):9042", "--upstream", "127.0.0.1:9042",
-            "--policy", POLICY_PATH, "--flows", FLOWS_PATH, "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"]
+            "--policy", POLICY_PATH, "--flows", FLOWS_PATH, "--flows-max-bytes", str(64 * 1024 * 1024),
+            "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"]
         assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in guard["env"]
         assert guard["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": GUARD_METRICS_PORT}
         assert guard["livenessProbe"]["httpGet"]["port"] == GUARD_METRICS_PORT

@@ -242,7 +242,7 @@ def apply_cmd(
     started = time.monotonic()
     clusters = target.app.member_clusters()
     options = RolloutOptions(identity=identity, lock_wait=lock_wait, force_conflicts=force_conflicts, prune=prune,
-                             skip_clusters=frozenset(skip_cluster or ()), timeout=timeout)
+                             skip_clusters=frozenset(skip_cluster or ()), timeout=timeout, unless_settled=True)
     for name in options.skip_clusters:
         err_console.print(f"override: cluster {name} is skipped (--skip-cluster); it keeps what it runs")
 

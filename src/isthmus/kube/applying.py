@@ -20,7 +20,7 @@ from ..render import ApplyPhase, apply_rank
 from .connection import ClusterConnection
 from .errors import ApiFailure, KubeError
 from .fetching import delete_object, get_object
-from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
+from .inventory import APP_LABEL, delete_inventory, inventory_name, is_ours, read_inventory, write_inventory
 from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "delete_objects",
     "delete_volume_claims",
     "fetch_owned",
+    "pending_changes",
 ]
 
 Progress = Callable[[str], None]
@@ -120,6 +121,38 @@ async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> K
     return await conn.call("apply", str(ref), do)
 
 
+async def _live_state(conn: ClusterConnection, objects: Sequence[KubeObject], *, app: str,
+                      namespace: str) -> tuple[set[ObjectRef], dict[ObjectRef, KubeObject]]:
+    """The app's inventory in this cluster, and the live objects it or ``objects`` name."""
+    previous = await read_inventory(conn, app, namespace)
+    if not previous:  # nothing applied before: nothing of ours to compare with, so no reads
+        return previous, {}
+    refs = {ObjectRef.of(o) for o in objects}
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in refs | previous})
+    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live])
+    return previous, live
+
+
+def _holds(current: KubeObject | None, wanted: KubeObject) -> bool:
+    """Whether the live object already carries what ``wanted`` would write (by content hash)."""
+    wanted_hash = content_hash(wanted)
+    return current is not None and wanted_hash is not None and content_hash(current) == wanted_hash
+
+
+async def pending_changes(conn: ClusterConnection, objects: Sequence[KubeObject], *, app: str,
+                          namespace: str) -> list[ObjectRef]:
+    """What :func:`apply_objects` (with prune) would write or delete in this cluster; reads only.
+
+    Empty means the cluster holds exactly ``objects`` for ``app``, its inventory included.
+    """
+    previous, live = await _live_state(conn, objects, app=app, namespace=namespace)
+    desired = {ObjectRef.of(o) for o in objects}
+    writes = [ObjectRef.of(o) for o in objects if not _holds(live.get(ObjectRef.of(o)), o)]
+    stale = sorted(r for r in previous - desired if r in live and is_ours(live[r], app))
+    inventory = [] if previous == desired else [ObjectRef("v1", "ConfigMap", namespace, inventory_name(app))]
+    return sorted(set(writes) | set(stale) | set(inventory))
+
+
 ESTABLISHED_WITHIN = 30.0
 
 
@@ -154,18 +187,13 @@ async def apply_objects(
     """Make ``conn``'s cluster hold exactly ``objects`` for ``app``; returns what happened to each."""
     say = progress or (lambda _msg: None)
     desired = {ObjectRef.of(o): o for o in objects}
-    previous = await read_inventory(conn, app, namespace)
-    # Nothing applied before means nothing of ours to compare with: skip the reads, apply everything.
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in desired} | {_kind_key(r) for r in previous}) \
-        if previous else {}
-    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live]) if previous else {}
+    previous, live = await _live_state(conn, objects, app=app, namespace=namespace)
     outcomes: list[ObjectOutcome] = []
 
     async def one(obj: KubeObject) -> ObjectOutcome:
         ref = ObjectRef.of(obj)
         current = live.get(ref)
-        wanted = content_hash(obj)
-        if current is not None and wanted is not None and content_hash(current) == wanted:
+        if _holds(current, obj):
             return ObjectOutcome(ref, Action.UNCHANGED)
         await _apply_one(conn, obj, force_conflicts)
         if ref.kind == "CustomResourceDefinition":

@@ -1,0 +1,48 @@
+"""Whether an apply has nothing to do, found by reading only, so a repeated `isthmus apply` writes nothing.
+
+An apply is settled when the latest revision already holds this spec and these manifests, its
+rollout succeeded with no cluster skipped, and every member holds exactly the rendered objects
+(content hashes, inventory) and records that revision as the one it runs. Then taking the lock,
+bumping every member's fence and rewriting the member records would change nothing but
+resourceVersions. Anything else, including a member that does not answer, is not settled and
+goes through the full rollout, which is the one place that decides what to do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from ..kube import Action, ClusterConnection, ClusterRegistry, ObjectRef, Reach, across
+from ..kube.applying import pending_changes
+from ..render import Manifests
+from .progress import Phase, ProgressStore, RolloutState
+from .revisions import RevisionStore, read_member_revision
+
+__all__ = ["settled_state", "unchanged_reports"]
+
+
+async def settled_state(registry: ClusterRegistry, members: Sequence[str], manifests: Manifests, *, app: str,
+                        namespace: str, digest: str, revisions: RevisionStore,
+                        states: ProgressStore) -> RolloutState | None:
+    """The finished rollout that already put ``manifests`` (of revision ``digest``) everywhere, else None."""
+    latest, stored = await asyncio.gather(revisions.latest(), states.load())
+    if latest is None or latest.digest != digest or stored is None or stored.revision != latest.number \
+            or stored.phase is not Phase.SUCCEEDED or stored.skipped:
+        return None
+
+    async def holds(conn: ClusterConnection) -> bool:
+        changes, record = await asyncio.gather(
+            pending_changes(conn, manifests.for_cluster(conn.name), app=app, namespace=namespace),
+            read_member_revision(conn, app, namespace))
+        return not changes and record.revision == latest.number and record.target is None
+
+    outcomes = await across({m: registry[m] for m in members}, holds)
+    if all(o.reach is Reach.DONE and o.value for o in outcomes.values()):
+        return stored
+    return None
+
+
+def unchanged_reports(manifests: Manifests, members: Sequence[str]) -> dict[str, dict[ObjectRef, Action]]:
+    """What a settled apply reports: every object of every member, unchanged."""
+    return {m: {ObjectRef.of(o): Action.UNCHANGED for o in manifests.for_cluster(m)} for m in members}

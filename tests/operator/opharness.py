@@ -39,7 +39,7 @@ class OperatorProcess:
         self.log = log_dir / f"operator-{identity}.log"
         self.argv = [ISTHMUS, "operator", "run", "--kubeconfig", str(lab.kubeconfig), "--context", lab.context("c1"),
                      "--namespace", NAMESPACE, "--metrics-port", str(self.port), "--id", identity,
-                     "--resync", "10", "--status-interval", "2", "--probe-interval", "2", "--request-timeout", "3",
+                     "--resync", "300", "--status-interval", "2", "--probe-interval", "2", "--request-timeout", "3",
                      "--lease-duration", "6", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -4,6 +4,7 @@ member clusters registered as kubeconfig Secrets. Tests run in file order and sh
 from __future__ import annotations
 
 import copy
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -132,6 +133,69 @@ def test_rotated_credentials_keep_the_member_reachable_and_a_spec_edit_rolls_eve
     obj = until(lab, APP, APP, lambda o: member_condition(o, "c2").get("lastSeenTime", "") >= rotated_at, 30,
                 "c2 seen after rotation", op)
     assert member_condition(obj, "c2")["status"] == "True"
+
+
+def test_a_hand_edit_or_deletion_in_a_member_is_corrected_within_seconds(
+    control_plane: Lab, operators: list[OperatorProcess]
+) -> None:
+    """drift: correct (the default). The operator's resync here is 300 s: only its watches can be this quick."""
+    lab, op = control_plane, operators[0]
+    until(lab, APP, APP, converged, 60, "opshop settled", op)
+    # One watch per member and kind of object the app has there: ConfigMap, Secret, ServiceAccount, Service,
+    # StatefulSet, PodDisruptionBudget, in c1..c3.
+    wait_for(lambda: "isthmus_operator_member_watches 18.0" in op.get("/metrics"), 30, "18 watches open", op)
+    config = f"{APP}-dc2-config"
+    rendered = json.loads(lab.kubectl("c2", "get", "configmap", config, "-n", APP, "-o", "json"))["data"]
+    started = time.monotonic()
+    lab.kubectl("c2", "patch", "configmap", config, "-n", APP, "--type", "merge",
+                "-p", json.dumps({"data": {"cassandra.yaml": "edited: by hand\n"}}))
+    lab.kubectl("c3", "delete", "service", f"{APP}-dc3-seeds", "-n", APP)
+
+    def corrected() -> bool:
+        data = json.loads(lab.kubectl("c2", "get", "configmap", config, "-n", APP, "-o", "json"))["data"]
+        seeds = lab.kubectl("c3", "get", "service", f"{APP}-dc3-seeds", "-n", APP, "-o", "name", check=False)
+        return bool(data == rendered and seeds.strip())
+
+    wait_for(corrected, 30, "the edit and the deletion corrected", op, interval=0.2)
+    took = time.monotonic() - started
+    assert took < 10, f"corrected after {took:.1f}s"
+    wait_for(lambda: any(e["reason"] == "DriftCorrected" and f"{APP}-dc2-config" in e["message"]
+                         for e in events(lab, APP, APP)), 15, "DriftCorrected event", op)
+    assert "changed by someone else; checking for drift" in op.log.read_text()
+
+
+def test_with_drift_report_a_hand_edit_is_a_drifted_condition_and_is_left_alone(
+    control_plane: Lab, operators: list[OperatorProcess]
+) -> None:
+    lab, op = control_plane, operators[0]
+    doc = doc_with([1, 2, 3], heap="768M")
+    doc["spec"]["rollout"] = {"drift": "report"}
+    apply_doc(lab, "c1", doc)
+    until(lab, APP, APP, converged, 120, "report policy rolled out", op)
+    sts = f"{APP}-dc2-ra"
+    lab.kubectl("c2", "label", "statefulset", sts, "-n", APP, "app.kubernetes.io/version=0.0.0-by-hand",
+                "--overwrite")
+
+    def label() -> str:
+        out = json.loads(lab.kubectl("c2", "get", "statefulset", sts, "-n", APP, "-o", "json"))
+        return str(out["metadata"]["labels"]["app.kubernetes.io/version"])
+
+    obj = until(lab, APP, APP, lambda o: bool(condition(o, "Drifted").get("status") == "True"), 20,
+                "Drifted=True", op)
+    drifted = condition(obj, "Drifted")
+    assert drifted["reason"] == "LiveObjectsDiffer"
+    assert f"c2: StatefulSet {APP}/{sts} edited" in drifted["message"], drifted["message"]
+    wait_for(lambda: any(e["reason"] == "DriftDetected" and sts in e["message"] for e in events(lab, APP, APP)),
+             15, "DriftDetected event", op)
+    time.sleep(3)
+    assert label() == "0.0.0-by-hand"  # reported, not corrected
+
+    # Back to correcting: the drift seen before is looked at again, and put right.
+    doc["spec"]["rollout"] = {"drift": "correct"}
+    apply_doc(lab, "c1", doc)
+    wait_for(lambda: label() == "5.0.6", 30, "the label put back", op)
+    obj = until(lab, APP, APP, converged, 60, "converged with drift: correct", op)
+    assert condition(obj, "Drifted") == {}
 
 
 def test_a_semantic_error_is_a_condition_and_nothing_is_applied(

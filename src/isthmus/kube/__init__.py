@@ -1,5 +1,9 @@
 """The one gateway to the API servers: connections, server-side apply, diff, prune, health.
 
+Also: compare-and-swap records of small bookkeeping objects (:mod:`.records`), watches that
+re-list after a silence or an error (:mod:`.watching`), and drift found cheaply and written back
+(:mod:`.drift`).
+
 Owns: every call to a Kubernetes API server, with its timeout, request budget and circuit
 breaker; translating client-library errors into :mod:`isthmus.kube.errors`.
 Must not: decide what the objects should be (that is ``render``) or in what order clusters
@@ -17,11 +21,37 @@ from .applying import (
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .diffing import ObjectDiff, diff_objects
+from .drift import (
+    Drift,
+    DriftKind,
+    Unapplied,
+    apply_exactly,
+    changed_by_others,
+    find_drift,
+    fingerprint,
+    reapply_objects,
+    unapplied,
+)
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, UnknownContext
 from .fanout import ClusterOutcome, Reach, across
 from .health import Health, ObjectHealth, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .records import (
+    StaleWrite,
+    Written,
+    bookkeeping_labels,
+    config_map,
+    create_record,
+    delete_record,
+    ensure_namespace,
+    get_record,
+    read_config_map,
+    remembered_config_map,
+    replace_record,
+    write_config_map,
+)
 from .registry import ClusterRegistry, default_kubeconfig
+from .watching import WatchSettings, watch_objects
 
 __all__ = [
     "FIELD_MANAGER",
@@ -35,6 +65,8 @@ __all__ = [
     "ClusterRegistry",
     "ClusterUnreachable",
     "ConnectionSettings",
+    "Drift",
+    "DriftKind",
     "Health",
     "KubeError",
     "KubeObject",
@@ -43,14 +75,35 @@ __all__ = [
     "ObjectOutcome",
     "ObjectRef",
     "Reach",
+    "StaleWrite",
+    "Unapplied",
     "UnknownContext",
+    "WatchSettings",
+    "Written",
     "across",
+    "apply_exactly",
     "apply_objects",
+    "bookkeeping_labels",
+    "changed_by_others",
+    "config_map",
+    "create_record",
     "default_kubeconfig",
     "delete_objects",
+    "delete_record",
     "delete_volume_claims",
     "diff_objects",
+    "ensure_namespace",
     "fetch_owned",
+    "find_drift",
+    "fingerprint",
+    "get_record",
+    "read_config_map",
+    "reapply_objects",
+    "remembered_config_map",
+    "replace_record",
     "rollup",
     "statefulset_health",
+    "unapplied",
+    "watch_objects",
+    "write_config_map",
 ]

@@ -4,7 +4,8 @@ Owns: the CRDs, generated from the spec models (:mod:`.crds`), and the install m
 (:mod:`.manifests`); the member registry built from kubeconfig Secrets (:mod:`.members`); the
 kopf handlers (:mod:`.handlers`, thin) and the process plumbing around them (:mod:`.running`:
 endpoints, Secret watch, probes, leadership); reading objects into spec models (:mod:`.inputs`);
-what one reconcile does (:mod:`.reconciling`); the status and conditions written back
+what one reconcile does (:mod:`.reconciling`); the watches on the objects apps own in member
+clusters, and what their events mean (:mod:`.watches`); the status and conditions written back
 (:mod:`.status`); metrics and probes (:mod:`.metrics`); Lease-based leadership
 (:mod:`.leadership`); settings (:mod:`.settings`) and the ``isthmus operator`` commands (:mod:`.cli`).
 kopf is imported in this package only.

@@ -38,9 +38,10 @@ def run(
     context: Annotated[str | None, typer.Option(help="kubeconfig context of the control-plane cluster")] = None,
     metrics_port: Annotated[int, typer.Option(help="Port of /metrics, /healthz, /readyz (0: off)")] = 8080,
     identity: Annotated[str | None, typer.Option("--id", help="Replica identity in the Lease")] = None,
-    resync: Annotated[float, typer.Option(help="Seconds between level-based re-applies")] = 30.0,
-    status_interval: Annotated[float, typer.Option(help="Seconds between status refreshes")] = 5.0,
-    probe_interval: Annotated[float, typer.Option(help="Seconds between member reachability probes")] = 5.0,
+    resync: Annotated[float, typer.Option(help="Seconds between periodic drift checks (watches catch drift "
+                                                "sooner)")] = 120.0,
+    status_interval: Annotated[float, typer.Option(help="Seconds between status timer runs")] = 5.0,
+    probe_interval: Annotated[float, typer.Option(help="Seconds between member reachability probes")] = 15.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds one call to a cluster may take")] = 5.0,
     lease_duration: Annotated[float, typer.Option(help="Seconds before a standby takes over a silent leader")] = 15.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

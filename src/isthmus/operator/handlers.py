@@ -53,6 +53,10 @@ def build_registry(settings: OperatorSettings, reconciler: Reconciler,
         settings.posting.reporting_component = "isthmus-operator"
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
+        # No delay between an event and its handler: kopf (>= 1.38) batches no events by time (its old
+        # batch_window is gone), queueing.idle_timeout only retires idle per-object workers, and the
+        # consistency wait after our own patch ends as soon as the patched version arrives (measured: the
+        # handler starts within milliseconds of `kubectl apply` returning).
 
     @kopf.on.login(id="login", registry=registry)
     def credentials(logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:

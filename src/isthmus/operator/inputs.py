@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..errors import IsthmusError
-from ..spec import CassandraCluster, Fleet, SpecError, check_consistency, load_text
+from ..spec import CassandraCluster, Document, Fleet, SpecError, SpecSet, check_consistency, load_text
 
 __all__ = ["Invalid", "choose_fleet", "parse_app", "spec_revision"]
 
@@ -22,8 +23,10 @@ __all__ = ["Invalid", "choose_fleet", "parse_app", "spec_revision"]
 class Invalid(IsthmusError):
     """Something wrong before any write; ``reason`` is the condition's reason."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, app: Any = None) -> None:
         self.reason = reason
+        self.app = app
+        """The app when it parsed (the error is in its Fleet or placement), else None."""
         super().__init__(message)
 
 
@@ -43,6 +46,15 @@ def _problems_text(exc: SpecError) -> str:
 
 
 def parse_app(body: Mapping[str, Any]) -> CassandraCluster:
+    """The app, validated by the spec models; an error names the field as the CLI's loader does.
+
+    A valid object is validated directly; only an invalid one goes through the YAML loader that
+    locates errors (ten times slower, and on the path of every spec change).
+    """
+    try:
+        return CassandraCluster.model_validate(_document(body))
+    except (ValidationError, ValueError):
+        pass  # the loader below says what is wrong, with the field
     meta = body.get("metadata") or {}
     try:
         where = f"CassandraCluster {meta.get('namespace')}/{meta.get('name')}"
@@ -63,6 +75,12 @@ def choose_fleet(app: CassandraCluster, fleets: Sequence[Mapping[str, Any]]) -> 
         raise Invalid("FleetNotFound", f"spec.fleet: no Fleet named {wanted!r} (Fleets: {', '.join(names) or 'none'})")
     if len(chosen) > 1:
         raise Invalid("FleetAmbiguous", f"spec.fleet: {len(chosen)} Fleets exist ({', '.join(names)}); name one")
+    try:  # the fast path for a valid pair; the loader below explains an invalid one
+        fleet = Fleet.model_validate(_fleet_document(chosen[0]))
+        check_consistency(SpecSet([Document(fleet, "Fleet", {}), Document(app, "CassandraCluster", {})]))
+        return fleet
+    except (ValidationError, ValueError, SpecError):
+        pass
     text = yaml.safe_dump(_fleet_document(chosen[0])) + "---\n" + yaml.safe_dump(_document_of(app))
     try:
         specs = load_text(text, "Fleet and CassandraCluster")

@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import IsthmusError
-from ..kube import ClusterConnection, KubeError, KubeObject
-from ..rollout._objects import StaleWrite, create_object, get_object, replace_object
+from ..kube import ClusterConnection, KubeError, KubeObject, StaleWrite, create_record, get_record, replace_record
 from .settings import LeadershipSettings
 
 __all__ = ["Leadership", "LeadershipLost"]
@@ -50,6 +49,9 @@ class Leadership:
         self._renewed_at: float | None = None
         self.holder: str = ""
         self.transitions = 0
+        self._acquired = ""
+        self._version = ""
+        """The Lease version of our last write: a renewal PUTs against it without reading first."""
 
     @property
     def is_leader(self) -> bool:
@@ -69,15 +71,31 @@ class Leadership:
         }
 
     async def try_acquire_or_renew(self) -> bool:
-        """One round: True if we hold the Lease afterwards."""
+        """One round: True if we hold the Lease afterwards.
+
+        While we lead, a renewal is one PUT against the version we last wrote; only when that
+        conflicts (someone else wrote the Lease) is it read and judged afresh.
+        """
         started = self._clock()
-        lease = await get_object(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
-        if lease is None:
+        if self._version and self.is_leader:
             try:
-                await create_object(self.conn, self._lease(acquired=_micro(time.time()), transitions=0,
-                                                           resource_version=None))
+                written = await replace_record(self.conn, self._lease(
+                    acquired=self._acquired, transitions=self.transitions, resource_version=self._version))
+            except StaleWrite:
+                self._version = ""
+            else:
+                self._version = written["metadata"]["resourceVersion"]
+                self._won(started, self.identity)
+                return True
+        lease = await get_record(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
+        if lease is None:
+            acquired = _micro(time.time())
+            try:
+                written = await create_record(self.conn, self._lease(acquired=acquired, transitions=0,
+                                                                     resource_version=None))
             except StaleWrite:
                 return False
+            self._acquired, self.transitions, self._version = acquired, 0, written["metadata"]["resourceVersion"]
             self._won(started, self.identity)
             return True
         spec = lease.get("spec") or {}
@@ -92,14 +110,14 @@ class Leadership:
             self._renewed_at = None
             return False
         mine = holder == self.identity
-        acquired = str(spec.get("acquireTime") or "") if mine else ""
-        new = self._lease(acquired=acquired or _micro(time.time()),
-                          transitions=self.transitions + (0 if mine or not holder else 1),
-                          resource_version=lease["metadata"]["resourceVersion"])
+        acquired = (str(spec.get("acquireTime") or "") if mine else "") or _micro(time.time())
+        transitions = self.transitions + (0 if mine or not holder else 1)
         try:
-            await replace_object(self.conn, new)
+            written = await replace_record(self.conn, self._lease(
+                acquired=acquired, transitions=transitions, resource_version=lease["metadata"]["resourceVersion"]))
         except StaleWrite:
             return False
+        self._acquired, self.transitions, self._version = acquired, transitions, written["metadata"]["resourceVersion"]
         self._won(started, self.identity)
         return True
 
@@ -138,12 +156,13 @@ class Leadership:
         if self._renewed_at is None:
             return
         self._renewed_at = None
+        self._version = ""
         try:
-            lease = await get_object(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
+            lease = await get_record(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"]["holderIdentity"] = ""
             lease["spec"]["leaseDurationSeconds"] = 1
-            await replace_object(self.conn, lease)
+            await replace_record(self.conn, lease)
         except (KubeError, StaleWrite) as exc:
             log.warning("releasing the Lease failed: %s", exc)

@@ -10,6 +10,7 @@ depth) are read at scrape time from the objects that own that state, so they can
     isthmus_operator_lock_held{lock}                              gauge 1 while this replica leads
     isthmus_operator_queue_depth                                  gauge reconciles waiting or running
     isthmus_operator_members                                      gauge registered members
+    isthmus_operator_member_watches                               gauge watches open on members' objects
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class _StateCollector(Collector):
         yield lock
         yield GaugeMetricFamily("isthmus_operator_queue_depth", "Reconciles waiting for or holding an object's turn",
                                 value=float(self._m.queue_depth))
+        yield GaugeMetricFamily("isthmus_operator_member_watches",
+                                "Watches open on the objects apps own in member clusters (one per member and kind)",
+                                value=float(self._m.watches()))
 
 
 @dataclass
@@ -59,6 +63,7 @@ class OperatorMetrics:
     members: MemberRegistry | None = None
     is_leader: Callable[[], bool] = lambda: False
     queue_depth: int = 0
+    watches: Callable[[], int] = lambda: 0
 
     def __post_init__(self) -> None:
         self.reconcile_duration = Histogram(

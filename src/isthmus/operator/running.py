@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 import yaml
 
-from ..kube import ClusterConnection, ConnectionSettings, KubeError
+from ..kube import ClusterConnection, ConnectionSettings, KubeError, WatchSettings
 from ..kube.members import control_plane_connection, list_member_secrets, watch_member_secrets
 from .handlers import build_registry
 from .leadership import Leadership, LeadershipLost
@@ -110,9 +110,13 @@ async def run_operator(settings: OperatorSettings) -> int:
     async def woken() -> None:
         wake.set()
 
+    # The Secret watch is a long-lived stream: on a connection of its own, so it never shares one (HTTP/2)
+    # with the Lease renewals it could otherwise hold up.
+    watching = control_plane_connection(kubeconfig=opts.kubeconfig, context=opts.context, settings=conn_settings,
+                                        name="control-plane-watch")
     background = [
         asyncio.create_task(_sync_members(control, members, settings, wake), name="member-sync"),
-        asyncio.create_task(watch_member_secrets(control, settings.namespace, woken), name="member-watch"),
+        asyncio.create_task(watch_member_secrets(watching, settings.namespace, woken), name="member-watch"),
         asyncio.create_task(_probe_members(members, settings.members.probe_interval), name="member-probe"),
     ]
     stop = asyncio.Event()
@@ -133,7 +137,9 @@ async def run_operator(settings: OperatorSettings) -> int:
         log.info("%s leads; starting the handlers", settings.identity)
         login = login_from_kubeconfig(opts.kubeconfig, opts.context) if opts.kubeconfig else None
         reconciler = Reconciler(members, metrics, settings, control_plane=control_as,
-                                is_leader=lambda: leadership.is_leader)
+                                is_leader=lambda: leadership.is_leader,
+                                watch_settings=WatchSettings(server_timeout=settings.members.watch_timeout))
+        metrics.watches = reconciler.watch_count
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(kopf.operator(
             registry=build_registry(settings, reconciler, login), clusterwide=True, standalone=True,
@@ -150,6 +156,7 @@ async def run_operator(settings: OperatorSettings) -> int:
         kopf_stop.set()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(operator, timeout=15)
+        await reconciler.close()
         keep.cancel()
         stopping.cancel()
         if code == 0:
@@ -162,5 +169,5 @@ async def run_operator(settings: OperatorSettings) -> int:
         if runner is not None:
             await runner.cleanup()
         await members.close()
-        for conn in [control, *named.values()]:
+        for conn in [control, watching, *named.values()]:
             await conn.close()

@@ -42,12 +42,16 @@ class ConnectionOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ReconcileSettings:
-    resync_interval: float = 30.0
-    """Seconds between level-based re-applies of every CassandraCluster (drift correction)."""
+    resync_interval: float = 120.0
+    """Seconds between periodic drift checks of every CassandraCluster (a backstop: watches on the members
+    start a check within ``drift_debounce`` of a change made by someone else)."""
+    drift_debounce: float = 0.5
+    """Seconds a watch waits after a change by someone else before checking, so a burst is checked once."""
     resync_idle: float = 5.0
     """Seconds a CassandraCluster must be unchanged before the periodic resync touches it."""
     progress_requeue: float = 5.0
-    """Seconds between status refreshes (the timer), which also start due rollouts and resyncs."""
+    """Seconds between runs of the timer, which starts due rollouts and resyncs and refreshes the status
+    (skipped while the app is settled and nothing it shows has changed)."""
     retry_interval: float = 10.0
     """Seconds before a rollout that did not reach every member is tried again."""
     rollout_timeout: float = 300.0
@@ -56,12 +60,15 @@ class ReconcileSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class MemberSettings:
-    probe_interval: float = 5.0
-    """Seconds between reachability probes of each member cluster."""
-    relist_interval: float = 30.0
+    probe_interval: float = 15.0
+    """Seconds between reachability probes of each member cluster (a frozen member turns Reachable=False
+    within this plus the request timeout)."""
+    relist_interval: float = 120.0
     """Seconds between full re-lists of member Secrets (the watch only wakes the re-list up sooner)."""
     breaker_threshold: int = 2
     breaker_cooldown: float = 10.0
+    watch_timeout: float = 300.0
+    """Seconds one watch request on a member stays open (the server's timeout); a silent watch is re-listed."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,26 @@ lane in order). For each step not already Done in the persisted state:
    pods are updated and Ready, failing early once more pods failed than the failure budget;
 4. the step is marked Done.
 
+A change that rolls no pods is not held up by any of that. After the ``prepare`` wave, the app's
+live StatefulSets are listed in every member (once, concurrently). A rack step whose
+StatefulSet already holds the desired content (equal content hash) is Done at once: no gates,
+no write, no wait. A ``finalize`` step whose member's StatefulSets all match (none to change,
+none to prune) is not disruptive, so it is not gated either. So a change to config, Services,
+budgets or labels lands in every member concurrently in the ``prepare`` wave, and the rest of
+the plan takes no more than its bookkeeping. ``repair`` (drift correction) names objects to
+write again even though their hash matches; a StatefulSet among them makes its rack step a
+real, gated one.
+
+State writes are grouped (:class:`_StateWriter`). A step that rolls no pods is recorded with
+the next write (before the next disruptive step's gates, or at the end): re-running it after a
+crash writes nothing. A disruptive step waits until its Running and then its Done mark are
+written, so a killed rollout always leaves behind exactly which disruptive steps are done.
+Writes asked for while one is in flight go out as one.
+
+``prepare`` of a new revision can skip reading the member (see :meth:`Engine._prepare_changed`):
+with a :class:`Baseline`, when the member provably still runs it, only the objects whose
+content hash changed are written.
+
 A member that stops answering mid-step pauses that step, which is re-run when it answers (an
 idempotent apply). A member named in ``skip_clusters`` is skipped, and the skip is logged in
 the state. Failure stops every lane; what happens next (pause or rollback) is decided by the
@@ -36,26 +56,36 @@ from ..kube import (
     ApiFailure,
     ApplyReport,
     ClusterConnection,
+    ClusterOutcome,
     ClusterRegistry,
     ClusterUnreachable,
     Health,
     KubeObject,
+    ObjectOutcome,
     ObjectRef,
+    across,
+    apply_exactly,
     apply_objects,
+    delete_record,
     diff_objects,
+    fetch_owned,
+    get_record,
+    reapply_objects,
+    remembered_config_map,
     statefulset_health,
+    unapplied,
 )
+from ..kube.inventory import read_inventory
 from ..kube.objects import content_hash
 from ..render import Manifests
-from ._objects import delete_object, get_object
 from .deploying import Progress
 from .gates import DEFAULT_GATES, Gate, GateContext, Verdict, evaluate, failed_pods, observe, overall, pod_ready
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
 from .progress import Outcome, Phase, ProgressStore, RolloutState
-from .revisions import record_member_revision
+from .revisions import member_record_name, read_member_revision, record_member_revision
 from .steps import DC_LABEL, RACK_LABEL, Step, StepKind, step_objects
 
-__all__ = ["Engine", "EngineSettings", "EngineStats", "RolloutResult", "StepFailed"]
+__all__ = ["Baseline", "Engine", "EngineSettings", "EngineStats", "RolloutResult", "StepFailed", "Timeline"]
 
 REVISION_HASH_LABEL = "controller-revision-hash"
 
@@ -74,6 +104,29 @@ def _quiet(_cluster: str, _message: str) -> None:
     return None
 
 
+class Timeline:
+    """When each phase of a rollout ended, in seconds since it started: where the time went."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.marks: dict[str, float] = {}
+
+    def mark(self, label: str) -> None:
+        self.marks.setdefault(label, round(time.monotonic() - self.started, 4))
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.3f}s" for k, v in self.marks.items())
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The revision the members ran before this rollout, as rendered: what a member provably still holds
+    (see :meth:`Engine._prepare_changed`) need not be read back to find what changed."""
+
+    revision: int
+    manifests: Mapping[str, Sequence[KubeObject]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     poll_interval: float = 1.0
@@ -86,6 +139,8 @@ class EngineSettings:
     failure_budget: int = 0
     timeout: float | None = None
     """Seconds the whole run may take; then it pauses (resumable)."""
+    repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
+    """Per member, objects to write again (taking conflicting fields over) although their hash matches."""
 
 
 @dataclass
@@ -100,6 +155,8 @@ class EngineStats:
     state_writes: int = 0
     apply_seconds: float = 0.0
     lock_renewals: int = 0
+    changed_only: int = 0
+    """Members whose ``prepare`` wrote only what changed since the baseline, without reading first."""
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(float(v), 3) for k, v in vars(self).items()}
@@ -111,6 +168,7 @@ class RolloutResult:
     reports: dict[str, dict[ObjectRef, Action]] = field(default_factory=dict)
     stats: EngineStats = field(default_factory=EngineStats)
     notes: list[str] = field(default_factory=list)
+    timeline: Timeline = field(default_factory=Timeline)
 
     @property
     def phase(self) -> Phase:
@@ -127,12 +185,93 @@ class RolloutResult:
         return out
 
 
+class _StateWriter:
+    """Writes the rollout state, grouping the writes asked for while one is in flight.
+
+    ``save(wait=False)`` records that the state changed and makes sure a write will cover it;
+    ``save()`` also waits until one has. Every change made before a write starts is in it, so
+    ten lanes finishing at once cost one or two writes. A write the control plane does not answer
+    is retried (the rollout says so); a refusal (a newer holder's token) is kept in ``error`` and
+    raised by the next waiting save.
+    """
+
+    def __init__(self, store: ProgressStore, state: RolloutState, progress: Progress, stats: EngineStats,
+                 poll: float) -> None:
+        self.store, self.state, self.progress, self.stats, self.poll = store, state, progress, stats, poll
+        self.error: BaseException | None = None
+        self._changes = 0
+        self._written = 0
+        self._lock = asyncio.Lock()
+        self._drainer: asyncio.Task[None] | None = None
+
+    def changed(self) -> None:
+        """The state changed, but need not be written until the next save."""
+        self._changes += 1
+
+    def write_pending(self) -> None:
+        """Start writing, in the background, whatever changed since the last write (nothing if nothing did)."""
+        if self._written < self._changes and self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def save(self, *, wait: bool = True) -> None:
+        self._changes += 1
+        if wait:
+            await self._write_until(self._changes)
+        elif self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._written < self._changes and self.error is None:
+                await self._write_until(self._changes)
+        except Exception:  # kept in self.error, raised by the next waiting save
+            pass
+        finally:
+            self._drainer = None  # no await since the last check: a later change starts a new drainer
+
+    async def _write_until(self, target: int) -> None:
+        async with self._lock:
+            if self.error is not None:
+                raise self.error
+            if self._written >= target:
+                return
+            upto = self._changes  # every change made so far goes into this write
+            started = time.monotonic()
+            try:
+                while True:
+                    try:
+                        await self.store.save(self.state)
+                        break
+                    except ClusterUnreachable as exc:
+                        self.progress(self.store.conn.name, f"paused: cannot write rollout state ({exc.reason}); "
+                                                            "retrying")
+                        await asyncio.sleep(self.poll)
+            except Exception as exc:
+                self.error = exc
+                raise
+            self._written = max(self._written, upto)
+            self.stats.state_writes += 1
+            self.stats.state_seconds += time.monotonic() - started
+
+    async def flush(self) -> None:
+        """Wait until every change so far is written (raising a refusal)."""
+        if self._written < self._changes or self.error is not None:
+            await self._write_until(self._changes)
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+
+
 class Engine:
     """Runs one plan once (until done, failed, paused, or the lock is lost)."""
 
     def __init__(self, *, app: str, namespace: str, registry: ClusterRegistry, members: Sequence[str],
                  manifests: Manifests, state: RolloutState, store: ProgressStore, lock: LeaseLock,
-                 settings: EngineSettings, progress: Progress = _quiet) -> None:
+                 settings: EngineSettings, progress: Progress = _quiet, timeline: Timeline | None = None,
+                 baseline: Baseline | None = None, fences: Mapping[str, asyncio.Task[bool]] | None = None,
+                 reapply: bool = False) -> None:
         self.app, self.namespace = app, namespace
         self.registry = registry
         self.members = [m for m in members if m not in settings.skip_clusters]
@@ -141,8 +280,23 @@ class Engine:
         self.settings = settings
         self.progress = progress
         self.stats = EngineStats()
+        self.timeline = timeline or Timeline()
         self.reports: dict[str, dict[ObjectRef, Action]] = {}
         self.tolerated: frozenset[tuple[str, str]] = frozenset()
+        self._writer = _StateWriter(store, state, progress, self.stats, settings.poll_interval)
+        self._workloads: asyncio.Task[dict[str, ClusterOutcome[dict[str, str | None]]]] | None = None
+        self._ran: set[str] = set()
+        """Steps executed (not merely found Done) by this run."""
+        self.baseline = baseline
+        self.reapply = reapply
+        """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
+        self._fences = dict(fences or {})
+        """Fences already being written (with our token, under our lock) when the run started, per member."""
+        self._continuous: set[str] = set()
+        """Members whose fence took our token against the version this process last wrote: no other holder
+        has written to them since."""
+        self._changed_only: set[str] = set()
+        """Members whose ``prepare`` applied only what changed since the baseline (and nothing was added or removed)."""
         self._last_disruptive: float | None = None
         self._stop: str | None = None
         self._failure: StepFailed | None = None
@@ -157,19 +311,12 @@ class Engine:
         if log:
             self.state.event(f"{cluster}: {message}")
 
-    async def _save(self) -> None:
-        started = time.monotonic()
-        while True:
-            try:
-                await self.store.save(self.state)
-                break
-            except ClusterUnreachable as exc:
-                self.progress(self.store.conn.name, f"paused: cannot write rollout state ({exc.reason}); retrying")
-                await self._sleep()
-        self.stats.state_writes += 1
-        self.stats.state_seconds += time.monotonic() - started
+    async def _save(self, *, wait: bool = True) -> None:
+        await self._writer.save(wait=wait)
 
     def _check_stop(self) -> None:
+        if self._writer.error is not None:
+            raise self._writer.error
         if self._stop is not None:
             raise _Stopped(self._stop)
         if self.settings.timeout is not None and time.monotonic() - self._started > self.settings.timeout:
@@ -190,17 +337,26 @@ class Engine:
             if name not in self.state.skipped:
                 self.state.skipped.append(name)
             self.state.event(f"override: cluster {name} skipped by --skip-cluster (requested by {self.lock.identity})")
-        await self._save()
+        self._writer.changed()  # written when a disruptive step is about to start, or at the end
         renewer = asyncio.create_task(self._renew_forever())
         try:
             for wave in self.state.plan.waves:
                 if self._stop is not None:
                     break
                 await asyncio.gather(*(self._lane(lane.steps) for lane in wave.lanes))
+                self.timeline.mark(wave.name.split(":")[0])
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            if self._workloads is not None:
+                if not self._workloads.done():
+                    self._workloads.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._workloads
+            await self._writer.close()
+        if self._fatal is None and self._writer.error is not None:
+            self._fatal = self._writer.error
         if self._fatal is not None:
             raise self._fatal
         if self._failure is not None:
@@ -212,8 +368,9 @@ class Engine:
             self.state.phase, self.state.message = Phase.SUCCEEDED, f"revision {self.state.revision} rolled out"
         self.state.event(f"{self.state.phase.value}: {self.state.message}")
         await self._save()
+        self.timeline.mark("state written")
         self.stats.lock_renewals = self.lock.renewals
-        return RolloutResult(self.state, self.reports, self.stats)
+        return RolloutResult(self.state, self.reports, self.stats, timeline=self.timeline)
 
     async def _renew_forever(self) -> None:
         every = self.lock.duration / 3
@@ -245,6 +402,49 @@ class Engine:
             self._fatal = self._fatal or exc
             self._stop = self._stop or str(exc)
 
+    # -- which steps roll pods -------------------------------------------------------------------
+
+    async def _observe_workloads(self) -> dict[str, ClusterOutcome[dict[str, str | None]]]:
+        """Per member, the app's live StatefulSets by name, with their content hash."""
+
+        async def one(conn: ClusterConnection) -> dict[str, str | None]:
+            live = await fetch_owned(conn, self.app, {("apps/v1", "StatefulSet", self.namespace)})
+            return {ref.name: content_hash(obj) for ref, obj in live.items()}
+
+        return await across(self._conns(), one)
+
+    async def _live_workloads(self, cluster: str) -> dict[str, str | None] | None:
+        """The StatefulSets of ``cluster`` as first asked for in this run (after the ``prepare`` wave, so
+        as not to compete with it), or None when they could not be read."""
+        if self._workloads is None:
+            self._workloads = asyncio.create_task(self._observe_workloads())
+        try:
+            outcome = (await asyncio.shield(self._workloads)).get(cluster)
+        except Exception:
+            return None
+        return outcome.value if outcome is not None else None
+
+    async def _rolls_no_pods(self, step: Step, rec: Any) -> bool:
+        """True when ``step`` changes no StatefulSet (so it needs no gates and no wait), see the module doc."""
+        if step.kind is StepKind.PREPARE:
+            return True
+        if step.kind is StepKind.RACK and rec.outcome is Outcome.RUNNING:
+            return False  # interrupted after its write: let it converge as before
+        live = await self._live_workloads(step.cluster)
+        if live is None:
+            return False
+        repair = self.settings.repair.get(step.cluster, frozenset())
+        wanted = [o for o in step_objects(step, self.manifests.for_cluster(step.cluster))
+                  if o.get("kind") == "StatefulSet"]
+        if any(ObjectRef.of(o) in repair or o["metadata"]["name"] not in live
+               or live[o["metadata"]["name"]] != content_hash(o) for o in wanted):
+            return False
+        if step.kind is StepKind.FINALIZE:  # pruning would delete a StatefulSet that left the spec
+            return set(live) <= {o["metadata"]["name"] for o in wanted}
+        return True
+
+    # -- one step ----------------------------------------------------------------------------------
+
     async def _step(self, step: Step) -> None:
         rec = self.state.record(step.id)
         if rec.outcome in (Outcome.DONE, Outcome.SKIPPED):
@@ -255,19 +455,29 @@ class Engine:
             self._say(step.cluster, f"{step.id}: skipped by --skip-cluster", log=True)
             await self._save()
             return
+        quiet = await self._rolls_no_pods(step, rec)
         conn = self.registry[step.cluster]
         objects = self._stamped(step_objects(step, self.manifests.for_cluster(step.cluster)))
+        if quiet and step.kind is StepKind.RACK:
+            self._unchanged(step, rec, objects, "unchanged: nothing to roll")
+            return
+        if quiet and self.reapply and await self._holds_already(step, conn, objects):
+            self._unchanged(step, rec, objects, "unchanged: the member holds all of it")
+            return
+        if not quiet:
+            self._writer.write_pending()  # what is done so far is on record while the gates are asked
         while True:
             self._check_stop()
             try:
-                if step.disruptive:
+                if not quiet:
                     await self._gates(step, conn, objects)
                 await self._guard(step, conn)
                 if rec.outcome is not Outcome.RUNNING:
                     rec.outcome, rec.started, rec.note = Outcome.RUNNING, time.time(), ""
-                    self._say(step.cluster, f"{step.id}: started", log=True)
-                    await self._save()
-                await self._execute(step, conn, objects, rec)
+                    self._say(step.cluster, f"{step.id}: started", log=not quiet)
+                    if not quiet:
+                        await self._save()
+                await self._execute(step, conn, objects, rec, quiet)
                 break
             except ClusterUnreachable as exc:
                 self._say(exc.cluster, f"paused in {step.id}: {exc.cluster} does not answer ({exc.reason}); "
@@ -278,10 +488,21 @@ class Engine:
             except IsthmusError as exc:
                 raise StepFailed(step, str(exc)) from exc
         rec.outcome, rec.finished = Outcome.DONE, time.time()
-        if step.disruptive:
-            self._last_disruptive = time.monotonic()
+        self._ran.add(step.id)
         self._say(step.cluster, f"{step.id}: done", log=True)
+        if quiet:  # written with the next disruptive step or at the end; a rerun of it would write nothing
+            self._writer.changed()
+            return
+        self._last_disruptive = time.monotonic()
         await self._save()
+
+    def _unchanged(self, step: Step, rec: Any, objects: Sequence[KubeObject], note: str) -> None:
+        """Done without a write: every object of the step is reported unchanged; recorded with the next write."""
+        rec.outcome, rec.finished, rec.note = Outcome.DONE, time.time(), note
+        self._merge(ApplyReport(step.cluster, tuple(ObjectOutcome(ObjectRef.of(o), Action.UNCHANGED)
+                                                    for o in objects)))
+        self._say(step.cluster, f"{step.id}: unchanged, done")
+        self._writer.changed()
 
     def _stamped(self, objects: Sequence[KubeObject]) -> list[KubeObject]:
         out = []
@@ -296,18 +517,99 @@ class Engine:
         if not self.lock.held:
             await self.lock.renew()  # raises LockLost when someone else took it meanwhile
         await self.lock.verify()
-        await fence(conn, self.app, self.namespace, self.lock.token, self.lock.identity)
+        early = self._fences.pop(step.cluster, None) if step.kind is StepKind.PREPARE else None
+        try:
+            continuous = await early if early is not None else None
+        except Exception:  # it failed (or the member did not answer): fence again now, which says why
+            continuous = None
+        if continuous is None:
+            continuous = await fence(conn, self.app, self.namespace, self.lock.token, self.lock.identity)
+        if continuous and step.kind is StepKind.PREPARE:
+            self._continuous.add(step.cluster)
         self.stats.guard_seconds += time.monotonic() - started
 
+    async def _holds_already(self, step: Step, conn: ClusterConnection, objects: list[KubeObject]) -> bool:
+        """A re-apply: does the member hold all of the step's objects already, so that there is nothing to write
+        (not even its fence)? Found by reading: the objects' content hashes, the inventory (a ``prepare``
+        adding to it, or a ``finalize`` pruning from it, writes), and for ``finalize`` the member's record of
+        the revision it runs. A member that does not answer is left to the step itself (which pauses)."""
+        if step.kind not in (StepKind.PREPARE, StepKind.FINALIZE) or self.settings.repair.get(step.cluster):
+            return False
+        try:
+            found = await unapplied(conn, self.app, self.namespace, objects)
+            if found.changed:
+                return False
+            refs = {ObjectRef.of(o) for o in objects}
+            if step.kind is StepKind.PREPARE:
+                return refs <= found.inventory
+            record = await read_member_revision(conn, self.app, self.namespace)
+        except ClusterUnreachable:
+            return False
+        return found.inventory == refs and record.revision == self.state.revision and record.target is None
+
+    async def _applied_already(self, step: Step, conn: ClusterConnection, objects: list[KubeObject]) -> bool:
+        """A quiet ``finalize`` after this run applied everything of its member (``prepare`` and every rack here
+        ran, with nothing to roll): with an inventory that lists exactly the desired objects there is nothing to
+        prune, so applying it all again would only re-read it. After a ``prepare`` of only what changed, the
+        inventory is the baseline's, which lists the same objects."""
+        mine = [s for s in self.state.plan.steps if s.cluster == step.cluster and s.kind is not StepKind.FINALIZE]
+        if not all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
+                or not any(s.id in self._ran for s in mine):
+            return False
+        if step.cluster in self._changed_only:
+            return True
+        return await read_inventory(conn, self.app, self.namespace) == {ObjectRef.of(o) for o in objects}
+
+    async def _prepare_changed(self, step: Step, conn: ClusterConnection,
+                               objects: list[KubeObject]) -> ApplyReport | None:
+        """``prepare`` writing only the objects that differ from the baseline, without reading the member first;
+        None when that is not provably enough (then the step applies as usual: reads, compares, writes).
+
+        It is enough when all of these hold: the rollout carries a new revision (a re-apply of the same one
+        is how drift gets corrected, and must look); this process knows the baseline's manifests; the
+        member's own record says it fully runs the baseline (as this process last wrote or read it); the
+        member's fence took our token against the version this process last wrote, so no other holder
+        has written anything there since; and no object is added or removed (the inventory stays).
+        A change by hand since then is drift, which the operator's watches report.
+        """
+        base = self.baseline
+        cluster = step.cluster
+        if base is None or base.revision == self.state.revision or cluster not in self._continuous \
+                or self.settings.repair.get(cluster):
+            return None
+        known, record = remembered_config_map(conn, member_record_name(self.app), self.namespace)
+        if not known or record is None or record.get("revision") != str(base.revision) or "target" in record:
+            return None
+        before = {ObjectRef.of(o): content_hash(o) for o in base.manifests.get(cluster, [])}
+        if set(before) != {ObjectRef.of(o) for o in self.manifests.for_cluster(cluster)}:
+            return None
+        changed = [o for o in objects if before[ObjectRef.of(o)] != content_hash(o)]
+        if any(o.get("kind") in ("Namespace", "CustomResourceDefinition") for o in changed):
+            return None
+        written = set(await apply_exactly(conn, changed, force=self.settings.force_conflicts))
+        self._changed_only.add(cluster)
+        self.stats.changed_only += 1
+        return ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.CONFIGURED if ObjectRef.of(o)
+                                                          in written else Action.UNCHANGED) for o in objects))
+
     async def _execute(self, step: Step, conn: ClusterConnection, objects: list[KubeObject],
-                       rec: Any) -> None:
-        if step.kind is StepKind.PREPARE:
-            await record_member_revision(conn, self.app, self.namespace, target=self.state.revision)
+                       rec: Any, quiet: bool = False) -> None:
         started = time.monotonic()
-        report = await apply_objects(conn, objects, app=self.app, namespace=self.namespace,
-                                     force_conflicts=self.settings.force_conflicts,
-                                     prune=self.settings.prune and step.kind is StepKind.FINALIZE,
-                                     progress=lambda msg: self.progress(step.cluster, f"{step.id}: {msg}"))
+
+        async def apply() -> ApplyReport:
+            return await apply_objects(conn, objects, app=self.app, namespace=self.namespace,
+                                       force_conflicts=self.settings.force_conflicts,
+                                       prune=self.settings.prune and step.kind is StepKind.FINALIZE,
+                                       progress=lambda msg: self.progress(step.cluster, f"{step.id}: {msg}"))
+
+        if step.kind is StepKind.PREPARE:  # the objects first, then the member's record of what it is getting
+            report = await self._prepare_changed(step, conn, objects) or await apply()
+            await record_member_revision(conn, self.app, self.namespace, target=self.state.revision)
+        elif quiet and await self._applied_already(step, conn, objects):
+            report = ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.UNCHANGED) for o in objects))
+        else:
+            report = await apply()
+        report = await self._repair(conn, objects, report)
         self.stats.apply_seconds += time.monotonic() - started
         self._merge(report)
         rec.writes += sum(1 for o in report.outcomes if o.action is not Action.UNCHANGED)
@@ -315,6 +617,17 @@ class Engine:
             await self._converge(step, conn)
         if step.kind is StepKind.FINALIZE:
             await record_member_revision(conn, self.app, self.namespace, revision=self.state.revision)
+
+    async def _repair(self, conn: ClusterConnection, objects: list[KubeObject], report: ApplyReport) -> ApplyReport:
+        """Write again the objects named for repair that the apply left alone (their hash matched)."""
+        wanted = self.settings.repair.get(conn.name, frozenset())
+        untouched = {o.ref for o in report.outcomes if o.action is Action.UNCHANGED}
+        again = [o for o in objects if ObjectRef.of(o) in wanted and ObjectRef.of(o) in untouched]
+        if not again:
+            return report
+        fixed = set(await reapply_objects(conn, again))
+        return ApplyReport(report.cluster, tuple(ObjectOutcome(o.ref, Action.CONFIGURED) if o.ref in fixed else o
+                                                 for o in report.outcomes))
 
     def _merge(self, report: ApplyReport) -> None:
         mine = self.reports.setdefault(report.cluster, {})
@@ -407,7 +720,7 @@ class Engine:
         try:
             while True:
                 self._check_stop()
-                sts = await get_object(conn, "apps/v1", "StatefulSet", name, self.namespace)
+                sts = await get_record(conn, "apps/v1", "StatefulSet", name, self.namespace)
                 if sts is None:
                     raise StepFailed(step, f"StatefulSet {self.namespace}/{name} vanished")
                 generation = generation or int(sts["metadata"].get("generation", 1))
@@ -454,6 +767,7 @@ class Engine:
             if labels.get(REVISION_HASH_LABEL) not in (None, target) and not pod_ready(pod) \
                     and not pod["metadata"].get("deletionTimestamp"):
                 self._say(conn.name, f"deleting pod {pod['metadata']['name']} stuck on a bad revision", log=True)
-                await delete_object(conn, "v1", "Pod", pod["metadata"]["name"], self.namespace)
+                await delete_record(conn, "v1", "Pod", pod["metadata"]["name"], self.namespace)
                 gone.add(pod["metadata"]["name"])
         return gone
+

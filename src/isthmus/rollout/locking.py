@@ -9,7 +9,11 @@ A lease can expire while its holder still runs (a pause, a partition). Fencing m
 harmless: before each step the holder records its token in a fence ConfigMap
 (``isthmus-fence-<app>`` in the app's namespace) of the member it is about to write to, by
 compare-and-swap; a fence holding a higher token refuses the write (:class:`Fenced`). The
-rollout state in the control plane is guarded the same way (see :mod:`.progress`).
+rollout state in the control plane is guarded the same way (see :mod:`.progress`). (The first
+step in a member finds its fence written already: every member's fence takes the token as soon
+as the lock is held, while the revision is recorded.) Before each step the lease is checked on
+the server too; concurrent steps share one read, and one less than :data:`VERIFIED_FOR` old
+stands.
 
     UserError
     ├── LockHeld          another live holder has the lock (names it)
@@ -27,24 +31,27 @@ import getpass
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import IsthmusError, UserError
-from ..kube import ClusterConnection, KubeObject
-from ._objects import (
-    CONTROL_NAMESPACE,
+from ..kube import (
+    ClusterConnection,
+    KubeObject,
     StaleWrite,
     bookkeeping_labels,
-    create_object,
+    create_record,
     ensure_namespace,
-    get_object,
-    replace_object,
+    get_record,
+    replace_record,
+    write_config_map,
 )
 
 __all__ = [
+    "CONTROL_NAMESPACE",
     "TOKEN_ANNOTATION",
     "BreakRefused",
     "Fenced",
@@ -59,8 +66,12 @@ __all__ = [
     "lock_status",
 ]
 
+CONTROL_NAMESPACE = "isthmus-system"
+"""Where the lock, the revisions and the rollout state live, in the Fleet's control-plane cluster."""
 TOKEN_ANNOTATION = "isthmus.dev/fencing-token"
 DEFAULT_DURATION = 15.0
+VERIFIED_FOR = 1.0
+"""Seconds a confirmation that the lease is ours (acquire, renew, verify) stands for the next :meth:`verify`."""
 
 
 class LockHeld(UserError):
@@ -155,6 +166,10 @@ class LeaseState:
                 "transitions": self.transitions}
 
 
+_RELEASED: weakref.WeakKeyDictionary[ClusterConnection, dict[str, LeaseState]] = weakref.WeakKeyDictionary()
+"""Per connection and app, the Lease as this process last released it (a hint for the next acquire)."""
+
+
 def _lease(app: str, *, holder: str | None, token: int, now: float, acquired: float | None, duration: float,
            transitions: int, resource_version: str = "") -> KubeObject:
     meta: dict[str, Any] = {"name": lock_name(app), "namespace": CONTROL_NAMESPACE,
@@ -169,7 +184,7 @@ def _lease(app: str, *, holder: str | None, token: int, now: float, acquired: fl
 
 
 async def lock_status(conn: ClusterConnection, app: str) -> LeaseState | None:
-    found = await get_object(conn, "coordination.k8s.io/v1", "Lease", lock_name(app), CONTROL_NAMESPACE)
+    found = await get_record(conn, "coordination.k8s.io/v1", "Lease", lock_name(app), CONTROL_NAMESPACE)
     return LeaseState.of(app, found) if found is not None else None
 
 
@@ -178,6 +193,8 @@ class LeaseLock:
 
     ``clock`` is wall time (lease times are wall times every holder compares); validity of our
     own lease is also tracked on the monotonic clock, so a stalled process notices it overslept.
+    Renewing and releasing write against the version this holder last wrote (one round trip);
+    a conflict means someone else touched the Lease, and it is read to see whether it is still ours.
     """
 
     def __init__(self, conn: ClusterConnection, app: str, identity: str | None = None, *,
@@ -189,8 +206,11 @@ class LeaseLock:
         self.token = 0
         self.renewals = 0
         self._resource_version = ""
+        self._transitions = 0
         self._acquired_at: float | None = None
         self._valid_until = 0.0  # monotonic
+        self._confirmed_at = -1e9  # monotonic: when the server last said the lease is ours
+        self._verifying: asyncio.Future[None] | None = None
 
     @property
     def held(self) -> bool:
@@ -201,11 +221,18 @@ class LeaseLock:
 
     async def acquire(self, *, wait: float = 0.0, poll: float = 1.0,
                       waiting: Callable[[LeaseState], None] | None = None) -> int:
-        """Take the lock, waiting up to ``wait`` seconds for a live holder; returns our fencing token."""
+        """Take the lock, waiting up to ``wait`` seconds for a live holder; returns our fencing token.
+
+        When this process released the lock last, the Lease is taken with one write against the
+        version that release left (a compare-and-swap: anyone who took it since makes it fail, and
+        the Lease is then read and judged as usual).
+        """
         deadline = time.monotonic() + wait
         await ensure_namespace(self.conn, CONTROL_NAMESPACE)
+        left = _RELEASED.get(self.conn, {}).pop(self.app, None)
         while True:
-            state = await lock_status(self.conn, self.app)
+            state = left if left is not None else await lock_status(self.conn, self.app)
+            left = None
             now = self.clock()
             if state is not None and state.live(now) and state.holder != self.identity:
                 if time.monotonic() >= deadline:
@@ -221,37 +248,74 @@ class LeaseLock:
                          duration=self.duration, transitions=transitions,
                          resource_version=state.resource_version if state else "")
             try:
-                written = await (replace_object(self.conn, obj) if state else create_object(self.conn, obj))
+                written = await (replace_record(self.conn, obj) if state else create_record(self.conn, obj))
             except StaleWrite:
                 continue  # someone else moved first: look again
-            self.token, self._acquired_at = token, now
+            self.token, self._acquired_at, self._transitions = token, now, transitions
             self._resource_version = written["metadata"]["resourceVersion"]
             self._valid_until = started + self.duration
+            self._confirmed_at = started
             return token
+
+    async def _write_ours(self, *, holder: str | None) -> None:
+        """PUT the Lease as ours (or released) against the version we last wrote; re-read on a conflict."""
+        while True:
+            obj = _lease(self.app, holder=holder, token=self.token, now=self.clock(),
+                         acquired=self._acquired_at if holder else None, duration=self.duration,
+                         transitions=self._transitions, resource_version=self._resource_version)
+            try:
+                written = await replace_record(self.conn, obj)
+            except StaleWrite:
+                state = await lock_status(self.conn, self.app)
+                self._check_mine(state)  # LockLost unless it is still ours (a write of ours we did not see)
+                assert state is not None
+                self._resource_version, self._transitions = state.resource_version, state.transitions
+                continue
+            self._resource_version = written["metadata"]["resourceVersion"]
+            return
 
     async def renew(self) -> None:
         """Extend our lease (compare-and-swap); :class:`LockLost` when it is no longer ours."""
         if self.token == 0:
             raise LockLost(self.app, self.identity, "never acquired")
         started = time.monotonic()
-        state = await lock_status(self.conn, self.app)
-        self._check_mine(state)
-        assert state is not None
-        obj = _lease(self.app, holder=self.identity, token=self.token, now=self.clock(), acquired=self._acquired_at,
-                     duration=self.duration, transitions=state.transitions, resource_version=state.resource_version)
-        try:
-            written = await replace_object(self.conn, obj)
-        except StaleWrite as exc:
-            raise LockLost(self.app, self.identity, "the Lease changed while renewing") from exc
-        self._resource_version = written["metadata"]["resourceVersion"]
+        if not self._resource_version:
+            state = await lock_status(self.conn, self.app)
+            self._check_mine(state)
+            assert state is not None
+            self._resource_version, self._transitions = state.resource_version, state.transitions
+        await self._write_ours(holder=self.identity)
         self._valid_until = started + self.duration
+        self._confirmed_at = started
         self.renewals += 1
 
     async def verify(self) -> None:
-        """Before a step: our lease is still valid by our own clock and still ours on the server."""
+        """Before a step: our lease is still valid by our own clock and still ours on the server.
+
+        Concurrent steps share one read, and a confirmation less than :data:`VERIFIED_FOR` seconds
+        old (an acquire, renewal or read) stands: the member's fence is what refuses a late write.
+        """
         if not self.held:
             raise LockLost(self.app, self.identity, f"lease not renewed within {self.duration:g}s")
-        self._check_mine(await lock_status(self.conn, self.app))
+        if time.monotonic() - self._confirmed_at < VERIFIED_FOR:
+            return
+        if self._verifying is not None:
+            await asyncio.shield(self._verifying)
+            return
+        loop = asyncio.get_running_loop()
+        self._verifying = future = loop.create_future()
+        started = time.monotonic()
+        try:
+            self._check_mine(await lock_status(self.conn, self.app))
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        else:
+            self._confirmed_at = started
+            future.set_result(None)
+        finally:
+            self._verifying = None
 
     def _check_mine(self, state: LeaseState | None) -> None:
         if state is None:
@@ -264,16 +328,14 @@ class LeaseLock:
         """Give the lock up (keeping the token, so the next holder's is higher); quiet if already lost."""
         if self.token == 0:
             return
-        state = await lock_status(self.conn, self.app)
-        if state is None or state.holder != self.identity or state.token != self.token:
-            self.token = 0
-            return
-        obj = _lease(self.app, holder=None, token=state.token, now=self.clock(), acquired=None,
-                     duration=self.duration, transitions=state.transitions, resource_version=state.resource_version)
-        with contextlib.suppress(StaleWrite):
-            await replace_object(self.conn, obj)
+        with contextlib.suppress(LockLost):
+            await self._write_ours(holder=None)
+            _RELEASED.setdefault(self.conn, {})[self.app] = LeaseState(
+                app=self.app, holder=None, token=self.token, acquired_at=None, renewed_at=None,
+                duration=self.duration, transitions=self._transitions, resource_version=self._resource_version)
         self.token = 0
         self._valid_until = 0.0
+        self._confirmed_at = -1e9
 
 
 async def break_lock(conn: ClusterConnection, app: str, *, confirmed: bool,
@@ -291,35 +353,28 @@ async def break_lock(conn: ClusterConnection, app: str, *, confirmed: bool,
                            f"{state.expires_at - now:.0f}s more; nothing changed. Confirm, or pass --yes")
     obj = _lease(app, holder=None, token=state.token, now=now, acquired=None, duration=state.duration,
                  transitions=state.transitions, resource_version=state.resource_version)
-    await replace_object(conn, obj)
+    await replace_record(conn, obj)
     return state
 
 
-async def fence(conn: ClusterConnection, app: str, namespace: str, token: int, holder: str) -> None:
+async def fence(conn: ClusterConnection, app: str, namespace: str, token: int, holder: str) -> bool:
     """Record ``token`` as the highest seen by this member for ``app``; :class:`Fenced` if a higher one is.
 
     A compare-and-swap on the fence ConfigMap: of two holders racing here, the lower token loses
-    even when it read first.
+    even when it read first. When the fence already holds our token it is read again to confirm
+    no newer holder has written since. Returns True when the new token went in against the fence
+    as this process last wrote it: then no other holder has written to this member since.
     """
-    name = fence_name(app)
-    await ensure_namespace(conn, namespace)
-    while True:
-        live = await get_object(conn, "v1", "ConfigMap", name, namespace)
-        seen = int(((live or {}).get("data") or {}).get("token", "0"))
+
+    def change(data: dict[str, str] | None) -> dict[str, str] | None:
+        seen = int((data or {}).get("token", "0"))
         if seen > token:
             raise Fenced(conn.name, app, token, seen)
-        meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": bookkeeping_labels(app, "fence")}
-        obj: KubeObject = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                           "data": {"token": str(token), "holder": holder}}
-        try:
-            if live is None:
-                await create_object(conn, obj)
-            elif seen < token:
-                meta["resourceVersion"] = live["metadata"]["resourceVersion"]
-                await replace_object(conn, obj)
-            return
-        except StaleWrite:
-            continue
+        return None if data is not None and seen == token else {"token": str(token), "holder": holder}
+
+    written = await write_config_map(conn, fence_name(app), namespace, labels=bookkeeping_labels(app, "fence"),
+                                     change=change)
+    return written.wrote and written.unread
 
 
 __all__ += ["fence_name"]

@@ -3,13 +3,14 @@
 ConfigMap ``isthmus-rollout-<app>`` in ``isthmus-system`` holds one JSON document: which
 revision is being rolled out (and from which), the plan, each step's outcome, the phase, the
 holder and its fencing token, the clusters skipped by override, and a short event log. It is
-written at every step boundary, so a killed process leaves behind exactly which steps are
-done; ``rollout resume`` re-runs the rest (a step caught mid-way is re-run, which writes
-nothing it already wrote: applying unchanged objects is a no-op).
+written before and after every disruptive step (and at the end), so a killed process leaves
+behind exactly which disruptive steps are done; ``rollout resume`` re-runs the rest (a step
+caught mid-way is re-run, which writes nothing it already wrote: applying unchanged objects is a
+no-op). Steps that roll no pods are recorded with the next write (see :mod:`.engine`).
 
-Writes are guarded by the fencing token: a save reads the stored state and refuses
-(:class:`~.locking.Fenced`) when a newer holder's token is there, then writes by
-compare-and-swap on the ``resourceVersion`` it read.
+Writes are guarded by the fencing token: a save refuses (:class:`~.locking.Fenced`) when a newer
+holder's token is stored, and writes by compare-and-swap on the ``resourceVersion`` it last
+read or wrote: one round trip when nobody else wrote since, a fresh read and check otherwise.
 """
 
 from __future__ import annotations
@@ -22,17 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..kube import ClusterConnection, KubeObject
-from ._objects import (
-    CONTROL_NAMESPACE,
-    StaleWrite,
-    bookkeeping_labels,
-    create_object,
-    ensure_namespace,
-    get_object,
-    replace_object,
-)
-from .locking import Fenced
+from ..kube import ClusterConnection, bookkeeping_labels, read_config_map, write_config_map
+from .locking import CONTROL_NAMESPACE, Fenced
 from .steps import Plan
 
 __all__ = ["Outcome", "Phase", "ProgressStore", "RolloutState", "StepRecord", "state_name"]
@@ -140,19 +132,30 @@ def state_name(app: str) -> str:
     return f"isthmus-rollout-{app}"
 
 
+def _stored_token(data: dict[str, str] | None) -> int:
+    if not data:
+        return 0
+    if "token" in data:
+        return int(data["token"])
+    raw = data.get("state")  # written before the token had a key of its own
+    return int(json.loads(raw).get("token", 0)) if raw else 0
+
+
 class ProgressStore:
-    """Loads and saves the rollout state of one app in the control-plane cluster ``conn``."""
+    """Loads and saves the rollout state of one app in the control-plane cluster ``conn``.
+
+    A save is one compare-and-swap write against the version last read or written (see
+    :func:`isthmus.kube.write_config_map`); the fencing token is also kept under a key of its own,
+    so checking it never parses the whole state.
+    """
 
     def __init__(self, conn: ClusterConnection, app: str) -> None:
         self.conn, self.app = conn, app
         self.saves = 0
         self._lock = asyncio.Lock()
 
-    async def _live(self) -> KubeObject | None:
-        return await get_object(self.conn, "v1", "ConfigMap", state_name(self.app), CONTROL_NAMESPACE)
-
     async def load(self) -> RolloutState | None:
-        live = await self._live()
+        live = await read_config_map(self.conn, state_name(self.app), CONTROL_NAMESPACE)
         raw = ((live or {}).get("data") or {}).get("state")
         return RolloutState.from_dict(json.loads(raw)) if raw else None
 
@@ -160,28 +163,14 @@ class ProgressStore:
         """Write ``state`` unless a holder with a newer fencing token has written since (:class:`Fenced`)."""
         async with self._lock:
             state.updated = time.time()
-            while True:
-                live = await self._live()
-                if live is None:
-                    await ensure_namespace(self.conn, CONTROL_NAMESPACE)
-                else:
-                    raw = (live.get("data") or {}).get("state")
-                    stored = int(json.loads(raw).get("token", 0)) if raw else 0
-                    if stored > state.token:
-                        raise Fenced(self.conn.name, self.app, state.token, stored)
-                obj: KubeObject = {
-                    "apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": state_name(self.app), "namespace": CONTROL_NAMESPACE,
-                                 "labels": bookkeeping_labels(self.app, "rollout-state")},
-                    "data": {"state": json.dumps(state.to_dict(), indent=1)},
-                }
-                try:
-                    if live is None:
-                        await create_object(self.conn, obj)
-                    else:
-                        obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-                        await replace_object(self.conn, obj)
-                except StaleWrite:
-                    continue
-                self.saves += 1
-                return
+            document = json.dumps(state.to_dict(), indent=1)
+
+            def change(data: dict[str, str] | None) -> dict[str, str]:
+                stored = _stored_token(data)
+                if stored > state.token:
+                    raise Fenced(self.conn.name, self.app, state.token, stored)
+                return {"state": document, "token": str(state.token)}
+
+            await write_config_map(self.conn, state_name(self.app), CONTROL_NAMESPACE,
+                                   labels=bookkeeping_labels(self.app, "rollout-state"), change=change)
+            self.saves += 1

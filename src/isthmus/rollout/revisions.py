@@ -5,10 +5,13 @@ member (the superuser password replaced by ``SUPERUSER_PASSWORD_PLACEHOLDER``: n
 who, when, and a summary of what changed since the previous revision.
 
 Storage, in namespace ``isthmus-system`` of the Fleet's control plane: the revision as gzipped
-JSON split into ConfigMaps ``isthmus-rev-<app>-<n>-<chunk>`` (``binaryData``, at most
-:data:`CHUNK_BYTES` each, far below the 1 MiB object limit), written first and never changed;
-then the index ConfigMap ``isthmus-revisions-<app>`` (one small entry per revision), updated by
-compare-and-swap, which is the commit point: a revision exists once the index lists it.
+JSON split into ConfigMaps ``isthmus-rev-<app>-<hash>-<chunk>`` (``binaryData``, at most
+:data:`CHUNK_BYTES` each, far below the 1 MiB object limit), named by the hash of their content
+so they can be written before the revision has a number (even while the lock is being taken),
+and never changed; then the index ConfigMap ``isthmus-revisions-<app>`` (one small entry per
+revision), updated by compare-and-swap, which is the commit point: a revision exists once the
+index lists it. (Revisions recorded before content naming have chunks
+``isthmus-rev-<app>-<n>-<chunk>``; both are read.)
 
 Each member records the revision it runs in ConfigMap ``isthmus-revision-<app>`` of the app's
 namespace, so that stays knowable while the control plane is unreachable.
@@ -16,28 +19,38 @@ namespace, so that stays knowable while the control plane is unreachable.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..kube import ClusterConnection, ClusterRegistry, ClusterUnreachable, KubeObject, Reach, across
+from ..kube import (
+    ClusterConnection,
+    ClusterRegistry,
+    ClusterUnreachable,
+    KubeObject,
+    Reach,
+    StaleWrite,
+    across,
+    bookkeeping_labels,
+    config_map,
+    create_record,
+    get_record,
+    read_config_map,
+    remembered_config_map,
+    write_config_map,
+)
 from ..kube.objects import ObjectRef, content_hash
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests
-from ._objects import (
-    CONTROL_NAMESPACE,
-    StaleWrite,
-    bookkeeping_labels,
-    create_object,
-    ensure_namespace,
-    get_object,
-    replace_object,
-)
+from .locking import CONTROL_NAMESPACE
 
 __all__ = [
     "CHUNK_BYTES",
@@ -46,9 +59,11 @@ __all__ = [
     "RevisionInfo",
     "RevisionNotFound",
     "RevisionStore",
+    "Staged",
     "manifests_digest",
     "read_member_revision",
     "record_member_revision",
+    "stage",
     "summarize",
 ]
 
@@ -67,16 +82,25 @@ def _canonical(value: Any) -> bytes:
 ManifestsDoc = dict[str, list[KubeObject]]
 
 
-def manifests_doc(manifests: Manifests) -> ManifestsDoc:
-    doc = {c: [dict(o) for o in manifests.for_cluster(c)] for c in manifests.clusters}
-    if SUPERUSER_PASSWORD_PLACEHOLDER not in json.dumps(doc) and any(
+def _check_masked(doc: ManifestsDoc, canonical: bytes | None = None) -> None:
+    text = canonical if canonical is not None else _canonical(doc)
+    if SUPERUSER_PASSWORD_PLACEHOLDER.encode() not in text and any(
             o.get("kind") == "Secret" for objs in doc.values() for o in objs):
         raise ValueError("revisions store manifests rendered with the password placeholder, never a password")
+
+
+def manifests_doc(manifests: Manifests) -> ManifestsDoc:
+    doc = {c: [dict(o) for o in manifests.for_cluster(c)] for c in manifests.clusters}
+    _check_masked(doc)
     return doc
 
 
 def manifests_digest(doc: ManifestsDoc) -> str:
-    return hashlib.sha256(_canonical(doc)).hexdigest()[:16]
+    return _digest_of(_canonical(doc))
+
+
+def _digest_of(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def summarize(old: ManifestsDoc | None, new: ManifestsDoc) -> tuple[str, ...]:
@@ -109,15 +133,50 @@ class RevisionInfo:
     chunks: int
     size: int
     origin: str = "apply"
+    blob: str = ""
+    """Hash of the stored blob, which names its chunks; empty for revisions whose chunks are named by number."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "digest": self.digest, "author": self.author, "created": self.created,
-                "summary": list(self.summary), "chunks": self.chunks, "size": self.size, "origin": self.origin}
+        out = {"number": self.number, "digest": self.digest, "author": self.author, "created": self.created,
+               "summary": list(self.summary), "chunks": self.chunks, "size": self.size, "origin": self.origin}
+        if self.blob:
+            out["blob"] = self.blob
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RevisionInfo:
         return cls(int(d["number"]), str(d["digest"]), str(d["author"]), float(d["created"]),
-                   tuple(d.get("summary", ())), int(d["chunks"]), int(d["size"]), str(d.get("origin", "apply")))
+                   tuple(d.get("summary", ())), int(d["chunks"]), int(d["size"]), str(d.get("origin", "apply")),
+                   str(d.get("blob", "")))
+
+    def chunk_names(self, app: str) -> list[str]:
+        return [blob_chunk_name(app, self.blob, i) if self.blob else chunk_name(app, self.number, i)
+                for i in range(self.chunks)]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A revision's content, serialized and compressed, and (once :meth:`RevisionStore.stage` ran) stored in
+    chunks named by its hash, so it can be written before it has a number, even before the lock is taken:
+    identical content gets identical names, and nothing lists it until the index does."""
+
+    spec: dict[str, Any]
+    manifests: ManifestsDoc = field(repr=False)
+    digest: str
+    blob: str
+    pieces: tuple[bytes, ...] = field(repr=False)
+    size: int
+
+
+def stage(spec: dict[str, Any], manifests: Manifests) -> Staged:
+    """Serialize ``manifests`` (rendered with the password placeholder) and ``spec`` once: check, digest, blob."""
+    doc = {c: [dict(o) for o in manifests.for_cluster(c)] for c in manifests.clusters}
+    canonical = _canonical(doc)
+    _check_masked(doc, canonical)
+    # == _canonical({"spec": spec, "manifests": doc}): sorted keys put "manifests" first
+    blob = gzip.compress(b'{"manifests":' + canonical + b',"spec":' + _canonical(spec) + b"}", mtime=0)
+    pieces = tuple(blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)) or (b"",)
+    return Staged(spec, doc, _digest_of(canonical), hashlib.sha256(blob).hexdigest()[:16], pieces, len(blob))
 
 
 @dataclass(frozen=True)
@@ -141,6 +200,31 @@ def chunk_name(app: str, number: int, chunk: int) -> str:
     return f"isthmus-rev-{app}-{number}-{chunk}"
 
 
+def blob_chunk_name(app: str, blob: str, chunk: int) -> str:
+    return f"isthmus-rev-{app}-{blob}-{chunk}"
+
+
+@dataclass(frozen=True)
+class _Known:
+    digest: str
+    spec: dict[str, Any]
+    manifests: ManifestsDoc
+
+
+_LATEST: weakref.WeakKeyDictionary[ClusterConnection, dict[tuple[str, int], _Known]] = weakref.WeakKeyDictionary()
+"""Per control-plane connection, the last revisions of each app this process wrote or read. Revisions
+never change once listed, and the index entry's digest is checked before one is used, so the
+next record (which needs the previous manifests for its summary) reads no chunk."""
+
+
+class _Renumber(Exception):
+    """The index moved on while a revision was being written: number it again."""
+
+
+def _infos(data: dict[str, str] | None) -> list[RevisionInfo]:
+    return [RevisionInfo.from_dict(d) for d in json.loads((data or {}).get("index", "[]"))]
+
+
 class RevisionStore:
     """The revisions of one app in the control-plane cluster ``conn``."""
 
@@ -148,11 +232,10 @@ class RevisionStore:
         self.conn, self.app = conn, app
 
     async def _index(self) -> tuple[list[RevisionInfo], KubeObject | None]:
-        live = await get_object(self.conn, "v1", "ConfigMap", index_name(self.app), CONTROL_NAMESPACE)
+        live = await read_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
         if live is None:
             return [], None
-        raw = json.loads((live.get("data") or {}).get("index", "[]"))
-        return [RevisionInfo.from_dict(d) for d in raw], live
+        return _infos(live.get("data")), live
 
     async def entries(self) -> list[RevisionInfo]:
         return (await self._index())[0]
@@ -170,68 +253,117 @@ class RevisionStore:
         raise RevisionNotFound(f"app {self.app} has no revision {number} (revisions: {known}); "
                                "see `isthmus history`")
 
+    def _remember(self, number: int, known: _Known) -> None:
+        """Keep the two latest revisions of the app (the one rolling out and the one it replaces)."""
+        cache = _LATEST.setdefault(self.conn, {})
+        cache[(self.app, number)] = known
+        mine = sorted(k for k in cache if k[0] == self.app)
+        for key in mine[:-2]:
+            del cache[key]
+
     async def get(self, number: int) -> Revision:
-        info = await self.info(number)
-        blob = b""
-        for chunk in range(info.chunks):
-            live = await get_object(self.conn, "v1", "ConfigMap", chunk_name(self.app, number, chunk),
-                                    CONTROL_NAMESPACE)
+        return await self.fetch(await self.info(number))
+
+    async def fetch(self, info: RevisionInfo) -> Revision:
+        """The revision ``info`` lists (from memory when this process wrote or read it last)."""
+        known = _LATEST.get(self.conn, {}).get((self.app, info.number))
+        if known is not None and known.digest == info.digest:
+            return Revision(info, known.spec, known.manifests)
+
+        async def chunk(i: int, name: str) -> bytes:
+            live = await get_record(self.conn, "v1", "ConfigMap", name, CONTROL_NAMESPACE)
             if live is None:
-                raise RevisionNotFound(f"revision {number} of app {self.app} is damaged: chunk {chunk} is missing")
-            blob += base64.b64decode((live.get("binaryData") or {})["data"])
+                raise RevisionNotFound(f"revision {info.number} of app {self.app} is damaged: chunk {i} is missing")
+            return base64.b64decode((live.get("binaryData") or {})["data"])
+
+        blob = b"".join(await asyncio.gather(*(chunk(i, n) for i, n in enumerate(info.chunk_names(self.app)))))
         doc = json.loads(gzip.decompress(blob))
+        self._remember(info.number, _Known(info.digest, doc["spec"], doc["manifests"]))
         return Revision(info, doc["spec"], doc["manifests"])
 
     async def record(self, *, spec: dict[str, Any], manifests: Manifests, author: str, origin: str = "apply",
                      reuse_unchanged: bool = True) -> tuple[RevisionInfo, bool]:
         """Store a new revision (or reuse the latest when nothing changed); returns (info, created)."""
-        doc = manifests_doc(manifests)
-        digest = manifests_digest(doc)
-        await ensure_namespace(self.conn, CONTROL_NAMESPACE)
+        info, created, _ = await self.record_next(spec=spec, manifests=manifests, author=author, origin=origin,
+                                                  reuse_unchanged=reuse_unchanged)
+        return info, created
+
+    async def record_next(self, *, spec: dict[str, Any], manifests: Manifests, author: str, origin: str = "apply",
+                          reuse_unchanged: bool = True, staged: Staged | None = None
+                          ) -> tuple[RevisionInfo, bool, RevisionInfo | None]:
+        """:meth:`record`, also returning the latest revision before it (None for the first).
+
+        ``staged``: the content as :meth:`stage` already stored it (else it is staged here). The
+        index this process last read or wrote is the starting point: the new entry is written
+        against it by compare-and-swap (a revision someone else committed meanwhile makes this one
+        take the next number; its chunks, named by content, stay as they are), and reusing the
+        latest revision is only decided on a fresh read.
+        """
+        content = staged or stage(spec, manifests)
+        known, data = remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+        fresh = not known
+        if fresh:
+            live = await read_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+            data = (live or {}).get("data")
         while True:
-            infos, index = await self._index()
-            if reuse_unchanged and infos and infos[-1].digest == digest:
-                return infos[-1], False
-            previous = (await self.get(infos[-1].number)).manifests if infos else None
-            number = (infos[-1].number + 1) if infos else 1
-            blob = gzip.compress(_canonical({"spec": spec, "manifests": doc}), mtime=0)
-            pieces = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
-            for i, piece in enumerate(pieces):
-                await self._write_chunk(number, i, piece)
-            info = RevisionInfo(number, digest, author, time.time(), summarize(previous, doc), len(pieces),
-                                len(blob), origin)
+            infos = _infos(data)
+            latest = infos[-1] if infos else None
+            if reuse_unchanged and latest is not None and latest.digest == content.digest:
+                if not fresh:
+                    live = await read_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+                    data, fresh = (live or {}).get("data"), True
+                    continue
+                return latest, False, latest
+            if staged is None:
+                await self.store(content)
+                staged = content
+            previous = (await self.fetch(latest)).manifests if latest is not None else None
+            number = latest.number + 1 if latest is not None else 1
+            info = RevisionInfo(number, content.digest, author, time.time(), summarize(previous, content.manifests),
+                                len(content.pieces), content.size, origin, content.blob)
+
+            def change(current: dict[str, str] | None, expected: int = number - 1,
+                       entry: RevisionInfo = info) -> dict[str, str]:
+                listed = _infos(current)
+                if (listed[-1].number if listed else 0) != expected:
+                    raise _Renumber
+                return {"index": json.dumps([i.to_dict() for i in [*listed, entry]], indent=1)}
+
             try:
-                await self._write_index([*infos, info], index)
-            except StaleWrite:
-                continue  # another writer committed a revision first: number again
-            return info, True
+                await write_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE,
+                                       labels=bookkeeping_labels(self.app, "revision-index"), change=change)
+            except _Renumber:  # another writer committed a revision first: number again
+                _, data = remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+                fresh = True
+                continue
+            self._remember(number, _Known(content.digest, content.spec, content.manifests))
+            return info, True, latest
 
-    async def _write_chunk(self, number: int, chunk: int, data: bytes) -> None:
-        obj: KubeObject = {
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": chunk_name(self.app, number, chunk), "namespace": CONTROL_NAMESPACE,
-                         "labels": {**bookkeeping_labels(self.app, "revision"), "isthmus.dev/revision": str(number)}},
-            "binaryData": {"data": base64.b64encode(data).decode()},
-        }
-        live = await get_object(self.conn, "v1", "ConfigMap", obj["metadata"]["name"], CONTROL_NAMESPACE)
-        if live is None:
-            await create_object(self.conn, obj)
-        else:  # left over by a writer that lost the index race: never listed, so safe to overwrite
-            obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            await replace_object(self.conn, obj)
+    def knows_index(self) -> bool:
+        """Whether this process has read or written the index (then :meth:`probably_latest` can answer)."""
+        return remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)[0]
 
-    async def _write_index(self, infos: Sequence[RevisionInfo], live: KubeObject | None) -> None:
-        obj: KubeObject = {
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": index_name(self.app), "namespace": CONTROL_NAMESPACE,
-                         "labels": bookkeeping_labels(self.app, "revision-index")},
-            "data": {"index": json.dumps([i.to_dict() for i in infos], indent=1)},
-        }
-        if live is None:
-            await create_object(self.conn, obj)
-        else:
-            obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            await replace_object(self.conn, obj)
+    async def refresh(self) -> None:
+        """Read the index (remembered as a hint for :meth:`probably_latest` and :meth:`record_next`)."""
+        await read_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+
+    def probably_latest(self, digest: str) -> bool:
+        """Whether the latest revision, as this process last saw the index, has ``digest`` (a hint)."""
+        _, data = remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+        infos = _infos(data)
+        return bool(infos) and infos[-1].digest == digest
+
+    async def store(self, content: Staged) -> None:
+        """Write ``content``'s chunks (named by its hash; one already there holds the same bytes)."""
+
+        async def one(i: int, piece: bytes) -> None:
+            obj = config_map(blob_chunk_name(self.app, content.blob, i), CONTROL_NAMESPACE,
+                             {**bookkeeping_labels(self.app, "revision"), "isthmus.dev/blob": content.blob},
+                             binary_data={"data": base64.b64encode(piece).decode()})
+            with contextlib.suppress(StaleWrite):
+                await create_record(self.conn, obj)
+
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(content.pieces)))
 
 
 # -- what each member runs ------------------------------------------------------------------------
@@ -256,12 +388,8 @@ class MemberRevision:
                 "target": self.target, "updated": self.updated, "error": self.error}
 
 
-async def _read_record(conn: ClusterConnection, app: str, namespace: str) -> KubeObject | None:
-    return await get_object(conn, "v1", "ConfigMap", member_record_name(app), namespace)
-
-
 async def read_member_revision(conn: ClusterConnection, app: str, namespace: str) -> MemberRevision:
-    live = await _read_record(conn, app, namespace)
+    live = await read_config_map(conn, member_record_name(app), namespace)
     data = (live or {}).get("data") or {}
 
     def num(key: str) -> int | None:
@@ -272,31 +400,29 @@ async def read_member_revision(conn: ClusterConnection, app: str, namespace: str
 
 
 async def record_member_revision(conn: ClusterConnection, app: str, namespace: str, *,
-                                 revision: int | None = None, target: int | None = None) -> None:
-    """Set ``target`` when a rollout starts touching the member, ``revision`` when it is done there."""
-    await ensure_namespace(conn, namespace)
-    while True:
-        live = await _read_record(conn, app, namespace)
-        data = dict((live or {}).get("data") or {})
+                                 revision: int | None = None, target: int | None = None) -> bool:
+    """Set ``target`` when a rollout starts touching the member, ``revision`` when it is done there.
+
+    Nothing is written when the record already says so (only its time would change); returns
+    whether it wrote.
+    """
+
+    def change(data: dict[str, str] | None) -> dict[str, str] | None:
+        new = dict(data or {})
         if revision is not None:
-            data["revision"] = str(revision)
-            data.pop("target", None)
-        if target is not None:
-            data["target"] = str(target)
-        data["updated"] = f"{time.time():.3f}"
-        obj: KubeObject = {"apiVersion": "v1", "kind": "ConfigMap",
-                           "metadata": {"name": member_record_name(app), "namespace": namespace,
-                                        "labels": bookkeeping_labels(app, "member-revision")},
-                           "data": data}
-        try:
-            if live is None:
-                await create_object(conn, obj)
-            else:
-                obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-                await replace_object(conn, obj)
-            return
-        except StaleWrite:
-            continue
+            new["revision"] = str(revision)
+            new.pop("target", None)
+        if target is not None and not (new.get("revision") == str(target) and "target" not in new):
+            new["target"] = str(target)  # (not when it already runs that revision: a re-apply)
+        old = dict(data or {})
+        if data is not None and {k: v for k, v in new.items() if k != "updated"} == \
+                {k: v for k, v in old.items() if k != "updated"}:
+            return None
+        new["updated"] = f"{time.time():.3f}"
+        return new
+
+    return bool(await write_config_map(conn, member_record_name(app), namespace,
+                                       labels=bookkeeping_labels(app, "member-revision"), change=change))
 
 
 async def member_revisions(registry: ClusterRegistry, clusters: Sequence[str], app: str,
@@ -350,4 +476,5 @@ async def history(registry: ClusterRegistry, control_plane: str, members: Sequen
                    error)
 
 
-__all__ += ["History", "chunk_name", "history", "index_name", "manifests_doc", "member_record_name", "member_revisions"]
+__all__ += ["History", "blob_chunk_name", "chunk_name", "history", "index_name", "manifests_doc", "member_record_name",
+            "member_revisions"]

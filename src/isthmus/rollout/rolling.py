@@ -9,23 +9,25 @@ the persisted rollout from where it stopped, from the stored revision's manifest
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..kube import ClusterRegistry, KubeObject
+from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..spec import CassandraCluster, Fleet
 from .deploying import Progress
-from .engine import Engine, EngineSettings, RolloutResult
+from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
-from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
+from .locking import DEFAULT_DURATION, LeaseLock, LeaseState, fence
 from .progress import Phase, ProgressStore, RolloutState
-from .revisions import Revision, RevisionStore
+from .revisions import Revision, RevisionStore, stage
 from .secrets import superuser_password
+from .settled import settled_state, unchanged_reports
 from .steps import check_strategy, plan_rollout
 
 __all__ = ["NothingToResume", "RolloutOptions", "apply_rollout", "fill_password", "resume_rollout"]
@@ -57,6 +59,11 @@ class RolloutOptions:
     timeout: float | None = None
     gates: tuple[Gate, ...] = DEFAULT_GATES
     lock_waiting: Callable[[LeaseState], None] | None = None
+    unless_settled: bool = False
+    """Read first, and write nothing at all (no lock, no fence, no record) when every member already runs
+    this very revision; see :mod:`.settled`."""
+    repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
+    """Drift correction: per member, objects to write again although their content hash matches."""
 
 
 def fill_password(manifests: Manifests, password: str) -> Manifests:
@@ -108,17 +115,20 @@ class _Session:
                    LeaseLock(control, name, options.identity, duration=options.lock_duration),
                    RevisionStore(control, name), ProgressStore(control, name))
 
-    async def run(self, app: CassandraCluster, manifests: Manifests, state: RolloutState) -> RolloutResult:
+    async def run(self, app: CassandraCluster, manifests: Manifests, state: RolloutState,
+                  timeline: Timeline | None = None, baseline: Baseline | None = None,
+                  fences: Mapping[str, asyncio.Task[bool]] | None = None, *, reapply: bool = False) -> RolloutResult:
         strategy = app.spec.rollout
         settings = EngineSettings(
             poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
             prune=self.options.prune,
             skip_clusters=self.options.skip_clusters, gates=self.options.gates,
             soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
-            failure_budget=strategy.failure_budget, timeout=self.options.timeout)
+            failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair)
         engine = Engine(app=app.metadata.name, namespace=app.namespace, registry=self.registry,
                         members=app.member_clusters(), manifests=manifests, state=state, store=self.states,
-                        lock=self.lock, settings=settings, progress=self.progress)
+                        lock=self.lock, settings=settings, progress=self.progress, timeline=timeline,
+                        baseline=baseline, fences=fences, reapply=reapply)
         return await engine.run()
 
     async def roll_back(self, target: int, *, password: str, reason: str) -> RolloutResult:
@@ -134,20 +144,61 @@ class _Session:
 
 
 async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
-                        options: RolloutOptions | None = None, progress: Progress = _quiet) -> RolloutResult:
-    """Record a revision of ``app`` and roll it out; see the module docstring."""
+                        options: RolloutOptions | None = None, progress: Progress = _quiet, *,
+                        rendered: Manifests | None = None, timeline: Timeline | None = None) -> RolloutResult:
+    """Record a revision of ``app`` and roll it out; see the module docstring.
+
+    ``rendered``: ``app`` already rendered for ``fleet`` with the password placeholder (a caller that
+    keeps it, the operator, saves rendering twice). ``timeline`` collects when each phase ended.
+    Calls that do not depend on each other go out together: the password with the lock, and once
+    the lock is held, the revision record with the stored state.
+    """
+    timeline = timeline or Timeline()
     opts = options or RolloutOptions()
     check_strategy(app)
     _check_skips(app, opts.skip_clusters)
     session = _Session.open(app, fleet, registry, opts, progress)
-    masked = render(app, fleet)
-    password = await superuser_password(registry, fleet, app)
-    await session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting)
+    masked = rendered if rendered is not None else render(app, fleet)
+    content = stage(_spec_doc(app), masked)
+    timeline.mark("rendered")
+    if opts.unless_settled and not opts.skip_clusters and not opts.repair:
+        settled = await settled_state(registry, app.member_clusters(), masked, app=app.metadata.name,
+                                      namespace=app.namespace, digest=content.digest, revisions=session.revisions,
+                                      states=session.states)
+        timeline.mark("checked")
+        if settled is not None:
+            return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
+                                 notes=[f"nothing to change: every member already runs revision {settled.revision}"])
+    # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
+    # revision's content is stored (under names made of its hash) while the lock is taken.
+    known = session.revisions.knows_index()
+    new = known and not session.revisions.probably_latest(content.digest)
+    storing = asyncio.create_task(session.revisions.store(content)) if new else None
     try:
-        previous = await session.revisions.latest()
-        info, created = await session.revisions.record(spec=_spec_doc(app), manifests=masked,
-                                                       author=session.lock.identity)
-        stored = await session.states.load()
+        password, *_ = await asyncio.gather(
+            superuser_password(registry, fleet, app),
+            session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting),
+            *(() if known else (session.revisions.refresh(),)))
+    except BaseException:
+        if storing is not None:
+            await asyncio.gather(storing, return_exceptions=True)
+        raise
+    timeline.mark("locked")
+    if not known and not session.revisions.probably_latest(content.digest):
+        new, storing = True, asyncio.create_task(session.revisions.store(content))
+    # A new revision: every member's fence takes our token while it is recorded, so the first step there need
+    # not wait. (A re-apply fences a member only if it has something to write there.)
+    fences = {m: asyncio.create_task(fence(registry[m], app.metadata.name, app.namespace, session.lock.token,
+                                           session.lock.identity))
+              for m in app.member_clusters() if m not in opts.skip_clusters} if new else {}
+    try:
+        if storing is not None:
+            await storing
+        (info, created, previous), stored = await asyncio.gather(
+            session.revisions.record_next(spec=content.spec, manifests=masked, author=session.lock.identity,
+                                          staged=content if storing is not None else None),
+            session.states.load())
+        timeline.mark("recorded")
         if stored is not None and stored.revision == info.number and not stored.phase.finished \
                 and stored.kind == "apply":
             state = stored  # the same revision, unfinished: carry on from where it stopped
@@ -160,7 +211,11 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
             state.event(f"revision {info.number} by {session.lock.identity}: " + "; ".join(info.summary))
             if stored is not None and not stored.phase.finished:
                 state.event(f"supersedes the unfinished rollout of revision {stored.revision} ({stored.phase.value})")
-        result = await session.run(app, fill_password(masked, password), state)
+        baseline = None
+        if created and previous is not None and state is not stored:  # what the members ran until now
+            baseline = Baseline(previous.number, (await session.revisions.fetch(previous)).manifests)
+        result = await session.run(app, fill_password(masked, password), state, timeline, baseline, fences,
+                                   reapply=not created)
         if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
@@ -174,7 +229,11 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
                     await session.states.save(result.state)
         return result
     finally:
+        for task in fences.values():
+            task.cancel()
+        await asyncio.gather(*fences.values(), return_exceptions=True)
         await session.lock.release()
+        timeline.mark("released")
 
 
 async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,

@@ -1,0 +1,184 @@
+"""Drift: where a member's live objects differ from what Isthmus applied, found cheaply, and put back.
+
+:func:`find_drift` reads each kind of an app's objects with one LIST per kind and judges every
+desired object by what that LIST shows:
+
+- **missing**: it is not there (deleted by hand);
+- **changed**: its content-hash annotation differs from the desired one;
+- **edited**: the same hash, but another field manager wrote to it after Isthmus did
+  (:func:`changed_by_others`); a server-side dry run of just those objects then says whether a
+  field Isthmus sets really differs (a label someone added is not drift).
+
+Only the last case costs more than the LISTs, and only for the objects concerned.
+:func:`reapply_objects` writes objects back with server-side apply, taking conflicting fields
+over (``force``): what a drift policy of *correct* asks for. :func:`fingerprint` tells a real
+change of an object from a status update, for watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from itertools import groupby
+from typing import Any
+
+from ..render import apply_rank
+from ..render.hashing import digest
+from .applying import fetch_owned
+from .connection import FIELD_MANAGER, ClusterConnection
+from .diffing import diff_objects
+from .fetching import get_object
+from .inventory import APP_LABEL, read_inventory
+from .objects import KubeObject, ObjectRef, clean_for_compare, content_hash, resource_class, to_resource
+
+__all__ = ["Drift", "DriftKind", "Unapplied", "apply_exactly", "changed_by_others", "find_drift", "fingerprint",
+           "reapply_objects", "unapplied"]
+
+
+class DriftKind(StrEnum):
+    MISSING = "missing"
+    CHANGED = "changed"
+    EDITED = "edited"
+
+
+@dataclass(frozen=True)
+class Drift:
+    ref: ObjectRef
+    kind: DriftKind
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.ref} {self.kind.value}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _entries(obj: KubeObject) -> list[dict[str, Any]]:
+    """Field-manager entries of ``obj`` that are about its content: status writes are the controllers'."""
+    return [e for e in (obj.get("metadata", {}).get("managedFields") or [])
+            if (e.get("subresource") or "") != "status"]
+
+
+def _time(entry: dict[str, Any]) -> str:
+    value = entry.get("time")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(value, datetime) else str(value or "")
+
+
+def changed_by_others(obj: KubeObject, manager: str = FIELD_MANAGER) -> bool:
+    """Whether someone other than ``manager`` wrote ``obj``'s content at or after ``manager``'s last write.
+
+    Field-manager times have a resolution of one second, so a write in the same second counts:
+    the caller checks, and a check that finds nothing costs a dry run, never a wrong write.
+    """
+    entries = _entries(obj)
+    ours = [_time(e) for e in entries if e.get("manager") == manager]
+    if not ours:
+        return True  # not written by us at all
+    last = max(ours)
+    return any(e.get("manager") != manager and _time(e) >= last for e in entries)
+
+
+def fingerprint(obj: KubeObject) -> str:
+    """A digest of what ``obj`` says, without what the server owns (status, versions, field managers)."""
+    return digest(clean_for_compare(obj))
+
+
+def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
+    return ref.api_version, ref.kind, ref.namespace
+
+
+async def _live(conn: ClusterConnection, app: str, objects: Sequence[KubeObject]) -> dict[ObjectRef, KubeObject]:
+    refs = [ObjectRef.of(o) for o in objects]
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in refs})
+    shared = [r for r, o in zip(refs, objects, strict=True)
+              if APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
+
+    async def get(ref: ObjectRef) -> tuple[ObjectRef, KubeObject | None]:
+        found = await get_object(conn, resource_class(ref.api_version, ref.kind), ref.name, ref.namespace or None)
+        return ref, dict(found.to_dict()) if found is not None else None
+
+    for ref, obj in await asyncio.gather(*(get(r) for r in shared)):
+        if obj is not None:
+            live[ref] = obj
+    return live
+
+
+@dataclass(frozen=True)
+class Unapplied:
+    """What an apply of some objects would have to write in one member, found by reading only."""
+
+    changed: tuple[ObjectRef, ...]
+    """Objects missing there, or there with another content hash."""
+    inventory: frozenset[ObjectRef]
+    """The app's inventory in that member (what the last apply recorded)."""
+
+
+async def unapplied(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject]) -> Unapplied:
+    """Read (never write) what applying ``objects`` of ``app`` would change: one LIST per kind, the inventory."""
+    inventory, live = await asyncio.gather(read_inventory(conn, app, namespace), _live(conn, app, objects))
+    changed = tuple(ObjectRef.of(o) for o in objects
+                    if (found := live.get(ObjectRef.of(o))) is None or content_hash(found) != content_hash(o))
+    return Unapplied(changed, frozenset(inventory))
+
+
+def _meaningful(text: str, ignore: Iterable[str]) -> bool:
+    """Whether a unified diff changes a line other than those mentioning one of ``ignore``."""
+    skip = tuple(ignore)
+    for line in text.splitlines():
+        if line[:1] in "+-" and line[:3] not in ("---", "+++") and not any(s in line for s in skip):
+            return True
+    return False
+
+
+async def find_drift(conn: ClusterConnection, app: str, objects: Sequence[KubeObject], *,
+                     ignore: Iterable[str] = (), force_conflicts: bool = True) -> list[Drift]:
+    """The desired ``objects`` of ``app`` that ``conn``'s cluster does not hold as applied; see the module doc.
+
+    ``ignore``: text of diff lines that are not drift (an annotation only the applier stamps).
+    """
+    live = await _live(conn, app, objects)
+    found: list[Drift] = []
+    suspects: list[KubeObject] = []
+    for obj in objects:
+        ref = ObjectRef.of(obj)
+        current = live.get(ref)
+        if current is None:
+            found.append(Drift(ref, DriftKind.MISSING))
+        elif content_hash(current) != content_hash(obj):
+            found.append(Drift(ref, DriftKind.CHANGED, "content hash differs"))
+        elif changed_by_others(current):
+            suspects.append(obj)
+    if suspects:
+        ignored = list(ignore)
+        for diff in await diff_objects(conn, suspects, force_conflicts=force_conflicts):
+            if _meaningful(diff.text, ignored):
+                managers = sorted({str(e.get("manager")) for e in _entries(live[diff.ref])} - {FIELD_MANAGER})
+                found.append(Drift(diff.ref, DriftKind.EDITED, f"by {', '.join(managers) or 'another manager'}"))
+    return sorted(found, key=lambda d: d.ref)
+
+
+async def apply_exactly(conn: ClusterConnection, objects: Sequence[KubeObject], *, force: bool = False
+                        ) -> list[ObjectRef]:
+    """Server-side apply each of ``objects`` as it is, stage by stage in apply order, without reading
+    anything first (no hash comparison, no inventory): for a caller that knows these are what changed.
+    A field another manager owns is an :class:`~isthmus.kube.ApplyConflict` unless ``force``."""
+
+    async def one(obj: KubeObject) -> ObjectRef:
+        ref = ObjectRef.of(obj)
+
+        async def do(client: Any) -> None:
+            await client.apply(to_resource(obj), force=force)
+
+        await conn.call("apply", str(ref), do)
+        return ref
+
+    done: list[ObjectRef] = []
+    for _, group in groupby(sorted(objects, key=lambda o: (apply_rank(o), ObjectRef.of(o))), key=apply_rank):
+        done += await asyncio.gather(*(one(o) for o in group))
+    return done
+
+
+async def reapply_objects(conn: ClusterConnection, objects: Sequence[KubeObject]) -> list[ObjectRef]:
+    """Server-side apply each of ``objects`` as it is, taking conflicting fields over; returns their refs."""
+    return await apply_exactly(conn, objects, force=True)

@@ -1,0 +1,92 @@
+"""A change that rolls no pods reaches every member at once; one that does is still gated (lab)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from _helpers import FAST, cpu_requests, generations, outcome
+
+from fixtures.labspecs import app_doc, fleet_doc, load
+from isthmus.kube import ClusterRegistry, ObjectRef
+from isthmus.lab import Lab
+from isthmus.rollout import Outcome, Phase, ProgressStore, RolloutOptions, apply_rollout
+
+pytestmark = pytest.mark.lab
+
+
+def guarded(name: str, tables: list[str], *, cpu: str = "500m") -> dict[str, Any]:
+    doc = app_doc(name)
+    doc["spec"]["resources"]["cpu"] = cpu
+    doc["spec"]["access"] = {"enabled": True, "rules": [
+        {"name": "orders", "identities": {"users": ["orders_app"]},
+         "allow": [{"actions": ["read", "write"], "tables": tables}]}]}
+    return doc
+
+
+def policy(lab: Lab, cluster: str, name: str) -> str:
+    out = json.loads(lab.kubectl(cluster, "get", "configmap", f"{name}-cqlguard", "-n", name, "-o", "json"))
+    return str(out["data"]["policy.yaml"])
+
+
+async def test_a_change_that_rolls_no_pods_lands_everywhere_in_the_prepare_wave_past_closed_gates(
+        lab3: Lab, registry: ClusterRegistry) -> None:
+    fleet, app = load(fleet_doc(), guarded("prp", ["shop.orders"]))
+    assert (await apply_rollout(app, fleet, registry, FAST)).ok
+    before = generations(lab3, "prp")
+    lab3.node_not_ready("c2", "c2-region-2b-1")  # every gate would now wait, anywhere
+    try:
+        _, grant = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"]))
+        started = time.monotonic()
+        result = await asyncio.wait_for(apply_rollout(grant, fleet, registry, FAST), 60)
+        took = time.monotonic() - started
+        assert result.phase is Phase.SUCCEEDED, result.state.to_dict()
+        assert all("shop.order_items" in policy(lab3, c, "prp") for c in ("c1", "c2", "c3"))
+        assert generations(lab3, "prp") == before  # no StatefulSet written: no pod rolled
+        racks = [s for s in result.state.plan.steps if s.kind.value == "rack"]
+        assert racks and all(result.state.steps[s.id].note.startswith("unchanged") for s in racks)
+        assert result.stats.gate_evaluations == 0 and result.stats.converge_seconds == 0
+        assert took < 30, f"took {took:.1f}s"
+        # The persisted state (writes grouped, not one per step boundary) is complete.
+        stored = await ProgressStore(registry["c1"], "prp").load()
+        assert stored is not None and stored.phase is Phase.SUCCEEDED and stored.current is None
+        assert all(outcome(stored, s.id) is Outcome.DONE for s in stored.plan.steps)
+        assert result.stats.state_writes < len(stored.plan.steps)
+
+        # The same NotReady node holds a change that rolls pods before its first rack, as before.
+        _, rolling = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"], cpu="600m"))
+        task = asyncio.create_task(apply_rollout(rolling, fleet, registry, FAST))
+        await asyncio.sleep(8)
+        assert not task.done()
+        assert cpu_requests(lab3, "prp")["prp-dc1-ra"] == "500m"
+        state = await ProgressStore(registry["c1"], "prp").load()
+        assert state is not None and outcome(state, "prepare/c3") is Outcome.DONE
+        assert outcome(state, "rack/dc1/ra") is not Outcome.DONE
+    finally:
+        lab3.node_recover("c2", "c2-region-2b-1")
+    done = await asyncio.wait_for(task, 240)
+    assert done.ok, done.state.to_dict()
+    assert set(cpu_requests(lab3, "prp").values()) == {"600m"}
+    assert done.stats.gate_evaluations > 0
+
+
+async def test_repair_writes_back_an_object_edited_by_hand_although_its_hash_matches(
+        lab3: Lab, registry: ClusterRegistry) -> None:
+    fleet, app = load(fleet_doc(), app_doc("rep"))
+    assert (await apply_rollout(app, fleet, registry, FAST)).ok
+    lab3.kubectl("c2", "patch", "configmap", "rep-dc2-config", "-n", "rep", "--type", "merge",
+                 "-p", json.dumps({"data": {"cassandra.yaml": "edited: by hand\n"}}))
+    plain = await apply_rollout(app, fleet, registry, FAST)  # the hash still matches: a plain apply skips it
+    assert plain.ok
+    edited = json.loads(lab3.kubectl("c2", "get", "configmap", "rep-dc2-config", "-n", "rep", "-o", "json"))
+    assert edited["data"]["cassandra.yaml"] == "edited: by hand\n"
+    ref = ObjectRef("v1", "ConfigMap", "rep", "rep-dc2-config")
+    repaired = await apply_rollout(app, fleet, registry, RolloutOptions(poll_interval=0.3,
+                                                                        repair={"c2": frozenset({ref})}))
+    assert repaired.ok and repaired.reports["c2"][ref].value == "configured"
+    fixed = json.loads(lab3.kubectl("c2", "get", "configmap", "rep-dc2-config", "-n", "rep", "-o", "json"))
+    assert fixed["data"]["cassandra.yaml"] != "edited: by hand\n" and "cluster_name" in fixed["data"]["cassandra.yaml"]
+    assert generations(lab3, "rep") == {f"rep-dc{i}-{r}": 1 for i in (1, 2, 3) for r in ("ra", "rb")}

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import IsthmusError
 from .connection import ClusterConnection
 from .errors import ApiFailure
+from .fetching import delete_object
 from .inventory import MANAGED_BY
 from .objects import KubeObject, resource_class, to_resource
 
@@ -166,21 +167,11 @@ async def replace_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject
 async def delete_record(conn: ClusterConnection, api_version: str, kind: str, name: str,
                         namespace: str | None) -> bool:
     """Delete one object; False when it was already gone."""
-    res = resource_class(api_version, kind)
-
-    async def do(client: Any) -> None:
-        await client.delete(res, name, namespace=namespace)
-
     try:
-        await conn.call("delete", _what(kind, name, namespace), do)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return False
-        raise
+        return await delete_object(conn, resource_class(api_version, kind), name, namespace)
     finally:
         if kind == "ConfigMap" and namespace:
             _memory(conn).config_maps.pop((namespace, name), None)
-    return True
 
 
 async def ensure_namespace(conn: ClusterConnection, name: str) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from isthmus.lab.processes import free_ports
 
 POLICY = """
 rules:
@@ -74,10 +75,6 @@ def pct(data: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -184,12 +181,12 @@ def lab_node() -> Iterator[tuple[str, int]]:
 def guard_process(upstream: tuple[str, int], workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
     policy = workdir / "policy.yaml"
     policy.write_text(POLICY)
-    port = _free_port()
+    port, metrics_port = free_ports(2)
     argv = [
         sys.executable, "-m", "isthmus.cqlguard.cli", "run",
         "--listen", f"127.0.0.1:{port}", "--upstream", f"{upstream[0]}:{upstream[1]}",
         "--policy", str(policy), "--flows", str(workdir / "flows.jsonl"),
-        "--metrics", f"127.0.0.1:{_free_port()}", "--log-level", "warning",
+        "--metrics", f"127.0.0.1:{metrics_port}", "--log-level", "warning",
     ]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
     assert proc.stderr is not None

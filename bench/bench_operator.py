@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import yaml
 from isthmus.kube import ClusterRegistry, ConnectionSettings, fetch_owned, get_record, watch_objects
 from isthmus.lab import Lab, LabSettings, default_specs
 from isthmus.lab.fleet import cassandra_document, fleet_document
+from isthmus.lab.processes import free_ports
 from isthmus.operator.crds import crds_yaml
 from isthmus.rollout import render_app
 from isthmus.spec import CassandraCluster, Fleet, load_text
@@ -62,10 +62,6 @@ POLICY = f"{APP}-cqlguard"
 HASH = "isthmus.dev/content-hash"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kubectl(lab: Lab, *args: str, stdin: str | None = None) -> str:
@@ -306,7 +302,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         log_path = Path(args.log_dir or tmp) / f"operator-{n}.log"
         try:
             fleet = setup(lab, n)
-            port = free_port()
+            port = free_ports(1)[0]
             with log_path.open("wb") as log:
                 proc = subprocess.Popen([ISTHMUS, "operator", "run", "--kubeconfig", str(lab.kubeconfig),
                                          "--context", lab.context("c1"), "--namespace", NAMESPACE, "--metrics-port",

@@ -135,27 +135,41 @@ class RunningGuard:
         fetch_size: int | None = None,
     ) -> Any:
         """A driver session through the guard (its cluster is shut down with the guard)."""
-        from cassandra.auth import PlainTextAuthProvider
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import WhiteListRoundRobinPolicy
-
-        profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([self.host]), request_timeout=20.0)
-        cluster = Cluster(
-            contact_points=[self.host],
-            port=self.port,
-            protocol_version=protocol_version,
-            compression=compression,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            auth_provider=PlainTextAuthProvider(*auth) if auth else None,
-            ssl_context=ssl_context,
-            connect_timeout=10.0,
-            control_connection_timeout=10.0,
-        )
+        cluster = driver_cluster(self.host, self.port, protocol_version=protocol_version, compression=compression,
+                                 auth=auth, ssl_context=ssl_context)
         self.clusters.append(cluster)
         session = cluster.connect(keyspace)
         if fetch_size is not None:
             session.default_fetch_size = fetch_size
         return session
+
+
+def driver_cluster(
+    host: str,
+    port: int,
+    *,
+    protocol_version: int = 5,
+    compression: bool | str = False,
+    auth: tuple[str, str] | None = None,
+    ssl_context: Any = None,
+) -> Any:
+    """A cassandra-driver Cluster that talks to ``host:port`` alone; the caller shuts it down."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=20.0)
+    return Cluster(
+        contact_points=[host],
+        port=port,
+        protocol_version=protocol_version,
+        compression=compression,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=PlainTextAuthProvider(*auth) if auth else None,
+        ssl_context=ssl_context,
+        connect_timeout=10.0,
+        control_connection_timeout=10.0,
+    )
 
 
 @contextlib.contextmanager

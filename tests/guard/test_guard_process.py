@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from isthmus.lab.cassandra import CassandraNode
+from isthmus.lab.processes import free_ports
+
+from .conftest import driver_cluster
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -41,10 +42,6 @@ rules:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -71,7 +68,7 @@ def guard_process(guard_schema: CassandraNode, tmp_path: Path) -> Iterator[Guard
     policy = tmp_path / "policy.yaml"
     policy.write_text(BEFORE)
     flows = tmp_path / "flows.jsonl"
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_ports(2)
     proc = subprocess.Popen(
         [str(isthmus), "guard", "run", "--listen", f"127.0.0.1:{port}",
          "--upstream", f"{guard_schema.host}:{guard_schema.port}", "--policy", str(policy),
@@ -87,16 +84,6 @@ def guard_process(guard_schema: CassandraNode, tmp_path: Path) -> Iterator[Guard
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-
-
-def _session(port: int) -> Any:
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import WhiteListRoundRobinPolicy
-
-    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy(["127.0.0.1"]), request_timeout=20.0)
-    cluster = Cluster(contact_points=["127.0.0.1"], port=port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-    return cluster.connect()
 
 
 def _rewrite_unnoticed(path: Path, text: str) -> None:
@@ -122,7 +109,7 @@ def test_sighup_reloads_the_policy_without_dropping_the_session(
 
     g = guard_process
     assert "event loop: uvloop" in g.banner
-    session = _session(g.port)
+    session = driver_cluster("127.0.0.1", g.port).connect()
     try:
         select_kv = session.prepare("SELECT v FROM guardks.kv WHERE k = ?")
         for _ in range(5):  # decided once, then from the connection's fast path

@@ -72,7 +72,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 @dataclass
 class RecordingUpstream:
-    """A TCP server that records every byte it receives and answers nothing."""
+    """A TCP server that records every byte it receives and answers nothing (or, with ``answer_startup``, only
+    the first frame: READY, as to a STARTUP)."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -81,13 +82,17 @@ class RecordingUpstream:
 
 
 @contextlib.contextmanager
-def recording_upstream() -> Iterator[RecordingUpstream]:
+def recording_upstream(*, answer_startup: bool = False) -> Iterator[RecordingUpstream]:
     upstream = RecordingUpstream()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream.connections += 1
+        if answer_startup:
+            startup = await reader.readexactly(9)
+            upstream.received += startup + await reader.readexactly(struct.unpack(">i", startup[5:9])[0])
+            writer.write(w.frame(startup[0] & 0x7F, struct.unpack(">h", startup[2:4])[0], 0x02, b"", response=True))
         while data := await reader.read(65536):
             upstream.received += data
         writer.close()
@@ -131,6 +136,28 @@ def test_garbage_after_a_valid_startup_forwards_only_the_startup(tmp_path: Path)
             sock.sendall(b"\xff" * 32)
             assert _closed_by_peer(sock)
         assert bytes(upstream.received) == w.startup(4)
+
+
+def test_requests_left_unanswered_are_logged_by_their_own_stream(tmp_path: Path) -> None:
+    """The second QUERY repeats the first, so it is decided on the fast path; when the client goes away
+    before the server answers either, each flow still names its own stream."""
+    select = "SELECT v FROM guardks.kv WHERE k = 1"
+    with recording_upstream(answer_startup=True) as upstream, running_guard(upstream, tmp_path) as guard:
+        with socket.create_connection((guard.host, guard.port)) as sock:
+            _startup_v4(sock)
+            sock.sendall(w.query(select, 4, stream=5))
+            time.sleep(0.3)  # a read of its own, so the second is not decoded in the same batch
+            sock.sendall(w.query(select, 4, stream=9))
+            deadline = time.monotonic() + 5
+            while upstream.received.count(select.encode()) < 2:
+                assert time.monotonic() < deadline, "the guard did not forward both queries"
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while len(abandoned := [f for f in guard.flows() if "closed before the server answered" in f["reason"]]) < 2:
+            assert time.monotonic() < deadline, guard.flows()
+            time.sleep(0.1)
+        assert sorted(f["l7"]["stream"] for f in abandoned) == [5, 9]
+        assert {f["verdict"] for f in abandoned} == {"ALLOWED"}
 
 
 # ------------------------------------------------------------------------- with Cassandra

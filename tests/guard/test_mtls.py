@@ -8,7 +8,6 @@ The CA, the guard's server certificate and the client certificates are made here
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import socket
 import ssl
@@ -18,12 +17,11 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from isthmus.cqlguard.settings import TLSSettings
 from isthmus.lab.cassandra import CassandraNode
+from isthmus.lab.pki import Authority, Credential, subject
 
 from .conftest import RunningGuard, running_guard
 
@@ -63,94 +61,31 @@ class Pki:
     clients: dict[str, tuple[Path, Path]]  # name -> (cert, key)
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "acme"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-
-
-def _issue(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    sans: list[x509.GeneralName] | None = None,
-    usage: x509.ObjectIdentifier | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-    cert_path, key_path = path.with_suffix(".crt"), path.with_suffix(".key")
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
+def _cred(root: Path, name: str) -> Credential:
+    return Credential(root / f"{name}.crt", root / f"{name}.key")
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "isthmus test CA")])
-    ca_cert = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
-    ca_path, _ = _write(root / "ca", ca_cert, ca_key)
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue(
-        _name("cqlguard"), server_key, ca_name, ca_key,
-        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-    )
-    server_cert_path, server_key_path = _write(root / "server", server_cert, server_key)
-
+    ca = Authority.new("isthmus test CA")
+    ca.write(ca_files := _cred(root, "ca"))
+    server = _cred(root, "server")
+    ca.issue(server, subject("cqlguard", "acme"), ExtendedKeyUsageOID.SERVER_AUTH,
+             [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
     clients: dict[str, tuple[Path, Path]] = {}
     for name, sans in [
         ("app", [x509.UniformResourceIdentifier(APP_SPIFFE), x509.DNSName("app.shop.svc")]),
         ("reporter", None),
     ]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(_name(name), key, ca_name, ca_key, sans=sans, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-        clients[name] = _write(root / name, cert, key)
-
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
-    stranger_key = ec.generate_private_key(ec.SECP256R1())
-    stranger = _issue(_name("app"), stranger_key, other_name, other_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-                      sans=[x509.UniformResourceIdentifier(APP_SPIFFE)])
-    clients["stranger"] = _write(root / "stranger", stranger, stranger_key)
+        ca.issue(cred := _cred(root, name), subject(name, "acme"), ExtendedKeyUsageOID.CLIENT_AUTH, sans)
+        clients[name] = (cred.cert, cred.key)
+    # The same subject and SPIFFE ID, from a CA the guard does not trust.
+    stranger = _cred(root, "stranger")
+    Authority.new("some other CA").issue(stranger, subject("app", "acme"), ExtendedKeyUsageOID.CLIENT_AUTH,
+                                         [x509.UniformResourceIdentifier(APP_SPIFFE)])
+    clients["stranger"] = (stranger.cert, stranger.key)
+    ca_path, server_cert_path, server_key_path = ca_files.cert, server.cert, server.key
     return Pki(ca_path, server_cert_path, server_key_path, clients)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import httpx
 import yaml
 
 from isthmus.lab import Lab
+from isthmus.lab.processes import free_ports
 
 ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
 NAMESPACE = "isthmus-system"
@@ -24,10 +24,6 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:
@@ -35,7 +31,7 @@ class OperatorProcess:
 
     def __init__(self, lab: Lab, identity: str, log_dir: Path, *extra: str) -> None:
         self.lab, self.identity = lab, identity
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.log = log_dir / f"operator-{identity}.log"
         self.argv = [ISTHMUS, "operator", "run", "--kubeconfig", str(lab.kubeconfig), "--context", lab.context("c1"),
                      "--namespace", NAMESPACE, "--metrics-port", str(self.port), "--id", identity,

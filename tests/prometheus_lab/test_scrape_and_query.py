@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from isthmus.lab.processes import free_ports
 from isthmus.lab.prometheus import PrometheusLabError, PrometheusServer, ScrapeJob
 
 pytestmark = pytest.mark.prometheus
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -24,7 +20,7 @@ def gauge_target() -> Iterator[tuple[str, Gauge]]:
     """A tiny /metrics endpoint on loopback with one gauge; yields ``host:port`` and the gauge."""
     registry = CollectorRegistry()
     gauge = Gauge("isthmus_lab_probe", "A value the test sets", registry=registry)
-    port = _free_port()
+    port = free_ports(1)[0]
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         yield f"127.0.0.1:{port}", gauge

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from isthmus.cqlguard.classify import Classification, Classified, Statement
+from isthmus.cqlguard.settings import DEFAULT_FLOWS_MAX_BYTES
 
 __all__ = ["Flow", "FlowFilter", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
 
 #: Default cap of the flows file: past it the file is renamed ``<path>.1`` and a new one begun.
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024  # the same as settings.DEFAULT_FLOWS_MAX_BYTES
 
 
 class FlowVerdict(StrEnum):
@@ -214,7 +214,7 @@ class FlowWriter:
         self,
         path: Path,
         *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = DEFAULT_FLOWS_MAX_BYTES,
         flush_bytes: int = 256 * 1024,
         check_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,

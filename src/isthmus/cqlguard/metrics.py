@@ -23,7 +23,6 @@ lets several guards (tests, benchmarks) live in one process.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,10 +82,6 @@ class GuardMetrics:
         key = (verdict, action)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
-
-    def observe_latency(self, seconds: float) -> None:
-        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
 
     def requests_total(self, verdict: str | None = None) -> int:
         """Decisions counted so far (all, or those with ``verdict``)."""

@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from isthmus.cqlguard.classify import Classification
 from isthmus.cqlguard.flows import Flow, FlowTemplate, FlowVerdict, FlowWriter, l7_action
 from isthmus.cqlguard.guard import Check, Guard, PreparedStatements, Step
 from isthmus.cqlguard.metrics import LATENCY_BUCKETS, GuardMetrics, serve_metrics
@@ -118,10 +119,13 @@ class _Known:
     request may come again (an EXECUTE of a prepared id, a QUERY text in a keyspace).
     """
 
-    __slots__ = ("action", "check", "counter", "template")
+    __slots__ = ("action", "classification", "counter", "decision", "kind", "template")
 
     def __init__(self, check: Check, template: FlowTemplate | None, metrics: GuardMetrics) -> None:
-        self.check = check
+        # Not the check itself: its request holds the whole frame (bound values and all), and up to
+        # _HOT_ENTRIES of these stay per connection.
+        assert check.decision is not None
+        self.kind, self.classification, self.decision = check.kind, check.classification, check.decision
         self.template = template
         self.action = l7_action(check.classification)
         #: Its key in ``GuardMetrics.requests`` (present: the fast path adds to it directly).
@@ -617,11 +621,12 @@ class _Pump:
             self.server.record_lines(lines)
 
     def _abandon_inflight(self) -> None:
-        for known, wall, _ in self._inflight.values():
-            check = known.check
-            assert check.decision is not None
-            reason = f"{check.decision.reason}; connection closed before the server answered"
-            self._flow(check, FlowVerdict.ALLOWED, wall, check.decision.rule, reason)
+        if self.server.flows is not None:
+            for stream, (known, wall, _) in self._inflight.items():
+                reason = f"{known.decision.reason}; connection closed before the server answered"
+                flow = self._new_flow(known.kind, known.classification, stream, FlowVerdict.ALLOWED, wall,
+                                      known.decision.rule, reason)
+                self.server.record_line(flow.to_line())
         self._inflight.clear()
 
     # ----------------------------------------------------------------- plumbing
@@ -636,15 +641,8 @@ class _Pump:
         self.upstream_transport.write(data)
         self.metrics.upstream_out += len(data)
 
-    def _new_flow(
-        self,
-        check: Check,
-        verdict: FlowVerdict,
-        wall: float,
-        rule: str | None,
-        reason: str,
-        latency_ms: float | None = None,
-    ) -> Flow:
+    def _new_flow(self, kind: str, classification: Classification | None, stream: int,
+                  verdict: FlowVerdict, wall: float, rule: str | None, reason: str) -> Flow:
         upstream = self.server.settings.upstream
         return Flow(
             time=wall,
@@ -656,31 +654,24 @@ class _Pump:
             subject=self.subject,
             destination_ip=upstream.host,
             destination_port=upstream.port,
-            kind=check.kind,
-            stream=check.request.stream,
-            classification=check.classification,
+            kind=kind,
+            stream=stream,
+            classification=classification,
             rule=rule,
             reason=reason,
-            upstream_latency_ms=latency_ms,
         )
 
     def _template(self, check: Check) -> FlowTemplate:
         decision = check.decision
         assert decision is not None
-        return self._new_flow(check, FlowVerdict.ALLOWED, 0.0, decision.rule, decision.reason).template()
+        return self._new_flow(check.kind, check.classification, check.request.stream, FlowVerdict.ALLOWED, 0.0,
+                              decision.rule, decision.reason).template()
 
-    def _flow(
-        self,
-        check: Check,
-        verdict: FlowVerdict,
-        wall: float,
-        rule: str | None,
-        reason: str,
-        latency_ms: float | None = None,
-    ) -> None:
+    def _flow(self, check: Check, verdict: FlowVerdict, wall: float, rule: str | None, reason: str) -> None:
         if self.server.flows is None:
             return
-        self.server.record_line(self._new_flow(check, verdict, wall, rule, reason, latency_ms).to_line())
+        flow = self._new_flow(check.kind, check.classification, check.request.stream, verdict, wall, rule, reason)
+        self.server.record_line(flow.to_line())
 
 
 class GuardServer:
@@ -836,10 +827,6 @@ class GuardServer:
                 self._policy_stamp = stamp
 
     # -------------------------------------------------------------------- flows
-
-    def record(self, flow: Flow) -> None:
-        """Queue a flow line (see :meth:`record_line`)."""
-        self.record_line(flow.to_line())
 
     def record_line(self, line: str) -> None:
         """Queue a rendered flow line; lines go out in one write every ``flows_flush_interval_s``,

@@ -14,23 +14,25 @@ from .applying import (
     Action,
     ApplyReport,
     ObjectOutcome,
+    Unapplied,
     apply_objects,
     delete_objects,
     delete_volume_claims,
     fetch_owned,
+    holds,
+    live_objects,
+    unapplied,
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .diffing import ObjectDiff, diff_objects
 from .drift import (
     Drift,
     DriftKind,
-    Unapplied,
     apply_exactly,
     changed_by_others,
     find_drift,
     fingerprint,
     reapply_objects,
-    unapplied,
 )
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, UnknownContext
 from .fanout import ClusterOutcome, Reach, across
@@ -97,6 +99,8 @@ __all__ = [
     "find_drift",
     "fingerprint",
     "get_record",
+    "holds",
+    "live_objects",
     "read_config_map",
     "reapply_objects",
     "remembered_config_map",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import groupby
@@ -20,18 +20,21 @@ from ..render import ApplyPhase, apply_rank
 from .connection import ClusterConnection
 from .errors import ApiFailure, KubeError
 from .fetching import delete_object, get_object
-from .inventory import APP_LABEL, delete_inventory, inventory_name, is_ours, read_inventory, write_inventory
+from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
 from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
 
 __all__ = [
     "Action",
     "ApplyReport",
     "ObjectOutcome",
+    "Unapplied",
     "apply_objects",
     "delete_objects",
     "delete_volume_claims",
     "fetch_owned",
-    "pending_changes",
+    "holds",
+    "live_objects",
+    "unapplied",
 ]
 
 Progress = Callable[[str], None]
@@ -96,19 +99,44 @@ async def fetch_owned(
     return live
 
 
-async def _fetch_unlabelled(
-    conn: ClusterConnection, app: str, objects: list[KubeObject]
-) -> dict[ObjectRef, KubeObject]:
-    """Objects shared between apps (a namespace) carry no app label, so a labelled LIST misses them."""
+async def live_objects(conn: ClusterConnection, app: str, objects: Sequence[KubeObject],
+                       also: Iterable[ObjectRef] = ()) -> dict[ObjectRef, KubeObject]:
+    """The live state of ``objects`` (and of the kinds of ``also``): one labelled LIST per kind, plus a GET
+    for each object shared between apps (a namespace carries no app label, so the LIST misses it)."""
+    refs = [ObjectRef.of(o) for o in objects]
+    live = await fetch_owned(conn, app, {_kind_key(r) for r in [*refs, *also]})
 
-    async def get(obj: KubeObject) -> tuple[ObjectRef, KubeObject | None]:
-        ref = ObjectRef.of(obj)
+    async def get(ref: ObjectRef) -> tuple[ObjectRef, KubeObject | None]:
         found = await get_object(conn, resource_class(ref.api_version, ref.kind), ref.name, ref.namespace or None)
         return ref, dict(found.to_dict()) if found is not None else None
 
-    shared = [o for o in objects if APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
-    found = await asyncio.gather(*(get(o) for o in shared))
-    return {ref: obj for ref, obj in found if obj is not None}
+    shared = [r for r, o in zip(refs, objects, strict=True)
+              if r not in live and APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
+    found = await asyncio.gather(*(get(r) for r in shared))
+    return live | {ref: obj for ref, obj in found if obj is not None}
+
+
+def holds(current: KubeObject | None, wanted: KubeObject) -> bool:
+    """Whether the live object already carries what ``wanted`` would write (by content hash)."""
+    wanted_hash = content_hash(wanted)
+    return current is not None and wanted_hash is not None and content_hash(current) == wanted_hash
+
+
+@dataclass(frozen=True)
+class Unapplied:
+    """What an apply of some objects would have to write in one member, found by reading only."""
+
+    changed: tuple[ObjectRef, ...]
+    """Objects missing there, or there with another content hash."""
+    inventory: frozenset[ObjectRef]
+    """The app's inventory in that member (what the last apply recorded)."""
+
+
+async def unapplied(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject]) -> Unapplied:
+    """Read (never write) what applying ``objects`` of ``app`` would change: one LIST per kind, the inventory."""
+    inventory, live = await asyncio.gather(read_inventory(conn, app, namespace), live_objects(conn, app, objects))
+    changed = tuple(ObjectRef.of(o) for o in objects if not holds(live.get(ObjectRef.of(o)), o))
+    return Unapplied(changed, frozenset(inventory))
 
 
 async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> KubeObject:
@@ -119,38 +147,6 @@ async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> K
         return dict(result.to_dict())
 
     return await conn.call("apply", str(ref), do)
-
-
-async def _live_state(conn: ClusterConnection, objects: Sequence[KubeObject], *, app: str,
-                      namespace: str) -> tuple[set[ObjectRef], dict[ObjectRef, KubeObject]]:
-    """The app's inventory in this cluster, and the live objects it or ``objects`` name."""
-    previous = await read_inventory(conn, app, namespace)
-    if not previous:  # nothing applied before: nothing of ours to compare with, so no reads
-        return previous, {}
-    refs = {ObjectRef.of(o) for o in objects}
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in refs | previous})
-    live |= await _fetch_unlabelled(conn, app, [o for o in objects if ObjectRef.of(o) not in live])
-    return previous, live
-
-
-def _holds(current: KubeObject | None, wanted: KubeObject) -> bool:
-    """Whether the live object already carries what ``wanted`` would write (by content hash)."""
-    wanted_hash = content_hash(wanted)
-    return current is not None and wanted_hash is not None and content_hash(current) == wanted_hash
-
-
-async def pending_changes(conn: ClusterConnection, objects: Sequence[KubeObject], *, app: str,
-                          namespace: str) -> list[ObjectRef]:
-    """What :func:`apply_objects` (with prune) would write or delete in this cluster; reads only.
-
-    Empty means the cluster holds exactly ``objects`` for ``app``, its inventory included.
-    """
-    previous, live = await _live_state(conn, objects, app=app, namespace=namespace)
-    desired = {ObjectRef.of(o) for o in objects}
-    writes = [ObjectRef.of(o) for o in objects if not _holds(live.get(ObjectRef.of(o)), o)]
-    stale = sorted(r for r in previous - desired if r in live and is_ours(live[r], app))
-    inventory = [] if previous == desired else [ObjectRef("v1", "ConfigMap", namespace, inventory_name(app))]
-    return sorted(set(writes) | set(stale) | set(inventory))
 
 
 ESTABLISHED_WITHIN = 30.0
@@ -187,13 +183,15 @@ async def apply_objects(
     """Make ``conn``'s cluster hold exactly ``objects`` for ``app``; returns what happened to each."""
     say = progress or (lambda _msg: None)
     desired = {ObjectRef.of(o): o for o in objects}
-    previous, live = await _live_state(conn, objects, app=app, namespace=namespace)
+    previous = await read_inventory(conn, app, namespace)
+    # Nothing applied before means nothing of ours to compare with: skip the reads, apply everything.
+    live = await live_objects(conn, app, objects, also=previous) if previous else {}
     outcomes: list[ObjectOutcome] = []
 
     async def one(obj: KubeObject) -> ObjectOutcome:
         ref = ObjectRef.of(obj)
         current = live.get(ref)
-        if _holds(current, obj):
+        if holds(current, obj):
             return ObjectOutcome(ref, Action.UNCHANGED)
         await _apply_one(conn, obj, force_conflicts)
         if ref.kind == "CustomResourceDefinition":

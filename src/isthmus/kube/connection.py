@@ -56,12 +56,23 @@ class ClusterConnection:
     @property
     def client(self) -> AsyncClient:
         if self._client is None:
-            timeout = httpx2.Timeout(self.settings.timeout, connect=min(self.settings.timeout, 5.0))
             # HTTP/2, as kubectl does: one TLS connection carries every concurrent call, where HTTP/1.1
             # would open (and handshake) one per call in flight, at a CPU cost to both ends.
-            self._client = AsyncClient(self._config, timeout=timeout, field_manager=FIELD_MANAGER, trust_env=False,
-                                       http2=True)
+            self._client = self._new_client(http2=True)
         return self._client
+
+    def stream_client(self) -> AsyncClient:
+        """A client of its own for one long-lived stream (a watch), to the same server with the same credentials.
+
+        HTTP/1.1, unlike :attr:`client`: long-lived streams sharing an HTTP/2 connection with other calls
+        were seen (httpcore2) to hold those calls up past their timeouts and to lose watch events. The
+        caller closes it.
+        """
+        return self._new_client(http2=False)
+
+    def _new_client(self, *, http2: bool) -> AsyncClient:
+        timeout = httpx2.Timeout(self.settings.timeout, connect=min(self.settings.timeout, 5.0))
+        return AsyncClient(self._config, timeout=timeout, field_manager=FIELD_MANAGER, trust_env=False, http2=http2)
 
     @property
     def writes(self) -> int:

@@ -27,15 +27,12 @@ from typing import Any
 
 from ..render import apply_rank
 from ..render.hashing import digest
-from .applying import fetch_owned
+from .applying import live_objects
 from .connection import FIELD_MANAGER, ClusterConnection
 from .diffing import diff_objects
-from .fetching import get_object
-from .inventory import APP_LABEL, read_inventory
-from .objects import KubeObject, ObjectRef, clean_for_compare, content_hash, resource_class, to_resource
+from .objects import KubeObject, ObjectRef, clean_for_compare, content_hash, to_resource
 
-__all__ = ["Drift", "DriftKind", "Unapplied", "apply_exactly", "changed_by_others", "find_drift", "fingerprint",
-           "reapply_objects", "unapplied"]
+__all__ = ["Drift", "DriftKind", "apply_exactly", "changed_by_others", "find_drift", "fingerprint", "reapply_objects"]
 
 
 class DriftKind(StrEnum):
@@ -88,40 +85,6 @@ def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
     return ref.api_version, ref.kind, ref.namespace
 
 
-async def _live(conn: ClusterConnection, app: str, objects: Sequence[KubeObject]) -> dict[ObjectRef, KubeObject]:
-    refs = [ObjectRef.of(o) for o in objects]
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in refs})
-    shared = [r for r, o in zip(refs, objects, strict=True)
-              if APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
-
-    async def get(ref: ObjectRef) -> tuple[ObjectRef, KubeObject | None]:
-        found = await get_object(conn, resource_class(ref.api_version, ref.kind), ref.name, ref.namespace or None)
-        return ref, dict(found.to_dict()) if found is not None else None
-
-    for ref, obj in await asyncio.gather(*(get(r) for r in shared)):
-        if obj is not None:
-            live[ref] = obj
-    return live
-
-
-@dataclass(frozen=True)
-class Unapplied:
-    """What an apply of some objects would have to write in one member, found by reading only."""
-
-    changed: tuple[ObjectRef, ...]
-    """Objects missing there, or there with another content hash."""
-    inventory: frozenset[ObjectRef]
-    """The app's inventory in that member (what the last apply recorded)."""
-
-
-async def unapplied(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject]) -> Unapplied:
-    """Read (never write) what applying ``objects`` of ``app`` would change: one LIST per kind, the inventory."""
-    inventory, live = await asyncio.gather(read_inventory(conn, app, namespace), _live(conn, app, objects))
-    changed = tuple(ObjectRef.of(o) for o in objects
-                    if (found := live.get(ObjectRef.of(o))) is None or content_hash(found) != content_hash(o))
-    return Unapplied(changed, frozenset(inventory))
-
-
 def _meaningful(text: str, ignore: Iterable[str]) -> bool:
     """Whether a unified diff changes a line other than those mentioning one of ``ignore``."""
     skip = tuple(ignore)
@@ -137,7 +100,7 @@ async def find_drift(conn: ClusterConnection, app: str, objects: Sequence[KubeOb
 
     ``ignore``: text of diff lines that are not drift (an annotation only the applier stamps).
     """
-    live = await _live(conn, app, objects)
+    live = await live_objects(conn, app, objects)
     found: list[Drift] = []
     suspects: list[KubeObject] = []
     for obj in objects:

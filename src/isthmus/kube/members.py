@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -139,14 +140,19 @@ async def watch_member_secrets(
     reconnect can never leave a stale member behind.
     """
     while True:
+        client = conn.stream_client()  # a long-lived stream never shares the connection's HTTP/2 client
         try:
-            stream = conn.client.watch(Secret, namespace=namespace, labels={MEMBER_LABEL: None}, server_timeout=60)
+            stream = client.watch(Secret, namespace=namespace, labels={MEMBER_LABEL: None}, server_timeout=60)
             async for _op, _obj in stream:
                 await changed()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any transport or API error: reconnect; the re-list is the source of truth
             log.debug("watch of member Secrets in %s broke: %s", namespace, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await client.close()
         await asyncio.sleep(backoff)
         await changed()
 

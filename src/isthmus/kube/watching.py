@@ -15,10 +15,9 @@ What can go wrong, and what it does:
   error. A re-LIST reports what changed while no watch was open as events, so no change is ever
   missed, only reported late.
 
-Each watch holds the last LIST's objects and one HTTP/1.1 connection of its own: the connection's
-client speaks HTTP/2, and long-lived streams sharing one HTTP/2 connection with other calls were
-seen (httpcore2) to hold those calls up past their timeouts and to lose watch events, so watch
-streams never share it. The LIST goes through the connection as any call does.
+Each watch holds the last LIST's objects and a client of its own
+(:meth:`~isthmus.kube.ClusterConnection.stream_client`: watch streams never share the connection's
+HTTP/2 client). The LIST goes through the connection as any call does.
 """
 
 from __future__ import annotations
@@ -30,11 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
-from .connection import FIELD_MANAGER, ClusterConnection
+from .connection import ClusterConnection
 from .objects import KubeObject, resource_class
 
 __all__ = ["EventHandler", "WatchSettings", "watch_objects"]
@@ -88,7 +86,7 @@ async def watch_objects(conn: ClusterConnection, api_version: str, kind: str, na
     try:
         while True:
             if client is None:
-                client = _stream_client(conn)
+                client = conn.stream_client()
             known, delay, broken = await _session(conn, client, res, kind, namespace, labels, on_event, on_sync,
                                                   opts, where, known, delay)
             if broken:  # the connection may be dead: start the next session on a new one
@@ -97,12 +95,6 @@ async def watch_objects(conn: ClusterConnection, api_version: str, kind: str, na
     finally:
         if client is not None:
             await _close(client)
-
-
-def _stream_client(conn: ClusterConnection) -> AsyncClient:
-    timeout = httpx2.Timeout(conn.settings.timeout, connect=min(conn.settings.timeout, 5.0))
-    # The connection's kubeconfig (kube-internal): the same server and credentials, another HTTP client.
-    return AsyncClient(conn._config, timeout=timeout, field_manager=FIELD_MANAGER, trust_env=False, http2=False)
 
 
 async def _close(client: AsyncClient) -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CLIENTS", "ClusterPKI", "Credential", "make_cluster_pki"]
+__all__ = ["CLIENTS", "Authority", "ClusterPKI", "Credential", "make_cluster_pki", "subject"]
 
 _VALIDITY = dt.timedelta(days=3650)
 #: client name -> (common name, organisation or None)
@@ -78,7 +78,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _name(cn: str, org: str | None = None) -> x509.Name:
+def subject(cn: str, org: str | None = None) -> x509.Name:
+    """A certificate subject: ``O=org,CN=cn`` (Kubernetes reads the organisation as a group)."""
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if org:
         attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
@@ -104,55 +105,69 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         path.chmod(0o600)
 
 
-def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv4Address) -> ClusterPKI:
-    """Write a fresh PKI for ``cluster`` into ``directory``; the API server cert covers
-    ``127.0.0.1``, ``localhost``, ``kubernetes.default.svc`` (and friends) and ``service_ip``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = ClusterPKI.at(directory)
-    now = dt.datetime.now(dt.UTC)
+@dataclass(frozen=True)
+class Authority:
+    """A certificate authority in memory, issuing leaf certificates as PEM files."""
 
-    ca_key = _key()
-    ca_name = _name(f"isthmus-lab-{cluster}-ca")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(pki.ca.cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(pki.ca.key, _key_pem(ca_key), private=True)
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    name: x509.Name
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
 
-    def leaf(cred: Credential, subject: x509.Name, usage: x509.ObjectIdentifier,
-             sans: list[x509.GeneralName] | None = None) -> None:
+    @classmethod
+    def new(cls, cn: str) -> Authority:
+        key, name, now = _key(), subject(cn), dt.datetime.now(dt.UTC)
+        cert = (
+            _builder(name, name, key.public_key(), now)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(name, key, cert)
+
+    def write(self, cred: Credential) -> None:
+        _write(cred.cert, self.cert.public_bytes(serialization.Encoding.PEM))
+        _write(cred.key, _key_pem(self.key), private=True)
+
+    def issue(self, cred: Credential, to: x509.Name, usage: x509.ObjectIdentifier,
+              sans: list[x509.GeneralName] | None = None) -> None:
+        """Write a fresh key and a certificate for ``to`` (server or client ``usage``) to ``cred``'s files."""
         key = _key()
         b = (
-            _builder(subject, ca_name, key.public_key(), now)
+            _builder(to, self.name, key.public_key(), dt.datetime.now(dt.UTC))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
                                          crl_sign=False, content_commitment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False),
                            critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(aki, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                           critical=False)
         )
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = b.sign(ca_key, hashes.SHA256())
-        _write(cred.cert, cert.public_bytes(serialization.Encoding.PEM))
+        _write(cred.cert, b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         _write(cred.key, _key_pem(key), private=True)
+
+
+def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv4Address) -> ClusterPKI:
+    """Write a fresh PKI for ``cluster`` into ``directory``; the API server cert covers
+    ``127.0.0.1``, ``localhost``, ``kubernetes.default.svc`` (and friends) and ``service_ip``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = ClusterPKI.at(directory)
+    ca = Authority.new(f"isthmus-lab-{cluster}-ca")
+    ca.write(pki.ca)
 
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
            "kubernetes.default.svc.cluster.local"]
     ips = [ipaddress.IPv4Address("127.0.0.1"), service_ip]
-    leaf(pki.apiserver, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH,
-         [*(x509.DNSName(d) for d in dns), *(x509.IPAddress(i) for i in ips)])
+    ca.issue(pki.apiserver, subject("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH,
+             [*(x509.DNSName(d) for d in dns), *(x509.IPAddress(i) for i in ips)])
     for name, (cn, org) in CLIENTS.items():
-        leaf(pki.clients[name], _name(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH)
+        ca.issue(pki.clients[name], subject(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH)
 
     sa_key = _key()
     _write(pki.sa_private_key, _key_pem(sa_key), private=True)

@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,8 @@ import httpx
 import yaml
 
 from isthmus.lab.errors import LabError
+
+from .processes import free_ports
 
 __all__ = [
     "PrometheusLabError",
@@ -170,10 +171,6 @@ def find_prometheus() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -316,7 +313,7 @@ def start_prometheus(
     config.write_text(render_prometheus_config(jobs, scrape_interval_s=scrape_interval_s))
     log = data_dir / "prometheus.log"
     for _attempt in range(3):
-        chosen = port or _free_port()
+        chosen = port or free_ports(1)[0]
         argv = [
             str(exe),
             f"--config.file={config}",

@@ -110,13 +110,9 @@ async def run_operator(settings: OperatorSettings) -> int:
     async def woken() -> None:
         wake.set()
 
-    # The Secret watch is a long-lived stream: on a connection of its own, so it never shares one (HTTP/2)
-    # with the Lease renewals it could otherwise hold up.
-    watching = control_plane_connection(kubeconfig=opts.kubeconfig, context=opts.context, settings=conn_settings,
-                                        name="control-plane-watch")
     background = [
         asyncio.create_task(_sync_members(control, members, settings, wake), name="member-sync"),
-        asyncio.create_task(watch_member_secrets(watching, settings.namespace, woken), name="member-watch"),
+        asyncio.create_task(watch_member_secrets(control, settings.namespace, woken), name="member-watch"),
         asyncio.create_task(_probe_members(members, settings.members.probe_interval), name="member-probe"),
     ]
     stop = asyncio.Event()
@@ -169,5 +165,5 @@ async def run_operator(settings: OperatorSettings) -> int:
         if runner is not None:
             await runner.cleanup()
         await members.close()
-        for conn in [control, watching, *named.values()]:
+        for conn in [control, *named.values()]:
             await conn.close()

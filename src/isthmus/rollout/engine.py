@@ -82,7 +82,8 @@ from .deploying import Progress
 from .gates import DEFAULT_GATES, Gate, GateContext, Verdict, evaluate, failed_pods, observe, overall, pod_ready
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
 from .progress import Outcome, Phase, ProgressStore, RolloutState
-from .revisions import member_record_name, read_member_revision, record_member_revision
+from .revisions import member_record_name, record_member_revision
+from .settled import member_runs
 from .steps import DC_LABEL, RACK_LABEL, Step, StepKind, step_objects
 
 __all__ = ["Baseline", "Engine", "EngineSettings", "EngineStats", "RolloutResult", "StepFailed", "Timeline"]
@@ -536,16 +537,12 @@ class Engine:
         if step.kind not in (StepKind.PREPARE, StepKind.FINALIZE) or self.settings.repair.get(step.cluster):
             return False
         try:
+            if step.kind is StepKind.FINALIZE:
+                return await member_runs(conn, self.app, self.namespace, objects, self.state.revision)
             found = await unapplied(conn, self.app, self.namespace, objects)
-            if found.changed:
-                return False
-            refs = {ObjectRef.of(o) for o in objects}
-            if step.kind is StepKind.PREPARE:
-                return refs <= found.inventory
-            record = await read_member_revision(conn, self.app, self.namespace)
         except ClusterUnreachable:
             return False
-        return found.inventory == refs and record.revision == self.state.revision and record.target is None
+        return not found.changed and {ObjectRef.of(o) for o in objects} <= found.inventory
 
     async def _applied_already(self, step: Step, conn: ClusterConnection, objects: list[KubeObject]) -> bool:
         """A quiet ``finalize`` after this run applied everything of its member (``prepare`` and every rack here

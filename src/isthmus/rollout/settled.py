@@ -2,7 +2,8 @@
 
 An apply is settled when the latest revision already holds this spec and these manifests, its
 rollout succeeded with no cluster skipped, and every member holds exactly the rendered objects
-(content hashes, inventory) and records that revision as the one it runs. Then taking the lock,
+(content hashes, inventory) and records that revision as the one it runs (:func:`member_runs`,
+which the engine also asks before a ``finalize`` step). Then taking the lock,
 bumping every member's fence and rewriting the member records would change nothing but
 resourceVersions. Anything else, including a member that does not answer, is not settled and
 goes through the full rollout, which is the one place that decides what to do about it.
@@ -13,13 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ..kube import Action, ClusterConnection, ClusterRegistry, ObjectRef, Reach, across
-from ..kube.applying import pending_changes
+from ..kube import Action, ClusterConnection, ClusterRegistry, KubeObject, ObjectRef, Reach, across, unapplied
 from ..render import Manifests
 from .progress import Phase, ProgressStore, RolloutState
 from .revisions import RevisionStore, read_member_revision
 
-__all__ = ["settled_state", "unchanged_reports"]
+__all__ = ["member_runs", "settled_state", "unchanged_reports"]
 
 
 async def settled_state(registry: ClusterRegistry, members: Sequence[str], manifests: Manifests, *, app: str,
@@ -32,15 +32,22 @@ async def settled_state(registry: ClusterRegistry, members: Sequence[str], manif
         return None
 
     async def holds(conn: ClusterConnection) -> bool:
-        changes, record = await asyncio.gather(
-            pending_changes(conn, manifests.for_cluster(conn.name), app=app, namespace=namespace),
-            read_member_revision(conn, app, namespace))
-        return not changes and record.revision == latest.number and record.target is None
+        return await member_runs(conn, app, namespace, manifests.for_cluster(conn.name), latest.number)
 
     outcomes = await across({m: registry[m] for m in members}, holds)
     if all(o.reach is Reach.DONE and o.value for o in outcomes.values()):
         return stored
     return None
+
+
+async def member_runs(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject],
+                      revision: int) -> bool:
+    """Whether the member holds exactly ``objects`` (content hashes, and an inventory listing just them) and
+    records ``revision`` as the one it runs, with no rollout to it under way; reads only."""
+    found, record = await asyncio.gather(unapplied(conn, app, namespace, objects),
+                                         read_member_revision(conn, app, namespace))
+    return not found.changed and found.inventory == {ObjectRef.of(o) for o in objects} \
+        and record.revision == revision and record.target is None
 
 
 def unchanged_reports(manifests: Manifests, members: Sequence[str]) -> dict[str, dict[ObjectRef, Action]]:

@@ -328,11 +328,6 @@ class CQLConnection:
         return len(self._pending)
 
     @property
-    def relaying(self) -> bool:
-        """True once server bytes are passed through undecoded (see :meth:`relay_server_data`)."""
-        return self._relay is not None
-
-    @property
     def prepared(self) -> dict[bytes, PreparedStatement]:
         """Statements the server prepared on this connection, by prepared id (a copy)."""
         return dict(self._prepared)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from isthmus.cqlguard.protocol.constants import ENVELOPE_HEADER_LENGTH, RESPONSE_BIT, HeaderFlag
 from isthmus.cqlguard.protocol.errors import FrameTooLarge, ProtocolError
 
-__all__ = ["EnvelopeBuffer", "EnvelopeHeader", "body_length", "encode_envelope", "split_envelopes", "split_raw"]
+__all__ = ["EnvelopeBuffer", "EnvelopeHeader", "body_length", "encode_envelope", "split_raw"]
 
 _HEADER = struct.Struct(">BBhBi")
 _VERSION_AND_LENGTH = struct.Struct(">B4xi")
@@ -139,13 +139,9 @@ class EnvelopeBuffer:
         return raw
 
 
-def split_envelopes(payload: bytes, *, max_body: int) -> list[tuple[EnvelopeHeader, bytes]]:
-    """Cut a self-contained v5 segment payload into whole envelopes (no partial tail allowed)."""
-    return [(EnvelopeHeader.parse(raw, max_body=max_body), raw) for raw in split_raw(payload, max_body=max_body)]
-
-
 def split_raw(payload: bytes, *, max_body: int) -> list[bytes]:
-    """:func:`split_envelopes` without the header objects (headers still validated)."""
+    """Cut a self-contained v5 segment payload into whole envelopes (no partial tail allowed; each header's
+    body length is validated)."""
     out: list[bytes] = []
     pos = 0
     size = len(payload)

@@ -255,7 +255,7 @@ class PodWorker:
             c.state = replace(c.state, started=True, ready=not c.init)
         self.changed.set()
         await self.rt.event(self, "Normal", "Started", f"Started container {c.spec['name']}")
-        probes = None if c.init else asyncio.create_task(self._probe(c, spec))
+        probes = None if c.init else asyncio.create_task(self._probe_logged(c, spec))
         rc = await proc.wait()
         if probes is not None:
             probes.cancel()
@@ -342,6 +342,14 @@ class PodWorker:
 
     # ------------------------------------------------------------------ probes
 
+    async def _probe_logged(self, c: _Container, spec: JSON) -> None:
+        try:
+            await self._probe(c, spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("probes of %s/%s %s", self.ns, self.name, c.spec["name"])
+
     async def _probe(self, c: _Container, spec: JSON) -> None:
         ports = {p["name"]: p["containerPort"] for p in c.spec.get("ports", []) if "name" in p}
         uid, gid = spec.get("runAsUser"), spec.get("runAsGroup")
@@ -353,7 +361,7 @@ class PodWorker:
 
         clock = self.rt.sleep
         if startup := c.spec.get("startupProbe"):
-            await clock(float(startup.get("initialDelaySeconds", 0)))
+            await self._initial_delay(c, startup)
             failures = 0
             while True:
                 result = await once(startup)
@@ -377,8 +385,13 @@ class PodWorker:
             for t in tasks:
                 t.cancel()
 
+    async def _initial_delay(self, c: _Container, probe: JSON) -> None:
+        """``initialDelaySeconds`` counts from the container's start (a startup probe may have used some)."""
+        started = c.state.started_at or self.rt.clock()
+        await self.rt.sleep(max(0.0, started + float(probe.get("initialDelaySeconds", 0)) - self.rt.clock()))
+
     async def _readiness(self, c: _Container, probe: JSON, once: Callable[[JSON], Any]) -> None:
-        await self.rt.sleep(float(probe.get("initialDelaySeconds", 0)))
+        await self._initial_delay(c, probe)
         ok_run = bad_run = 0
         while True:
             result: ProbeResult = await once(probe)
@@ -396,7 +409,7 @@ class PodWorker:
             await self.rt.sleep(float(probe.get("periodSeconds", 10)))
 
     async def _liveness(self, c: _Container, probe: JSON, once: Callable[[JSON], Any]) -> None:
-        await self.rt.sleep(float(probe.get("initialDelaySeconds", 0)))
+        await self._initial_delay(c, probe)
         bad_run = 0
         while True:
             result: ProbeResult = await once(probe)

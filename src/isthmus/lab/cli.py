@@ -133,6 +133,20 @@ def status(
         cells = [f"[{colour[s.state]}]{s.state.value}[/]" for s in c.components]
         table.add_row(c.spec.name, c.context, c.server, zones, *cells)
     console.out_console.print(table)
+    console.out_console.print(_network_line(st.network), highlight=False)
+
+
+def _network_line(net: dict[str, object]) -> str:
+    """One line on the pod network: how clusters are joined, MTU, and what this kernel lacks."""
+    if not net:
+        return "network: none"
+    joined = f"tunnel {net['tunnel']} (UDP {net['tunnelPort']})" if net.get("tunnel") else "native routing"
+    line = (f"network ({'up' if net.get('up') else 'DOWN'}): {joined}, encryption {net['encryption']},"
+            f" route MTU {net['routeMTU']}, mesh {net['mesh']}")
+    fallbacks = net.get("fallbacks")
+    if isinstance(fallbacks, list) and fallbacks:
+        line += "; fallbacks: " + "; ".join(str(f) for f in fallbacks)
+    return line
 
 
 @lab_app.command()

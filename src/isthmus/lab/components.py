@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from .binaries import LabBinaries
+from .netlayout import kwok_range
 from .pki import ClusterPKI, Credential
 from .specs import LabClusterSpec
 
@@ -230,13 +231,14 @@ def scheduler_config_yaml(kubeconfig: Path) -> str:
 
 
 def kwok_config_yaml(spec: LabClusterSpec) -> str:
-    """kwok's ``--config``: the pod IP pool is the cluster's pod CIDR; the Stages are ours."""
+    """kwok's ``--config``: the pod IP pool is the first half of the cluster's pod CIDR (real pods
+    of the lab's runtime get the second half, see :func:`~.netlayout.pod_range`); the Stages are ours."""
     stages = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
     head = (
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
         "kind: KwokConfiguration\n"
         "options:\n"
-        f"  cidr: {spec.pod_cidr}\n"
+        f"  cidr: {kwok_range(spec.pod_network)}\n"
         "  nodeLeaseDurationSeconds: 40\n"
         # With an explicit --config kwok applies no defaults: spell out every parallelism.
         "  nodeLeaseParallelism: 4\n"

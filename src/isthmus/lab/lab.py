@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,9 @@ from .errors import (
     UnknownTargetError,
 )
 from .pki import make_cluster_pki
+from .podnet import LabNetwork, remove_lab_network
 from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
-from .specs import LabClusterSpec, LabNode, check_lab_specs, default_specs
+from .specs import LabClusterSpec, LabNode, check_lab_specs, complete_network, default_specs
 from .state import ClusterState, LabPhase, LabState, StateDir, default_state_dir
 
 __all__ = ["ClusterStatus", "ComponentState", "ComponentStatus", "Lab", "LabSettings", "LabStatus"]
@@ -102,6 +103,8 @@ class LabStatus:
     kubeconfig: Path
     phase: str
     clusters: tuple[ClusterStatus, ...]
+    #: :meth:`LabNetwork.describe`: routing, tunnel, encryption, fallbacks, MTUs, namespaces
+    network: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +112,7 @@ class LabStatus:
             "state_dir": str(self.state_dir),
             "kubeconfig": str(self.kubeconfig),
             "phase": self.phase,
+            "network": self.network,
             "clusters": [
                 {
                     "name": c.spec.name,
@@ -151,6 +155,7 @@ class Lab:
         binaries: LabBinaries | None = None,
     ) -> None:
         if specs is not None:
+            specs = complete_network(specs)
             check_lab_specs(specs)
         self.name = name
         self._specs = tuple(specs) if specs is not None else None
@@ -258,6 +263,7 @@ class Lab:
                                  service_ip=cs.spec.kubernetes_service_ip)
                 write_cluster_files(cs.spec, cs.ports, paths)
             self._write_kubeconfig(state)
+            LabNetwork.for_specs(self._dir.root, specs).up()
             self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
             with self._mutex:
                 self._state = replace(self._require_mem(), phase=LabPhase.RUNNING)
@@ -296,7 +302,9 @@ class Lab:
                     st = ComponentState.DEAD
                 comps.append(ComponentStatus(comp, st, ref.pid if ref else None, paths.log(comp)))
             clusters.append(ClusterStatus(cs.spec, cs.spec.context, cs.ports.server, tuple(comps)))
-        return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters))
+        network = LabNetwork.for_specs(self._dir.root, [c.spec for c in state.clusters])
+        return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters),
+                         network={**network.describe(), "up": bool(network.leftovers())})
 
     # ------------------------------------------------------------------ faults
 
@@ -433,9 +441,10 @@ class Lab:
         stop_all(strays, grace=self.settings.stop_grace, popens=self._popens.values())
 
     def _clean(self, state: LabState | None) -> None:
-        """Stop whatever a previous (possibly killed) run left and forget its files."""
+        """Stop whatever a previous (possibly killed) run left, remove its network, forget its files."""
         if state is not None:
             self._stop(state.clusters)
+        remove_lab_network(self._dir.root)
         shutil.rmtree(self._dir.root / "clusters", ignore_errors=True)
         self._dir.state_file.unlink(missing_ok=True)
         self._dir.kubeconfig.unlink(missing_ok=True)
@@ -477,6 +486,7 @@ class Lab:
             self._stop([c for c in state.clusters if c.spec.name in names])
             with self._mutex:
                 if fresh:
+                    remove_lab_network(self._dir.root)
                     self._dir.state_file.unlink(missing_ok=True)
                     self._dir.kubeconfig.unlink(missing_ok=True)
                     self._state = None

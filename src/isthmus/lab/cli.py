@@ -73,7 +73,8 @@ def up(
     fleet: Annotated[Path | None, typer.Option("--fleet", help="Shape the lab like this Fleet spec (and its plan)."
                                                )] = None,
 ) -> None:
-    """Start the lab: per cluster etcd, kube-apiserver, controller-manager, scheduler and kwok."""
+    """Start the lab: its pod network, then per cluster etcd, kube-apiserver, controller-manager, scheduler,
+    kwok and the cluster DNS."""
     specs = _fleet_specs(fleet) if fleet is not None else default_specs(clusters)
     lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout))
     lab.up()
@@ -123,7 +124,7 @@ def status(
     table.add_column("server", no_wrap=True)
     table.add_column("zones")
     short = {Component.ETCD: "etcd", Component.APISERVER: "apiserver", Component.CONTROLLER_MANAGER: "kcm",
-             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok"}
+             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok", Component.DNS: "dns"}
     for comp in Component:
         table.add_column(short[comp])
     colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",

@@ -1,15 +1,16 @@
-"""The command lines and config files of one lab cluster's five components.
+"""The command lines and config files of one lab cluster's components.
 
 Owns: the per-cluster file layout (:class:`ClusterPaths`), the ports a cluster uses
 (:class:`ClusterPorts`), the argv of etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok, the component kubeconfigs and the kwok configuration (pod IP pool
-plus the lab's Stages). Must not: start processes; everything here is a pure function of the
+kube-scheduler, kwok and the lab DNS (:mod:`.dnsserver`), the component kubeconfigs and the kwok
+configuration (pod IP pool plus the lab's Stages). Must not: start processes; everything here is a pure function of the
 spec, the ports and the paths, apart from writing files in :func:`write_cluster_files`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,8 @@ class Component(StrEnum):
     CONTROLLER_MANAGER = "kube-controller-manager"
     SCHEDULER = "kube-scheduler"
     KWOK = "kwok"
+    #: the cluster's DNS (:mod:`.dnsserver`), at the service CIDR's tenth address in the cluster netns
+    DNS = "dns"
 
     @classmethod
     def parse(cls, value: str) -> Component:
@@ -125,6 +128,10 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
          bins: LabBinaries) -> list[str]:
     """The command line of ``component`` for this cluster."""
     pki = paths.pki
+    if component is Component.DNS:
+        # <state>/clusters/<name> -> <state>
+        return [sys.executable, "-m", "isthmus.lab.dnsserver", f"--state-dir={paths.root.parent.parent}",
+                f"--cluster={spec.name}"]
     exe = str(bins.path(component.value))
     if component is Component.ETCD:
         client = f"http://127.0.0.1:{ports.etcd_client}"

@@ -38,6 +38,8 @@ from .components import (
     kubeconfig_yaml,
     write_cluster_files,
 )
+from .dnsclient import resolve_a
+from .dnsrecords import CLUSTER_DOMAIN
 from .errors import (
     ComponentError,
     LabAlreadyRunningError,
@@ -429,7 +431,7 @@ class Lab:
         in about a second, and etcd still shuts down cleanly (its data is kept).
         """
         tiers = [
-            (Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
+            (Component.DNS, Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
             (Component.APISERVER,),
             (Component.ETCD,),
         ]
@@ -544,7 +546,7 @@ class Lab:
         start(Component.APISERVER)
         with LabApi(ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=3.0) as api:
             wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
-            for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK):
+            for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK, Component.DNS):
                 start(comp)
             if fresh:
                 for node in spec.nodes:
@@ -558,6 +560,10 @@ class Lab:
                  lambda: bool(api.get("/api/v1/namespaces/default/serviceaccounts/default")))
             names = {n.name for n in spec.nodes}
             wait(Component.KWOK, "all nodes Ready", lambda: _ready_nodes(api) >= names)
+            network = LabNetwork.for_specs(self._dir.root, [spec])
+            wait(Component.DNS, f"kubernetes.default.svc.cluster.local at {spec.dns_service_ip}",
+                 lambda: _dns_answers(network.cluster_netns(name), str(spec.dns_service_ip),
+                                      f"kubernetes.default.svc.{CLUSTER_DOMAIN}", str(spec.kubernetes_service_ip)))
 
     def _pods_on(self, api: LabApi, node: str) -> list[tuple[str, str]]:
         pods = api.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
@@ -606,6 +612,10 @@ def _node_manifest(node: LabNode) -> dict[str, Any]:
         },
         "spec": {},
     }
+
+
+def _dns_answers(netns: str, server: str, name: str, expected: str) -> bool:
+    return expected in resolve_a(netns, server, name, timeout=0.5)
 
 
 def _conditions_true(obj: dict[str, Any], kind: str) -> bool:

@@ -8,9 +8,14 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from isthmus.lab.components import kwok_config_yaml
+from isthmus.lab.fleet import specs_from_fleet
 from isthmus.lab.netlayout import IFNAMSIZ, kwok_range, lab_prefix, layout, pod_range, resolv_conf
 from isthmus.lab.specs import LabClusterSpec, check_lab_specs, complete_network, default_specs
+from isthmus.netplan import plan
+from isthmus.spec import load_file
 from isthmus.spec.fleet import Encryption, RoutingMode, TunnelProtocol
+
+from .paths import EXAMPLES
 
 
 def test_prefix_is_short_and_differs_per_state_dir() -> None:
@@ -87,3 +92,19 @@ def test_lab_wide_network_settings_must_agree() -> None:
     specs[1] = replace(specs[1], routing=RoutingMode.NATIVE)
     with pytest.raises(ValueError, match="routing of cluster 'c2' is native"):
         check_lab_specs(specs)
+
+
+def test_specs_from_a_fleet_carry_its_network_plan() -> None:
+    fleet = load_file(EXAMPLES / "fleet.yaml").fleet
+    assert fleet is not None
+    planned = plan(fleet)
+    specs = specs_from_fleet(fleet, planned)
+    assert [s.node_cidr for s in specs] == ["10.128.0.0/20", "10.142.0.0/20", "10.160.0.0/20"]
+    assert [s.underlay_mtu for s in specs] == [1500, 1500, 1460]
+    assert {s.route_mtu for s in specs} == {planned.mesh_mtu.route_mtu} == {1460 - 50 - 80}
+    assert {(s.routing, s.tunnel_protocol, s.encryption) for s in specs} == {
+        (RoutingMode.TUNNEL, TunnelProtocol.VXLAN, Encryption.WIREGUARD)}
+    net = layout("iabcdef", specs)
+    assert net.encryption is Encryption.NONE and net.route_mtu == 1330
+    assert net.fallbacks == ("encryption wireguard -> none: this kernel has no wireguard module"
+                             " (pods keep the planned route MTU 1330)",)

@@ -115,7 +115,7 @@ def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     assert f"--data-dir={paths.etcd_data}" in etcd
     for cmd in (api, kcm, sched, etcd):
         assert not any("0.0.0.0" in a for a in cmd)
-    assert "cidr: 10.2.0.0/16" in kwok_config_yaml(spec)
+    assert "cidr: 10.2.0.0/17" in kwok_config_yaml(spec)  # the first half: kwok's fake pods
 
 
 def test_state_round_trips(tmp_path: Path) -> None:

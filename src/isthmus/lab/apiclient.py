@@ -1,7 +1,7 @@
 """A minimal REST client for the lab's own calls to its API servers (bootstrap and faults).
 
 Owns: an ``httpx`` client per cluster authenticated with the admin certificate, and the
-handful of verbs the lab needs (get, create, merge-patch). Must not: be used by product
+handful of verbs the lab needs (get, create, merge-patch, delete). Must not: be used by product
 code; operators and the CLI talk to Kubernetes through :mod:`isthmus.kube`.
 """
 
@@ -50,6 +50,13 @@ class LabApi:
         """POST ``body``; returns the status code (409 Already Exists is not an error)."""
         r = self._client.post(path, json=body)
         if r.status_code not in (200, 201, 202, 409):
+            r.raise_for_status()
+        return r.status_code
+
+    def delete(self, path: str) -> int:
+        """DELETE ``path``; returns the status code (404 Not Found is not an error)."""
+        r = self._client.delete(path)
+        if r.status_code not in (200, 202, 404):
             r.raise_for_status()
         return r.status_code
 

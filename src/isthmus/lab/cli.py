@@ -73,7 +73,8 @@ def up(
     fleet: Annotated[Path | None, typer.Option("--fleet", help="Shape the lab like this Fleet spec (and its plan)."
                                                )] = None,
 ) -> None:
-    """Start the lab: per cluster etcd, kube-apiserver, controller-manager, scheduler and kwok."""
+    """Start the lab: its pod network, then per cluster etcd, kube-apiserver, controller-manager, scheduler,
+    kwok and the cluster DNS."""
     specs = _fleet_specs(fleet) if fleet is not None else default_specs(clusters)
     lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout))
     lab.up()
@@ -123,7 +124,7 @@ def status(
     table.add_column("server", no_wrap=True)
     table.add_column("zones")
     short = {Component.ETCD: "etcd", Component.APISERVER: "apiserver", Component.CONTROLLER_MANAGER: "kcm",
-             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok"}
+             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok", Component.DNS: "dns"}
     for comp in Component:
         table.add_column(short[comp])
     colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",
@@ -133,6 +134,20 @@ def status(
         cells = [f"[{colour[s.state]}]{s.state.value}[/]" for s in c.components]
         table.add_row(c.spec.name, c.context, c.server, zones, *cells)
     console.out_console.print(table)
+    console.out_console.print(_network_line(st.network), highlight=False)
+
+
+def _network_line(net: dict[str, object]) -> str:
+    """One line on the pod network: how clusters are joined, MTU, and what this kernel lacks."""
+    if not net:
+        return "network: none"
+    joined = f"tunnel {net['tunnel']} (UDP {net['tunnelPort']})" if net.get("tunnel") else "native routing"
+    line = (f"network ({'up' if net.get('up') else 'DOWN'}): {joined}, encryption {net['encryption']},"
+            f" route MTU {net['routeMTU']}, mesh {net['mesh']}")
+    fallbacks = net.get("fallbacks")
+    if isinstance(fallbacks, list) and fallbacks:
+        line += "; fallbacks: " + "; ".join(str(f) for f in fallbacks)
+    return line
 
 
 @lab_app.command()

@@ -1,9 +1,9 @@
-"""The command lines and config files of one lab cluster's five components.
+"""The command lines and config files of one lab cluster's components.
 
 Owns: the per-cluster file layout (:class:`ClusterPaths`), the ports a cluster uses
 (:class:`ClusterPorts`), the argv of etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok, the component kubeconfigs and the kwok configuration (pod IP pool
-plus the lab's Stages). Must not: start processes; everything here is a pure function of the
+kube-scheduler, kwok and the lab DNS (:mod:`.dnsserver`), the component kubeconfigs and the kwok
+configuration (pod IP pool plus the lab's Stages). Must not: start processes; everything here is a pure function of the
 spec, the ports and the paths, apart from writing files in :func:`write_cluster_files`.
 """
 
@@ -21,6 +21,7 @@ import yaml
 
 from .binaries import LabBinaries
 from .images import REAL_IMAGE_PATTERN
+from .netlayout import kwok_range
 from .pki import ClusterPKI, Credential
 from .specs import LabClusterSpec
 
@@ -50,6 +51,8 @@ class Component(StrEnum):
     KWOK = "kwok"
     #: the lab's pod runtime: real processes for the pods it can run (isthmus.lab.pods)
     RUNTIME = "runtime"
+    #: the cluster's DNS (:mod:`.dnsserver`), at the service CIDR's tenth address in the cluster netns
+    DNS = "dns"
 
     @classmethod
     def parse(cls, value: str) -> Component:
@@ -137,6 +140,10 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
          bins: LabBinaries) -> list[str]:
     """The command line of ``component`` for this cluster."""
     pki = paths.pki
+    if component is Component.DNS:
+        # <state>/clusters/<name> -> <state>
+        return [sys.executable, "-m", "isthmus.lab.dnsserver", f"--state-dir={paths.root.parent.parent}",
+                f"--cluster={spec.name}"]
     exe = str(bins.path(component.value))
     if component is Component.ETCD:
         client = f"http://127.0.0.1:{ports.etcd_client}"
@@ -255,7 +262,8 @@ KWOK_CRDS = ("Exec", "Logs", "PortForward")
 
 
 def kwok_config_yaml(spec: LabClusterSpec, *, ports: ClusterPorts, pki: ClusterPKI) -> str:
-    """kwok's ``--config``: the pod IP pool is the cluster's pod CIDR; the Stages are ours; its server is the
+    """kwok's ``--config``: the pod IP pool is the first half of the cluster's pod CIDR (real pods of the lab's
+    runtime get the second half, see :func:`~.netlayout.pod_range`); the Stages are ours; its server is the
     kubelet API of every node (``127.0.0.1:<kubelet port>``, TLS from the cluster CA)."""
     template = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
     stages = _stages_without_real_pods(template)
@@ -263,7 +271,7 @@ def kwok_config_yaml(spec: LabClusterSpec, *, ports: ClusterPorts, pki: ClusterP
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
         "kind: KwokConfiguration\n"
         "options:\n"
-        f"  cidr: {spec.pod_cidr}\n"
+        f"  cidr: {kwok_range(spec.pod_network)}\n"
         "  nodeLeaseDurationSeconds: 40\n"
         # With an explicit --config kwok applies no defaults: spell out every parallelism.
         "  nodeLeaseParallelism: 4\n"

@@ -1,4 +1,8 @@
-"""Shaping a lab from a Fleet spec: one lab cluster per Fleet cluster, with the plan's CIDRs.
+"""Shaping a lab from a Fleet spec: one lab cluster per Fleet cluster, with the plan's CIDRs and network.
+
+The pod network follows the plan: each cluster's ``nodeCIDR`` (the lab picks ``192.168.<i>.0/24``
+where the Fleet sets none) and ``underlayMTU``, the plan's route MTU, and the Fleet's routing,
+tunnel protocol, encryption and mesh.
 
 The lab names its kubeconfig contexts ``lab-<cluster>``; a Fleet meant for the lab must use those
 contexts, and this module says so plainly when it does not.
@@ -7,18 +11,19 @@ contexts, and this module says so plainly when it does not.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ipaddress import IPv4Network
 from typing import Any
 
 from ..netplan import Plan
 from ..spec import Fleet
 from .errors import LabError
-from .specs import LabClusterSpec, check_lab_specs
+from .specs import LabClusterSpec, check_lab_specs, complete_network
 
 __all__ = ["cassandra_document", "fleet_document", "specs_from_fleet"]
 
 
 def specs_from_fleet(fleet: Fleet, plan: Plan) -> tuple[LabClusterSpec, ...]:
-    """The lab clusters for ``fleet``: its regions, zones and node counts, and the plan's CIDRs."""
+    """The lab clusters for ``fleet``: its regions, zones and node counts, the plan's CIDRs and MTUs."""
     specs = []
     for cluster in fleet.spec.clusters:
         where = f"Fleet {fleet.metadata.name}, cluster {cluster.name}"
@@ -29,12 +34,20 @@ def specs_from_fleet(fleet: Fleet, plan: Plan) -> tuple[LabClusterSpec, ...]:
         if planned.pod_cidr is None or planned.service_cidr is None:
             raise LabError(f"{where}: the lab runs IPv4 clusters only, and this one has no IPv4 pod/service CIDR")
         zones = {zone.name: zone.nodes for zone in cluster.zones if zone.nodes > 0}
+        node_cidr = planned.node_cidr
+        if node_cidr is not None and not isinstance(node_cidr, IPv4Network):
+            raise LabError(f"{where}: the lab's underlay is IPv4, and nodeCIDR {node_cidr} is not")
+        net = plan.network
         try:
-            specs.append(LabClusterSpec(name=cluster.name, region=cluster.region, zones=zones,
-                                        pod_cidr=str(planned.pod_cidr), service_cidr=str(planned.service_cidr)))
+            specs.append(LabClusterSpec(
+                name=cluster.name, region=cluster.region, zones=zones, pod_cidr=str(planned.pod_cidr),
+                service_cidr=str(planned.service_cidr), node_cidr=None if node_cidr is None else str(node_cidr),
+                underlay_mtu=planned.underlay_mtu, route_mtu=planned.mtu.route_mtu, routing=net.routing,
+                tunnel_protocol=net.tunnel_protocol, encryption=net.encryption, mesh=net.mesh))
         except ValueError as exc:
             raise LabError(f"{where}: the lab cannot honour it: {exc}") from exc
     try:
+        specs = list(complete_network(specs))
         check_lab_specs(specs)
     except ValueError as exc:
         raise LabError(f"Fleet {fleet.metadata.name}: the lab cannot honour it: {exc}") from exc

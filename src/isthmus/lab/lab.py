@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from .components import (
     kubeconfig_yaml,
     write_cluster_files,
 )
+from .dnsclient import resolve_a
+from .dnsrecords import CLUSTER_DOMAIN
 from .errors import (
     ComponentError,
     LabAlreadyRunningError,
@@ -48,10 +50,11 @@ from .errors import (
     UnknownTargetError,
 )
 from .pki import make_cluster_pki
+from .podnet import LabNetwork, remove_lab_network
 from .pods.dispatch import write_dispatch_dir
 from .pods.volumes import storage_class
 from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
-from .specs import LabClusterSpec, LabNode, check_lab_specs, default_specs
+from .specs import LabClusterSpec, LabNode, check_lab_specs, complete_network, default_specs
 from .state import ClusterState, LabPhase, LabState, StateDir, default_state_dir
 
 __all__ = ["ClusterStatus", "ComponentState", "ComponentStatus", "Lab", "LabSettings", "LabStatus"]
@@ -105,6 +108,8 @@ class LabStatus:
     kubeconfig: Path
     phase: str
     clusters: tuple[ClusterStatus, ...]
+    #: :meth:`LabNetwork.describe`: routing, tunnel, encryption, fallbacks, MTUs, namespaces
+    network: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +117,7 @@ class LabStatus:
             "state_dir": str(self.state_dir),
             "kubeconfig": str(self.kubeconfig),
             "phase": self.phase,
+            "network": self.network,
             "clusters": [
                 {
                     "name": c.spec.name,
@@ -154,6 +160,7 @@ class Lab:
         binaries: LabBinaries | None = None,
     ) -> None:
         if specs is not None:
+            specs = complete_network(specs)
             check_lab_specs(specs)
         self.name = name
         self._specs = tuple(specs) if specs is not None else None
@@ -262,6 +269,7 @@ class Lab:
                                  service_ip=cs.spec.kubernetes_service_ip)
                 write_cluster_files(cs.spec, cs.ports, paths)
             self._write_kubeconfig(state)
+            LabNetwork.for_specs(self._dir.root, specs).up()
             self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
             with self._mutex:
                 self._state = replace(self._require_mem(), phase=LabPhase.RUNNING)
@@ -300,7 +308,9 @@ class Lab:
                     st = ComponentState.DEAD
                 comps.append(ComponentStatus(comp, st, ref.pid if ref else None, paths.log(comp)))
             clusters.append(ClusterStatus(cs.spec, cs.spec.context, cs.ports.server, tuple(comps)))
-        return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters))
+        network = LabNetwork.for_specs(self._dir.root, [c.spec for c in state.clusters])
+        return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters),
+                         network={**network.describe(), "up": bool(network.leftovers())})
 
     # ------------------------------------------------------------------ faults
 
@@ -430,7 +440,7 @@ class Lab:
         in about a second, and etcd still shuts down cleanly (its data is kept).
         """
         tiers = [
-            (Component.RUNTIME, Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
+            (Component.RUNTIME, Component.DNS, Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
             (Component.APISERVER,),
             (Component.ETCD,),
         ]
@@ -442,9 +452,10 @@ class Lab:
         stop_all(strays, grace=self.settings.stop_grace, popens=self._popens.values())
 
     def _clean(self, state: LabState | None) -> None:
-        """Stop whatever a previous (possibly killed) run left and forget its files."""
+        """Stop whatever a previous (possibly killed) run left, remove its network, forget its files."""
         if state is not None:
             self._stop(state.clusters)
+        remove_lab_network(self._dir.root)
         shutil.rmtree(self._dir.root / "clusters", ignore_errors=True)
         self._dir.state_file.unlink(missing_ok=True)
         self._dir.kubeconfig.unlink(missing_ok=True)
@@ -486,6 +497,7 @@ class Lab:
             self._stop([c for c in state.clusters if c.spec.name in names])
             with self._mutex:
                 if fresh:
+                    remove_lab_network(self._dir.root)
                     self._dir.state_file.unlink(missing_ok=True)
                     self._dir.kubeconfig.unlink(missing_ok=True)
                     self._state = None
@@ -553,7 +565,7 @@ class Lab:
             wait(Component.APISERVER, "kwok's CRDs Established", lambda: all(_conditions_true(api.get(
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c['metadata']['name']}"), "Established")
                 for c in crds))
-            for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK):
+            for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK, Component.DNS):
                 start(comp)
             if fresh:
                 for node in spec.nodes:
@@ -569,6 +581,10 @@ class Lab:
                  lambda: bool(api.get("/api/v1/namespaces/default/serviceaccounts/default")))
             names = {n.name for n in spec.nodes}
             wait(Component.KWOK, "all nodes Ready", lambda: _ready_nodes(api) >= names)
+            network = LabNetwork.for_specs(self._dir.root, [spec])
+            wait(Component.DNS, f"kubernetes.default.svc.cluster.local at {spec.dns_service_ip}",
+                 lambda: _dns_answers(network.cluster_netns(name), str(spec.dns_service_ip),
+                                      f"kubernetes.default.svc.{CLUSTER_DOMAIN}", str(spec.kubernetes_service_ip)))
 
     def _pods_on(self, api: LabApi, node: str) -> list[tuple[str, str]]:
         pods = api.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
@@ -617,6 +633,10 @@ def _node_manifest(node: LabNode) -> dict[str, Any]:
         },
         "spec": {},
     }
+
+
+def _dns_answers(netns: str, server: str, name: str, expected: str) -> bool:
+    return expected in resolve_a(netns, server, name, timeout=0.5)
 
 
 def _conditions_true(obj: dict[str, Any], kind: str) -> bool:

@@ -59,7 +59,7 @@ class PodNet(Protocol):
 class PodNetwork(Protocol):
     """What the runtime needs of the lab's pod network (:class:`isthmus.lab.podnet.LabNetwork`)."""
 
-    def add_pod(self, cluster: str, key: str, ip: ipaddress.IPv4Address) -> PodNet: ...
+    def add_pod(self, cluster: str, key: str, ip: ipaddress.IPv4Address, *, namespace: str = ...) -> PodNet: ...
     def remove_pod(self, cluster: str, key: str) -> None: ...
     def pod_range(self, cluster: str) -> ipaddress.IPv4Network: ...
     def resolv_conf(self, cluster: str, namespace: str) -> str: ...
@@ -164,7 +164,8 @@ class PodWorker:
                 if await self._wait_deleting(2.0):
                     return False
         self.ip = self.rt.allocate_ip(self)
-        self.net = await asyncio.to_thread(self.rt.network.add_pod, self.rt.settings.cluster, self.key, self.ip)
+        self.net = await asyncio.to_thread(self.rt.network.add_pod, self.rt.settings.cluster, self.key, self.ip,
+                                           namespace=self.ns)
         self.since["sandbox"] = self.rt.clock()
         (self.dir / "etc").mkdir(parents=True, exist_ok=True)
         await self.rt.write_kwok_objects(self)

@@ -46,6 +46,7 @@ from .errors import (
     ToolchainError,
     UnknownTargetError,
 )
+from .mcs import ensure_mcs_crds
 from .pki import make_cluster_pki
 from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
 from .specs import LabClusterSpec, LabNode, check_lab_specs, default_specs
@@ -534,6 +535,7 @@ class Lab:
         start(Component.APISERVER)
         with LabApi(ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=3.0) as api:
             wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
+            wait(Component.APISERVER, "the MCS CRDs Established", lambda: ensure_mcs_crds(api))
             for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK):
                 start(comp)
             if fresh:

@@ -24,6 +24,7 @@ from .applying import (
     unapplied,
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
+from .customkinds import absent_kinds
 from .diffing import ObjectDiff, diff_objects
 from .drift import (
     Drift,
@@ -82,6 +83,7 @@ __all__ = [
     "UnknownContext",
     "WatchSettings",
     "Written",
+    "absent_kinds",
     "across",
     "apply_exactly",
     "apply_objects",

@@ -49,6 +49,7 @@ from .errors import (
     ToolchainError,
     UnknownTargetError,
 )
+from .mcs import ensure_mcs_crds
 from .pki import make_cluster_pki
 from .podnet import LabNetwork, remove_lab_network
 from .pods.dispatch import write_dispatch_dir
@@ -565,6 +566,7 @@ class Lab:
             wait(Component.APISERVER, "kwok's CRDs Established", lambda: all(_conditions_true(api.get(
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c['metadata']['name']}"), "Established")
                 for c in crds))
+            wait(Component.APISERVER, "the MCS CRDs Established", lambda: ensure_mcs_crds(api))
             for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK, Component.DNS):
                 start(comp)
             if fresh:

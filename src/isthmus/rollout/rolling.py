@@ -1,7 +1,8 @@
 """The rollout flows the CLI and the operator call: apply a spec, resume, and roll back on failure.
 
 Every flow takes the app's lock first (see :mod:`.locking`), works only while it holds it, and
-releases it at the end. ``apply``: check the strategy (before any write), record the revision,
+releases it at the end. ``apply``: check the strategy and that every member serves the custom
+kinds of its objects (:mod:`.requirements`; both before any write), record the revision,
 plan, run the engine; when a step fails and the strategy says ``onFailure: rollback``, roll the
 previous revision forward through the same gates, in reverse wave order. ``resume``: continue
 the persisted rollout from where it stopped, from the stored revision's manifests.
@@ -25,6 +26,7 @@ from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseLock, LeaseState, fence
 from .progress import Phase, ProgressStore, RolloutState
+from .requirements import require_custom_kinds
 from .revisions import Revision, RevisionStore, stage
 from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
@@ -169,6 +171,10 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
         if settled is not None:
             return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
                                  notes=[f"nothing to change: every member already runs revision {settled.revision}"])
+    # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
+    await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters], masked,
+                               app=app.metadata.name)
+    timeline.mark("kinds checked")
     # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
     # revision's content is stored (under names made of its hash) while the lock is taken.
     known = session.revisions.knows_index()

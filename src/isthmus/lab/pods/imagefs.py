@@ -84,7 +84,8 @@ _NODETOOL = """#!/bin/sh
 CASSANDRA_HOME=${{CASSANDRA_HOME:-/opt/cassandra}}
 exec "$JAVA_HOME/bin/java" -Xmx128m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+PerfDisableSharedMem \\
   {modules} \\
-  -Duser.home=/tmp -Djava.net.preferIPv4Stack=true -Dcassandra.storagedir=/tmp -Dlogback.configurationFile=logback-tools.xml \\
+  -Duser.home=/tmp -Djava.net.preferIPv4Stack=true -Dcassandra.storagedir=/tmp \\
+  -Dlogback.configurationFile=logback-tools.xml \\
   -cp "/etc/cassandra:$CASSANDRA_HOME/lib/*" org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p 7199 "$@"
 """
 

@@ -39,6 +39,7 @@ from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, Un
 from .fanout import ClusterOutcome, Reach, across
 from .health import Health, ObjectHealth, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
     Written,
@@ -77,6 +78,8 @@ __all__ = [
     "ObjectHealth",
     "ObjectOutcome",
     "ObjectRef",
+    "PodPortForward",
+    "PortForwardError",
     "Reach",
     "StaleWrite",
     "Unapplied",

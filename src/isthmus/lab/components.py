@@ -261,12 +261,12 @@ def scheduler_config_yaml(kubeconfig: Path) -> str:
 KWOK_CRDS = ("Exec", "Logs", "PortForward")
 
 
-def kwok_config_yaml(spec: LabClusterSpec, *, ports: ClusterPorts, pki: ClusterPKI) -> str:
+def kwok_config_yaml(spec: LabClusterSpec, *, ports: ClusterPorts, pki: ClusterPKI, real_pods: bool = True) -> str:
     """kwok's ``--config``: the pod IP pool is the first half of the cluster's pod CIDR (real pods of the lab's
     runtime get the second half, see :func:`~.netlayout.pod_range`); the Stages are ours; its server is the
     kubelet API of every node (``127.0.0.1:<kubelet port>``, TLS from the cluster CA)."""
     template = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
-    stages = _stages_without_real_pods(template)
+    stages = _stages_without_real_pods(template) if real_pods else template
     head = (
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
         "kind: KwokConfiguration\n"
@@ -308,7 +308,8 @@ def _stages_without_real_pods(stages_yaml: str) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
-def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths) -> None:
+def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths, *,
+                        real_pods: bool = True) -> None:
     """(Re)write the component kubeconfigs and the kwok config; PKI must already exist."""
     pki = paths.pki
     for client in ("controller-manager", "scheduler", "kwok", "admin"):
@@ -316,6 +317,6 @@ def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: Cluste
             kubeconfig_yaml([(spec.context, ports.server, pki.ca.cert, pki.clients[client])],
                             current=spec.context)
         )
-    paths.kwok_config.write_text(kwok_config_yaml(spec, ports=ports, pki=pki))
+    paths.kwok_config.write_text(kwok_config_yaml(spec, ports=ports, pki=pki, real_pods=real_pods))
     scheduler_kubeconfig = paths.kubeconfig(_CLIENT_OF[Component.SCHEDULER])
     paths.scheduler_config.write_text(scheduler_config_yaml(scheduler_kubeconfig))

@@ -56,7 +56,7 @@ from .pods.dispatch import write_dispatch_dir
 from .pods.volumes import storage_class
 from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
 from .specs import LabClusterSpec, LabNode, check_lab_specs, complete_network, default_specs
-from .state import ClusterState, LabPhase, LabState, StateDir, default_state_dir
+from .state import ClusterState, LabPhase, LabState, PodMode, StateDir, default_state_dir
 
 __all__ = ["ClusterStatus", "ComponentState", "ComponentStatus", "Lab", "LabSettings", "LabStatus"]
 
@@ -73,6 +73,8 @@ class LabSettings:
     stop_grace: float = 5.0
     #: seconds a fault waits for its effect (node NotReady, pods not ready) to show
     fault_timeout: float = 60.0
+    #: run Cassandra pods for real (the pod runtime), or let kwok simulate every pod
+    pods: PodMode = PodMode.REAL
 
 
 class ComponentState(StrEnum):
@@ -261,6 +263,7 @@ class Lab:
                 name=self.name, phase=LabPhase.STARTING, owner_pid=os.getpid(),
                 clusters=tuple(ClusterState(spec=s, ports=ClusterPorts.from_list(p))
                                for s, p in zip(specs, port_list, strict=True)),
+                pods=self.settings.pods,
             )
             self._state = state
             self._dir.save(state)
@@ -268,7 +271,7 @@ class Lab:
                 paths = self._dir.cluster(cs.spec.name)
                 make_cluster_pki(paths.pki.dir, cluster=cs.spec.name,
                                  service_ip=cs.spec.kubernetes_service_ip)
-                write_cluster_files(cs.spec, cs.ports, paths)
+                write_cluster_files(cs.spec, cs.ports, paths, real_pods=state.pods is PodMode.REAL)
             self._write_kubeconfig(state)
             LabNetwork.for_specs(self._dir.root, specs).up()
             self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
@@ -573,7 +576,8 @@ class Lab:
                 for node in spec.nodes:
                     api.create("/api/v1/nodes", _node_manifest(node))
                 api.create("/apis/storage.k8s.io/v1/storageclasses", storage_class())
-            start(Component.RUNTIME)
+            if self._require_mem().pods is PodMode.REAL:
+                start(Component.RUNTIME)
             with httpx.Client(verify=False, timeout=2.0) as insecure:  # self-signed /healthz
                 wait(Component.CONTROLLER_MANAGER, "/healthz", lambda: insecure.get(
                     f"https://127.0.0.1:{ports.controller_manager}/healthz").status_code == 200)

@@ -1,5 +1,6 @@
-"""One lab that runs Cassandra for real: three clusters, one datacenter of one node in each, deployed by
-``isthmus apply`` alone. Module tests share it (a ring takes minutes to form on two cores)."""
+"""One lab that runs Cassandra for real: three clusters, a datacenter in each (two racks of one node in
+``eu``, one node elsewhere: the smallest ring that shows both a rack-by-rack rollout and a lost region),
+deployed by ``isthmus apply`` alone. The package's tests share it (a ring takes minutes on two cores)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from isthmus.spec import load_file, require_fleet
 
 ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
 REGIONS = {"eu": "europe-west1", "us": "us-east1", "ap": "asia-south1"}
+#: zones (one node each) per cluster, and so the racks of its datacenter: r1 in zone a, r2 in zone b
+RACKS = {"eu": "ab", "us": "a", "ap": "a"}
 
 FLEET = {
     "apiVersion": "isthmus.dev/v1alpha1", "kind": "Fleet", "metadata": {"name": "ring"},
@@ -31,7 +34,8 @@ FLEET = {
         "network": {"podSupernet": "10.0.0.0/12", "serviceSupernet": "10.96.0.0/12", "routing": "tunnel",
                     "tunnelProtocol": "vxlan", "mesh": "cilium"},
         "clusters": [{"name": c, "region": r, "context": f"lab-{c}", "nodeCIDR": f"10.{128 + i}.0.0/24",
-                      "zones": [{"name": f"{r}-a", "nodes": 1}]} for i, (c, r) in enumerate(REGIONS.items())],
+                      "zones": [{"name": f"{r}-{z}", "nodes": 1} for z in RACKS[c]]}
+                     for i, (c, r) in enumerate(REGIONS.items())],
     },
 }
 APP = {
@@ -39,7 +43,8 @@ APP = {
     "metadata": {"name": "ring", "namespace": "ring"},
     "spec": {
         "fleet": "ring", "version": "5.0.9", "numTokens": 16,
-        "datacenters": [{"name": f"dc-{c}", "cluster": c, "size": 1, "racks": [{"name": "r1", "zone": f"{r}-a"}]}
+        "datacenters": [{"name": f"dc-{c}", "cluster": c, "size": len(RACKS[c]),
+                         "racks": [{"name": f"r{i}", "zone": f"{r}-{z}"} for i, z in enumerate(RACKS[c], start=1)]}
                         for c, r in REGIONS.items()],
         "resources": {"cpu": "1", "memory": "1Gi", "heap": "512M"},
         "storage": {"size": "1Gi"},
@@ -57,8 +62,8 @@ class Ring:
     def spec_args(self) -> list[str]:
         return [a for f in self.files for a in ("-f", str(f))]
 
-    def pod(self, cluster: str) -> str:
-        return f"ring-dc-{cluster}-r1-0"
+    def pod(self, cluster: str, rack: int = 1) -> str:
+        return f"ring-dc-{cluster}-r{rack}-0"
 
     def nodetool(self, cluster: str, *args: str) -> str:
         return self.lab.kubectl(cluster, "exec", "-n", "ring", self.pod(cluster), "-c", "cassandra", "--",

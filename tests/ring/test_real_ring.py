@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .conftest import REGIONS, Ring, cql
+from .conftest import RACKS, REGIONS, Ring, cql
 
 pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -39,8 +39,10 @@ def test_every_node_is_up_and_normal_in_its_own_datacenter_and_rack(ring: Ring) 
     for cluster in REGIONS:
         nodes = _nodes(ring.nodetool(cluster, "status"))
         assert set(nodes) == {f"dc-{c}" for c in REGIONS}, nodes
-        for dc, members in nodes.items():
-            assert [(state, rack) for state, _, rack in members] == [("UN", "r1")], (cluster, dc, members)
+        for c in REGIONS:
+            racks = [f"r{i}" for i in range(1, len(RACKS[c]) + 1)]
+            assert sorted((state, rack) for state, _, rack in nodes[f"dc-{c}"]) == [("UN", r) for r in racks], \
+                (cluster, c, nodes)
     pod_ip = json.loads(ring.lab.kubectl("us", "get", "pod", "-n", "ring", ring.pod("us"), "-o", "json"))[
         "status"]["podIP"]
     assert pod_ip in {addr for members in _nodes(ring.nodetool("eu", "status")).values() for _, addr, _ in members}

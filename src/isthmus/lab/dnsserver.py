@@ -89,6 +89,7 @@ class ObjectWatch:
         while not self._stop.is_set():
             try:
                 self._list_and_watch()
+                self._stop.wait(0.05)  # the watch ended (timeout or ERROR event): list again
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:  # no such CRD (yet): nothing exported
                     if self.items():

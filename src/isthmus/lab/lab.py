@@ -1,9 +1,10 @@
 """The :class:`Lab`: several real Kubernetes control planes on this machine, as one object.
 
-Owns: bringing a lab up (PKI, ports, the five processes per cluster in order with readiness
-waits, fake zoned nodes), tearing it down, noticing and cleaning a stale lab, the shared
-kubeconfig, status, and the faults (freeze/thaw an API server, stop/start a cluster, a node
-NotReady and back). Must not: know about Cassandra or the operator.
+Owns: bringing a lab up (PKI, ports, the pod network of :mod:`.podnet`, the processes per
+cluster in order with readiness waits, fake zoned nodes, the cluster DNS), tearing it down,
+noticing and cleaning a stale lab (its network too), the shared kubeconfig, status, and the
+faults (freeze/thaw an API server, stop/start a cluster, a node NotReady and back).
+Must not: know about Cassandra or the operator.
 
 Each cluster starts in its own thread (the work is mostly waiting on child processes); a
 failure anywhere stops everything that was started and raises a :class:`ComponentError`.
@@ -345,6 +346,9 @@ class Lab:
             self._stop([cs])
             self._state = state.with_cluster(replace(cs, processes={}))
             self._dir.save(self._state)
+            network = LabNetwork.for_specs(self._dir.root, [c.spec for c in state.clusters])
+            if not network.leftovers():  # gone (a reboot empties /run/netns): build it again
+                network.up()
             self._start_clusters([cluster], bins, fresh=False)
 
     def node_not_ready(self, cluster: str, node: str, *, wait: bool = True) -> None:
@@ -587,7 +591,7 @@ class Lab:
                  lambda: bool(api.get("/api/v1/namespaces/default/serviceaccounts/default")))
             names = {n.name for n in spec.nodes}
             wait(Component.KWOK, "all nodes Ready", lambda: _ready_nodes(api) >= names)
-            network = LabNetwork.for_specs(self._dir.root, [spec])
+            network = LabNetwork.for_specs(self._dir.root, [c.spec for c in self._require_mem().clusters])
             wait(Component.DNS, f"kubernetes.default.svc.cluster.local at {spec.dns_service_ip}",
                  lambda: _dns_answers(network.cluster_netns(name), str(spec.dns_service_ip),
                                       f"kubernetes.default.svc.{CLUSTER_DOMAIN}", str(spec.kubernetes_service_ip)))

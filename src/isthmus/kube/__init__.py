@@ -1,8 +1,8 @@
 """The one gateway to the API servers: connections, server-side apply, diff, prune, health.
 
 Also: compare-and-swap records of small bookkeeping objects (:mod:`.records`), watches that
-re-list after a silence or an error (:mod:`.watching`), and drift found cheaply and written back
-(:mod:`.drift`).
+re-list after a silence or an error (:mod:`.watching`), drift found cheaply and written back
+(:mod:`.drift`), and whether a member serves the custom kinds of some objects (:mod:`.customkinds`).
 
 Owns: every call to a Kubernetes API server, with its timeout, request budget and circuit
 breaker; translating client-library errors into :mod:`isthmus.kube.errors`.

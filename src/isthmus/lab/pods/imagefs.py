@@ -16,15 +16,17 @@ first on the classpath (``cassandra-rackdc.properties`` and ``logback.xml`` are 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cassandra import JVM17_SERVER_OPTIONS, JVM_SERVER_OPTIONS, LAB_SYSTEM_PROPERTIES
 from ..cassandra_config import render_logback_xml
-from ..cassandra_install import ensure_cassandra, find_java, jamm_jar
+from ..cassandra_install import CassandraLabError, ensure_cassandra, find_java, jamm_jar
 
-__all__ = ["CASSANDRA_UID", "ImageLayer", "cassandra_image", "isthmus_image", "parse_quantity_mib"]
+__all__ = ["CASSANDRA_UID", "NODETOOL_SOCKET", "ImageLayer", "cassandra_image", "isthmus_image",
+           "parse_quantity_mib"]
 
 CASSANDRA_UID = 999
 #: The lab caps every node's heap at this many MiB (2 cores, 24 GiB, up to 6 nodes): said in events and logs.
@@ -78,15 +80,59 @@ exec "$JAVA_HOME/bin/java" -Xms"$heap" -Xmx"$heap" $opts \\
   -cp "$CASSANDRA_CONF:$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon
 """
 
-_NODETOOL = """#!/bin/sh
-# nodetool for the Isthmus lab's cassandra:{version} image: the tarball's nodetool, to JMX on 127.0.0.1:7199.
-# A client JVM: small heap, serial GC, C1 only, so the readiness probe is cheap.
+_NODETOOL_JVM = """#!/bin/sh
+# nodetool for the Isthmus lab's cassandra:{version} image, cold: the tarball's nodetool, to JMX on 127.0.0.1:7199,
+# in a JVM of its own (small heap, serial GC, C1 only). `nodetool` runs this when the warm server is not up.
 CASSANDRA_HOME=${{CASSANDRA_HOME:-/opt/cassandra}}
 exec "$JAVA_HOME/bin/java" -Xmx128m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+PerfDisableSharedMem \\
   {modules} \\
   -Duser.home=/tmp -Djava.net.preferIPv4Stack=true -Dcassandra.storagedir=/tmp \\
   -Dlogback.configurationFile=logback-tools.xml \\
   -cp "/etc/cassandra:$CASSANDRA_HOME/lib/*" org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p 7199 "$@"
+"""
+
+_NODETOOL_SERVER = """#!/bin/sh
+# The warm nodetool of the lab's cassandra:{version} image (IsthmusNodetoolServer): NodeTool in one JVM per
+# container, serving `nodetool` over a Unix socket. The pod runtime starts it beside the node and stops it with it.
+CASSANDRA_HOME=${{CASSANDRA_HOME:-/opt/cassandra}}
+exec "$JAVA_HOME/bin/java" -Xmx96m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+PerfDisableSharedMem \\
+  {modules} \\
+  -Duser.home=/tmp -Djava.net.preferIPv4Stack=true -Dcassandra.storagedir=/tmp \\
+  -Dlogback.configurationFile=logback-tools.xml \\
+  -cp "/opt/cassandra/isthmus:/etc/cassandra:$CASSANDRA_HOME/lib/*" org.apache.cassandra.tools.IsthmusNodetoolServer \\
+  {socket}
+"""
+
+#: Where a container's warm nodetool listens (the container's own /tmp).
+NODETOOL_SOCKET = "/tmp/.isthmus-nodetool.sock"
+
+_NODETOOL = """#!/usr/bin/python3 -IS
+# nodetool for the Isthmus lab's cassandra:{version} image: Cassandra's NodeTool, run by the container's warm
+# server (nodetool-server) when it is up, else in a JVM of its own (nodetool-jvm). Same arguments, output, status.
+import os
+import socket
+import struct
+import sys
+
+try:
+    conn = socket.socket(socket.AF_UNIX)
+    conn.connect("{socket}")
+except OSError:
+    os.execv("/opt/cassandra/bin/nodetool-jvm", ["nodetool", *sys.argv[1:]])
+payload = "\\0".join(["-h", "127.0.0.1", "-p", "7199", *sys.argv[1:]]).encode()
+conn.sendall(struct.pack(">I", len(payload)) + payload)
+stream = conn.makefile("rb")
+status = 1
+while len(head := stream.read(5)) == 5:
+    data = stream.read(struct.unpack(">I", head[1:])[0])
+    if head[:1] == b"o":
+        sys.stdout.buffer.write(data)
+    elif head[:1] == b"e":
+        sys.stderr.buffer.write(data)
+    elif head[:1] == b"x":
+        status = int(data)
+sys.stdout.flush()
+sys.exit(status)
 """
 
 _LOGBACK_TOOLS = """<configuration scan="false">
@@ -120,7 +166,11 @@ def cassandra_image(version: str, *, images_dir: Path, heap_cap_mib: int = DEFAU
            0o755)
     # The JPMS exports and opens of conf/jvm17-clients.options: the tools reflect into the JDK as the server does.
     modules = " ".join(o for o in _paired(JVM17_SERVER_OPTIONS) if o.startswith("--add-"))
-    _write(root / "opt/cassandra/bin/nodetool", _NODETOOL.format(version=version, modules=modules), 0o755)
+    _write(root / "opt/cassandra/bin/nodetool-jvm", _NODETOOL_JVM.format(version=version, modules=modules), 0o755)
+    _write(root / "opt/cassandra/bin/nodetool-server",
+           _NODETOOL_SERVER.format(version=version, modules=modules, socket=NODETOOL_SOCKET), 0o755)
+    _write(root / "opt/cassandra/bin/nodetool", _NODETOOL.format(version=version, socket=NODETOOL_SOCKET), 0o755)
+    _compile_server(lib, java_home, root / "opt/cassandra/isthmus")
     (root / "opt/cassandra/lib").mkdir(parents=True, exist_ok=True)
     conf = root / "etc/cassandra"
     _write(conf / "jvm-server.options", "# From Cassandra's conf/jvm-server.options (5.0), as in the lab's nodes.\n"
@@ -143,6 +193,19 @@ def cassandra_image(version: str, *, images_dir: Path, heap_cap_mib: int = DEFAU
         env={"CASSANDRA_HOME": "/opt/cassandra", "CASSANDRA_CONF": "/etc/cassandra", "JAVA_HOME": str(java_home),
              "PATH": "/opt/cassandra/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
     )
+
+
+def _compile_server(lib: Path, java_home: Path, out: Path) -> None:
+    """Compile the warm nodetool (templates/IsthmusNodetoolServer.java) against this version's jars, once."""
+    source = Path(__file__).parent.parent / "templates" / "IsthmusNodetoolServer.java"
+    target = out / "org/apache/cassandra/tools/IsthmusNodetoolServer.class"
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return
+    javac = java_home / "bin" / "javac"
+    proc = subprocess.run([str(javac), "-nowarn", "-cp", f"{lib}/*", "-d", str(out), str(source)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CassandraLabError(f"compiling the lab's warm nodetool failed ({javac}): {proc.stderr.strip()[-800:]}")
 
 
 def _paired(options: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import shutil
 import signal
 import time
@@ -30,7 +31,7 @@ import httpx
 from ..cassandra_install import CassandraLabError
 from ..images import ImageKind, cassandra_version, image_kind, runs_for_real
 from .api import JSON, RuntimeApi
-from .containers import ContainerProcess, ProbeResult, exec_in, run_probe, start_container
+from .containers import ContainerProcess, ProbeResult, exec_argv, exec_in, run_probe, start_container
 from .imagefs import ImageLayer, cassandra_image, isthmus_image
 from .status import ContainerState, PodView, backoff_delay, expand, pod_status, rfc3339
 from .volumes import VolumeNotReady, prepare_volumes, run_provisioner
@@ -86,6 +87,8 @@ class _Container:
     init: bool
     proc: ContainerProcess | None = None
     killed_by: str | None = None
+    #: the warm nodetool beside a Cassandra node (its image's nodetool-server), stopped with the container
+    helper: asyncio.subprocess.Process | None = None
     tail: list[bytes] = field(default_factory=list)
     dir: Path = Path()
 
@@ -248,8 +251,9 @@ class PodWorker:
         proc = await start_container(netns_path=self.net.netns_path, spec=spec, spec_path=c.dir / "spec.json",
                                      log=log_file, tail=c.tail)
         c.proc = proc
-        (c.dir / "uid").write_text(str(spec.get("runAsUser", 0)))
-        (c.dir / "gid").write_text(str(spec.get("runAsGroup", 0)))
+        uid, gid = spec.get("runAsUser"), spec.get("runAsGroup")
+        (c.dir / "uid").write_text(str(0 if uid is None else uid))
+        (c.dir / "gid").write_text(str(0 if gid is None else gid))
         (c.dir / "pid").write_text(str(proc.pid))
         c.state = c.state.running(proc.started, f"lab://{self.uid}/{c.spec['name']}/{proc.pid}")
         if c.init or not any(k in c.spec for k in ("startupProbe", "readinessProbe")):
@@ -257,7 +261,13 @@ class PodWorker:
         self.changed.set()
         await self.rt.event(self, "Normal", "Started", f"Started container {c.spec['name']}")
         probes = None if c.init else asyncio.create_task(self._probe_logged(c, spec))
+        helper = asyncio.create_task(self._start_helper(c, spec, proc)) if kind is ImageKind.CASSANDRA and \
+            not c.init else None
         rc = await proc.wait()
+        if helper is not None:
+            helper.cancel()
+            await asyncio.gather(helper, return_exceptions=True)
+        self._stop_helper(c)
         if probes is not None:
             probes.cancel()
             await asyncio.gather(probes, return_exceptions=True)
@@ -275,6 +285,28 @@ class PodWorker:
             await self.rt.event(self, "Warning", "Failed",
                                 f"Container {c.spec['name']} exited with code {rc}: {(message or '')[-300:]}")
         return rc
+
+    async def _start_helper(self, c: _Container, spec: JSON, proc: ContainerProcess) -> None:
+        """Start the image's warm nodetool inside the container once its root is built (it has chrooted)."""
+        for _ in range(600):
+            try:
+                if _chrooted(proc.pid):
+                    break
+            except OSError:
+                return
+            await asyncio.sleep(0.1)
+        else:
+            return
+        argv = exec_argv(proc.pid, spec.get("runAsUser"), spec.get("runAsGroup"), ["nodetool-server"])
+        with (c.dir / "nodetool-server.log").open("ab") as out:
+            c.helper = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                                                            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+
+    def _stop_helper(self, c: _Container) -> None:
+        if c.helper is not None and c.helper.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.helper.pid, signal.SIGKILL)
+        c.helper = None
 
     def _user(self, c: JSON) -> tuple[int | None, int | None]:
         pod_sec = self.pod["spec"].get("securityContext") or {}
@@ -459,6 +491,7 @@ class PodWorker:
 
     async def _teardown(self) -> None:
         for c in [*self.init, *self.main]:
+            self._stop_helper(c)
             if c.proc is not None:
                 c.proc.kill(signal.SIGKILL)
                 with contextlib.suppress(Exception):
@@ -504,10 +537,16 @@ class PodWorker:
                     self.gone = True
                     self.deleting.set()
             except httpx.HTTPError as exc:
-                log.debug("status of %s/%s: %s", self.ns, self.name, exc)
+                detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
+                log.warning("status of %s/%s: %s %s", self.ns, self.name, exc, detail)
                 self.changed.set()
                 await asyncio.sleep(1.0)
             await asyncio.sleep(0.2)  # coalesce bursts of changes into one patch
+
+
+def _chrooted(pid: int) -> bool:
+    """Whether the container's first program has entered the container's root (so ``nsenter -r`` lands there)."""
+    return Path(f"/proc/{pid}/root").readlink() != Path("/")
 
 
 class Runtime:
@@ -672,6 +711,7 @@ class Runtime:
         """The node goes away: every container dies at once (SIGKILL), as on a machine that is switched off."""
         for worker in list(self.workers.values()):
             for c in [*worker.init, *worker.main]:
+                worker._stop_helper(c)
                 if c.proc is not None:
                     c.proc.kill(signal.SIGKILL)
         for task in list(self.tasks.values()):

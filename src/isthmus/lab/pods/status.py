@@ -142,8 +142,7 @@ def pod_status(view: PodView, init: Sequence[ContainerState], main: Sequence[Con
         "startTime": rfc3339(view.start_time),
         "initContainerStatuses": [c.to_status() for c in init],
         "containerStatuses": [c.to_status() for c in main],
-        "qosClass": "Guaranteed",
-    }
+    }  # qosClass is the API server's (computed at creation, immutable)
     if view.pod_ip is not None:
         status["podIP"] = view.pod_ip
         status["podIPs"] = [{"ip": view.pod_ip}]

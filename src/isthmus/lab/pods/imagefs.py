@@ -96,7 +96,7 @@ _NODETOOL_SERVER = """#!/bin/sh
 # container, serving `nodetool` over a Unix socket. The pod runtime starts it beside the node and stops it with it.
 CASSANDRA_HOME=${{CASSANDRA_HOME:-/opt/cassandra}}
 exec "$JAVA_HOME/bin/java" -Xmx96m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+PerfDisableSharedMem \\
-  {modules} \\
+  -Djava.security.manager=allow {modules} \\
   -Duser.home=/tmp -Djava.net.preferIPv4Stack=true -Dcassandra.storagedir=/tmp \\
   -Dlogback.configurationFile=logback-tools.xml \\
   -cp "/opt/cassandra/isthmus:/etc/cassandra:$CASSANDRA_HOME/lib/*" org.apache.cassandra.tools.IsthmusNodetoolServer \\

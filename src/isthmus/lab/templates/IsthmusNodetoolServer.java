@@ -25,7 +25,36 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 
 public final class IsthmusNodetoolServer {
+    /** NodeTool ends some failures (it cannot reach JMX yet) with System.exit: here that ends the request only. */
+    static final class Exit extends SecurityException {
+        final int status;
+
+        Exit(int status) {
+            super("exit " + status);
+            this.status = status;
+        }
+    }
+
+    @SuppressWarnings("removal")
+    private static void trapExit() {
+        System.setSecurityManager(new SecurityManager() {
+            @Override
+            public void checkExit(int status) {
+                throw new Exit(status);
+            }
+
+            @Override
+            public void checkPermission(java.security.Permission perm) {
+            }
+
+            @Override
+            public void checkPermission(java.security.Permission perm, Object context) {
+            }
+        });
+    }
+
     public static void main(String[] argv) throws Exception {
+        trapExit();
         Path socket = Path.of(argv[0]);
         Files.deleteIfExists(socket);
         Path tmp = Path.of(argv[0] + ".tmp");
@@ -61,9 +90,19 @@ public final class IsthmusNodetoolServer {
              PrintStream e = new PrintStream(stderr, true, StandardCharsets.UTF_8)) {
             try {
                 status = new NodeTool(new NodeProbeFactory(), new Output(o, e)).execute(args);
+            } catch (Exit exit) {
+                status = exit.status;
             } catch (Throwable t) {
-                t.printStackTrace(e);
-                status = 2;
+                Throwable root = t;
+                while (root.getCause() != null && !(root instanceof Exit)) {
+                    root = root.getCause();
+                }
+                if (root instanceof Exit) {
+                    status = ((Exit) root).status;
+                } else {
+                    t.printStackTrace(e);
+                    status = 2;
+                }
             }
         }
         DataOutputStream out = new DataOutputStream(Channels.newOutputStream(ch));

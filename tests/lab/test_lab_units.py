@@ -97,7 +97,7 @@ def test_pki_apiserver_sans_and_client_identities(tmp_path: Path) -> None:
 
 def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     spec = default_specs(2)[1]
-    ports = ClusterPorts.from_list([2001, 2002, 2003, 2004, 2005])
+    ports = ClusterPorts.from_list([2001, 2002, 2003, 2004, 2005, 2006])
     paths = ClusterPaths(tmp_path)
     bins = LabBinaries(tmp_path / "bin")
     api = argv(Component.APISERVER, spec=spec, ports=ports, paths=paths, bins=bins)
@@ -115,14 +115,23 @@ def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     assert f"--data-dir={paths.etcd_data}" in etcd
     for cmd in (api, kcm, sched, etcd):
         assert not any("0.0.0.0" in a for a in cmd)
-    assert "cidr: 10.2.0.0/17" in kwok_config_yaml(spec)  # the first half: kwok's fake pods
+    # the kubelet API is kwok's server, verified against the cluster CA
+    assert f"--kubelet-certificate-authority={paths.pki.ca.cert}" in api
+    assert "--kubelet-preferred-address-types=InternalIP" in api
+    kwok = kwok_config_yaml(spec, ports=ports, pki=paths.pki)
+    assert "cidr: 10.2.0.0/17" in kwok  # the first half: kwok's fake pods
+    assert "serverAddress: 127.0.0.1:2006" in kwok and "nodePort: 2006" in kwok
+    assert f"tlsCertFile: {paths.pki.kubelet.cert}" in kwok and "enableCRDs: [Exec, Logs, PortForward]" in kwok
+    # real pods: every Pod stage leaves Cassandra pods to the runtime; simulated: kwok fakes them all
+    assert kwok.count("select(.image | test(") == 5  # lab-pod-ready, -not-ready, -recover, -complete, -delete
+    assert "select(.image | test(" not in kwok_config_yaml(spec, ports=ports, pki=paths.pki, real_pods=False)
 
 
 def test_state_round_trips(tmp_path: Path) -> None:
     specs = default_specs(2)
     d = StateDir(tmp_path)
     st = LabState(name="x", phase=LabPhase.RUNNING, owner_pid=1, clusters=tuple(
-        ClusterState(spec=s, ports=ClusterPorts.from_list(free_ports(5)),
+        ClusterState(spec=s, ports=ClusterPorts.from_list(free_ports(6)),
                      processes={Component.ETCD: ProcessRef(pid=10, start_time=20, pgid=10)}) for s in specs))
     d.save(st)
     assert d.load() == st

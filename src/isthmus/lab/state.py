@@ -84,6 +84,8 @@ class LabState:
     phase: LabPhase
     owner_pid: int
     clusters: tuple[ClusterState, ...]
+    #: only etcd and kube-apiserver per cluster (``lab up --minimal``)
+    minimal: bool = False
 
     def cluster(self, name: str) -> ClusterState | None:
         return next((c for c in self.clusters if c.spec.name == name), None)
@@ -102,6 +104,7 @@ class LabState:
             "phase": self.phase.value,
             "owner_pid": self.owner_pid,
             "clusters": [c.to_json() for c in self.clusters],
+            "minimal": self.minimal,
         }
 
     @classmethod
@@ -113,6 +116,7 @@ class LabState:
             phase=LabPhase(str(raw["phase"])),
             owner_pid=int(str(raw["owner_pid"])),
             clusters=tuple(ClusterState.from_json(c) for c in clusters),
+            minimal=bool(raw.get("minimal", False)),
         )
 
 

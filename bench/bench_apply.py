@@ -122,6 +122,8 @@ class Result:
     runs: dict[str, list[Run]] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
     proxy_us_per_request: dict[str, float] = field(default_factory=dict)
+    #: cores the idle lab keeps busy (etcd and kube-apiserver with no client)
+    idle_cores: float = 0.0
 
     def median(self, way: str, attr: str = "seconds") -> float:
         return statistics.median(getattr(r, attr) for r in self.runs[way])
@@ -168,6 +170,8 @@ def bench(n: int, rounds: int, profile_name: str) -> Result:
             kubectl = Kubectl(lab, n, Path(tmp))
             kubectl.parallel("warmup-kubectl")  # discovery cached, first apply of each kind done
             asyncio.run(isthmus_apply(lab, n, "warmup-isthmus", Counts()))
+            idle = measured(lab_dir, lambda: time.sleep(5))
+            res.idle_cores = (idle.lab_cpu + idle.proxy_cpu) / idle.seconds
             for way in ("kubectl sequential", "kubectl parallel", "isthmus", "isthmus no-op"):
                 res.runs[way] = []
             for r in range(rounds):
@@ -247,6 +251,16 @@ def report(results: list[Result], rounds: int, profile_name: str) -> None:
               f"({ten.counts.writes_noop} writes)")
 
 
+def python_start() -> float:
+    """Wall seconds to start Python and import what `isthmus apply` needs (median of 3), not in Isthmus's times."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import isthmus.cli, isthmus.rollout, isthmus.kube"], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", type=int, nargs="+", default=[1, 3, 10])
@@ -255,6 +269,9 @@ def main() -> int:
     args = parser.parse_args()
     results: list[Any] = [bench(n, args.rounds, args.profile) for n in args.clusters]
     report(results, args.rounds, args.profile)
+    print(f"\nIsthmus runs in this process, so its times leave out starting Python and importing Isthmus: "
+          f"{python_start():.2f} s on this machine now (median of 3). Each kubectl time includes its process "
+          "starts. Idle lab, cores busy: " + ", ".join(f"{r.n} clusters {r.idle_cores:.2f}" for r in results) + ".")
     return 0
 
 

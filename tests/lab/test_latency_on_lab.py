@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from fixtures.labspecs import app_doc, fleet_doc, write_specs
-from isthmus.lab import Lab, LabSettings, default_specs
+from isthmus import console
+from isthmus.lab import Lab, default_specs
 from isthmus.lab.cli import lab_app
-from isthmus.lab.latency import Link, ProxyState, Toxiproxy
+from isthmus.lab.latency import Link, ProxyState, Toxiproxy, rtt_profile
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
@@ -24,16 +26,28 @@ ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
 runner = CliRunner()
 
 
+PROFILE = "azure-east-us"
+
+
 @pytest.fixture(scope="module")
 def far_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``c1..c3``, only etcd and kube-apiserver each, every context through the latency proxy."""
-    lab = Lab(name="pytest-far", specs=default_specs(3), state_dir=tmp_path_factory.mktemp("far"),
-              settings=LabSettings(ready_timeout=180.0, proxy=True, minimal=True))
-    lab.up()
+    """``c1..c3``, only etcd and kube-apiserver each, every context through the proxy with the profile's RTTs.
+
+    Started as the README says, ``isthmus lab up --minimal --rtt-profile azure-east-us``.
+    """
+    state_dir = tmp_path_factory.mktemp("far")
+    result = runner.invoke(lab_app, ["up", "-n", "3", "--minimal", "--rtt-profile", PROFILE, "--name", "pytest-far",
+                                     "--state-dir", str(state_dir), "--timeout", "180"])
+    lab = Lab(name="pytest-far", state_dir=state_dir)
     try:
+        assert result.exit_code == 0, result.output
         yield lab
     finally:
         lab.down()
+
+
+def profile_link(i: int) -> Link:
+    return Link(rtt_ms=rtt_profile(PROFILE).rtt_ms(i))
 
 
 def fault(lab: Lab, *args: str) -> str:
@@ -46,6 +60,27 @@ def proxy(lab: Lab) -> ProxyState:
     state = ProxyState.load(lab.state_dir)
     assert state is not None
     return state
+
+
+def test_the_profile_puts_each_cluster_at_its_regions_distance(far_lab: Lab) -> None:
+    assert {f"c{i + 1}": far_lab.link(f"c{i + 1}") for i in range(3)} == {
+        "c1": Link(rtt_ms=21), "c2": Link(rtt_ms=35), "c3": Link(rtt_ms=76)}
+    assert {c.spec.name: c.link for c in far_lab.status().clusters} == {
+        "c1": "rtt 21ms", "c2": "rtt 35ms", "c3": "rtt 76ms"}
+    saved = (console.out_console, console.err_console)
+    console.use_consoles(Console(width=300, soft_wrap=False, no_color=True), saved[1])
+    try:
+        table = runner.invoke(lab_app, ["status", "--state-dir", str(far_lab.state_dir)])
+    finally:
+        console.use_consoles(*saved)
+    assert table.exit_code == 0, table.output
+    # cluster | context | server | zones | etcd | apiserver | kcm | scheduler | kwok | link
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in table.output.splitlines() if line.startswith("│ c")}
+    assert {name: (cells[3:5], cells[5:8], cells[8]) for name, cells in rows.items()} == {
+        "c1": (["running", "running"], ["-", "-", "-"], "rtt 21ms"),
+        "c2": (["running", "running"], ["-", "-", "-"], "rtt 35ms"),
+        "c3": (["running", "running"], ["-", "-", "-"], "rtt 76ms")}
 
 
 def test_the_kubeconfig_points_through_the_proxy(far_lab: Lab) -> None:
@@ -61,8 +96,8 @@ def test_a_round_trip_delays_kubectl_and_clear_removes_it(far_lab: Lab) -> None:
     started = time.monotonic()
     far_lab.kubectl("c2", "get", "namespace", "default", "-o", "name")
     assert time.monotonic() - started >= 0.2
-    assert {c.spec.name: c.link for c in far_lab.status().clusters} == {
-        "c1": "direct", "c2": "rtt 200ms", "c3": "direct"}
+    assert far_lab.link("c2") == Link(rtt_ms=200)
+    assert far_lab.link("c1") == profile_link(0)  # the others keep theirs
     fault(far_lab, "latency", "c2", "--clear")
     with Toxiproxy(proxy(far_lab).api_port) as api:
         assert api.toxics("c2") == []
@@ -70,7 +105,9 @@ def test_a_round_trip_delays_kubectl_and_clear_removes_it(far_lab: Lab) -> None:
 
 
 def test_options_not_given_keep_their_value(far_lab: Lab) -> None:
-    fault(far_lab, "latency", "c1", "--rtt", "30ms", "--jitter", "4ms")
+    fault(far_lab, "latency", "c1", "--jitter", "4ms")
+    assert far_lab.link("c1") == Link(rtt_ms=profile_link(0).rtt_ms, jitter_ms=4)  # the profile's RTT stays
+    fault(far_lab, "latency", "c1", "--rtt", "30ms")
     fault(far_lab, "latency", "c1", "--bandwidth", "2MB/s")
     try:
         assert far_lab.link("c1") == Link(rtt_ms=30, jitter_ms=4, bandwidth_kbps=2000)
@@ -88,7 +125,7 @@ def test_a_partitioned_cluster_is_unknown_and_the_others_answer(far_lab: Lab, tm
            "HOME": str(Path.home())}
     fault(far_lab, "partition", "c3")
     try:
-        assert far_lab.link("c3") == Link(partitioned=True)
+        assert far_lab.link("c3") == Link(rtt_ms=profile_link(2).rtt_ms, partitioned=True)
         run = subprocess.run([ISTHMUS, "status", "-o", "json", "--request-timeout", "3",
                               *[a for f in files for a in ("-f", str(f))]],
                              capture_output=True, text=True, env=env, timeout=60)
@@ -98,7 +135,7 @@ def test_a_partitioned_cluster_is_unknown_and_the_others_answer(far_lab: Lab, tm
     assert rows["c3"]["reach"] == "Unknown" and rows["c3"]["health"] == "Unknown", rows["c3"]
     assert "no answer within 3s" in rows["c3"]["error"]  # the request timeout decided it
     assert rows["c1"]["reach"] == "Done" and rows["c2"]["reach"] == "Done", rows
-    assert far_lab.link("c3").direct
+    assert far_lab.link("c3") == profile_link(2)  # healed, the distance stays
     assert far_lab.kubectl("c3", "get", "namespace", "default", "-o", "name").strip() == "namespace/default"
 
 

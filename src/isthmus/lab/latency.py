@@ -15,6 +15,8 @@ The proxy accepts the TCP connection itself, so a new connection pays one round 
 and then one per request; a real link would add one more for the TCP handshake. A bandwidth
 toxic limits each direction to the rate. A partition is a ``timeout`` toxic with timeout 0 on
 both streams: connections are accepted, then nothing answers, and open connections go silent.
+Healing it (removing the toxic) closes the connections it held, as Toxiproxy's timeout toxic does
+on cleanup; clients reconnect, as they would after a real partition killed their connections.
 """
 
 from __future__ import annotations

@@ -1,15 +1,26 @@
-"""Benchmark: `isthmus apply` of one app to N lab clusters beside sequential `kubectl apply --server-side`.
+"""Benchmark: `isthmus apply` of one app to 1, 3 and 10 far-away clusters, against `kubectl apply --server-side`.
 
-Run with ``.venv/bin/python bench/bench_apply.py [--clusters 3 10]``. For each N a lab of N real
-control planes starts; the same rendered objects (one CassandraCluster with a datacenter of two
-racks per cluster) are applied twice, under two app names so neither run sees the other's objects:
- * baseline: ``kubectl --context lab-cX apply --server-side -f cX.yaml`` for X = 1..N, one after another;
- * isthmus: ``bare_apply`` (bench/_bare.py: all clusters concurrently, objects of one stage in parallel).
-Then isthmus applies again with nothing changed, and the writes and requests of that no-op are counted.
-Times are wall-clock to "all objects applied" (not to pods Ready). Both paths run on servers warmed by
-one throwaway apply, with a pause between runs so one run's aftermath is not charged to the next, and
-the CPU-seconds of the client and of every lab process are counted, so the table shows how close the
-run is to what 2 cores can do at all. Prints markdown.
+Run with ``.venv/bin/python bench/bench_apply.py [--clusters 1 3 10] [--rounds 3] [--profile azure-east-us]``.
+
+For each N a lab of N **minimal** clusters starts (only etcd and kube-apiserver: the API servers
+hold the objects and no controller reacts to them, so neither client pays for the lab's
+controllers) with every context **through Toxiproxy** and the RTT profile's round trips (cluster i
+gets the profile's i-th region: 21 to 229 ms away from East US for azure-east-us). The same
+rendered objects (a CassandraCluster with a datacenter of two racks per cluster) go out three
+ways, each round under fresh app names, the three ways alternating within each round:
+
+* **kubectl, sequential**: ``kubectl --context lab-cX apply --server-side -f cX.yaml`` for X = 1..N,
+  one after another (a shell loop over contexts);
+* **kubectl, parallel**: the same N commands all started at once, then waited for (``&`` and ``wait``);
+* **isthmus**: ``bare_apply`` (bench/_bare.py: every cluster concurrently, the objects of one stage in parallel), in
+  this process; then the same apply again with nothing changed (the no-op), whose writes are counted.
+
+Before the rounds every path is warmed once (kubectl's discovery cache in a private ``--cache-dir``,
+Isthmus's first server-side apply of each kind). Times are wall-clock to "all objects applied".
+Each run records the CPU-seconds of the client (this process and the kubectl children), of the lab
+(etcd and kube-apiserver) and of Toxiproxy, and the load average before and after each lab.
+At N = 1 Isthmus is also timed with the one cluster as far as the profile's farthest member: the
+cost of distance is the 10-cluster time over that. Prints markdown.
 """
 
 from __future__ import annotations
@@ -17,24 +28,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from _bare import bare_apply
+from _measure import CORES, Run, load_avg, measured, pid_cpu
 from isthmus.kube import ClusterRegistry, ConnectionSettings
 from isthmus.lab import Lab, LabSettings, default_specs
+from isthmus.lab.apiclient import LabApi
+from isthmus.lab.components import ClusterPaths
 from isthmus.lab.fleet import cassandra_document, fleet_document
+from isthmus.lab.latency import Link, ProxyState, rtt_profile
 from isthmus.rollout import render_app
 from isthmus.spec import CassandraCluster, Fleet, load_text
 
@@ -48,61 +60,47 @@ def docs(n: int, app: str) -> tuple[Fleet, CassandraCluster]:
     return loaded.fleet, loaded.apps[0]
 
 
-def lab_cpu(lab_dir: Path) -> float:
-    """CPU seconds used so far by the lab's processes (its apiservers, etcds, controllers, kwoks)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if str(lab_dir) not in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+class Kubectl:
+    """The baseline: rendered per-cluster files, applied by kubectl one context after another or all at once."""
+
+    def __init__(self, lab: Lab, n: int, folder: Path) -> None:
+        self.lab, self.n, self.folder = lab, n, folder
+        self.exe = str(lab._binaries().path("kubectl"))
+        self.cache = folder / "kubectl-cache"
+
+    def _commands(self, app_name: str) -> list[list[str]]:
+        fleet, app = docs(self.n, app_name)
+        manifests = render_app(app, fleet, "bench-password")
+        out = []
+        for i in range(1, self.n + 1):
+            path = self.folder / f"{app_name}-c{i}.yaml"
+            path.write_text(manifests.to_yaml(f"c{i}"))
+            out.append([self.exe, f"--kubeconfig={self.lab.kubeconfig}", f"--context=lab-c{i}",
+                        f"--cache-dir={self.cache}", "apply", "--server-side", "--field-manager=bench",
+                        "-f", str(path)])
+        return out
+
+    def sequential(self, app_name: str) -> None:
+        for cmd in self._commands(app_name):
+            subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+    def parallel(self, app_name: str) -> None:
+        procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for cmd in self._commands(app_name)]
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            if p.returncode != 0:
+                raise SystemExit(f"bench: kubectl failed: {err.decode(errors='replace')}")
 
 
 @dataclass
-class Run:
-    seconds: float
-    client_cpu: float
-    lab_cpu: float
-
-
-def measured(lab_dir: Path, work: Callable[[], None]) -> Run:
-    lab_before, client_before, started = lab_cpu(lab_dir), os.times(), time.perf_counter()
-    work()
-    seconds, client_after = time.perf_counter() - started, os.times()
-    client = sum(client_after[:4]) - sum(client_before[:4])  # user+system, ours and the kubectl children
-    return Run(seconds, client, lab_cpu(lab_dir) - lab_before)
-
-
-def kubectl_baseline(lab: Lab, n: int, folder: Path, app_name: str) -> None:
-    fleet, app = docs(n, app_name)
-    manifests = render_app(app, fleet, "bench-password")
-    files = []
-    for i in range(1, n + 1):
-        path = folder / f"{app_name}-c{i}.yaml"
-        path.write_text(manifests.to_yaml(f"c{i}"))
-        files.append((f"c{i}", path))
-    kubectl = str(lab._binaries().path("kubectl"))
-    for cluster, path in files:
-        subprocess.run([kubectl, "--kubeconfig", str(lab.kubeconfig), "--context", f"lab-{cluster}", "apply",
-                        "--server-side", "--field-manager=bench", "-f", str(path)], check=True,
-                       capture_output=True, timeout=300)
-
-
-@dataclass
-class IsthmusRun:
+class Counts:
     requests_first: float = 0.0
     requests_noop: float = 0.0
     writes_noop: int = 0
 
 
-async def isthmus_apply(lab: Lab, n: int, app_name: str, into: IsthmusRun, *, noop: bool = False) -> None:
+async def isthmus_apply(lab: Lab, n: int, app_name: str, into: Counts, *, noop: bool = False) -> None:
     """One apply (all clusters concurrently); with ``noop`` the app is already there and nothing may change."""
     fleet, app = docs(n, app_name)
     registry = ClusterRegistry.from_fleet(fleet, lab.kubeconfig, settings=ConnectionSettings(timeout=30))
@@ -118,87 +116,167 @@ async def isthmus_apply(lab: Lab, n: int, app_name: str, into: IsthmusRun, *, no
         await registry.close()
 
 
-SETTLE = 8.0
-"""Seconds between runs, so one run's aftermath (controllers creating pods) is not charged to the next."""
+@dataclass
+class Result:
+    n: int
+    rtts: list[int]
+    load: str = ""
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    counts: Counts = field(default_factory=Counts)
+    proxy_us_per_request: dict[str, float] = field(default_factory=dict)
+    #: cores the idle lab keeps busy (etcd and kube-apiserver with no client)
+    idle_cores: float = 0.0
+
+    def median(self, way: str, attr: str = "seconds") -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs[way])
 
 
-def bench(n: int, rounds: int) -> dict[str, Any]:
+def proxy_cost(lab: Lab, requests: int = 400) -> dict[str, float]:
+    """Toxiproxy's CPU per proxied request (GET /version, no toxics): keep-alive, and a new TLS connection each."""
+    proxy = ProxyState.load(lab.state_dir)
+    assert proxy is not None
+    pki = ClusterPaths(lab.state_dir / "clusters" / "c1").pki
+    saved = lab.link("c1")
+    lab.set_link("c1", Link())
+    out = {}
+    try:
+        for kind, count, fresh in (("keep-alive", requests, False), ("a new connection each", requests // 4, True)):
+            before = pid_cpu(proxy.process.pid)
+            api = LabApi(proxy.server("c1"), pki.ca.cert, pki.clients["admin"])
+            for _ in range(count):
+                if fresh:
+                    api.close()
+                    api = LabApi(proxy.server("c1"), pki.ca.cert, pki.clients["admin"])
+                assert api.status("/version") == 200
+            api.close()
+            out[kind] = (pid_cpu(proxy.process.pid) - before) / count * 1e6
+    finally:
+        lab.set_link("c1", saved)
+    return out
+
+
+SETTLE = 1.0
+"""Seconds between runs (minimal clusters have no controllers whose aftermath needs to die down)."""
+
+
+def bench(n: int, rounds: int, profile_name: str) -> Result:
+    profile = rtt_profile(profile_name)
+    res = Result(n=n, rtts=[profile.rtt_ms(i) for i in range(n)])
+    before = load_avg()
     with tempfile.TemporaryDirectory() as tmp:
         lab_dir = Path(tmp) / "lab"
         lab = Lab(name=f"bench-apply-{n}", specs=default_specs(n), state_dir=lab_dir,
-                  settings=LabSettings(ready_timeout=300))
+                  settings=LabSettings(ready_timeout=300, minimal=True, rtt_profile=profile_name))
         lab.up()
         try:
-            # Warm both paths' servers alike (first server-side apply of a kind builds its type caches).
-            asyncio.run(isthmus_apply(lab, n, "warmup", IsthmusRun()))
-            time.sleep(SETTLE)
-            idle = measured(lab_dir, lambda: time.sleep(SETTLE))
-            kubectl_runs, isthmus_runs, noop_runs, counts = [], [], [], IsthmusRun()
+            kubectl = Kubectl(lab, n, Path(tmp))
+            kubectl.parallel("warmup-kubectl")  # discovery cached, first apply of each kind done
+            asyncio.run(isthmus_apply(lab, n, "warmup-isthmus", Counts()))
+            idle = measured(lab_dir, lambda: time.sleep(5))
+            res.idle_cores = (idle.lab_cpu + idle.proxy_cpu) / idle.seconds
+            for way in ("kubectl sequential", "kubectl parallel", "isthmus", "isthmus no-op"):
+                res.runs[way] = []
             for r in range(rounds):
-                by_kubectl, by_isthmus = f"viakubectl{r}", f"viaisthmus{r}"
-                kubectl_runs.append(measured(lab_dir, partial(kubectl_baseline, lab, n, Path(tmp), by_kubectl)))
                 time.sleep(SETTLE)
-                isthmus_runs.append(measured(lab_dir, lambda app=by_isthmus: asyncio.run(
-                    isthmus_apply(lab, n, app, counts))))
+                res.runs["kubectl sequential"].append(measured(lab_dir, lambda r=r: kubectl.sequential(f"seq{r}")))
                 time.sleep(SETTLE)
-                noop_runs.append(measured(lab_dir, lambda app=by_isthmus: asyncio.run(
-                    isthmus_apply(lab, n, app, counts, noop=True))))
-                assert counts.writes_noop == 0, f"a no-op apply wrote {counts.writes_noop} times"
+                res.runs["kubectl parallel"].append(measured(lab_dir, lambda r=r: kubectl.parallel(f"par{r}")))
+                time.sleep(SETTLE)
+                res.runs["isthmus"].append(measured(lab_dir, lambda r=r: asyncio.run(
+                    isthmus_apply(lab, n, f"ist{r}", res.counts))))
+                time.sleep(SETTLE)
+                res.runs["isthmus no-op"].append(measured(lab_dir, lambda r=r: asyncio.run(
+                    isthmus_apply(lab, n, f"ist{r}", res.counts, noop=True))))
+                assert res.counts.writes_noop == 0, f"a no-op apply wrote {res.counts.writes_noop} times"
+            if n == 1:
+                farthest = max(profile.rtt_ms(i) for i in range(10))
+                lab.set_link("c1", Link(rtt_ms=farthest))
+                res.runs["isthmus, farthest"] = []
+                for r in range(rounds):
+                    time.sleep(SETTLE)
+                    res.runs["isthmus, farthest"].append(measured(lab_dir, lambda r=r: asyncio.run(
+                        isthmus_apply(lab, n, f"far{r}", Counts()))))
+                res.rtts.append(farthest)
+                res.proxy_us_per_request = proxy_cost(lab)
         finally:
             lab.down()
-    return {"n": n, "idle_cores": idle.lab_cpu / idle.seconds, "kubectl": kubectl_runs, "isthmus": isthmus_runs,
-            "noop": noop_runs, "counts": counts}
+    res.load = f"{before} / {load_avg()}"
+    return res
 
 
-def median(runs: list[Run], attr: str) -> float:
-    return statistics.median(getattr(r, attr) for r in runs)
+def report(results: list[Result], rounds: int, profile_name: str) -> None:
+    profile = rtt_profile(profile_name)
+    print(f"### Apply: isthmus vs kubectl, clusters far away ({CORES} CPUs)\n")
+    print(f"Minimal lab clusters (etcd and kube-apiserver only), every context through Toxiproxy with the "
+          f"`{profile.name}` profile: round trips from {profile.origin} to "
+          + ", ".join(f"{r} ({ms} ms)" for r, ms in profile.regions)
+          + f"; cluster i is the i-th. Source: {profile.source}. Median of {rounds} rounds, the ways "
+          "alternating within each round, fresh app names each time.\n")
+    print("| clusters | RTTs (ms) | kubectl sequential (s) | kubectl parallel (s) | isthmus (s) "
+          "| vs sequential | vs parallel | no-op (s) | writes in no-op | requests per cluster: first / no-op "
+          "| load avg 1/5/15 (before / after) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for res in results:
+        seq, par, ist = res.median("kubectl sequential"), res.median("kubectl parallel"), res.median("isthmus")
+        rtts = f"{min(res.rtts[:res.n])}–{max(res.rtts[:res.n])}" if res.n > 1 else str(res.rtts[0])
+        print(f"| {res.n} | {rtts} | {seq:.2f} | {par:.2f} | {ist:.2f} | {seq / ist:.1f}x | {par / ist:.1f}x "
+              f"| {res.median('isthmus no-op'):.2f} | {res.counts.writes_noop} "
+              f"| {res.counts.requests_first:.0f} / {res.counts.requests_noop:.0f} | {res.load} |")
+    print(f"\nWhere the time goes (CPU-seconds, medians; client = this process and its kubectl children, lab = "
+          f"etcd + kube-apiserver, proxy = Toxiproxy; CPU bound = all of it spread over {CORES} cores; a run is "
+          "bound by CPU when that is more than half its wall time, else by distance):\n")
+    print("| clusters | way | wall (s) | client CPU | lab CPU | proxy CPU | CPU bound (s) | bound by |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    for res in results:
+        for way, runs in res.runs.items():
+            mid = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+            print(f"| {res.n} | {way} | {mid.seconds:.2f} | {mid.client_cpu:.2f} | {mid.lab_cpu:.2f} "
+                  f"| {mid.proxy_cpu:.2f} | {mid.cpu_bound:.2f} | {mid.bound_by} |")
+    one = next((r for r in results if r.n == 1 and "isthmus, farthest" in r.runs), None)
+    if one is not None and one.proxy_us_per_request:
+        print("\nToxiproxy's own cost, GET /version through the proxy with no toxics: "
+              + ", ".join(f"{kind}: {us:.0f} µs CPU per request" for kind, us in one.proxy_us_per_request.items())
+              + ".")
+    ten = next((r for r in results if r.n == 10), None)
+    if ten is not None:
+        seq, par, ist = ten.median("kubectl sequential"), ten.median("kubectl parallel"), ten.median("isthmus")
+        print("\nGoals at 10 clusters, 21–229 ms away:\n")
+        print(f"- at least 5x faster than sequential kubectl: **{'met' if seq / ist >= 5 else 'not met'}** "
+              f"({seq / ist:.1f}x)")
+        print(f"- at least 1.5x faster than parallel kubectl: **{'met' if par / ist >= 1.5 else 'not met'}** "
+              f"({par / ist:.1f}x)")
+        if one is not None:
+            far = one.median("isthmus, farthest")
+            print(f"- at most 1.3x Isthmus's own time to the farthest single cluster ({far:.2f} s at "
+                  f"{one.rtts[-1]} ms): **{'met' if ist <= 1.3 * far else 'not met'}** ({ist / far:.2f}x)")
+        print(f"- a no-op apply makes zero writes: **{'met' if ten.counts.writes_noop == 0 else 'not met'}** "
+              f"({ten.counts.writes_noop} writes)")
+
+
+def python_start() -> tuple[float, float]:
+    """Wall and CPU seconds to start Python and import the `isthmus` command (median of 3): not in Isthmus's times."""
+    walls, cpus = [], []
+    for _ in range(3):
+        before, started = os.times(), time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import isthmus.cli, isthmus.rollout, isthmus.kube"], check=True)
+        walls.append(time.perf_counter() - started)
+        cpus.append(sum(os.times()[2:4]) - sum(before[2:4]))
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clusters", type=int, nargs="+", default=[3, 10])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, nargs="+", default=[1, 3, 10])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", default="azure-east-us")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
-    results = [bench(n, args.rounds) for n in args.clusters]
-    print(f"### Apply: isthmus vs sequential kubectl ({os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after)\n")
-    print(f"Median of {args.rounds} rounds; each round applies a fresh app both ways on the same lab.\n")
-    print("| clusters | kubectl --server-side, one context after another (s) | isthmus apply (s) | speed-up "
-          "| no-op apply (s) | writes in no-op | API requests per cluster: first / no-op |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for res in results:
-        k, i = median(res["kubectl"], "seconds"), median(res["isthmus"], "seconds")
-        c = res["counts"]
-        print(f"| {res['n']} | {k:.2f} | {i:.2f} | {k / i:.1f}x | {median(res['noop'], 'seconds'):.2f} "
-              f"| {c.writes_noop} | {c.requests_first:.0f} / {c.requests_noop:.0f} |")
-    print("\nWhere the CPU goes (CPU-seconds, medians; the lab is every apiserver, etcd, controller-manager, "
-          "scheduler and kwok; the machine has "
-          f"{os.cpu_count()} cores):\n")
-    print("| clusters | lab idle (cores busy) | kubectl: client CPU | kubectl: lab CPU | isthmus: client CPU "
-          "| isthmus: lab CPU | isthmus lower bound (s) | 5x goal (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    cores = os.cpu_count() or 1
-    for res in results:
-        idle = res["idle_cores"]
-        i_client, i_lab = median(res["isthmus"], "client_cpu"), median(res["isthmus"], "lab_cpu")
-        # Wall time cannot be shorter than the CPU work done in it spread over every core, with the
-        # lab's idle load taking its share meanwhile.
-        bound = (i_client + i_lab - idle * median(res["isthmus"], "seconds")) / max(cores - idle, 0.1)
-        print(f"| {res['n']} | {idle:.2f} | {median(res['kubectl'], 'client_cpu'):.2f} "
-              f"| {median(res['kubectl'], 'lab_cpu'):.2f} | {i_client:.2f} | {i_lab:.2f} | {bound:.2f} "
-              f"| {median(res['kubectl'], 'seconds') / 5:.2f} |")
-    for res in results:
-        if res["n"] != 10:
-            continue
-        k, i = median(res["kubectl"], "seconds"), median(res["isthmus"], "seconds")
-        verdict = "met" if k / i >= 5 else "not met"
-        print(f"\nGoal: at 10 clusters at least 5x faster than sequential kubectl: **{verdict}** ({k / i:.1f}x). "
-              "Goal: a no-op apply makes zero writes: "
-              f"**{'met' if res['counts'].writes_noop == 0 else 'not met'}**.")
-    print("\nThe lower bound is the CPU work of the run (isthmus and the lab's reaction: server-side apply, "
-          "then controllers creating pods) divided by the cores left over by the lab's idle load. When it "
-          "is above the 5x goal, no client can reach the goal on this machine.")
+    results: list[Any] = [bench(n, args.rounds, args.profile) for n in args.clusters]
+    report(results, args.rounds, args.profile)
+    wall, cpu = python_start()
+    print(f"\nIsthmus runs in this process, so its times leave out starting Python and importing the `isthmus` "
+          f"command: {wall:.2f} s wall and {cpu:.2f} CPU-s on this machine now (median of 3), once per command "
+          "whatever the number of clusters. Each kubectl time includes its process starts. Idle lab, cores busy: "
+          + ", ".join(f"{r.n} clusters {r.idle_cores:.2f}" for r in results) + ".")
     return 0
 
 

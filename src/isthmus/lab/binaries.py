@@ -25,16 +25,21 @@ __all__ = [
     "ETCD_VERSION",
     "KUBERNETES_VERSION",
     "KWOK_VERSION",
+    "TOXIPROXY_VERSION",
     "BuildError",
     "LabBinaries",
     "binaries_dir",
     "ensure_binaries",
+    "ensure_toxiproxy",
     "kwok_crds",
+    "toxiproxy_path",
 ]
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.8.0"
+#: built on demand by :func:`ensure_toxiproxy` (only the latency faults need it)
+TOXIPROXY_VERSION = "v2.12.0"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
@@ -236,6 +241,37 @@ def kwok_crds(*, echo: bool = True) -> list[Path]:
     for name in KWOK_CRD_FILES:
         shutil.copyfile(bases / name, target / name)
     return wanted
+
+def toxiproxy_path(version: str = TOXIPROXY_VERSION) -> Path:
+    """Where :func:`ensure_toxiproxy` caches the Toxiproxy server (apart from the Kubernetes bin dir)."""
+    return cache_root() / "lab" / f"toxiproxy-{version}" / "bin" / "toxiproxy-server"
+
+
+def ensure_toxiproxy(version: str = TOXIPROXY_VERSION, *, echo: bool = True) -> Path:
+    """Build Toxiproxy's server from the Go module proxy if it is not cached; return its path."""
+    exe = toxiproxy_path(version)
+    if os.access(exe, os.X_OK):
+        return exe
+    root = exe.parent.parent
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    log = root / "build.log"
+    if echo:
+        print(f"[isthmus lab build] building toxiproxy {version} (log: {log})", file=sys.stderr, flush=True)
+    work = root / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    env = _go_env(work)
+    (work / "go.mod").write_text(
+        f"module isthmus.dev/lab/toxiproxy\n\ngo 1.24\n\nrequire github.com/Shopify/toxiproxy/v2 {version}\n"
+    )
+    (work / "tools.go").write_text(
+        '//go:build tools\n\npackage tools\n\nimport _ "github.com/Shopify/toxiproxy/v2/cmd/server"\n'
+    )
+    _run([_go(), "mod", "tidy"], work, env, log)
+    tmp = exe.with_suffix(".tmp")
+    _run([_go(), "build", "-trimpath", "-ldflags", f"-s -w -X github.com/Shopify/toxiproxy/v2.Version={version}",
+          "-o", str(tmp), "github.com/Shopify/toxiproxy/v2/cmd/server"], work, env, log)
+    tmp.replace(exe)
+    return exe
 
 
 if __name__ == "__main__":

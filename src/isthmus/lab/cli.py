@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -23,6 +24,8 @@ from isthmus import console
 from .components import Component
 from .errors import LabError
 from .lab import ComponentState, Lab, LabSettings
+from .latency import RTT_PROFILES, Link, parse_bandwidth, parse_duration_ms
+from .latency import rtt_profile as rtt_profile_of
 from .processes import log_tail
 from .specs import LabClusterSpec, default_specs
 from .state import PodMode
@@ -75,11 +78,20 @@ def up(
                                                )] = None,
     pods: Annotated[PodMode, typer.Option(help="real: Cassandra pods run for real (a JVM per pod); simulated: kwok "
                                                "fakes every pod.")] = PodMode.REAL,
+    proxy: Annotated[bool, typer.Option("--proxy", help="Put Toxiproxy between the kubeconfig and each API server"
+                                                        " (for `lab fault latency|partition`).")] = False,
+    rtt_profile: Annotated[str | None, typer.Option(
+        "--rtt-profile", help=f"Apply real inter-region round trips to the clusters (implies --proxy):"
+                              f" {', '.join(sorted(RTT_PROFILES))}.")] = None,
+    minimal: Annotated[bool, typer.Option("--minimal", help="Only etcd and kube-apiserver per cluster.")] = False,
 ) -> None:
     """Start the lab: its pod network, then per cluster etcd, kube-apiserver, controller-manager, scheduler,
-    kwok, the cluster DNS and the pod runtime."""
+    kwok, the cluster DNS and the pod runtime (with --minimal: etcd and kube-apiserver only)."""
+    if rtt_profile is not None:
+        rtt_profile_of(rtt_profile)  # a bad name fails before anything starts
     specs = _fleet_specs(fleet) if fleet is not None else default_specs(clusters)
-    lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout, pods=pods))
+    settings = LabSettings(ready_timeout=timeout, proxy=proxy, rtt_profile=rtt_profile, minimal=minimal, pods=pods)
+    lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=settings)
     lab.up()
     console.err_console.print(f"lab {name!r} is up: {', '.join(s.context for s in lab.specs)}")
     console.out_console.print(lab.env(), highlight=False)
@@ -131,12 +143,16 @@ def status(
              Component.RUNTIME: "runtime"}
     for comp in Component:
         table.add_column(short[comp])
+    links = any(c.link is not None for c in st.clusters)
+    if links:
+        table.add_column("link")
     colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",
               ComponentState.STOPPED: "yellow", ComponentState.DEAD: "red"}
     for c in st.clusters:
         zones = " ".join(f"{z}:{n}" for z, n in c.spec.zones.items())
-        cells = [f"[{colour[s.state]}]{s.state.value}[/]" for s in c.components]
-        table.add_row(c.spec.name, c.context, c.server, zones, *cells)
+        states = {s.component: s.state for s in c.components}
+        cells = [f"[{colour[states[comp]]}]{states[comp].value}[/]" if comp in states else "-" for comp in Component]
+        table.add_row(c.spec.name, c.context, c.server, zones, *cells, *([c.link or "-"] if links else []))
     console.out_console.print(table)
     console.out_console.print(_network_line(st.network), highlight=False)
 
@@ -195,6 +211,58 @@ def freeze(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOp
 def thaw(cluster: ClusterArg, name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
     """SIGCONT the cluster's API server."""
     _lab(name, state_dir).thaw(cluster)
+
+
+@fault_app.command()
+@_user_errors
+def latency(
+    cluster: ClusterArg,
+    rtt: Annotated[str | None, typer.Option("--rtt", help="Round trip to the API server, e.g. 80ms (0 removes it).")
+                   ] = None,
+    jitter: Annotated[str | None, typer.Option("--jitter", help="± this much on the round trip, e.g. 5ms.")] = None,
+    bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="Per direction, e.g. 1MB/s or 10Mbit/s;"
+                                                                      " 'none' removes the limit.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every delay, limit and partition.")] = False,
+    name: NameOpt = "default",
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Put distance between clients and the cluster's API server (needs `lab up --proxy`).
+
+    Options not given keep their current value.
+    """
+    lab = _lab(name, state_dir)
+    if clear:
+        if rtt is not None or jitter is not None or bandwidth is not None:
+            raise ValueError("--clear removes everything: give it alone, or --rtt/--jitter/--bandwidth without it")
+        new = Link()
+    else:
+        if rtt is None and jitter is None and bandwidth is None:
+            raise ValueError(f"nothing to change on {cluster}: give --rtt, --jitter, --bandwidth or --clear")
+        old = lab.link(cluster)
+        new = replace(
+            old,
+            rtt_ms=parse_duration_ms(rtt, what="--rtt") if rtt is not None else old.rtt_ms,
+            jitter_ms=parse_duration_ms(jitter, what="--jitter") if jitter is not None else old.jitter_ms,
+            bandwidth_kbps=(old.bandwidth_kbps if bandwidth is None else
+                            None if bandwidth == "none" else parse_bandwidth(bandwidth)),
+        )
+    lab.set_link(cluster, new)
+    console.err_console.print(f"{cluster}: {new}")
+
+
+@fault_app.command()
+@_user_errors
+def partition(
+    cluster: ClusterArg,
+    heal: Annotated[bool, typer.Option("--heal", help="End the partition (delays stay).")] = False,
+    name: NameOpt = "default",
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Connections to the cluster's API server are accepted, then nothing answers (needs `lab up --proxy`)."""
+    lab = _lab(name, state_dir)
+    new = replace(lab.link(cluster), partitioned=not heal)
+    lab.set_link(cluster, new)
+    console.err_console.print(f"{cluster}: {new}")
 
 
 @fault_app.command("stop")

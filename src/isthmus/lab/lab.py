@@ -29,7 +29,7 @@ import httpx
 import yaml
 
 from .apiclient import LabApi
-from .binaries import BuildError, LabBinaries, ensure_binaries, kwok_crds
+from .binaries import BuildError, LabBinaries, ensure_binaries, ensure_toxiproxy, kwok_crds
 from .components import (
     KWOK_NODE_LABEL,
     NOT_READY_KEY,
@@ -50,6 +50,7 @@ from .errors import (
     ToolchainError,
     UnknownTargetError,
 )
+from .latency import Link, ProxyState, Toxiproxy, require_proxy, rtt_profile, start_proxy, stop_proxy
 from .mcs import ensure_mcs_crds
 from .pki import make_cluster_pki
 from .podnet import LabNetwork, remove_lab_network
@@ -76,6 +77,16 @@ class LabSettings:
     fault_timeout: float = 60.0
     #: run Cassandra pods for real (the pod runtime), or let kwok simulate every pod
     pods: PodMode = PodMode.REAL
+    #: put Toxiproxy between the kubeconfig's contexts and the API servers (for `lab fault latency`)
+    proxy: bool = False
+    #: a profile of real inter-region round trips applied at `up` (implies ``proxy``); see latency.RTT_PROFILES
+    rtt_profile: str | None = None
+    #: clusters of only etcd and kube-apiserver (no controllers, scheduler or kwok: an API that holds objects)
+    minimal: bool = False
+
+
+#: what a ``minimal`` lab runs per cluster
+MINIMAL_COMPONENTS = (Component.ETCD, Component.APISERVER)
 
 
 class ComponentState(StrEnum):
@@ -99,6 +110,8 @@ class ClusterStatus:
     context: str
     server: str
     components: tuple[ComponentStatus, ...]
+    #: what the latency proxy holds for this cluster (``direct``, ``rtt 80ms``...); None without a proxy
+    link: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -132,6 +145,7 @@ class LabStatus:
                     "pod_cidr": c.spec.pod_cidr,
                     "service_cidr": c.spec.service_cidr,
                     "healthy": c.healthy,
+                    "link": c.link,
                     "components": {
                         s.component.value: {"state": s.state.value, "pid": s.pid, "log": str(s.log)}
                         for s in c.components
@@ -265,6 +279,7 @@ class Lab:
                 clusters=tuple(ClusterState(spec=s, ports=ClusterPorts.from_list(p))
                                for s, p in zip(specs, port_list, strict=True)),
                 pods=self.settings.pods,
+                minimal=self.settings.minimal,
             )
             self._state = state
             self._dir.save(state)
@@ -273,9 +288,20 @@ class Lab:
                 make_cluster_pki(paths.pki.dir, cluster=cs.spec.name,
                                  service_ip=cs.spec.kubernetes_service_ip)
                 write_cluster_files(cs.spec, cs.ports, paths, real_pods=state.pods is PodMode.REAL)
+            profile = rtt_profile(self.settings.rtt_profile) if self.settings.rtt_profile else None
+            if self.settings.proxy or profile is not None:
+                self._start_proxy(state)
             self._write_kubeconfig(state)
-            LabNetwork.for_specs(self._dir.root, specs).up()
-            self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
+            if not state.minimal:  # an API that only holds objects needs no pod network
+                LabNetwork.for_specs(self._dir.root, specs).up()
+            try:
+                self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
+            except BaseException:
+                stop_proxy(self._dir.root)
+                raise
+            if profile is not None:
+                for i, cs in enumerate(state.clusters):
+                    self.set_link(cs.spec.name, Link(rtt_ms=profile.rtt_ms(i)))
             with self._mutex:
                 self._state = replace(self._require_mem(), phase=LabPhase.RUNNING)
                 self._dir.save(self._state)
@@ -297,11 +323,13 @@ class Lab:
 
     def status(self) -> LabStatus:
         state = self._require_state()
+        links = self._links()
+        proxy = ProxyState.load(self._dir.root)
         clusters = []
         for cs in state.clusters:
             paths = self._dir.cluster(cs.spec.name)
             comps = []
-            for comp in Component:
+            for comp in MINIMAL_COMPONENTS if state.minimal else Component:
                 ref = cs.processes.get(comp)
                 if ref is None:
                     st = ComponentState.STOPPED
@@ -312,7 +340,9 @@ class Lab:
                 else:
                     st = ComponentState.DEAD
                 comps.append(ComponentStatus(comp, st, ref.pid if ref else None, paths.log(comp)))
-            clusters.append(ClusterStatus(cs.spec, cs.spec.context, cs.ports.server, tuple(comps)))
+            server = proxy.server(cs.spec.name) if proxy is not None else cs.ports.server
+            clusters.append(ClusterStatus(cs.spec, cs.spec.context, server, tuple(comps),
+                                          link=links.get(cs.spec.name)))
         network = LabNetwork.for_specs(self._dir.root, [c.spec for c in state.clusters])
         return LabStatus(self.name, self._dir.root, self.kubeconfig, state.phase.value, tuple(clusters),
                          network={**network.describe(), "up": bool(network.leftovers())})
@@ -326,6 +356,18 @@ class Lab:
     def thaw(self, cluster: str) -> None:
         """SIGCONT the cluster's API server."""
         self._signal_apiserver(cluster, signal.SIGCONT)
+
+    def link(self, cluster: str) -> Link:
+        """What the latency proxy holds between clients and the cluster's API server."""
+        self.spec(cluster)
+        with Toxiproxy(require_proxy(self._dir.root, self.name).api_port) as api:
+            return api.link(cluster)
+
+    def set_link(self, cluster: str, link: Link) -> None:
+        """Make the link to the cluster's API server ``link`` (a round trip, bandwidth, a partition)."""
+        self.spec(cluster)
+        with Toxiproxy(require_proxy(self._dir.root, self.name).api_port) as api:
+            api.set_link(cluster, link)
 
     def stop_cluster(self, cluster: str) -> None:
         """Stop all of one cluster's processes (data and ports are kept for :meth:`start_cluster`)."""
@@ -459,8 +501,26 @@ class Lab:
         strays = [r for cs in clusters for c, r in cs.processes.items() if c not in known]
         stop_all(strays, grace=self.settings.stop_grace, popens=self._popens.values())
 
+    def _start_proxy(self, state: LabState) -> None:
+        try:
+            exe = ensure_toxiproxy()
+        except BuildError as exc:
+            raise ToolchainError(str(exc)) from exc
+        start_proxy(self._dir.root, {cs.spec.name: cs.ports.apiserver for cs in state.clusters}, exe)
+
+    def _links(self) -> dict[str, str]:
+        proxy = ProxyState.load(self._dir.root)
+        if proxy is None or not proxy.process.alive():
+            return {}
+        try:
+            with Toxiproxy(proxy.api_port, timeout=2.0) as api:
+                return {name: str(api.link(name)) for name in proxy.listen}
+        except httpx.HTTPError:
+            return {}
+
     def _clean(self, state: LabState | None) -> None:
         """Stop whatever a previous (possibly killed) run left, remove its network, forget its files."""
+        stop_proxy(self._dir.root)
         if state is not None:
             self._stop(state.clusters)
         remove_lab_network(self._dir.root)
@@ -469,10 +529,14 @@ class Lab:
         self._dir.kubeconfig.unlink(missing_ok=True)
 
     def _write_kubeconfig(self, state: LabState) -> None:
+        """One context per cluster, through the latency proxy when the lab has one (the lab's own
+        components keep talking to their API server directly)."""
+        proxy = ProxyState.load(self._dir.root)
         entries = []
         for cs in state.clusters:
             pki = self._dir.cluster(cs.spec.name).pki
-            entries.append((cs.spec.context, cs.ports.server, pki.ca.cert, pki.clients["admin"]))
+            server = proxy.server(cs.spec.name) if proxy is not None else cs.ports.server
+            entries.append((cs.spec.context, server, pki.ca.cert, pki.clients["admin"]))
         tmp = self._dir.kubeconfig.with_suffix(".tmp")
         tmp.write_text(kubeconfig_yaml(entries, current=state.clusters[0].spec.context))
         tmp.chmod(0o600)
@@ -566,6 +630,13 @@ class Lab:
         start(Component.APISERVER)
         with LabApi(ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=3.0) as api:
             wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
+            if self._require_mem().minimal:
+                # The nodes carry the zones. Nothing heartbeats them and no controller judges them,
+                # so the Ready condition written once stays (gates that check nodes pass).
+                for node in spec.nodes if fresh else ():
+                    api.create("/api/v1/nodes", _node_manifest(node))
+                    api.merge_patch(f"/api/v1/nodes/{node.name}/status", _ready_status())
+                return
             # kwok serves the kubelet API (exec, logs, port-forward) from its own objects: their CRDs first.
             crds = [yaml.safe_load(p.read_text()) for p in self._kwok_crds or ()]
             for crd in crds:
@@ -647,6 +718,13 @@ def _node_manifest(node: LabNode) -> dict[str, Any]:
 
 def _dns_answers(netns: str, server: str, name: str, expected: str) -> bool:
     return expected in resolve_a(netns, server, name, timeout=0.5)
+
+
+def _ready_status() -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "LabMinimal",
+                                       "message": "minimal lab: no kubelet, Ready by fiat",
+                                       "lastHeartbeatTime": now, "lastTransitionTime": now}]}}
 
 
 def _conditions_true(obj: dict[str, Any], kind: str) -> bool:

@@ -94,6 +94,8 @@ class LabState:
     owner_pid: int
     clusters: tuple[ClusterState, ...]
     pods: PodMode = PodMode.REAL
+    #: only etcd and kube-apiserver per cluster (``lab up --minimal``)
+    minimal: bool = False
 
     def cluster(self, name: str) -> ClusterState | None:
         return next((c for c in self.clusters if c.spec.name == name), None)
@@ -113,6 +115,7 @@ class LabState:
             "owner_pid": self.owner_pid,
             "pods": self.pods.value,
             "clusters": [c.to_json() for c in self.clusters],
+            "minimal": self.minimal,
         }
 
     @classmethod
@@ -125,6 +128,7 @@ class LabState:
             owner_pid=int(str(raw["owner_pid"])),
             clusters=tuple(ClusterState.from_json(c) for c in clusters),
             pods=PodMode(str(raw.get("pods", PodMode.REAL.value))),
+            minimal=bool(raw.get("minimal", False)),
         )
 
 

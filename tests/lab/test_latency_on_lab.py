@@ -74,13 +74,13 @@ def test_the_profile_puts_each_cluster_at_its_regions_distance(far_lab: Lab) -> 
     finally:
         console.use_consoles(*saved)
     assert table.exit_code == 0, table.output
-    # cluster | context | server | zones | etcd | apiserver | kcm | scheduler | kwok | link
+    # cluster | context | server | zones | etcd | apiserver | kcm | scheduler | kwok | dns | runtime | link
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in table.output.splitlines() if line.startswith("│ c")}
-    assert {name: (cells[3:5], cells[5:8], cells[8]) for name, cells in rows.items()} == {
-        "c1": (["running", "running"], ["-", "-", "-"], "rtt 21ms"),
-        "c2": (["running", "running"], ["-", "-", "-"], "rtt 35ms"),
-        "c3": (["running", "running"], ["-", "-", "-"], "rtt 76ms")}
+    assert {name: (cells[3:5], cells[5:10], cells[10]) for name, cells in rows.items()} == {
+        "c1": (["running", "running"], ["-", "-", "-", "-", "-"], "rtt 21ms"),
+        "c2": (["running", "running"], ["-", "-", "-", "-", "-"], "rtt 35ms"),
+        "c3": (["running", "running"], ["-", "-", "-", "-", "-"], "rtt 76ms")}
 
 
 def test_the_kubeconfig_points_through_the_proxy(far_lab: Lab) -> None:

@@ -20,6 +20,7 @@ Every connection starts with ``USE diffks_a``.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -151,8 +152,10 @@ def corpus() -> list[Case]:
                         f"INSERT INTO {hidden} (k, v) VALUES ({{k}}, 'y')\n APPLY BATCH")
                 cases.append(Case(f"batch child after {comment}{end!r} into {hidden}", (query(text),)))
         for end in ("", "\n", "\r", "\r\n"):
-            cases.append(Case(f"trailing {comment} {end!r}", (query(ins.replace("{t}", "diffks_a.t") + f" {comment} c{end}"),)))
-        cases.append(Case(f"table after {comment}\\r", (query(f"INSERT INTO {comment} c\rdiffks_b.t\n (k, v) VALUES ({{k}}, 'x')"),)))
+            text = ins.replace("{t}", "diffks_a.t") + f" {comment} c{end}"
+            cases.append(Case(f"trailing {comment} {end!r}", (query(text),)))
+        text = f"INSERT INTO {comment} c\rdiffks_b.t\n (k, v) VALUES ({{k}}, 'x')"
+        cases.append(Case(f"table after {comment}\\r", (query(text),)))
     for ws in (" ", "\t", "\n", "\r", "\x0c", "\x0b", "\u00a0", "\u2028", "\x85"):
         cases.append(Case(f"whitespace {ws!r}", (query(f"INSERT INTO{ws}diffks_a.t (k, v) VALUES ({{k}}, 'x')"),)))
     for text in (
@@ -165,7 +168,8 @@ def corpus() -> list[Case]:
         "INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x'); INSERT INTO diffks_b.t (k, v) VALUES ({k}, 'y')",
         "INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x');;",
         'INSERT INTO "diffks_b".t (k, v) VALUES ({k}, \'x\')',
-        "BEGIN BATCH INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x') INSERT INTO diffks_b.t (k, v) VALUES ({k}, 'y') APPLY BATCH",
+        "BEGIN BATCH INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x') INSERT INTO diffks_b.t (k, v) VALUES ({k}, 'y')"
+        " APPLY BATCH",
         "BEGIN UNLOGGED BATCH INSERT INTO t (k, v) VALUES ({k}, 'x'); APPLY BATCH",
     ):
         cases.append(Case(f"text {text[:60]!r}", (query(text),)))
@@ -202,8 +206,9 @@ def corpus() -> list[Case]:
                                                   "INSERT INTO diffks_b.t (k, v) VALUES ({k}, 'y')"]),)))
     # Prepared statements: the table is bound when Cassandra prepares; EXECUTE's keyspace flag changes nothing.
     cases.append(Case("prepared unqualified", (prepare(unqualified), execute())))
+    qualified = "INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x')"
     cases.append(Case("prepared qualified, execute names keyspace b",
-                      (prepare("INSERT INTO diffks_a.t (k, v) VALUES ({k}, 'x')"), execute(KEYSPACE, keyspace="diffks_b"))))
+                      (prepare(qualified), execute(KEYSPACE, keyspace="diffks_b"))))
     cases.append(Case("prepared in keyspace b (v5 flag)", (prepare(unqualified, keyspace="diffks_b"), execute()),
                       frozenset({5})))
     cases.append(Case("prepared into b", (prepare("INSERT INTO diffks_b.t (k, v) VALUES ({k}, 'x')"), execute())))
@@ -253,10 +258,8 @@ def _send(host: str, port: int, version: int, lz4: bool, case: Case, keys: list[
             except (Closed, OSError):
                 continue
         for i, stream in waiting:
-            try:
+            with contextlib.suppress(Closed, OSError):
                 answers[i] = client.answer(stream)
-            except (Closed, OSError):
-                pass
         return Run(client.port, answers)
     finally:
         client.close()
@@ -298,7 +301,7 @@ def test_the_guard_allows_exactly_what_cassandra_then_runs(
 
     failures: list[str] = []
     allowed_somewhere = 0
-    for case, through_keys, direct_keys, through, direct in plan:
+    for case, through_keys, direct_keys, through, _direct in plan:
         for i, step in enumerate(case.steps):
             wrote = {t for t in TABLES if through_keys[i] in rows[t]}
             should = {t for t in TABLES if direct_keys[i] in rows[t]}

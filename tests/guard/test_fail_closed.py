@@ -23,7 +23,8 @@ REFUSED = [
                 + struct.pack(">i", 10) + b"trailing"),
         6, "bytes after", id="leftover-bytes",
     ),
-    pytest.param(w.auth_response("admin", "pw", stream=8), 8, "not allowed while established", id="auth-when-established"),
+    pytest.param(w.auth_response("admin", "pw", stream=8), 8, "not allowed while established",
+                 id="auth-when-established"),
 ]
 
 

@@ -33,6 +33,22 @@ Decisions:
   PROTOCOL_ERROR: the proxy cannot read snappy, and stripping the option would desynchronise
   the client, which compresses as soon as it has sent STARTUP.
 * The compression flag on a v5 envelope is refused (deprecated in v5; drivers never set it).
+
+Failing closed (issue 16): every refusal below raises :class:`ProtocolError` carrying a CQL
+``Protocol error`` ``reply`` for the offending stream; the pump sends it, records the flow and
+closes the connection.
+
+* A request on a negative stream id is refused: the guard could not match its answer, and a
+  ``USE`` there would change Cassandra's keyspace behind the guard's back.
+* A request on a stream already in flight is refused (no reply: that stream's answer is the
+  first request's), and an answer from the server on a stream the guard forwarded nothing on
+  (other than an EVENT) closes the connection: its keyspace and prepared ids can no longer be
+  trusted.
+* One AUTH_RESPONSE at a time. Cassandra's ``ServerConnection.validateNewMessage`` lets an
+  AUTH_RESPONSE through in the AUTHENTICATING *and* READY stages, and
+  ``transport/messages/AuthResponse.execute`` logs in whoever it names; so a second one in flight,
+  or one once established, is refused, and :attr:`CQLConnection.user` is the user of the very
+  AUTH_RESPONSE that Cassandra answered with AUTH_SUCCESS.
 """
 
 from __future__ import annotations

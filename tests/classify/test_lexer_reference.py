@@ -135,7 +135,7 @@ FRAGMENTS = [
 ]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=14), st.lists(st.sampled_from(["", " ", *LINE_ENDS]), max_size=14))
 def test_guard_tokens_are_cassandras_tokens(fragments: list[str], glue: list[str]) -> None:
     text = "".join(f + (glue[i] if i < len(glue) else "") for i, f in enumerate(fragments))
@@ -156,7 +156,7 @@ AMBIGUOUS = {"0xfg", "1from", "12abc", "1e"}
 UNAMBIGUOUS = [f for f in FRAGMENTS if f not in AMBIGUOUS]
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(UNAMBIGUOUS), st.sampled_from(SEPARATORS)), max_size=12))
 def test_separated_tokens_are_accepted_exactly_when_cassandra_accepts(parts: list[tuple[str, str]]) -> None:
     """With a separator between every fragment there is no ambiguity left to refuse: the guard

@@ -417,7 +417,13 @@ class CQLConnection:
                 options += 2 + _SHORT.unpack_from(body, options)[0]
             # The options' flags (after [short] consistency): unknown bits go to the full decode,
             # which refuses them.
-            return (stream, opcode, key) if self._plain_flags(body, options + 2, version, _FAST_EXECUTE_OK) else None
+            at = options + 2
+            if version >= 5:
+                if at + 4 > size or _UINT.unpack_from(body, at)[0] & ~_FAST_EXECUTE_OK:
+                    return None
+            elif at >= size or body[at] & ~_FAST_EXECUTE_OK:
+                return None
+            return stream, opcode, key
         if size < at + 4:
             return None
         n = _INT.unpack_from(body, at)[0]

@@ -124,7 +124,8 @@ def test_merge() -> None:
 def test_lexer_details() -> None:
     toks = tokenize("""SELECT "Foo""Bar", 'it''s', $$a'b$$, 0xCAFE, 123e4, -5,
                        11111111-2222-3333-4444-555555555555, ?, :Name FROM x -- c
-                       /* block */ // line""")
+                       /* block */ // line
+                       """)
     kinds = [(t.kind, t.value) for t in toks]
     assert kinds == [
         (TokenKind.IDENT, "select"),
@@ -213,7 +214,47 @@ def test_multiple_statements_are_unclassifiable(query: str) -> None:
 
 
 def test_trailing_semicolon_and_comment_is_one_statement() -> None:
-    assert classify("SELECT 1 FROM public.t; -- harmless") == Classified((S(A.SELECT, "public", "t"),))
+    assert classify("SELECT 1 FROM public.t; -- harmless\n") == Classified((S(A.SELECT, "public", "t"),))
+
+
+# Lexer.g ``COMMENT: ('--' | '//') .* ('\n' | '\r')``: a carriage return ends a line comment, so
+# what follows it is CQL to Cassandra and must be CQL to the guard (issue 16, class 1).
+HIDDEN_BY_LINE_ENDS = [
+    pytest.param(
+        "BEGIN BATCH INSERT INTO public.t (k) VALUES (1) -- x\rINSERT INTO secret.t (k) VALUES (1)\n APPLY BATCH",
+        [(A.INSERT, "public", "t"), (A.INSERT, "secret", "t")],
+        id="batch-child-after-cr",
+    ),
+    pytest.param(
+        "BEGIN BATCH INSERT INTO public.t (k) VALUES (1) // x\rDELETE FROM secret.t WHERE k = 1\n APPLY BATCH",
+        [(A.INSERT, "public", "t"), (A.DELETE, "secret", "t")],
+        id="slash-comment-ends-at-cr",
+    ),
+    pytest.param("SELECT * FROM -- x\rsecret.t\n", [(A.SELECT, "secret", "t")], id="table-after-cr"),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), HIDDEN_BY_LINE_ENDS)
+def test_a_carriage_return_ends_a_line_comment(query: str, expected: list[tuple[Action, str, str]]) -> None:
+    assert classify(query) == Classified(tuple(S(*e) for e in expected), batch=query.startswith("BEGIN"))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("SELECT * FROM public.t -- no line break", id="line-comment-at-end"),
+        pytest.param("SELECT * FROM public.t // no line break", id="slash-comment-at-end"),
+        pytest.param("SELECT *\fFROM public.t", id="form-feed"),
+        pytest.param("SELECT *\x0bFROM public.t", id="vertical-tab"),
+        pytest.param("SELECT * FROM public.t -- x\x85DROP TABLE secret.t", id="nel-is-no-line-end"),
+        pytest.param("SELECT * FROM public.t\u2028", id="line-separator"),
+        pytest.param("SELECT 1from secret.t", id="number-runs-into-a-word"),
+        pytest.param("SELECT * FROM ks.P1D", id="iso-duration-is-not-a-name"),
+        pytest.param("SELECT * FROM ks.true", id="boolean-is-not-a-name"),
+    ],
+)
+def test_text_cassandra_lexes_differently_or_rejects_is_unclassifiable(query: str) -> None:
+    assert isinstance(classify(query), Unclassifiable)
 
 
 @pytest.mark.parametrize(

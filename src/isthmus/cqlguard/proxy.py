@@ -439,7 +439,7 @@ class _Pump:
         except ProtocolError as exc:
             metrics.protocol_errors.labels(peer="client").inc()
             log.warning("client %s: protocol error, closing: %s", self.name, exc)
-            self.close()
+            self._refused(exc)
         except Exception:
             log.exception("client %s: pump failed", self.name)
             self.close(abort=True)
@@ -448,6 +448,20 @@ class _Pump:
                 self._to_upstream(up[0] if len(up) == 1 else b"".join(up))
         if self._held:
             self._set_client_reading(False)  # a USE is unanswered: read nothing more until it is
+
+    def _refused(self, exc: ProtocolError) -> None:
+        """Fail closed on a request the guard will not read: answer it with Cassandra's
+        ``Protocol error`` when it can be answered, record why, and close the connection."""
+        if exc.reply is not None:
+            self._to_client(exc.reply)
+        if exc.stream is not None:
+            kind = Opcode(exc.opcode).name.lower() if exc.opcode is not None else "unknown"
+            self.metrics.count_request("error", "unknown")
+            if self.server.flows is not None:
+                flow = self._new_flow(kind, None, exc.stream, FlowVerdict.ERROR, time.time(), None,
+                                      f"refused, connection closed: {exc}")
+                self.server.record_line(flow.to_line())
+        self.close()
 
     def _handle(self, chunks: list[Chunk], up: list[bytes], now: float) -> None:
         """Decide every envelope of ``chunks``; append the bytes for the upstream to ``up``.

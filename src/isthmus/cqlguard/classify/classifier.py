@@ -165,6 +165,10 @@ _RESERVED = frozenset(
 )
 
 
+#: Words that Lexer.g lexes as literals before IDENT (``BOOLEAN: T R U E | F A L S E``): never a name.
+_LITERAL_WORDS = frozenset({"true", "false"})
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One thing a query does: ``action`` on ``keyspace``.``table`` (either may be None)."""
@@ -246,7 +250,7 @@ class _Parser:
         tok = self.next()
         if tok.kind is TokenKind.QUOTED_IDENT:
             return tok.value
-        if tok.kind is TokenKind.IDENT and tok.value not in _RESERVED:
+        if tok.kind is TokenKind.IDENT and tok.value not in _RESERVED and tok.value not in _LITERAL_WORDS:
             return tok.value
         raise _Fail(f"expected a name, found {tok.value!r}")
 

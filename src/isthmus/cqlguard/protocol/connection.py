@@ -33,6 +33,22 @@ Decisions:
   PROTOCOL_ERROR: the proxy cannot read snappy, and stripping the option would desynchronise
   the client, which compresses as soon as it has sent STARTUP.
 * The compression flag on a v5 envelope is refused (deprecated in v5; drivers never set it).
+
+Failing closed (issue 16): every refusal below raises :class:`ProtocolError` carrying a CQL
+``Protocol error`` ``reply`` for the offending stream; the pump sends it, records the flow and
+closes the connection.
+
+* A request on a negative stream id is refused: the guard could not match its answer, and a
+  ``USE`` there would change Cassandra's keyspace behind the guard's back.
+* A request on a stream already in flight is refused (no reply: that stream's answer is the
+  first request's), and an answer from the server on a stream the guard forwarded nothing on
+  (other than an EVENT) closes the connection: its keyspace and prepared ids can no longer be
+  trusted.
+* One AUTH_RESPONSE at a time. Cassandra's ``ServerConnection.validateNewMessage`` lets an
+  AUTH_RESPONSE through in the AUTHENTICATING *and* READY stages, and
+  ``transport/messages/AuthResponse.execute`` logs in whoever it names; so a second one in flight,
+  or one once established, is refused, and :attr:`CQLConnection.user` is the user of the very
+  AUTH_RESPONSE that Cassandra answered with AUTH_SUCCESS.
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ from isthmus.cqlguard.protocol.compression import compress_body, decompress_body
 from isthmus.cqlguard.protocol.constants import (
     DEFAULT_MAX_FRAME_BODY,
     ENVELOPE_HEADER_LENGTH,
+    REQUEST_OPCODES,
     RESPONSE_BIT,
     RESPONSE_OPCODES,
     SUPPORTED_VERSIONS,
@@ -65,6 +82,7 @@ from isthmus.cqlguard.protocol.frames import (
 )
 from isthmus.cqlguard.protocol.messages import (
     AuthResponse,
+    AuthSuccess,
     Prepare,
     PreparedResult,
     SetKeyspaceResult,
@@ -97,6 +115,8 @@ _UINT = struct.Struct(">I")
 _EXECUTE = int(Opcode.EXECUTE)
 _QUERY = int(Opcode.QUERY)
 _RESULT = int(Opcode.RESULT)
+_EVENT = int(Opcode.EVENT)
+_REQUEST_CODES = frozenset(int(o) for o in REQUEST_OPCODES)
 _RESPONSE_CODES = frozenset(int(o) for o in RESPONSE_OPCODES)
 _SET_KEYSPACE = int(ResultKind.SET_KEYSPACE)
 _COMPRESSION = int(HeaderFlag.COMPRESSION)
@@ -105,7 +125,14 @@ _LONG_PREFIX_FLAGS = int(HeaderFlag.WARNING | HeaderFlag.CUSTOM_PAYLOAD)
 _RESULT_KIND_END = ENVELOPE_HEADER_LENGTH + 4
 #: Request header flags the fast path reads past (any other flag: decode the request).
 _FAST_FLAGS = int(HeaderFlag.COMPRESSION | HeaderFlag.TRACING)
-_KEYSPACE_FLAG = int(QueryFlag.KEYSPACE)
+#: QueryOptions flags the fast path reads past: all that Cassandra knows (QueryOptions.Codec.Flag)
+#: but KEYSPACE for a QUERY (it changes what the text names, so the full decode must see it).
+_FAST_EXECUTE_OK = int(
+    QueryFlag.VALUES | QueryFlag.SKIP_METADATA | QueryFlag.PAGE_SIZE | QueryFlag.PAGING_STATE
+    | QueryFlag.SERIAL_CONSISTENCY | QueryFlag.DEFAULT_TIMESTAMP | QueryFlag.NAMES_FOR_VALUES
+    | QueryFlag.KEYSPACE | QueryFlag.NOW_IN_SECONDS
+)
+_FAST_QUERY_OK = _FAST_EXECUTE_OK & ~int(QueryFlag.KEYSPACE)
 #: A Set_keyspace body is at most 16 (tracing id) + 4 + 2 + 48 (keyspace name) bytes; a v4 lz4
 #: RESULT declaring more (and carrying no warnings or custom payload) cannot be one.
 _SMALL_RESULT = 1024
@@ -270,7 +297,8 @@ class CQLConnection:
         self._server_out = Framing.ENVELOPES
         self._switch_on_forward: Response | None = None
         self._keyspace: str | None = None
-        self._pending_user: str | None = None
+        #: The stream of the AUTH_RESPONSE in flight (at most one, see ``_client_request``).
+        self._auth_stream: int | None = None
         self._user: str | None = None
         #: Forwarded requests by stream: the decoded request, or None for one forwarded undecoded.
         self._pending: dict[int, Request | None] = {}
@@ -379,20 +407,41 @@ class CQLConnection:
             if size < at + 2:
                 return None
             end = at + 2 + _SHORT.unpack_from(body, at)[0]
-            return (stream, opcode, body[at + 2 : end]) if end <= size else None
+            if end > size:
+                return None
+            key = body[at + 2 : end]
+            options = end
+            if version >= 5:  # [short bytes] result metadata id
+                if options + 2 > size:
+                    return None
+                options += 2 + _SHORT.unpack_from(body, options)[0]
+            # The options' flags (after [short] consistency): unknown bits go to the full decode,
+            # which refuses them.
+            at = options + 2
+            if version >= 5:
+                if at + 4 > size or _UINT.unpack_from(body, at)[0] & ~_FAST_EXECUTE_OK:
+                    return None
+            elif at >= size or body[at] & ~_FAST_EXECUTE_OK:
+                return None
+            return stream, opcode, key
         if size < at + 4:
             return None
         n = _INT.unpack_from(body, at)[0]
         end = at + 4 + n
         if n < 0:
             return None
-        if version >= 5:
-            # [long string] query, [short] consistency, [int] flags: no per-request keyspace.
-            if end + 6 > size or _UINT.unpack_from(body, end + 2)[0] & _KEYSPACE_FLAG:
-                return None
-        elif end + 3 > size:
+        # [long string] query, [short] consistency, flags: no per-request keyspace on *any* version
+        # (Cassandra honours the KEYSPACE flag in a v4 [byte] too), no unknown bit.
+        if not self._plain_flags(body, end + 2, version, _FAST_QUERY_OK):
             return None
         return stream, opcode, body[at + 4 : end]
+
+    @staticmethod
+    def _plain_flags(body: bytes, at: int, version: int, allowed: int) -> bool:
+        """True if the QueryOptions flags at ``body[at:]`` are present and within ``allowed``."""
+        if version >= 5:
+            return at + 4 <= len(body) and not _UINT.unpack_from(body, at)[0] & ~allowed
+        return at + 1 <= len(body) and not body[at] & ~allowed
 
     def forward_fast(self, stream: int) -> None:
         """Mark a request decided by :meth:`fast_request` as forwarded (its response is awaited)."""
@@ -469,8 +518,10 @@ class CQLConnection:
                 raise ProtocolError(f"server sent v{version & ~RESPONSE_BIT} on a v{self._version} connection")
             if opcode not in _RESPONSE_CODES:
                 raise ProtocolError(f"unknown opcode {opcode:#04x} from the server")
-            if stream < 0 or stream not in pending:
-                continue  # an EVENT, or an answer to nothing forwarded: passed through as is
+            if stream not in pending:
+                if stream < 0 and opcode == _EVENT:
+                    continue  # an EVENT: passed through as is
+                raise ProtocolError(f"the server answered stream {stream}, on which the guard forwarded nothing")
             request = pending.pop(stream)
             answered.append(stream)
             if self._keyspace_changers:
@@ -525,6 +576,16 @@ class CQLConnection:
         if header.is_response:
             raise ProtocolError("the client sent a response frame")
         try:
+            return self._client_request(header, raw)
+        except ProtocolError as exc:
+            if exc.reply is None and header.opcode in _REQUEST_CODES and header.version in SUPPORTED_VERSIONS:
+                version = self._version if self._version is not None else header.version
+                exc.reply = self._error_envelope(version, header.stream, ErrorCode.PROTOCOL_ERROR, str(exc))
+                exc.stream, exc.opcode = header.stream, header.opcode
+            raise
+
+    def _client_request(self, header: EnvelopeHeader, raw: bytes) -> Request | ProxyReply:
+        try:
             opcode = Opcode(header.opcode)
         except ValueError:
             raise ProtocolError(f"unknown opcode {header.opcode:#04x}") from None
@@ -536,6 +597,14 @@ class CQLConnection:
             raise ProtocolError(f"version {header.version} frame on a v{self._version} connection")
         if opcode not in _CLIENT_OPCODES[self._phase]:
             raise UnexpectedMessage(f"{opcode.name} is not allowed while {self._phase.value}")
+        if header.stream < 0:
+            # Negative ids are the server's (EVENT uses -1). A request on one could never be
+            # matched to its answer, so a USE there would change the keyspace unseen (issue 16).
+            raise ProtocolError(f"stream id {header.stream} is negative: the guard cannot track a request on it")
+        if opcode is Opcode.AUTH_RESPONSE and self._auth_stream is not None:
+            # Cassandra takes AUTH_RESPONSEs one after another (and even after AUTH_SUCCESS, as a
+            # new login), so two in flight leave it unclear which identity it logged in.
+            raise UnexpectedMessage("an authentication exchange is already in flight")
         if opcode is Opcode.STARTUP and HeaderFlag.COMPRESSION in header.flags:
             raise ProtocolError("STARTUP must not be compressed")
         body = self._body(header, raw)
@@ -550,7 +619,7 @@ class CQLConnection:
             self._version = header.version
             self._compression = message.compression
         elif isinstance(message, AuthResponse):
-            self._pending_user = message.user
+            self._auth_stream = header.stream
         keyspace = getattr(message, "keyspace", None) or self._keyspace
         return Request(
             stream=header.stream,
@@ -600,9 +669,11 @@ class CQLConnection:
         if not handshaking and header.version != self._version:
             raise ProtocolError(f"server sent v{header.version} on a v{self._version} connection")
         request: Request | None = None
-        if header.stream >= 0 and header.stream in self._pending:
+        if header.stream in self._pending:
             request = self._pending.pop(header.stream)
             self._answered.append(header.stream)
+        elif not (header.stream < 0 and opcode is Opcode.EVENT):
+            raise ProtocolError(f"the server answered stream {header.stream}, on which the guard forwarded nothing")
         return self._decode_response(header, opcode, raw, request)
 
     def _decode_response(self, header: EnvelopeHeader, opcode: Opcode, raw: bytes, request: Request | None) -> Response:
@@ -619,6 +690,12 @@ class CQLConnection:
             raw=raw,
             body=body,
         )
+        if request is not None and isinstance(request.message, AuthResponse):
+            # The identity is the one of the exchange Cassandra answered with AUTH_SUCCESS: the
+            # user of *that* AUTH_RESPONSE, never of whichever the client sent last.
+            self._auth_stream = None
+            if isinstance(message, AuthSuccess):
+                self._user = request.message.user
         if isinstance(message, SetKeyspaceResult):
             self._keyspace = message.keyspace
         elif isinstance(message, PreparedResult) and request is not None and isinstance(request.message, Prepare):
@@ -640,8 +717,6 @@ class CQLConnection:
             self._server_in.switch_to_segments(compressed=compressed)
             self._server_out = Framing.SEGMENTS
             self._switch_on_forward = response
-        if nxt is Phase.ESTABLISHED:
-            self._user = self._pending_user
         self._phase = nxt
 
     # ------------------------------------------------------------------------- sending
@@ -658,12 +733,14 @@ class CQLConnection:
     def forward(self, request: Request, *, changes_keyspace: bool = False) -> None:
         """Mark ``request`` forwarded (as :meth:`forward_to_server`), without framing it:
         the caller sends ``request.raw`` through :meth:`chunk_for_server`."""
-        if request.stream >= 0:
-            if request.stream in self._pending:
-                raise UnexpectedMessage(f"stream {request.stream} is already in flight")
-            self._pending[request.stream] = request
-            if changes_keyspace:
-                self._keyspace_changers.add(request.stream)
+        if request.stream in self._pending:
+            # Its answer could not be told from the first one's: the connection cannot go on.
+            error = UnexpectedMessage(f"stream {request.stream} is already in flight")
+            error.stream, error.opcode = request.stream, int(request.opcode)
+            raise error
+        self._pending[request.stream] = request
+        if changes_keyspace:
+            self._keyspace_changers.add(request.stream)
 
     def forward_to_client(self, response: Response) -> bytes:
         """The bytes that carry ``response`` to the client (the raw envelope, re-framed in v5)."""
@@ -688,19 +765,25 @@ class CQLConnection:
     def _error_to_client(
         self, request: Request, code: ErrorCode, message: str, *, unprepared_id: bytes | None = None
     ) -> bytes:
+        return self._error_envelope(request.version, request.stream, code, message, unprepared_id=unprepared_id)
+
+    def _error_envelope(
+        self, version: int, stream: int, code: ErrorCode, message: str, *, unprepared_id: bytes | None = None
+    ) -> bytes:
+        """An ERROR for ``stream``, compressed and framed as the client reads frames now."""
         text = message[:_MAX_ERROR_MESSAGE]
         body = encode_error_body(code, text, unprepared_id=unprepared_id)
         flags = HeaderFlag.NONE
-        if request.version < 5 and self._compression == "lz4" and self._phase is not Phase.HANDSHAKE:
+        if version < 5 and self._compression == "lz4" and self._phase is not Phase.HANDSHAKE:
             body = compress_body(body)
             flags = HeaderFlag.COMPRESSION
         if len(body) > self._config.max_frame_body:
             raise FrameTooLarge("error response exceeds the frame limit")
         envelope = encode_envelope(
-            version=request.version,
+            version=version,
             is_response=True,
             flags=flags,
-            stream=request.stream,
+            stream=stream,
             opcode=Opcode.ERROR,
             body=body,
         )

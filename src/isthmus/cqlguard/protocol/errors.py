@@ -9,8 +9,12 @@ Everything malformed, oversized, corrupt or out of order that reaches the codec 
     ├── CompressionError          an lz4 body/segment that does not decompress as declared
     └── UnexpectedMessage         a well-formed message the connection state does not allow
 
-The asyncio pump closes the connection on any of them (after writing ``reply`` to the client
-when the error carries one). Messages never contain credentials.
+The asyncio pump closes the connection on any of them, after writing ``reply`` to the client
+when the error carries one: a client request that arrived in a well-formed envelope but that
+the guard refuses to read (unknown flags, a body Cassandra would read differently, a stream
+it cannot track, a message the connection's phase does not allow) is answered with a CQL
+``Protocol error`` on its own stream, as Cassandra would answer it. Messages never contain
+credentials.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ __all__ = [
 
 
 class ProtocolError(Exception):
-    """Input that the codec refuses; the connection cannot continue."""
+    """Input that the codec refuses; the connection cannot continue.
+
+    ``reply`` (set by the connection when the offending request's envelope header was read) is
+    an ERROR answering that request, framed for the client; ``stream`` and ``opcode`` name it.
+    """
+
+    reply: bytes | None = None
+    stream: int | None = None
+    opcode: int | None = None
 
 
 class FrameTooLarge(ProtocolError):

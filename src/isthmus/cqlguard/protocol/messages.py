@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from isthmus.cqlguard.protocol.constants import (
-    BatchFlag,
     ErrorCode,
     HeaderFlag,
     Opcode,
@@ -256,49 +255,77 @@ ResponseMessage = (
 def sasl_plain_user(token: bytes | None) -> str | None:
     """The authentication id of a SASL PLAIN token ``authzid NUL authcid NUL passwd``.
 
-    Mirrors Cassandra's ``PlainTextSaslAuthenticator.decodeCredentials``: scanning from the end,
-    the password follows the last NUL and the user sits between the two last NULs; anything
-    before is ignored. Returns None when Cassandra would reject the token.
+    Mirrors Cassandra 5.0's ``PasswordAuthenticator.PlainTextSaslAuthenticator.decodeCredentials``:
+    scanning from the end, the password follows the last NUL and the user sits between the two
+    last NULs; a third NUL, an empty user or an empty password make Cassandra refuse the token.
+    Returns None whenever Cassandra would refuse it.
     """
-    if token is None:
+    if token is None or token.count(b"\x00") != 2:
         return None
-    last = token.rfind(b"\x00")
-    if last < 0:
-        return None
-    prev = token.rfind(b"\x00", 0, last)
-    if prev < 0:
+    _authzid, user, password = token.split(b"\x00")
+    if not user or not password:
         return None
     try:
-        return token[prev + 1 : last].decode("utf-8")
+        return user.decode("utf-8")
     except UnicodeDecodeError:
         return None
 
 
-def _flags(reader: Reader, version: int) -> int:
-    """QUERY/EXECUTE/BATCH flags: a [byte] before v5, an [int] from v5 on."""
-    return reader.uint32() if version >= 5 else reader.byte()
+#: Every QueryOptions flag Cassandra 5.0 knows (``cql3/QueryOptions.java``, ``Codec.Flag``: bit n
+#: is the n-th enum constant, VALUES .. NOW_IN_SECONDS). Any other bit is refused.
+_KNOWN_QUERY_FLAGS = int(
+    QueryFlag.VALUES
+    | QueryFlag.SKIP_METADATA
+    | QueryFlag.PAGE_SIZE
+    | QueryFlag.PAGING_STATE
+    | QueryFlag.SERIAL_CONSISTENCY
+    | QueryFlag.DEFAULT_TIMESTAMP
+    | QueryFlag.NAMES_FOR_VALUES
+    | QueryFlag.KEYSPACE
+    | QueryFlag.NOW_IN_SECONDS
+)
+#: Request header flags a client may set (v4 §2.2, v5 §2.4.1.2); WARNING is the server's, and
+#: USE_BETA is refused during the handshake already.
+_REQUEST_HEADER_FLAGS = int(HeaderFlag.COMPRESSION | HeaderFlag.TRACING | HeaderFlag.CUSTOM_PAYLOAD)
+_LONG_MIN = -(1 << 63)
 
 
-def _query_keyspace(reader: Reader, version: int) -> str | None:
-    """Walk <query_parameters> (§4.1.4) up to the v5 keyspace, if any."""
-    reader.short()  # consistency
-    flags = QueryFlag(_flags(reader, version))
+def _query_options(reader: Reader, version: int) -> str | None:
+    """Read ``<query_parameters>`` exactly as Cassandra 5.0's ``QueryOptions.Codec.decode`` does and
+    return the per-request keyspace (or None).
+
+    The same decoder serves QUERY, EXECUTE and BATCH (``QueryMessage``, ``ExecuteMessage`` and
+    ``BatchMessage`` all call ``QueryOptions.codec.decode``), so BATCH options carry values, a
+    page size and a paging state exactly where a QUERY's would, and the KEYSPACE flag (0x80) is
+    honoured on *every* protocol version: Cassandra reads the flags as an [int] from v5 on and
+    as a [byte] before, then tests ``Flag.KEYSPACE`` without looking at the version. Reading it
+    only on v5 (as the spec's text suggests) let a v4 request name a keyspace the guard never
+    saw (issue 16, class 2).
+    """
+    reader.short()  # consistency (CBUtil.readConsistencyLevel: an unsigned short)
+    raw = reader.uint32() if version >= 5 else reader.byte()
+    if raw & ~_KNOWN_QUERY_FLAGS:
+        raise ProtocolError(f"unknown query flags {raw & ~_KNOWN_QUERY_FLAGS:#x}")
+    flags = QueryFlag(raw)
     if QueryFlag.VALUES in flags:
+        # CBUtil.readValueList / readNameAndValueList: [short] n, then n ([string] name?) [value]
+        named = QueryFlag.NAMES_FOR_VALUES in flags
         for _ in range(reader.short()):
-            if QueryFlag.NAMES_FOR_VALUES in flags:
+            if named:
                 reader.string()
             reader.value()
     if QueryFlag.PAGE_SIZE in flags:
         reader.int32()
     if QueryFlag.PAGING_STATE in flags:
-        reader.nullable_bytes()
+        reader.nullable_bytes()  # CBUtil.readValueNoCopy: [int] n, negative is null
     if QueryFlag.SERIAL_CONSISTENCY in flags:
         reader.short()
-    if QueryFlag.DEFAULT_TIMESTAMP in flags:
-        reader.int64()
-    if version >= 5 and QueryFlag.KEYSPACE in flags:
-        return reader.string()
-    return None
+    if QueryFlag.DEFAULT_TIMESTAMP in flags and reader.int64() == _LONG_MIN:
+        raise ProtocolError("Out of bound timestamp")  # as QueryOptions.Codec refuses it
+    keyspace = reader.string() if QueryFlag.KEYSPACE in flags else None
+    if QueryFlag.NOW_IN_SECONDS in flags:
+        reader.int32()
+    return keyspace
 
 
 def _startup(reader: Reader) -> Startup:
@@ -311,7 +338,11 @@ def _startup(reader: Reader) -> Startup:
 
 
 def _batch(reader: Reader, version: int) -> Batch:
+    """``BatchMessage.Codec.decode``: type, children (query or id, then their values), then the
+    whole QueryOptions (see :func:`_query_options`)."""
     batch_type = reader.byte()
+    if batch_type not in (0, 1, 2):
+        raise ProtocolError(f"BATCH of unknown type {batch_type}")
     statements: list[BatchQuery | BatchPrepared] = []
     for _ in range(reader.short()):
         kind = reader.byte()
@@ -323,50 +354,63 @@ def _batch(reader: Reader, version: int) -> Batch:
             raise ProtocolError(f"BATCH child of unknown kind {kind}")
         for _ in range(reader.short()):
             reader.value()
-    reader.short()  # consistency
-    flags = BatchFlag(_flags(reader, version))
-    if BatchFlag.NAMES_FOR_VALUES in flags:
-        raise ProtocolError("named values in BATCH are not supported (CASSANDRA-10246)")
-    if BatchFlag.SERIAL_CONSISTENCY in flags:
-        reader.short()
-    if BatchFlag.DEFAULT_TIMESTAMP in flags:
-        reader.int64()
-    keyspace = reader.string() if version >= 5 and BatchFlag.KEYSPACE in flags else None
+    keyspace = _query_options(reader, version)
     return Batch(batch_type=batch_type, statements=tuple(statements), keyspace=keyspace)
 
 
+def _prepare(reader: Reader, version: int) -> Prepare:
+    """``PrepareMessage.Codec.decode``: the query, then (v5 only) [int] flags, 0x01 = keyspace."""
+    query = reader.long_string()
+    keyspace = None
+    if version >= 5:
+        flags = reader.uint32()
+        if flags & ~int(PrepareFlag.KEYSPACE):
+            raise ProtocolError(f"unknown PREPARE flags {flags & ~int(PrepareFlag.KEYSPACE):#x}")
+        if flags & PrepareFlag.KEYSPACE:
+            keyspace = reader.string()
+    return Prepare(query=query, keyspace=keyspace)
+
+
 def parse_request(opcode: int, flags: HeaderFlag, body: bytes, version: int) -> RequestMessage:
-    """Decode a request body; raises :class:`ProtocolError` for anything malformed."""
+    """Decode a request body; raises :class:`ProtocolError` for anything malformed.
+
+    Fails closed where Cassandra would read more than the guard does: unknown header or
+    option flags and bytes left over after the message are refused, never skipped.
+    """
+    if int(flags) & ~_REQUEST_HEADER_FLAGS:  # (ints: ``~`` of an IntFlag drops unknown bits)
+        raise ProtocolError(f"request header flags {int(flags) & ~_REQUEST_HEADER_FLAGS:#x} are not a client's")
     reader = Reader(body)
     if HeaderFlag.CUSTOM_PAYLOAD in flags:
         reader.skip_bytes_map()
+    message: RequestMessage
     match opcode:
         case Opcode.STARTUP:
-            return _startup(reader)
+            message = _startup(reader)
         case Opcode.AUTH_RESPONSE:
-            return AuthResponse(user=sasl_plain_user(reader.nullable_bytes()))
+            message = AuthResponse(user=sasl_plain_user(reader.nullable_bytes()))
         case Opcode.OPTIONS:
-            return Options()
+            message = Options()
         case Opcode.QUERY:
             query = reader.long_string()
-            return Query(query=query, keyspace=_query_keyspace(reader, version))
+            message = Query(query=query, keyspace=_query_options(reader, version))
         case Opcode.PREPARE:
-            query = reader.long_string()
-            keyspace = None
-            if version >= 5:
-                prepare_flags = PrepareFlag(reader.uint32())
-                if PrepareFlag.KEYSPACE in prepare_flags:
-                    keyspace = reader.string()
-            return Prepare(query=query, keyspace=keyspace)
+            message = _prepare(reader, version)
         case Opcode.EXECUTE:
             prepared_id = reader.short_bytes()
             metadata_id = reader.short_bytes() if version >= 5 else None
-            return Execute(prepared_id=prepared_id, result_metadata_id=metadata_id)
+            # The options' keyspace does not change what a prepared statement names (Cassandra
+            # bound its tables when it prepared it), but they are read, so bad flags are refused.
+            _query_options(reader, version)
+            message = Execute(prepared_id=prepared_id, result_metadata_id=metadata_id)
         case Opcode.BATCH:
-            return _batch(reader, version)
+            message = _batch(reader, version)
         case Opcode.REGISTER:
-            return Register(event_types=reader.string_list())
-    raise ProtocolError(f"opcode {opcode:#04x} is not a request")
+            message = Register(event_types=reader.string_list())
+        case _:
+            raise ProtocolError(f"opcode {opcode:#04x} is not a request")
+    if reader.remaining:
+        raise ProtocolError(f"{reader.remaining} bytes after the {Opcode(opcode).name} message")
+    return message
 
 
 def _result(reader: Reader, version: int) -> ResponseMessage:

@@ -231,16 +231,19 @@ class PodWorker:
             self.changed.set()
             await self.deleting.wait()
             return 0
-        try:
-            layer = await self.rt.image(kind, c.spec["image"])
-        except CassandraLabError as exc:
-            c.state = c.state.waiting("ErrImagePull", str(exc)[-1024:])
-            self.changed.set()
-            await self.rt.event(self, "Warning", "Failed", f"Failed to pull image {c.spec['image']!r}: {exc}")
-            c.state = replace(c.state, phase="terminated", exit_code=126, finished_at=self.rt.clock(),
-                              started_at=self.rt.clock())
-            c.state = replace(c.state, phase="waiting", reason="ImagePullBackOff")
-            return 126
+        pulls = 0
+        while True:  # an image that cannot be had: ErrImagePull, then ImagePullBackOff, never a restart
+            try:
+                layer = await self.rt.image(kind, c.spec["image"])
+                break
+            except CassandraLabError as exc:
+                message = str(exc)[-1024:]
+                pulls += 1
+                c.state = c.state.waiting("ErrImagePull" if pulls == 1 else "ImagePullBackOff", message)
+                self.changed.set()
+                await self.rt.event(self, "Warning", "Failed", f"Failed to pull image {c.spec['image']!r}: {message}")
+                if await self._wait_deleting(backoff_delay(pulls)):
+                    return 0
         spec = self._container_spec(c, layer)
         log_file = self.dir / "logs" / f"{c.spec['name']}.log"
         if log_file.exists():
@@ -273,17 +276,17 @@ class PodWorker:
             await asyncio.gather(probes, return_exceptions=True)
         (c.dir / "pid").unlink(missing_ok=True)
         c.proc = None
-        message = b"".join(c.tail[-10:]).decode(errors="replace").strip() or None
+        said: str | None = b"".join(c.tail[-10:]).decode(errors="replace").strip() or None
         if rc < 0:
             rc = 128 - rc
         reason = "Completed" if rc == 0 else "Error"
         if c.killed_by:
-            message = c.killed_by
-        c.state = c.state.terminated(self.rt.clock(), rc, reason, message)
+            said = c.killed_by
+        c.state = c.state.terminated(self.rt.clock(), rc, reason, said)
         self.changed.set()
         if rc != 0 and not self.deleting.is_set():
             await self.rt.event(self, "Warning", "Failed",
-                                f"Container {c.spec['name']} exited with code {rc}: {(message or '')[-300:]}")
+                                f"Container {c.spec['name']} exited with code {rc}: {(said or '')[-300:]}")
         return rc
 
     async def _start_helper(self, c: _Container, spec: JSON, proc: ContainerProcess) -> None:

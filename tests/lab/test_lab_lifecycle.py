@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def test_stale_lab_is_cleaned_on_up(small_lab: Lab, tmp_path: Path) -> None:
     old = small_lab.pids()["s1"]
     # a killed run: the API server died, the rest lingers
     os.kill(old["kube-apiserver"], 9)
+    deadline = time.monotonic() + 10.0  # SIGKILL of a many-threaded Go process takes a moment to land
+    while _pid_alive(old["kube-apiserver"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     again = Lab(name="small", specs=[SMALL], state_dir=small_lab.state_dir)
     again.up()
     assert not [p for p in old.values() if _pid_alive(p)]

@@ -4,7 +4,7 @@ Run with ``.venv/bin/python bench/bench_apply.py [--clusters 3 10]``. For each N
 control planes starts; the same rendered objects (one CassandraCluster with a datacenter of two
 racks per cluster) are applied twice, under two app names so neither run sees the other's objects:
  * baseline: ``kubectl --context lab-cX apply --server-side -f cX.yaml`` for X = 1..N, one after another;
- * isthmus: ``apply_app`` (all clusters concurrently, objects of one stage in parallel).
+ * isthmus: ``bare_apply`` (bench/_bare.py: all clusters concurrently, objects of one stage in parallel).
 Then isthmus applies again with nothing changed, and the writes and requests of that no-op are counted.
 Times are wall-clock to "all objects applied" (not to pods Ready). Both paths run on servers warmed by
 one throwaway apply, with a pause between runs so one run's aftermath is not charged to the next, and
@@ -31,10 +31,11 @@ from typing import Any
 
 import yaml
 
+from _bare import bare_apply
 from isthmus.kube import ClusterRegistry, ConnectionSettings
 from isthmus.lab import Lab, LabSettings, default_specs
 from isthmus.lab.fleet import cassandra_document, fleet_document
-from isthmus.rollout import apply_app, render_app
+from isthmus.rollout import render_app
 from isthmus.spec import CassandraCluster, Fleet, load_text
 
 
@@ -106,7 +107,7 @@ async def isthmus_apply(lab: Lab, n: int, app_name: str, into: IsthmusRun, *, no
     fleet, app = docs(n, app_name)
     registry = ClusterRegistry.from_fleet(fleet, lab.kubeconfig, settings=ConnectionSettings(timeout=30))
     try:
-        outcomes = await apply_app(app, fleet, registry)
+        outcomes = await bare_apply(app, fleet, registry)
         assert all(o.value is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
         requests = statistics.mean(sum(registry[c].requests.values()) for c in registry)
         if noop:

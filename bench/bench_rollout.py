@@ -1,9 +1,9 @@
-"""Benchmark: a gated rolling update of a three-datacenter app against a bare `apply_app` of the same objects.
+"""Benchmark: a gated rolling update of a three-datacenter app against a bare apply of the same objects.
 
 Run with ``.venv/bin/python bench/bench_rollout.py``. A lab of three real control planes starts; two
 apps with the same shape (one datacenter of two racks per cluster) are deployed and then changed
 (the container CPU request, which rolls every pod):
- * bare: ``apply_app`` (every StatefulSet written at once) then ``wait_healthy``;
+ * bare: ``bare_apply`` (bench/_bare.py: every StatefulSet written at once) then ``wait_healthy``;
  * rollout: ``apply_rollout`` with zero soak: revision recorded, lock held and renewed, every
    rack gated, applied and waited for in turn, state written at each step boundary.
 The orchestration's own overhead is the time spent in gates, guards (lock check + member fence)
@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from _bare import bare_apply
 from isthmus.kube import ClusterRegistry, ConnectionSettings
 from isthmus.lab import Lab, LabSettings, default_specs
-from isthmus.rollout import RolloutOptions, apply_app, apply_rollout, wait_healthy
+from isthmus.rollout import RolloutOptions, apply_rollout, wait_healthy
 from isthmus.spec import CassandraCluster, Fleet, load_text
 
 
@@ -58,7 +59,7 @@ async def measure(lab: Lab) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         _, bare = docs("bare", "500m")
-        await apply_app(bare, fleet, registry)
+        await bare_apply(bare, fleet, registry)
         assert (await wait_healthy(bare, registry, within=180, interval=0.2)).healthy
         _, rolled = docs("rolled", "500m")
         assert (await apply_rollout(rolled, fleet, registry, options)).ok
@@ -66,7 +67,7 @@ async def measure(lab: Lab) -> dict[str, Any]:
         _, bare2 = docs("bare", "600m")
         before = requests(registry)
         started = time.perf_counter()
-        await apply_app(bare2, fleet, registry)
+        await bare_apply(bare2, fleet, registry)
         applied = time.perf_counter() - started
         assert (await wait_healthy(bare2, registry, within=300, interval=0.2)).healthy
         out["bare"] = {"total": time.perf_counter() - started, "apply": applied,
@@ -103,7 +104,7 @@ def main() -> None:
     print("| run | total s | of which waiting for pods s | gates s | guards s | state writes (s) | "
           "lock renewals | API requests |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| bare `apply_app` + `wait_healthy` | {bare['total']:.2f} | {bare['total'] - bare['apply']:.2f} | - | - "
+    print(f"| bare apply + `wait_healthy` | {bare['total']:.2f} | {bare['total'] - bare['apply']:.2f} | - | - "
           f"| - | - | {bare['requests']} |")
     print(f"| `apply_rollout` ({roll['steps']} steps) | {roll['total']:.2f} | {roll['converge_seconds']:.2f} | "
           f"{roll['gate_seconds']:.2f} | {roll['guard_seconds']:.2f} | {int(roll['state_writes'])} "

@@ -4,6 +4,7 @@
 #   prometheus               always (we run /usr/bin/prometheus ourselves, never its service)
 #   openjdk-17-jdk-headless  only if no Java 17 is found
 #   maven                    only if `mvn` is missing
+#   socat                    the lab's pods: `kubectl port-forward` relays into a pod's network namespace
 #
 # `apt-get update` runs only when something must be installed. Idempotent; needs root
 # (or passwordless sudo) when it has work to do.
@@ -24,6 +25,7 @@ missing=()
 [[ -x /usr/bin/prometheus ]] || missing+=(prometheus)
 have_java17 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+[[ -x /usr/bin/socat ]] || missing+=(socat)
 
 if ((${#missing[@]} == 0)); then
     echo "install-prereqs: nothing to install (prometheus, java 17 and maven are present)"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.labspecs import app_doc, fleet_doc, load
-from isthmus.kube import ClusterRegistry, Reach
+from isthmus.kube import ClusterRegistry
 from isthmus.lab import Lab
-from isthmus.rollout import apply_app, delete_app, render_app, wait_healthy
+from isthmus.rollout import RolloutOptions, apply_rollout, delete_app, render_app, wait_healthy
 
 from ._access import RULES
 
@@ -35,8 +35,9 @@ async def test_a_guarded_app_applies_and_its_pods_become_ready(
         out = lab3.kubectl(cluster, "apply", "--dry-run=server", "-f", str(path), timeout=60.0)
         assert out.count("(server dry run)") == len(manifests.for_cluster(cluster)), out
 
-    outcomes = await apply_app(app, fleet, registry)
-    assert {n: o.reach for n, o in outcomes.items()} == {"c1": Reach.DONE, "c2": Reach.DONE, "c3": Reach.DONE}
+    result = await apply_rollout(app, fleet, registry, RolloutOptions(poll_interval=0.3))
+    assert result.ok, result.state.to_dict()
+    assert set(result.reports) == {"c1", "c2", "c3"}
     status = await wait_healthy(app, registry, within=120)
     assert status.healthy, status.to_dict()
     for cluster in ("c1", "c2", "c3"):

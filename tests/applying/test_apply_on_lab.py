@@ -1,4 +1,8 @@
-"""Deploying one CassandraCluster across the lab's three real clusters (issue: deploy from one spec)."""
+"""Deploying one CassandraCluster across the lab's three real clusters (issue: deploy from one spec).
+
+Every apply here goes through :func:`isthmus.rollout.apply_rollout`, what `isthmus apply` and the
+operator run: a revision, the app's lock, gated steps.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +19,21 @@ import pytest
 from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
 from isthmus.kube import Action, ClusterRegistry, Health, Reach
 from isthmus.lab import Lab
-from isthmus.rollout import app_status, apply_app, delete_app, render_app, wait_healthy
+from isthmus.rollout import (
+    Outcome,
+    Phase,
+    RolloutOptions,
+    app_status,
+    apply_rollout,
+    delete_app,
+    render_app,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.lab
 ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
+FAST = RolloutOptions(poll_interval=0.3)
+SETTLED = replace(FAST, unless_settled=True)  # what `isthmus apply` runs
 
 
 def spec_args(files: list[Path]) -> list[str]:
@@ -34,11 +50,11 @@ async def test_apply_converges_every_cluster_and_a_second_apply_writes_nothing(
     lab3: Lab, registry: ClusterRegistry
 ) -> None:
     fleet, app = load(fleet_doc(), app_doc("shop"))
-    outcomes = await apply_app(app, fleet, registry)
-    assert {n: o.reach for n, o in outcomes.items()} == {"c1": Reach.DONE, "c2": Reach.DONE, "c3": Reach.DONE}
+    result = await apply_rollout(app, fleet, registry, SETTLED)
+    assert result.ok, result.state.to_dict()
+    assert set(result.reports) == {"c1", "c2", "c3"}
     for name in ("c1", "c2", "c3"):
-        report = outcomes[name].value
-        assert report is not None and report.count(Action.CREATED) == len(render_app(app, fleet).for_cluster(name))
+        assert result.counts(name)[Action.CREATED] == len(render_app(app, fleet).for_cluster(name))
         sts = lab3.kubectl(name, "get", "statefulsets", "-n", "shop", "-o", "name").split()
         dc = f"dc{name[1]}"
         assert sorted(sts) == [f"statefulset.apps/shop-{dc}-ra", f"statefulset.apps/shop-{dc}-rb"]
@@ -57,10 +73,10 @@ async def test_apply_converges_every_cluster_and_a_second_apply_writes_nothing(
 
     before = {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")}
     writes_before = {n: registry[n].writes for n in registry}
-    again = await apply_app(app, fleet, registry)
-    assert all(o.value is not None and not o.value.changed for o in again.values()), {
-        n: [(str(x.ref), x.action.value) for x in o.value.outcomes if x.action is not Action.UNCHANGED]
-        for n, o in again.items() if o.value}
+    again = await apply_rollout(app, fleet, registry, SETTLED)
+    assert again.ok and set(again.reports) == {"c1", "c2", "c3"}
+    assert all(a is Action.UNCHANGED for r in again.reports.values() for a in r.values()), {
+        n: [(str(ref), a.value) for ref, a in r.items() if a is not Action.UNCHANGED] for n, r in again.reports.items()}
     assert {n: registry[n].writes - writes_before[n] for n in registry} == {"c1": 0, "c2": 0, "c3": 0}
     assert {n: versions(lab3, n, "shop") for n in ("c1", "c2", "c3")} == before
 
@@ -69,26 +85,24 @@ async def test_a_change_touches_only_what_it_affects_and_a_removed_rack_is_prune
     lab3: Lab, registry: ClusterRegistry
 ) -> None:
     fleet, app = load(fleet_doc(), app_doc("inv"))
-    await apply_app(app, fleet, registry)
+    assert (await apply_rollout(app, fleet, registry, FAST)).ok
     before = versions(lab3, "c2", "inv")
 
     doc = app_doc("inv")
     doc["spec"]["datacenters"][1]["racks"] = [{"name": "ra", "zone": "region-2a"}]  # type: ignore[index]
     doc["spec"]["datacenters"][1]["size"] = 1  # type: ignore[index]
     _, changed = load(fleet_doc(), doc)
-    outcomes = await apply_app(changed, fleet, registry)
-    c2 = outcomes["c2"].value
-    assert c2 is not None
-    pruned = [str(o.ref) for o in c2.outcomes if o.action is Action.PRUNED]
+    result = await apply_rollout(changed, fleet, registry, FAST)
+    assert result.ok, result.state.to_dict()
+    pruned = [str(ref) for ref, action in result.reports["c2"].items() if action is Action.PRUNED]
     assert pruned == ["StatefulSet inv/inv-dc2-rb"]
     after = versions(lab3, "c2", "inv")
     assert "StatefulSet/inv-dc2-rb" not in after
     unchanged = [k for k in after if before.get(k) == after[k]]
     assert "Service/inv-dc2-client" in unchanged and "Secret/inv-superuser" in unchanged
-    # Other clusters saw no change at all.
+    # Other clusters saw no change to any object of the app.
     for name in ("c1", "c3"):
-        report = outcomes[name].value
-        assert report is not None and not report.changed
+        assert result.reports[name] and all(a is Action.UNCHANGED for a in result.reports[name].values())
 
 
 async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, registry: ClusterRegistry) -> None:
@@ -96,19 +110,21 @@ async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, regis
     lab3.freeze("c3")
     try:
         started = time.monotonic()
-        outcomes = await apply_app(app, fleet, registry)
+        result = await apply_rollout(app, fleet, registry, replace(FAST, timeout=15.0))
         elapsed = time.monotonic() - started
+        status = await app_status(app, registry)
     finally:
         lab3.thaw("c3")
-    assert outcomes["c3"].reach is Reach.UNKNOWN and "no answer within" in outcomes["c3"].error
-    assert outcomes["c1"].reach is Reach.DONE and outcomes["c2"].reach is Reach.DONE
+    assert result.phase is Phase.PAUSED and "c3" in result.state.message, result.state.to_dict()
+    assert any("no answer within" in line for line in result.state.log), result.state.log
+    assert result.state.steps["prepare/c1"].outcome is Outcome.DONE
+    assert result.state.steps["prepare/c2"].outcome is Outcome.DONE
     assert elapsed < 30
-    status = await app_status(app, registry)
-    assert {d.cluster: d.reach for d in status.datacenters}["c3"] in (Reach.DONE, Reach.UNKNOWN)
+    assert {d.cluster: d.reach for d in status.datacenters}["c3"] is Reach.UNKNOWN
     # After thawing (and the breaker's cooldown) the same apply converges c3.
     registry["c3"].breaker.succeeded()
-    retry = await apply_app(app, fleet, registry)
-    assert retry["c3"].reach is Reach.DONE
+    retry = await apply_rollout(app, fleet, registry, FAST)
+    assert retry.ok, retry.state.to_dict()
     assert lab3.kubectl("c3", "get", "statefulset", "frz-dc3-ra", "-n", "frz", "-o", "name").strip()
 
 
@@ -166,7 +182,7 @@ def test_conflict_with_another_field_manager_is_reported_by_name(lab3: Lab, tmp_
 
 async def test_delete_removes_only_what_isthmus_created(lab3: Lab, registry: ClusterRegistry) -> None:
     fleet, app = load(fleet_doc(), app_doc("del"))
-    await apply_app(app, fleet, registry)
+    assert (await apply_rollout(app, fleet, registry, FAST)).ok
     lab3.kubectl("c1", "create", "configmap", "not-ours", "-n", "del", "--from-literal=a=b")
     outcomes = await delete_app(app, registry)
     assert all(o.reach is Reach.DONE for o in outcomes.values())
@@ -200,7 +216,7 @@ def test_rendered_manifests_are_stable_and_pass_server_dry_run(lab3: Lab, tmp_pa
 
 async def test_delete_volumes_removes_the_claims_too(lab3: Lab, registry: ClusterRegistry) -> None:
     fleet, app = load(fleet_doc(), app_doc("vol"))
-    await apply_app(app, fleet, registry)
+    assert (await apply_rollout(app, fleet, registry, FAST)).ok
     await wait_healthy(app, registry, within=120)
     claims = lab3.kubectl("c2", "get", "pvc", "-n", "vol", "-l", "isthmus.dev/app=vol", "-o", "name").split()
     assert len(claims) == 2

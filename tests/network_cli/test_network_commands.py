@@ -161,7 +161,8 @@ def test_mesh_render_cilium_writes_values_per_cluster_and_a_private_ca(tmp_path:
         secret = yaml.safe_load((out / cluster / "cilium-ca.yaml").read_text())
         assert secret["metadata"]["name"] == "cilium-ca" and _mode(out / cluster / "cilium-ca.yaml") == 0o600
         kinds = {d["kind"] for d in yaml.safe_load_all((out / cluster / "orders-network.yaml").read_text()) if d}
-        assert {"Service", "ServiceExport", "CiliumNetworkPolicy"} <= kinds
+        # Policies only: the app's discovery objects are part of its manifests (`isthmus apply` deploys them).
+        assert kinds == {"CiliumNetworkPolicy"}
         assert not (out / cluster / "istio.yaml").exists()
     assert ids == {1, 2, 3}
     assert not fleet.with_name("fleet.lock.yaml").exists()
@@ -192,7 +193,7 @@ def test_mesh_render_both_writes_istio_on_one_flat_network(tmp_path: Path, app: 
         secrets = [d for d in yaml.safe_load_all((folder / "istio-secrets.yaml").read_text()) if d]
         assert [s["metadata"]["name"] for s in secrets] == ["cacerts"] and _mode(folder / "istio-secrets.yaml") == 0o600
         network = (folder / "orders-network.yaml").read_text()
-        assert "PeerAuthentication" in network and "DestinationRule" in network
+        assert "PeerAuthentication" in network and "DestinationRule" not in network  # that one is the app's
     assert _mode(tmp_path / "fleet.ca" / "istio-root-ca.key") == 0o600
 
 

@@ -113,6 +113,12 @@ def test_apply_brings_the_dcs_up_and_a_late_member_joins_without_restart(
     assert len(statefulsets(lab, "c3", APP, APP)) == 2
     assert op.proc is not None and op.proc.pid == pid and op.proc.poll() is None
     assert {member_condition(obj, c)["status"] for c in ("c1", "c2", "c3")} == {"True"}
+    # The mesh's discovery objects come with the app, in every member (the lab's Fleet: mesh cilium).
+    for i, cluster in enumerate(("c1", "c2", "c3"), start=1):
+        exported = lab.kubectl(cluster, "get", "serviceexports.multicluster.x-k8s.io", "-n", APP, "-o", "name",
+                               "-l", f"isthmus.dev/app={APP}").split()
+        assert sorted(exported) == sorted(f"serviceexport.multicluster.x-k8s.io/{n}" for n in (
+            f"{APP}-client", f"{APP}-dc{i}-client", f"{APP}-dc{i}-seeds")), (cluster, exported)
 
 
 def test_rotated_credentials_keep_the_member_reachable_and_a_spec_edit_rolls_everywhere(
@@ -142,19 +148,21 @@ def test_a_hand_edit_or_deletion_in_a_member_is_corrected_within_seconds(
     lab, op = control_plane, operators[0]
     until(lab, APP, APP, converged, 60, "opshop settled", op)
     # One watch per member and kind of object the app has there: ConfigMap, Secret, ServiceAccount, Service,
-    # StatefulSet, PodDisruptionBudget, in c1..c3.
-    wait_for(lambda: "isthmus_operator_member_watches 18.0" in op.get("/metrics"), 30, "18 watches open", op)
+    # StatefulSet, PodDisruptionBudget, ServiceExport, in c1..c3.
+    wait_for(lambda: "isthmus_operator_member_watches 21.0" in op.get("/metrics"), 30, "21 watches open", op)
     config = f"{APP}-dc2-config"
     rendered = json.loads(lab.kubectl("c2", "get", "configmap", config, "-n", APP, "-o", "json"))["data"]
     started = time.monotonic()
     lab.kubectl("c2", "patch", "configmap", config, "-n", APP, "--type", "merge",
                 "-p", json.dumps({"data": {"cassandra.yaml": "edited: by hand\n"}}))
     lab.kubectl("c3", "delete", "service", f"{APP}-dc3-seeds", "-n", APP)
+    lab.kubectl("c1", "delete", "serviceexport", f"{APP}-dc1-seeds", "-n", APP)
 
     def corrected() -> bool:
         data = json.loads(lab.kubectl("c2", "get", "configmap", config, "-n", APP, "-o", "json"))["data"]
         seeds = lab.kubectl("c3", "get", "service", f"{APP}-dc3-seeds", "-n", APP, "-o", "name", check=False)
-        return bool(data == rendered and seeds.strip())
+        export = lab.kubectl("c1", "get", "serviceexport", f"{APP}-dc1-seeds", "-n", APP, "-o", "name", check=False)
+        return bool(data == rendered and seeds.strip() and export.strip())
 
     wait_for(corrected, 30, "the edit and the deletion corrected", op, interval=0.2)
     took = time.monotonic() - started
@@ -264,8 +272,9 @@ def test_deleting_the_resource_cleans_every_member_and_keeps_the_volumes(
     lab, op = control_plane, operators[0]
     lab.kubectl("c1", "delete", "cassandracluster", APP, "-n", APP, "--timeout=90s", timeout=100)
     for cluster in ("c1", "c2", "c3"):
-        left = lab.kubectl(cluster, "get", "statefulsets,services,configmaps,secrets,poddisruptionbudgets", "-n", APP,
-                           "-l", f"isthmus.dev/app={APP}", "-o", "name")
+        left = lab.kubectl(cluster, "get", "statefulsets,services,configmaps,secrets,poddisruptionbudgets,"
+                           "serviceexports.multicluster.x-k8s.io", "-n", APP, "-l", f"isthmus.dev/app={APP}",
+                           "-o", "name")
         assert left.strip() == "", (cluster, left)
         claims = lab.kubectl(cluster, "get", "pvc", "-n", APP, "-o", "name").split()
         assert len(claims) == 2, (cluster, claims)  # data stays unless isthmus.dev/delete-volumes: "true"

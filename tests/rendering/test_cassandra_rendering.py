@@ -68,7 +68,9 @@ def test_each_datacenter_lands_in_its_cluster(example: tuple[CassandraCluster, F
         objs = m.for_cluster(dc.cluster)
         assert sorted(o["kind"] for o in objs) == sorted(
             ["Namespace", "ServiceAccount", "Secret", "ConfigMap", "Service", "Service", "Service",
-             "StatefulSet", "StatefulSet", "StatefulSet", "PodDisruptionBudget"])
+             "StatefulSet", "StatefulSet", "StatefulSet", "PodDisruptionBudget",
+             # discovery (mesh cilium): the fleet-wide client Service; exports of it, the seeds and the DC client
+             "Service", "ServiceExport", "ServiceExport", "ServiceExport"])
         for o in objs:
             if o["kind"] != "Namespace":
                 assert o["metadata"]["namespace"] == "cassandra"

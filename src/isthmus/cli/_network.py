@@ -352,7 +352,7 @@ def mesh_render(
     The mesh checks run first: a plan that does not fit the mesh is refused, naming the rule.
     """
     from ..render.cilium import cilium_values, render_cilium
-    from ..render.discovery import render_discovery
+    from ..render.discovery import outside_discovery
     from ..render.istio import istio_values, render_istio
     from ..render.meshcheck import MeshCheckError, check_cilium_values, require_mesh_fit
     from ..render.netpolicy import render_policies
@@ -397,7 +397,10 @@ def mesh_render(
             put(n, "istio.yaml", _docs([o for o in mine if o["kind"] != "Secret"]))
             put(n, "istio-secrets.yaml", _docs([o for o in mine if o["kind"] == "Secret"]), private=True)
     if inputs.app is not None:
-        network = render_discovery(inputs.app, inputs.fleet).merge(render_policies(inputs.app, inputs.fleet, plan))
+        # The app's own discovery objects (exports, global Services, DestinationRules in the clusters that host a
+        # datacenter) are part of its manifests: `isthmus apply` deploys them. Here: its network policies, and the
+        # discovery objects of clusters without a datacenter, which no rollout of the app writes to.
+        network = render_policies(inputs.app, inputs.fleet, plan).merge(outside_discovery(inputs.app, inputs.fleet))
         for n in network.clusters:
             put(n, f"{inputs.app.metadata.name}-network.yaml", network.to_yaml(n))
     if cas.created:

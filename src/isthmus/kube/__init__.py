@@ -1,8 +1,8 @@
 """The one gateway to the API servers: connections, server-side apply, diff, prune, health.
 
 Also: compare-and-swap records of small bookkeeping objects (:mod:`.records`), watches that
-re-list after a silence or an error (:mod:`.watching`), and drift found cheaply and written back
-(:mod:`.drift`).
+re-list after a silence or an error (:mod:`.watching`), drift found cheaply and written back
+(:mod:`.drift`), and whether a member serves the custom kinds of some objects (:mod:`.customkinds`).
 
 Owns: every call to a Kubernetes API server, with its timeout, request budget and circuit
 breaker; translating client-library errors into :mod:`isthmus.kube.errors`.
@@ -24,6 +24,7 @@ from .applying import (
     unapplied,
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
+from .customkinds import absent_kinds
 from .diffing import ObjectDiff, diff_objects
 from .drift import (
     Drift,
@@ -38,6 +39,7 @@ from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, Un
 from .fanout import ClusterOutcome, Reach, across
 from .health import Health, ObjectHealth, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
     Written,
@@ -76,12 +78,15 @@ __all__ = [
     "ObjectHealth",
     "ObjectOutcome",
     "ObjectRef",
+    "PodPortForward",
+    "PortForwardError",
     "Reach",
     "StaleWrite",
     "Unapplied",
     "UnknownContext",
     "WatchSettings",
     "Written",
+    "absent_kinds",
     "across",
     "apply_exactly",
     "apply_objects",

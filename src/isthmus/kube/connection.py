@@ -54,6 +54,11 @@ class ClusterConnection:
         self._client: AsyncClient | None = None
 
     @property
+    def config(self) -> SingleConfig:
+        """The kubeconfig entry this connection uses (server, credentials), for streams beside the client."""
+        return self._config
+
+    @property
     def client(self) -> AsyncClient:
         if self._client is None:
             # HTTP/2, as kubectl does: one TLS connection carries every concurrent call, where HTTP/1.1

@@ -6,7 +6,8 @@
     │   └── ApplyConflict         another field manager owns a field we want to set
     └── KubeError                 the API server said no, or did not answer
         ├── ClusterUnreachable    timeout, refused connection, open circuit: the cluster is Unknown
-        └── ApiFailure            the server answered with an error (status, reason, message)
+        ├── ApiFailure            the server answered with an error (status, reason, message)
+        └── PortForwardError      a pods/portforward stream was refused or broke (isthmus.kube.portforward)
 
 Client-library exceptions never escape this package: they are translated here, ``from`` the original.
 """

@@ -10,10 +10,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from lightkube import codecs
+from lightkube import codecs, generic_resource
 from lightkube.core.exceptions import LoadResourceError
 
 from ..render import CONTENT_HASH_ANNOTATION
+from ..render.customkinds import CUSTOM_KINDS
 
 __all__ = [
     "HASH_ANNOTATION",
@@ -53,6 +54,16 @@ class ObjectRef:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+def _register_custom_kinds() -> None:
+    """Give lightkube a generic resource class for every CRD-backed kind that render may emit."""
+    for k in CUSTOM_KINDS.values():
+        make = generic_resource.create_namespaced_resource if k.namespaced else generic_resource.create_global_resource
+        make(k.group, k.version, k.kind, k.plural)
+
+
+_register_custom_kinds()
 
 
 def resource_class(api_version: str, kind: str) -> Any:

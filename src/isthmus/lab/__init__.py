@@ -23,6 +23,7 @@ from .errors import (
 )
 from .lab import ClusterStatus, ComponentState, ComponentStatus, Lab, LabSettings, LabStatus
 from .specs import LabClusterSpec, LabNode, default_specs
+from .state import PodMode
 
 __all__ = [
     "ClusterStatus",
@@ -39,6 +40,7 @@ __all__ = [
     "LabNotRunningError",
     "LabSettings",
     "LabStatus",
+    "PodMode",
     "ToolchainError",
     "UnknownTargetError",
     "default_specs",

@@ -29,6 +29,7 @@ __all__ = [
     "LabBinaries",
     "binaries_dir",
     "ensure_binaries",
+    "kwok_crds",
 ]
 
 KUBERNETES_VERSION = "v1.36.3"
@@ -208,9 +209,39 @@ def ensure_binaries(version: str = KUBERNETES_VERSION, *, echo: bool = True) -> 
     return bins
 
 
+#: The kwok CRDs the lab installs (file names in kwok's module, kustomize/crd/bases).
+KWOK_CRD_FILES = ("kwok.x-k8s.io_execs.yaml", "kwok.x-k8s.io_logs.yaml", "kwok.x-k8s.io_portforwards.yaml")
+
+
+def kwok_crds(*, echo: bool = True) -> list[Path]:
+    """kwok's own CRD manifests for Exec, Logs and PortForward, from its module (the Go module proxy), cached.
+
+    kwok watches these objects to serve ``kubectl exec``, ``logs`` and ``port-forward``; kwokctl applies
+    the same files. They are data of the kwok release the lab runs, so they come from that module.
+    """
+    target = binaries_dir().parent / "kwok-crds" / KWOK_VERSION
+    wanted = [target / name for name in KWOK_CRD_FILES]
+    if all(p.is_file() for p in wanted):
+        return wanted
+    if echo:
+        print(f"[isthmus lab build] fetching kwok {KWOK_VERSION} CRDs", file=sys.stderr, flush=True)
+    work = binaries_dir().parent / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"],
+                         cwd=work, env=_go_env(work), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BuildError(f"cannot download sigs.k8s.io/kwok@{KWOK_VERSION}: {out.stdout}{out.stderr}")
+    bases = Path(json.loads(out.stdout)["Dir"]) / "kustomize" / "crd" / "bases"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in KWOK_CRD_FILES:
+        shutil.copyfile(bases / name, target / name)
+    return wanted
+
+
 if __name__ == "__main__":
     try:
         print(ensure_binaries().bin_dir)
+        kwok_crds()
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

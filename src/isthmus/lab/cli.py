@@ -25,6 +25,7 @@ from .errors import LabError
 from .lab import ComponentState, Lab, LabSettings
 from .processes import log_tail
 from .specs import LabClusterSpec, default_specs
+from .state import PodMode
 
 __all__ = ["fault_app", "lab_app"]
 
@@ -72,11 +73,13 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds for each cluster to become Ready.")] = 120.0,
     fleet: Annotated[Path | None, typer.Option("--fleet", help="Shape the lab like this Fleet spec (and its plan)."
                                                )] = None,
+    pods: Annotated[PodMode, typer.Option(help="real: Cassandra pods run for real (a JVM per pod); simulated: kwok "
+                                               "fakes every pod.")] = PodMode.REAL,
 ) -> None:
     """Start the lab: its pod network, then per cluster etcd, kube-apiserver, controller-manager, scheduler,
-    kwok and the cluster DNS."""
+    kwok, the cluster DNS and the pod runtime."""
     specs = _fleet_specs(fleet) if fleet is not None else default_specs(clusters)
-    lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout))
+    lab = Lab(name=name, specs=specs, state_dir=state_dir, settings=LabSettings(ready_timeout=timeout, pods=pods))
     lab.up()
     console.err_console.print(f"lab {name!r} is up: {', '.join(s.context for s in lab.specs)}")
     console.out_console.print(lab.env(), highlight=False)
@@ -124,7 +127,8 @@ def status(
     table.add_column("server", no_wrap=True)
     table.add_column("zones")
     short = {Component.ETCD: "etcd", Component.APISERVER: "apiserver", Component.CONTROLLER_MANAGER: "kcm",
-             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok", Component.DNS: "dns"}
+             Component.SCHEDULER: "scheduler", Component.KWOK: "kwok", Component.DNS: "dns",
+             Component.RUNTIME: "runtime"}
     for comp in Component:
         table.add_column(short[comp])
     colour = {ComponentState.RUNNING: "green", ComponentState.FROZEN: "cyan",

@@ -17,7 +17,10 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 from .binaries import LabBinaries
+from .images import REAL_IMAGE_PATTERN
 from .netlayout import kwok_range
 from .pki import ClusterPKI, Credential
 from .specs import LabClusterSpec
@@ -46,19 +49,21 @@ class Component(StrEnum):
     CONTROLLER_MANAGER = "kube-controller-manager"
     SCHEDULER = "kube-scheduler"
     KWOK = "kwok"
+    #: the lab's pod runtime: real processes for the pods it can run (isthmus.lab.pods)
+    RUNTIME = "runtime"
     #: the cluster's DNS (:mod:`.dnsserver`), at the service CIDR's tenth address in the cluster netns
     DNS = "dns"
 
     @classmethod
     def parse(cls, value: str) -> Component:
         aliases = {"apiserver": cls.APISERVER, "controller-manager": cls.CONTROLLER_MANAGER,
-                   "kcm": cls.CONTROLLER_MANAGER, "scheduler": cls.SCHEDULER}
+                   "kcm": cls.CONTROLLER_MANAGER, "scheduler": cls.SCHEDULER, "kubelet": cls.RUNTIME}
         if value in aliases:
             return aliases[value]
         return cls(value)
 
 
-PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler")
+PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kubelet")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class ClusterPorts:
     apiserver: int
     controller_manager: int
     scheduler: int
+    #: kwok's kubelet API (exec, logs, port-forward), the port every node of the cluster advertises
+    kubelet: int
 
     def to_json(self) -> dict[str, int]:
         return {n: getattr(self, n) for n in PORT_NAMES}
@@ -110,6 +117,11 @@ class ClusterPaths:
 
     def kubeconfig(self, client: str) -> Path:
         return self.root / f"{client}.kubeconfig"
+
+    @property
+    def exec_dispatch(self) -> Path:
+        """The folder kwok's PATH points at: ``kubectl exec`` commands enter the pod (isthmus.lab.pods.dispatch)."""
+        return self.root / "exec-dispatch"
 
     @property
     def kwok_config(self) -> Path:
@@ -153,6 +165,11 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
             f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
             "--authorization-mode=Node,RBAC",
+            # The kubelet API (kwok's server) for exec, logs and port-forward, verified against the cluster CA.
+            f"--kubelet-client-certificate={pki.clients['apiserver-kubelet'].cert}",
+            f"--kubelet-client-key={pki.clients['apiserver-kubelet'].key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer=https://{spec.name}.lab.isthmus.invalid",
             f"--service-account-key-file={pki.sa_public_key}",
             f"--service-account-signing-key-file={pki.sa_private_key}",
@@ -163,6 +180,9 @@ def argv(component: Component, *, spec: LabClusterSpec, ports: ClusterPorts, pat
             "--shutdown-delay-duration=0s",
             "--v=1",
         ]
+    if component is Component.RUNTIME:
+        return [sys.executable, "-m", "isthmus.lab.pods", f"--state-dir={paths.root.parent.parent}",
+                f"--cluster={spec.name}"]
     kubeconfig = paths.kubeconfig(_CLIENT_OF[component])
     if component is Component.CONTROLLER_MANAGER:
         return [
@@ -237,10 +257,16 @@ def scheduler_config_yaml(kubeconfig: Path) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def kwok_config_yaml(spec: LabClusterSpec) -> str:
-    """kwok's ``--config``: the pod IP pool is the first half of the cluster's pod CIDR (real pods
-    of the lab's runtime get the second half, see :func:`~.netlayout.pod_range`); the Stages are ours."""
-    stages = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
+#: kwok's own objects that the lab's pod runtime writes per pod (and kwok watches): exec, logs, port-forward.
+KWOK_CRDS = ("Exec", "Logs", "PortForward")
+
+
+def kwok_config_yaml(spec: LabClusterSpec, *, ports: ClusterPorts, pki: ClusterPKI, real_pods: bool = True) -> str:
+    """kwok's ``--config``: the pod IP pool is the first half of the cluster's pod CIDR (real pods of the lab's
+    runtime get the second half, see :func:`~.netlayout.pod_range`); the Stages are ours; its server is the
+    kubelet API of every node (``127.0.0.1:<kubelet port>``, TLS from the cluster CA)."""
+    template = resources.files("isthmus.lab").joinpath("templates/kwok-stages.yaml").read_text()
+    stages = _stages_without_real_pods(template) if real_pods else template
     head = (
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
         "kind: KwokConfiguration\n"
@@ -254,12 +280,36 @@ def kwok_config_yaml(spec: LabClusterSpec) -> str:
         "  podsOnNodeSyncParallelism: 2\n"
         "  enablePodsOnNodeSyncListPager: true\n"
         "  enablePodsOnNodeSyncStreamWatch: false\n"
-        "  enableDebuggingHandlers: false\n"
+        "  enableDebuggingHandlers: true\n"
+        "  enableProfilingHandler: false\n"
+        "  enableContentionProfiling: false\n"
+        f"  serverAddress: 127.0.0.1:{ports.kubelet}\n"
+        "  nodeIP: 127.0.0.1\n"
+        f"  nodePort: {ports.kubelet}\n"
+        f"  tlsCertFile: {pki.kubelet.cert}\n"
+        f"  tlsPrivateKeyFile: {pki.kubelet.key}\n"
+        f"  enableCRDs: [{', '.join(KWOK_CRDS)}]\n"
     )
     return head + "---\n" + stages
 
 
-def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths) -> None:
+def _stages_without_real_pods(stages_yaml: str) -> str:
+    """The lab's Stages, each Pod stage told to leave alone the pods that the lab's runtime runs for real.
+
+    Those pods' status (IP, readiness, restarts) and their deletion are the runtime's, as a kubelet's are;
+    kwok keeps simulating every other pod. The rule is one regular expression (:data:`REAL_IMAGE_PATTERN`).
+    """
+    docs = [d for d in yaml.safe_load_all(stages_yaml) if d]
+    exclusion = {"key": f'.spec.containers.[] | select(.image | test("{REAL_IMAGE_PATTERN}")) | .name',
+                 "operator": "DoesNotExist"}
+    for doc in docs:
+        if doc["spec"]["resourceRef"]["kind"] == "Pod":
+            doc["spec"]["selector"]["matchExpressions"].append(exclusion)
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: ClusterPaths, *,
+                        real_pods: bool = True) -> None:
     """(Re)write the component kubeconfigs and the kwok config; PKI must already exist."""
     pki = paths.pki
     for client in ("controller-manager", "scheduler", "kwok", "admin"):
@@ -267,6 +317,6 @@ def write_cluster_files(spec: LabClusterSpec, ports: ClusterPorts, paths: Cluste
             kubeconfig_yaml([(spec.context, ports.server, pki.ca.cert, pki.clients[client])],
                             current=spec.context)
         )
-    paths.kwok_config.write_text(kwok_config_yaml(spec))
+    paths.kwok_config.write_text(kwok_config_yaml(spec, ports=ports, pki=pki, real_pods=real_pods))
     scheduler_kubeconfig = paths.kubeconfig(_CLIENT_OF[Component.SCHEDULER])
     paths.scheduler_config.write_text(scheduler_config_yaml(scheduler_kubeconfig))

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from .apiclient import LabApi
-from .binaries import BuildError, LabBinaries, ensure_binaries
+from .binaries import BuildError, LabBinaries, ensure_binaries, kwok_crds
 from .components import (
     KWOK_NODE_LABEL,
     NOT_READY_KEY,
@@ -49,11 +50,14 @@ from .errors import (
     ToolchainError,
     UnknownTargetError,
 )
+from .mcs import ensure_mcs_crds
 from .pki import make_cluster_pki
 from .podnet import LabNetwork, remove_lab_network
+from .pods.dispatch import write_dispatch_dir
+from .pods.volumes import storage_class
 from .processes import ProcessRef, free_ports, is_frozen, log_tail, spawn, stop_all
 from .specs import LabClusterSpec, LabNode, check_lab_specs, complete_network, default_specs
-from .state import ClusterState, LabPhase, LabState, StateDir, default_state_dir
+from .state import ClusterState, LabPhase, LabState, PodMode, StateDir, default_state_dir
 
 __all__ = ["ClusterStatus", "ComponentState", "ComponentStatus", "Lab", "LabSettings", "LabStatus"]
 
@@ -70,6 +74,8 @@ class LabSettings:
     stop_grace: float = 5.0
     #: seconds a fault waits for its effect (node NotReady, pods not ready) to show
     fault_timeout: float = 60.0
+    #: run Cassandra pods for real (the pod runtime), or let kwok simulate every pod
+    pods: PodMode = PodMode.REAL
 
 
 class ComponentState(StrEnum):
@@ -165,6 +171,7 @@ class Lab:
         self._dir = StateDir(Path(state_dir) if state_dir is not None else default_state_dir(name))
         self.settings = settings or LabSettings()
         self._bins = binaries
+        self._kwok_crds: list[Path] | None = None
         self._popens: dict[int, subprocess.Popen[bytes]] = {}
         self._mutex = threading.Lock()
         self._state: LabState | None = None
@@ -257,6 +264,7 @@ class Lab:
                 name=self.name, phase=LabPhase.STARTING, owner_pid=os.getpid(),
                 clusters=tuple(ClusterState(spec=s, ports=ClusterPorts.from_list(p))
                                for s, p in zip(specs, port_list, strict=True)),
+                pods=self.settings.pods,
             )
             self._state = state
             self._dir.save(state)
@@ -264,7 +272,7 @@ class Lab:
                 paths = self._dir.cluster(cs.spec.name)
                 make_cluster_pki(paths.pki.dir, cluster=cs.spec.name,
                                  service_ip=cs.spec.kubernetes_service_ip)
-                write_cluster_files(cs.spec, cs.ports, paths)
+                write_cluster_files(cs.spec, cs.ports, paths, real_pods=state.pods is PodMode.REAL)
             self._write_kubeconfig(state)
             LabNetwork.for_specs(self._dir.root, specs).up()
             self._start_clusters([c.spec.name for c in state.clusters], bins, fresh=True)
@@ -378,6 +386,11 @@ class Lab:
                 self._bins = ensure_binaries()
             except BuildError as exc:
                 raise ToolchainError(str(exc)) from exc
+        if self._kwok_crds is None:
+            try:
+                self._kwok_crds = kwok_crds()
+            except BuildError as exc:
+                raise ToolchainError(str(exc)) from exc
         return self._bins
 
     def _require_state(self) -> LabState:
@@ -435,7 +448,7 @@ class Lab:
         in about a second, and etcd still shuts down cleanly (its data is kept).
         """
         tiers = [
-            (Component.DNS, Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
+            (Component.RUNTIME, Component.DNS, Component.KWOK, Component.SCHEDULER, Component.CONTROLLER_MANAGER),
             (Component.APISERVER,),
             (Component.ETCD,),
         ]
@@ -513,8 +526,11 @@ class Lab:
         procs: dict[Component, subprocess.Popen[bytes]] = {}
 
         def start(comp: Component) -> None:
+            env = None
+            if comp is Component.KWOK:  # kubectl exec: commands by name enter the pod (isthmus.lab.pods.dispatch)
+                env = {**os.environ, "PATH": str(write_dispatch_dir(paths.exec_dispatch))}
             proc, ref = spawn(argv(comp, spec=spec, ports=ports, paths=paths, bins=bins),
-                              log=paths.log(comp), cwd=paths.root)
+                              log=paths.log(comp), cwd=paths.root, env=env)
             self._popens[proc.pid] = proc
             procs[comp] = proc
             self._record(name, comp, ref)
@@ -550,11 +566,22 @@ class Lab:
         start(Component.APISERVER)
         with LabApi(ports.server, paths.pki.ca.cert, paths.pki.clients["admin"], timeout=3.0) as api:
             wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
+            # kwok serves the kubelet API (exec, logs, port-forward) from its own objects: their CRDs first.
+            crds = [yaml.safe_load(p.read_text()) for p in self._kwok_crds or ()]
+            for crd in crds:
+                api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            wait(Component.APISERVER, "kwok's CRDs Established", lambda: all(_conditions_true(api.get(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c['metadata']['name']}"), "Established")
+                for c in crds))
+            wait(Component.APISERVER, "the MCS CRDs Established", lambda: ensure_mcs_crds(api))
             for comp in (Component.CONTROLLER_MANAGER, Component.SCHEDULER, Component.KWOK, Component.DNS):
                 start(comp)
             if fresh:
                 for node in spec.nodes:
                     api.create("/api/v1/nodes", _node_manifest(node))
+                api.create("/apis/storage.k8s.io/v1/storageclasses", storage_class())
+            if self._require_mem().pods is PodMode.REAL:
+                start(Component.RUNTIME)
             with httpx.Client(verify=False, timeout=2.0) as insecure:  # self-signed /healthz
                 wait(Component.CONTROLLER_MANAGER, "/healthz", lambda: insecure.get(
                     f"https://127.0.0.1:{ports.controller_manager}/healthz").status_code == 200)

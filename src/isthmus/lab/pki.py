@@ -26,6 +26,10 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
+    # The API server's identity towards the kubelet API (kwok's server): exec, logs, port-forward.
+    "apiserver-kubelet": ("kube-apiserver-kubelet-client", "system:masters"),
+    # The lab's pod runtime (one per cluster): pod status, volumes, kwok's Exec/Logs/PortForward objects.
+    "runtime": ("isthmus-lab-runtime", "system:masters"),
 }
 
 
@@ -44,6 +48,8 @@ class ClusterPKI:
     dir: Path
     ca: Credential
     apiserver: Credential
+    #: kwok's serving certificate for the kubelet API (the nodes' InternalIP is 127.0.0.1)
+    kubelet: Credential
     sa_private_key: Path
     sa_public_key: Path
     clients: dict[str, Credential]
@@ -58,13 +64,15 @@ class ClusterPKI:
             dir=directory,
             ca=cred("ca"),
             apiserver=cred("apiserver"),
+            kubelet=cred("kubelet"),
             sa_private_key=directory / "sa.key",
             sa_public_key=directory / "sa.pub",
             clients={name: cred(f"client-{name}") for name in CLIENTS},
         )
 
     def complete(self) -> bool:
-        files = [self.ca.cert, self.ca.key, self.apiserver.cert, self.apiserver.key, self.sa_private_key,
+        files = [self.ca.cert, self.ca.key, self.apiserver.cert, self.apiserver.key, self.kubelet.cert,
+                 self.kubelet.key, self.sa_private_key,
                  self.sa_public_key, *(p for c in self.clients.values() for p in (c.cert, c.key))]
         return all(f.is_file() for f in files)
 
@@ -166,6 +174,8 @@ def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv
     ips = [ipaddress.IPv4Address("127.0.0.1"), service_ip]
     ca.issue(pki.apiserver, subject("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH,
              [*(x509.DNSName(d) for d in dns), *(x509.IPAddress(i) for i in ips)])
+    ca.issue(pki.kubelet, subject("kwok-kubelet"), ExtendedKeyUsageOID.SERVER_AUTH,
+             [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))])
     for name, (cn, org) in CLIENTS.items():
         ca.issue(pki.clients[name], subject(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH)
 

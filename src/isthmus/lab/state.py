@@ -28,6 +28,7 @@ __all__ = [
     "ClusterState",
     "LabPhase",
     "LabState",
+    "PodMode",
     "StateDir",
     "default_state_dir",
 ]
@@ -42,6 +43,14 @@ def default_state_dir(name: str) -> Path:
 class LabPhase(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
+
+
+class PodMode(StrEnum):
+    """Whether the lab runs Cassandra pods for real (:mod:`isthmus.lab.pods`) or kwok simulates every pod."""
+
+    REAL = "real"
+    #: every pod is kwok's fake: Ready on a timer, no process (fast; for tests of rollout mechanics)
+    SIMULATED = "simulated"
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class LabState:
     phase: LabPhase
     owner_pid: int
     clusters: tuple[ClusterState, ...]
+    pods: PodMode = PodMode.REAL
 
     def cluster(self, name: str) -> ClusterState | None:
         return next((c for c in self.clusters if c.spec.name == name), None)
@@ -101,6 +111,7 @@ class LabState:
             "name": self.name,
             "phase": self.phase.value,
             "owner_pid": self.owner_pid,
+            "pods": self.pods.value,
             "clusters": [c.to_json() for c in self.clusters],
         }
 
@@ -113,6 +124,7 @@ class LabState:
             phase=LabPhase(str(raw["phase"])),
             owner_pid=int(str(raw["owner_pid"])),
             clusters=tuple(ClusterState.from_json(c) for c in clusters),
+            pods=PodMode(str(raw.get("pods", PodMode.REAL.value))),
         )
 
 

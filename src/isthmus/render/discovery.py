@@ -33,6 +33,17 @@ What is rendered
   cluster of the mesh, so the same ``<app>-client`` Service serves; no ServiceEntry is needed.
   A ``DestinationRule`` turns on locality load balancing (which needs outlier detection to act),
   the Istio twin of Cilium's ``affinity: local``.
+
+Who deploys what
+================
+* :func:`app_discovery` — the objects of the clusters that host a datacenter. ``render`` merges
+  them into the app's manifests, so ``isthmus apply``, the operator, prune, drift and
+  ``isthmus delete`` handle them like every other object of the app.
+* :func:`outside_discovery` — the rest: the ``<app>-client`` Service (and its Namespace and
+  export) in clusters with no datacenter, which the app's rollout never writes to;
+  ``isthmus mesh render`` writes them to files.
+* A Fleet of one cluster needs no name to resolve beyond it: nothing is rendered at all (and no
+  member then needs the MCS CRDs).
 """
 
 from __future__ import annotations
@@ -58,9 +69,12 @@ __all__ = [
     "MCS_API_VERSION",
     "ClientAddress",
     "DiscoveryMode",
+    "app_discovery",
     "client_addresses",
     "fleet_client_service",
     "fleet_client_service_name",
+    "needs_discovery",
+    "outside_discovery",
     "render_discovery",
     "service_export",
 ]
@@ -180,6 +194,32 @@ def render_discovery(app: CassandraCluster, fleet: Fleet, *, mesh: Mesh | None =
         if _istio(mesh):
             pairs.append((cluster, stamp(_destination_rule(app, cluster_domain))))
     return Manifests.build(pairs)
+
+
+def needs_discovery(fleet: Fleet) -> bool:
+    """Whether any name must resolve beyond one cluster: only when the Fleet has several."""
+    return len(fleet.spec.clusters) > 1
+
+
+def _split(app: CassandraCluster, fleet: Fleet, mesh: Mesh | None, cluster_domain: str,
+           *, members: bool) -> Manifests:
+    if not needs_discovery(fleet):
+        return Manifests()
+    every = render_discovery(app, fleet, mesh=mesh, cluster_domain=cluster_domain)
+    hosts = set(app.member_clusters())
+    return Manifests({c: every.for_cluster(c) for c in every.clusters if (c in hosts) is members})
+
+
+def app_discovery(app: CassandraCluster, fleet: Fleet, *, mesh: Mesh | None = None,
+                  cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Manifests:
+    """The discovery objects of the clusters hosting a datacenter of ``app`` (part of the app's manifests)."""
+    return _split(app, fleet, mesh, cluster_domain, members=True)
+
+
+def outside_discovery(app: CassandraCluster, fleet: Fleet, *, mesh: Mesh | None = None,
+                      cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> Manifests:
+    """The discovery objects of the Fleet's clusters that host no datacenter of ``app`` (for files)."""
+    return _split(app, fleet, mesh, cluster_domain, members=False)
 
 
 def client_addresses(app: CassandraCluster, fleet: Fleet, *, mode: DiscoveryMode | None = None,

@@ -1,5 +1,8 @@
 """``render(app, fleet)``: pick the renderer for the app's kind.
 
+A CassandraCluster's manifests are :func:`~isthmus.render.cassandra.render_cassandra`'s objects
+plus the discovery objects of its member clusters (:func:`~isthmus.render.discovery.app_discovery`).
+
 A second app kind adds one entry to :data:`RENDERERS` (and its own module); nothing else changes.
 """
 
@@ -12,6 +15,7 @@ from ..spec.apps import App
 from ..spec.cassandra import CassandraCluster
 from ..spec.fleet import Fleet
 from .cassandra import render_cassandra
+from .discovery import app_discovery
 from .errors import RenderError
 from .manifests import Manifests
 
@@ -23,7 +27,10 @@ Renderer = Callable[..., Manifests]
 def _cassandra(app: App, fleet: Fleet, **options: Any) -> Manifests:
     if not isinstance(app, CassandraCluster):
         raise TypeError(f"expected a CassandraCluster, got {type(app).__name__}")
-    return render_cassandra(app, fleet, **options)
+    # The discovery objects the Fleet's mesh needs travel with the app: applied, pruned and deleted with it.
+    discovery = app_discovery(app, fleet, mesh=options.get("mesh"),
+                              **({"cluster_domain": options["cluster_domain"]} if "cluster_domain" in options else {}))
+    return render_cassandra(app, fleet, **options).merge(discovery)
 
 
 RENDERERS: Mapping[str, Renderer] = {

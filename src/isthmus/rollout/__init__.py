@@ -7,11 +7,9 @@ Must not: talk to an API server except through ``isthmus.kube``, or decide objec
 
 from .deploying import (
     DatacenterStatus,
-    DeployOptions,
     Progress,
     StatusReport,
     app_status,
-    apply_app,
     delete_app,
     diff_app,
     render_app,
@@ -33,6 +31,7 @@ from .gates import (
 )
 from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
 from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .requirements import MissingCRD
 from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
 from .rollback import NothingToRollBack, rollback_app
 from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
@@ -44,7 +43,6 @@ __all__ = [
     "BreakRefused",
     "ClusterView",
     "DatacenterStatus",
-    "DeployOptions",
     "EngineSettings",
     "EngineStats",
     "Fenced",
@@ -56,6 +54,7 @@ __all__ = [
     "LeaseState",
     "LockHeld",
     "LockLost",
+    "MissingCRD",
     "NodesReady",
     "NothingToResume",
     "NothingToRollBack",
@@ -83,7 +82,6 @@ __all__ = [
     "Verdict",
     "WorkloadsSettled",
     "app_status",
-    "apply_app",
     "apply_rollout",
     "break_lock",
     "check_strategy",

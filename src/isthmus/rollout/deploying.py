@@ -1,8 +1,9 @@
-"""Making every member cluster hold what an app's spec says: apply, wait, status, diff, delete.
+"""Reading and removing an app across its member clusters: render, diff, status, wait, delete.
 
-This is the one implementation the CLI and the operator both call. Each cluster is worked on
-concurrently and independently: one that does not answer is reported Unknown with the reason,
-and the others finish.
+Applying is not here: every apply goes through :func:`isthmus.rollout.apply_rollout` (a revision,
+the app's lock, gated steps, fences), which the CLI and the operator both call. Each cluster is
+worked on concurrently and independently: one that does not answer is reported Unknown with the
+reason, and the others finish.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from ..kube import (
     ObjectOutcome,
     Reach,
     across,
-    apply_objects,
     delete_objects,
     delete_volume_claims,
     diff_objects,
@@ -41,11 +41,9 @@ from .secrets import superuser_password
 
 __all__ = [
     "DatacenterStatus",
-    "DeployOptions",
     "Progress",
     "StatusReport",
     "app_status",
-    "apply_app",
     "delete_app",
     "diff_app",
     "render_app",
@@ -62,43 +60,12 @@ def _quiet(_cluster: str, _message: str) -> None:
     return None
 
 
-@dataclass(frozen=True, kw_only=True)
-class DeployOptions:
-    force_conflicts: bool = False
-    prune: bool = True
-    concurrency: int = 16
-    """How many clusters are worked on at once."""
-
-
 def render_app(app: CassandraCluster, fleet: Fleet, password: str | None = None) -> Manifests:
     return render(app, fleet, superuser_password=password)
 
 
 def _members(registry: ClusterRegistry, app: CassandraCluster) -> dict[str, ClusterConnection]:
     return {name: registry[name] for name in app.member_clusters()}
-
-
-async def apply_app(
-    app: CassandraCluster,
-    fleet: Fleet,
-    registry: ClusterRegistry,
-    options: DeployOptions | None = None,
-    progress: Progress = _quiet,
-) -> dict[str, ClusterOutcome[ApplyReport]]:
-    opts = options or DeployOptions()
-    manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
-
-    async def one(conn: ClusterConnection) -> ApplyReport:
-        progress(conn.name, "applying")
-        report = await apply_objects(
-            conn, manifests.for_cluster(conn.name), app=app.metadata.name, namespace=app.namespace,
-            force_conflicts=opts.force_conflicts, prune=opts.prune,
-            progress=lambda msg: progress(conn.name, msg),
-        )
-        progress(conn.name, "applied")
-        return report
-
-    return await across(_members(registry, app), one, concurrency=opts.concurrency)
 
 
 async def diff_app(

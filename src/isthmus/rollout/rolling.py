@@ -1,7 +1,8 @@
 """The rollout flows the CLI and the operator call: apply a spec, resume, and roll back on failure.
 
 Every flow takes the app's lock first (see :mod:`.locking`), works only while it holds it, and
-releases it at the end. ``apply``: check the strategy (before any write), record the revision,
+releases it at the end. ``apply``: check the strategy and that every member serves the custom
+kinds of its objects (:mod:`.requirements`; both before any write), record the revision,
 plan, run the engine; when a step fails and the strategy says ``onFailure: rollback``, roll the
 previous revision forward through the same gates, in reverse wave order. ``resume``: continue
 the persisted rollout from where it stopped, from the stored revision's manifests.
@@ -25,10 +26,12 @@ from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseLock, LeaseState, fence
 from .progress import Phase, ProgressStore, RolloutState
+from .requirements import require_custom_kinds
 from .revisions import Revision, RevisionStore, stage
 from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
 from .steps import check_strategy, plan_rollout
+from .superuser import SuperuserError, ensure_superuser
 
 __all__ = ["NothingToResume", "RolloutOptions", "apply_rollout", "fill_password", "resume_rollout"]
 
@@ -143,6 +146,23 @@ class _Session:
         return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
 
 
+async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult) -> None:
+    """Once the ring answers, the Secret's role is its superuser and the default login is gone (:mod:`.superuser`).
+
+    Runs under the lock, after a rollout that succeeded; a failure is a note on the result (the next apply
+    tries again), never the password.
+    """
+    if not result.ok:
+        return
+    try:
+        outcome = await ensure_superuser(registry, app, password)
+    except SuperuserError as exc:
+        result.notes.append(f"the superuser is not set up yet: {exc}")
+        return
+    if outcome is not None and (outcome.created or outcome.default_disabled):
+        result.notes.append(outcome.note())
+
+
 async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
                         options: RolloutOptions | None = None, progress: Progress = _quiet, *,
                         rendered: Manifests | None = None, timeline: Timeline | None = None) -> RolloutResult:
@@ -169,6 +189,10 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
         if settled is not None:
             return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
                                  notes=[f"nothing to change: every member already runs revision {settled.revision}"])
+    # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
+    await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters], masked,
+                               app=app.metadata.name)
+    timeline.mark("kinds checked")
     # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
     # revision's content is stored (under names made of its hash) while the lock is taken.
     known = session.revisions.knows_index()
@@ -216,6 +240,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
             baseline = Baseline(previous.number, (await session.revisions.fetch(previous)).manifests)
         result = await session.run(app, fill_password(masked, password), state, timeline, baseline, fences,
                                    reapply=not created)
+        await _superuser(registry, app, password, result)
         if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
@@ -255,7 +280,10 @@ async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterR
         assert state is not None
         revision = await session.revisions.get(state.revision)
         state.event(f"resumed by {session.lock.identity} at {state.current} ({time.strftime('%H:%M:%S')})")
-        return await session.run(app_of(revision), fill_password(revision.to_manifests(), password), state)
+        resumed = app_of(revision)
+        result = await session.run(resumed, fill_password(revision.to_manifests(), password), state)
+        await _superuser(registry, resumed, password, result)
+        return result
     finally:
         await session.lock.release()
 

@@ -4,8 +4,9 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
 (one lane per datacenter); a lane is a list of steps run in order. The shape:
 
 1. ``prepare``: in every member at once, the objects a running pod does not notice until it
-   restarts (namespace, service account, config, secrets, services, disruption budgets). Not
-   disruptive, so not gated.
+   restarts (namespace, service account, config, secrets, services, disruption budgets, and the
+   mesh's discovery objects, custom resources applied after everything else). Not disruptive, so
+   not gated.
 2. The seed datacenter alone (``canary``, else the first of ``order``, else the first in the
    spec), rack by rack: each ``rack`` step applies one StatefulSet and waits until that rack's
    pods are updated and Ready. Disruptive: gated.
@@ -63,7 +64,7 @@ class Step:
 
     def describe(self) -> str:
         if self.kind is StepKind.PREPARE:
-            return f"apply config, secrets, services and budgets in {self.cluster} (not disruptive)"
+            return f"apply config, secrets, services, budgets and discovery in {self.cluster} (not disruptive)"
         if self.kind is StepKind.RACK:
             return (f"roll rack {self.rack} of datacenter {self.datacenter} in {self.cluster}; "
                     "wait until its pods are updated and Ready")

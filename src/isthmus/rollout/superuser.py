@@ -1,0 +1,196 @@
+"""Making the superuser Secret the ring's superuser, and the default login useless.
+
+A fresh Cassandra with ``PasswordAuthenticator`` has one superuser, ``cassandra``/``cassandra``, known to
+everyone. Once a datacenter answers, this creates the role named in the app's superuser Secret
+(``cassandra-admin``) with the Secret's password, as a superuser that can log in, then takes from the
+default role its login and superuser status and gives it a random password nobody keeps. It is
+idempotent: when the Secret's role already logs in, only the default role is checked.
+
+How the ring is reached: CQL through ``pods/portforward`` on the member's API server
+(:class:`isthmus.kube.PodPortForward`), to one Ready pod of the first datacenter that answers, never by pod
+IP, so it works from a laptop or from the operator in any cluster. The password travels only inside that
+CQL connection: it is never on a command line, in a URL, in a log or in an error message.
+
+Must not: create keyspaces or change replication (that is the database operations' work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import IsthmusError
+from ..kube import ClusterRegistry, ClusterUnreachable, KubeError, KubeObject, fetch_owned
+from ..kube.portforward import PodPortForward
+from ..render import SUPERUSER_USERNAME
+from ..render.cassandra_config import CQL_PORT
+from ..spec import CassandraCluster
+from .gates import pod_ready
+
+__all__ = ["DEFAULT_ROLE", "SuperuserError", "SuperuserOutcome", "ensure_superuser"]
+
+DEFAULT_ROLE = "cassandra"
+_DEFAULT_PASSWORD = "cassandra"  # Cassandra's, public: CassandraRoleManager.DEFAULT_SUPERUSER_PASSWORD
+DC_LABEL = "isthmus.dev/datacenter"
+
+
+class SuperuserError(IsthmusError):
+    """No datacenter let the superuser be set up; the message names what was tried (never the password)."""
+
+
+@dataclass(frozen=True)
+class SuperuserOutcome:
+    cluster: str
+    datacenter: str
+    pod: str
+    created: bool
+    default_disabled: bool
+
+    def note(self) -> str:
+        done = [f"created role {SUPERUSER_USERNAME}" if self.created else f"role {SUPERUSER_USERNAME} in place"]
+        if self.default_disabled:
+            done.append(f"disabled the default login {DEFAULT_ROLE!r}")
+        return f"superuser: {', '.join(done)} (through {self.cluster}/{self.pod}, datacenter {self.datacenter})"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _auth_failed(exc: BaseException) -> bool:
+    errors = getattr(exc, "errors", None) or {}
+    return any(type(e).__name__ == "AuthenticationFailed" for e in errors.values()) or \
+        type(exc).__name__ == "AuthenticationFailed"
+
+
+def _session(host: str, port: int, user: str, password: str) -> Any:
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=30.0)
+    cluster = Cluster([host], port=port, auth_provider=PlainTextAuthProvider(user, password),
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=20.0,
+                      control_connection_timeout=20.0, protocol_version=5)
+    try:
+        return cluster, cluster.connect()
+    except BaseException:
+        cluster.shutdown()
+        raise
+
+
+def _replicate_auth(session: Any) -> None:
+    """``system_auth`` on NetworkTopologyStrategy, ``min(3, nodes)`` replicas in every datacenter of the ring.
+
+    Cassandra 5.0 starts it on SimpleStrategy with one replica, which a multi-datacenter ring cannot use
+    (role reads and writes are at LOCAL_QUORUM or stronger, so a datacenter without a replica cannot log
+    anyone in). Set before the role is written, so the role has its replicas everywhere.
+    """
+    nodes: dict[str, int] = {}
+    for row in [*session.execute("SELECT data_center FROM system.local"),
+                *session.execute("SELECT data_center FROM system.peers")]:
+        nodes[row.data_center] = nodes.get(row.data_center, 0) + 1
+    replication = ", ".join(f"{_literal(dc)}: {min(3, n)}" for dc, n in sorted(nodes.items()))
+    session.execute("ALTER KEYSPACE system_auth WITH replication = "
+                    f"{{'class': 'NetworkTopologyStrategy', {replication}}}")
+
+
+def _bootstrap(host: str, port: int, password: str) -> tuple[bool, bool]:
+    """``(created, default disabled)``; runs on a thread (the driver is synchronous)."""
+    created = False
+    try:
+        cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+    except Exception as exc:
+        if not _auth_failed(exc):
+            raise SuperuserError(f"CQL through the port-forward failed: {type(exc).__name__}") from None
+        try:
+            cluster, session = _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
+        except Exception as exc2:
+            if _auth_failed(exc2):
+                raise SuperuserError(
+                    f"neither role {SUPERUSER_USERNAME!r} with the Secret's password nor the default login "
+                    f"logs in: the ring's roles were changed outside Isthmus; set the Secret's password to "
+                    f"that of {SUPERUSER_USERNAME!r}, or create that role by hand") from None
+            raise SuperuserError(f"CQL through the port-forward failed: {type(exc2).__name__}") from None
+        try:
+            _replicate_auth(session)
+        except Exception as exc5:
+            cluster.shutdown()
+            raise SuperuserError(f"replicating system_auth to every datacenter failed ({type(exc5).__name__}: "
+                                 f"{str(exc5)[:300]})") from None
+        try:
+            session.execute(f'CREATE ROLE IF NOT EXISTS "{SUPERUSER_USERNAME}" WITH SUPERUSER = true AND '
+                            f"LOGIN = true AND PASSWORD = {_literal(password)}")
+            created = True
+        except Exception as exc3:  # the statement held the password: never let the driver's text out
+            raise SuperuserError(f"CREATE ROLE {SUPERUSER_USERNAME} was refused ({type(exc3).__name__}: "
+                                 f"{str(exc3).replace(password, '***')[:300]})") from None
+        finally:
+            cluster.shutdown()
+        cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+    try:
+        default_logs_in = True
+        try:
+            other, _ = _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
+            other.shutdown()
+        except Exception as exc:
+            if not _auth_failed(exc):
+                raise SuperuserError(f"checking the default login failed: {type(exc).__name__}") from None
+            default_logs_in = False
+        if default_logs_in:
+            try:
+                session.execute(f'ALTER ROLE "{DEFAULT_ROLE}" WITH SUPERUSER = false AND LOGIN = false AND '
+                                f"PASSWORD = {_literal(secrets.token_urlsafe(32))}")
+            except Exception as exc4:
+                raise SuperuserError(f"ALTER ROLE {DEFAULT_ROLE} was refused ({type(exc4).__name__})") from None
+        return created, default_logs_in
+    finally:
+        cluster.shutdown()
+
+
+def _ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods
+                  if (p["metadata"].get("labels") or {}).get(DC_LABEL) == datacenter and pod_ready(p)
+                  and not p["metadata"].get("deletionTimestamp") and _has_runtime(p))
+
+
+def _has_runtime(pod: KubeObject) -> bool:
+    """A container runtime reports a container ID; simulated pods (kwok's fakes) have none: no process to reach."""
+    return any(s.get("containerID") for s in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, *,
+                           within: float = 180.0) -> SuperuserOutcome | None:
+    """Make the Secret's role the superuser, through the first datacenter with a Ready pod that answers.
+
+    None when no member runs a container runtime (every pod simulated, as in a kwok-only lab): nothing to set up.
+    """
+    tried: list[str] = []
+    runtime_seen = False
+    for dc in app.spec.datacenters:
+        conn = registry[dc.cluster]
+        try:
+            pods = await fetch_owned(conn, app.metadata.name, {("v1", "Pod", app.namespace)})
+        except ClusterUnreachable as exc:
+            tried.append(f"{dc.name}: {exc}")
+            continue
+        runtime_seen = runtime_seen or any(_has_runtime(p) for p in pods.values() if p.get("kind", "Pod") == "Pod")
+        ready = _ready_pods(list(pods.values()), dc.name)
+        if not ready:
+            tried.append(f"{dc.name}: no Ready pod")
+            continue
+        pod = ready[0]
+        try:
+            async with PodPortForward(conn, app.namespace, pod, CQL_PORT) as (host, port):
+                created, disabled = await asyncio.wait_for(asyncio.to_thread(_bootstrap, host, port, password),
+                                                           within)
+        except (KubeError, TimeoutError) as exc:
+            tried.append(f"{dc.name} ({pod}): {exc or 'timed out'}")
+            continue
+        return SuperuserOutcome(dc.cluster, dc.name, pod, created, disabled)
+    if not runtime_seen and not any("unreachable" in t for t in tried):
+        return None
+    raise SuperuserError(f"app {app.metadata.name}: no datacenter let the superuser be set up: " + "; ".join(tried))

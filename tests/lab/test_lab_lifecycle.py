@@ -62,7 +62,7 @@ def small_lab(tmp_path: Path) -> Iterator[Lab]:
 def test_down_leaves_no_process_port_or_lock(small_lab: Lab) -> None:
     small_lab.up()
     pids = [pid for comps in small_lab.pids().values() for pid in comps.values()]
-    assert len(pids) == 6 and all(_pid_alive(p) for p in pids)  # five components and the DNS
+    assert len(pids) == 7 and all(_pid_alive(p) for p in pids)  # five components, the DNS and the runtime
     ports = [int(s.server.rsplit(":", 1)[1]) for s in small_lab.status().clusters]
     assert "s1-r1a-1" in small_lab.kubectl("s1", "get", "nodes", "-o", "name")
     small_lab.freeze("s1")  # down must also kill a frozen API server

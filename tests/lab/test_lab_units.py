@@ -12,7 +12,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from isthmus.lab import Component, LabClusterSpec, default_specs
 from isthmus.lab.binaries import LabBinaries
-from isthmus.lab.components import ClusterPaths, ClusterPorts, argv, kwok_config_yaml, scheduler_config_yaml
+from isthmus.lab.components import (
+    PORT_NAMES,
+    ClusterPaths,
+    ClusterPorts,
+    argv,
+    kwok_config_yaml,
+    scheduler_config_yaml,
+)
 from isthmus.lab.pki import make_cluster_pki
 from isthmus.lab.processes import ProcessRef, free_ports, log_tail
 from isthmus.lab.specs import check_lab_specs
@@ -97,7 +104,7 @@ def test_pki_apiserver_sans_and_client_identities(tmp_path: Path) -> None:
 
 def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     spec = default_specs(2)[1]
-    ports = ClusterPorts.from_list([2001, 2002, 2003, 2004, 2005])
+    ports = ClusterPorts.from_list([2001, 2002, 2003, 2004, 2005, 2006])
     paths = ClusterPaths(tmp_path)
     bins = LabBinaries(tmp_path / "bin")
     api = argv(Component.APISERVER, spec=spec, ports=ports, paths=paths, bins=bins)
@@ -115,14 +122,14 @@ def test_component_command_lines_use_the_spec(tmp_path: Path) -> None:
     assert f"--data-dir={paths.etcd_data}" in etcd
     for cmd in (api, kcm, sched, etcd):
         assert not any("0.0.0.0" in a for a in cmd)
-    assert "cidr: 10.2.0.0/17" in kwok_config_yaml(spec)  # the first half: kwok's fake pods
+    assert "cidr: 10.2.0.0/17" in kwok_config_yaml(spec, ports=ports, pki=paths.pki)  # the first half: kwok's
 
 
 def test_state_round_trips(tmp_path: Path) -> None:
     specs = default_specs(2)
     d = StateDir(tmp_path)
     st = LabState(name="x", phase=LabPhase.RUNNING, owner_pid=1, clusters=tuple(
-        ClusterState(spec=s, ports=ClusterPorts.from_list(free_ports(5)),
+        ClusterState(spec=s, ports=ClusterPorts.from_list(free_ports(len(PORT_NAMES))),
                      processes={Component.ETCD: ProcessRef(pid=10, start_time=20, pgid=10)}) for s in specs))
     d.save(st)
     assert d.load() == st

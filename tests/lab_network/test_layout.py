@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
-from isthmus.lab.components import kwok_config_yaml
+from isthmus.lab.components import PORT_NAMES, ClusterPaths, ClusterPorts, kwok_config_yaml
 from isthmus.lab.fleet import specs_from_fleet
 from isthmus.lab.netlayout import IFNAMSIZ, kwok_range, lab_prefix, layout, pod_range, resolv_conf
 from isthmus.lab.specs import LabClusterSpec, check_lab_specs, complete_network, default_specs
@@ -39,7 +40,8 @@ def test_pod_cidr_splits_between_kwok_and_real_pods() -> None:
     assert kwok_range(cidr) == IPv4Network("10.1.0.0/17")
     assert pod_range(cidr) == IPv4Network("10.1.128.0/17")
     spec = default_specs(1)[0]
-    assert "cidr: 10.1.0.0/17\n" in kwok_config_yaml(spec)
+    ports = ClusterPorts.from_list(list(range(2001, 2001 + len(PORT_NAMES))))
+    assert "cidr: 10.1.0.0/17\n" in kwok_config_yaml(spec, ports=ports, pki=ClusterPaths(Path("/nowhere")).pki)
     c = layout("iabcdef", [spec]).clusters[0]
     assert c.gateway == IPv4Address("10.1.128.1")
     assert c.dns_ip == IPv4Address("172.16.16.10")

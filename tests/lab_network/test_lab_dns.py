@@ -20,6 +20,7 @@ import pytest
 from isthmus.lab import Lab, LabClusterSpec, LabSettings
 from isthmus.lab.dnsclient import query
 from isthmus.lab.podnet import LabNetwork, PodNetwork
+from isthmus.lab.state import PodMode
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,17 +28,6 @@ NS = "dnst"
 SPECS = [LabClusterSpec(name=f"d{i}", region=f"r{i}", zones={f"r{i}a": 1}, pod_cidr=f"10.{i}.0.0/16",
                         service_cidr=f"172.16.{16 * i}.0/20") for i in (1, 2)]
 T = TypeVar("T")
-
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "serviceexports.multicluster.x-k8s.io"},
-    "spec": {"group": "multicluster.x-k8s.io", "scope": "Namespaced",
-             "names": {"plural": "serviceexports", "singular": "serviceexport", "kind": "ServiceExport"},
-             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {"type": "object",
-                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
-}
-
 
 def headless(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
@@ -78,7 +68,7 @@ def eventually(what: str, probe: Callable[[], T], ok: Callable[[T], bool], *, wi
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab = Lab(name="dns", specs=SPECS, state_dir=tmp_path_factory.mktemp("labdns") / "state",
-              settings=LabSettings(ready_timeout=180.0))
+              settings=LabSettings(ready_timeout=180.0, pods=PodMode.SIMULATED))
     lab.up()
     try:
         for c in ("d1", "d2"):
@@ -136,16 +126,10 @@ def test_clusterset_name_resolves_only_while_exported(lab: Lab, pod: PodNetwork)
         api.create(f"/api/v1/namespaces/{NS}/services", headless("seeds"))
         api.create(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
                    slice_of("seeds", [("10.2.128.40", "seeds-0", True)]))
-    # No ServiceExport CRD yet (a 404 is "nothing exported"): local names work, clusterset ones do not.
     eventually("the local db", lambda: getent(pod, "db"), lambda r: r != [])
-    assert getent(pod, remote) == []
-    for c in ("d1", "d2"):
-        with lab.api(c) as api:
-            api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
     with lab.api("d2") as api:
-        eventually("the ServiceExport API", lambda: api.status(
-            f"/apis/multicluster.x-k8s.io/v1alpha1/namespaces/{NS}/serviceexports"), lambda s: s == 200)
-        assert getent(pod, remote) == []  # the CRD alone exports nothing
+        assert api.status(f"/apis/multicluster.x-k8s.io/v1alpha1/namespaces/{NS}/serviceexports") == 200
+        assert getent(pod, remote) == []  # a Service alone exports nothing
         path = f"/apis/multicluster.x-k8s.io/v1alpha1/namespaces/{NS}/serviceexports"
         api.create(path, {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
                           "metadata": {"name": "seeds", "namespace": NS}})

@@ -14,6 +14,7 @@ import pytest
 from isthmus.lab import Lab, LabClusterSpec, LabSettings
 from isthmus.lab.dnsclient import resolve_a
 from isthmus.lab.podnet import ETC_NETNS, LabNetwork, lab_netns, list_netns
+from isthmus.lab.state import PodMode
 
 from .netprobe import ip
 
@@ -39,7 +40,8 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(name="netlife", specs=[SPEC], state_dir=tmp_path / "state", settings=LabSettings(ready_timeout=180.0))
+    lab = Lab(name="netlife", specs=[SPEC], state_dir=tmp_path / "state",
+              settings=LabSettings(ready_timeout=180.0, pods=PodMode.SIMULATED))
     try:
         yield lab
     finally:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prereqs binaries cassandra lint test test-unit demo bench clean
+.PHONY: setup prereqs binaries helm image chart cassandra lint test test-unit demo bench clean
 
 setup: $(STAMP) prereqs
 
@@ -21,6 +21,16 @@ prereqs:
 # Kubernetes, etcd and kwok from the Go module proxy, cached in ~/.cache/isthmus/lab.
 binaries: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries
+
+# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests use it).
+helm: $(STAMP)
+	$(BIN)/python -m isthmus.lab.binaries helm
+
+# The Isthmus image (operator and cqlguard) as an OCI archive in out/image/, built from Debian packages
+# and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
+image: $(STAMP)
+	bash scripts/install-prereqs.sh --image
+	bash scripts/image/build.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

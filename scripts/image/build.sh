@@ -13,8 +13,8 @@
 #   3. Isthmus       the project's own wheel, /usr/local/bin/isthmus, and the SBOM
 #                    (/usr/share/isthmus/sbom.json: every Debian package and Python distribution).
 # Layers 1+2 are cached under ~/.cache/isthmus/image/base-<key> (key: packages.txt,
-# requirements.txt, this script); the finished archive under ~/.cache/isthmus/image/<key> (key:
-# the base key and the wheel's sha256). Every file's mtime is SOURCE_DATE_EPOCH (the commit time),
+# requirements.txt and the text of build_base); the finished archive under
+# ~/.cache/isthmus/image/isthmus-<key>.oci.tar (key: the base key, the wheel's sha256, the revision). Every file's mtime is SOURCE_DATE_EPOCH (the commit time),
 # so the same inputs give the same digest.
 #
 # Needs root (mmdebstrap's root mode, chroot for byte-compiling) and mmdebstrap, umoci, skopeo:
@@ -62,40 +62,14 @@ say "building the isthmus $VERSION wheel"
 WHEEL=$(ls "$WORK"/wheel/isthmus-*.whl)
 WHEEL_SHA=$(sha256sum "$WHEEL" | cut -d' ' -f1)
 
-BASE_KEY=$(cat "$HERE/packages.txt" "$HERE/requirements.txt" "$0" <(echo "$SUITE $MIRROR") | sha256sum | cut -c1-16)
-KEY=$(echo "$BASE_KEY $WHEEL_SHA $REVISION $SOURCE_DATE_EPOCH $REPOSITORY" | sha256sum | cut -c1-16)
-BASE=$CACHE/base-$BASE_KEY
-FINAL=$CACHE/isthmus-$KEY.oci.tar
-
-report() {
-    local digest size
-    digest=$(skopeo inspect --raw "oci-archive:$OUT" | sha256sum | cut -d' ' -f1)
-    size=$(skopeo inspect --config "oci-archive:$OUT" >/dev/null && du -b "$OUT" | cut -f1)
-    echo "sha256:$digest" > "$OUT.digest"
-    cat <<EOF
-image:   $OUT
-digest:  sha256:$digest   (archive $((size / 1024 / 1024)) MiB)
-ref:     $REPOSITORY@sha256:$digest
-push:    skopeo copy oci-archive:$OUT docker://$REPOSITORY:$VERSION
-use:     isthmus operator install --image $REPOSITORY@sha256:$digest ...
-         helm install isthmus deploy/chart --set image.digest=sha256:$digest
-EOF
-}
-
-if [[ -f "$FINAL" ]]; then
-    say "cached: $FINAL (inputs unchanged)"
-    cp "$FINAL" "$OUT"
-    report
-    exit 0
-fi
-
-# --- layers 1 and 2: Debian root and Python dependencies (cached) --------------------------------
-if [[ ! -f "$BASE/done" ]]; then
+# --- layers 1 and 2: Debian root and Python dependencies ----------------------------------------
+# (cached under $BASE, keyed by the lists and by this function's own text: `declare -f build_base`)
+build_base() {
     rm -rf "$BASE"
     mkdir -p "$BASE"
     packages=$(grep -v '^\s*#' "$HERE/packages.txt" | xargs | tr ' ' ',')
     say "layer 1: mmdebstrap --variant=extract $SUITE: $packages"
-    # The extract hook runs while the downloaded packages are still there: it records each one's
+    # The extract hook runs while the downloaded packages are still there: it records each
     # package's control file as an installed dpkg status entry.
     mmdebstrap --variant=extract --mode=root --format=directory --quiet \
         --include="$packages" \
@@ -139,6 +113,41 @@ if [[ ! -f "$BASE/done" ]]; then
     mkdir -p "$root$SITE"
     clamp "$BASE/debian"; clamp "$BASE/deps"
     touch "$BASE/done"
+}
+
+BASE_KEY=$(cat "$HERE/packages.txt" "$HERE/requirements.txt" <(declare -f build_base clamp) <(echo "$SUITE $MIRROR $USER_ID") \
+    | sha256sum | cut -c1-16)
+KEY=$(echo "$BASE_KEY $WHEEL_SHA $REVISION $SOURCE_DATE_EPOCH $REPOSITORY" | sha256sum | cut -c1-16)
+BASE=$CACHE/base-$BASE_KEY
+FINAL=$CACHE/isthmus-$KEY.oci.tar
+
+report() {
+    local digest size
+    digest=$(skopeo inspect --raw "oci-archive:$OUT" | sha256sum | cut -d' ' -f1)
+    size=$(skopeo inspect --config "oci-archive:$OUT" >/dev/null && du -b "$OUT" | cut -f1)
+    echo "sha256:$digest" > "$OUT.digest"
+    cat <<EOF
+image:   $OUT
+digest:  sha256:$digest   (archive $((size / 1024 / 1024)) MiB)
+ref:     $REPOSITORY@sha256:$digest
+push:    skopeo copy oci-archive:$OUT docker://$REPOSITORY:$VERSION
+use:     isthmus operator install --image $REPOSITORY@sha256:$digest ...
+         helm install isthmus deploy/chart --set image.digest=sha256:$digest
+EOF
+}
+
+# ISTHMUS_IMAGE_FRESH=1 builds layer 3 and the archive again (layers 1 and 2 still come from the cache)
+# and leaves the cached archive alone: the tests use it to show that the same inputs give the same digest.
+FRESH=${ISTHMUS_IMAGE_FRESH:-0}
+if [[ -f "$FINAL" && $FRESH != 1 ]]; then
+    say "cached: $FINAL (inputs unchanged)"
+    cp "$FINAL" "$OUT"
+    report
+    exit 0
+fi
+
+if [[ ! -f "$BASE/done" ]]; then
+    build_base
 fi
 
 # --- layer 3: the isthmus wheel -------------------------------------------------------------------
@@ -146,6 +155,9 @@ say "layer 3: $(basename "$WHEEL")"
 app=$WORK/app
 "$PY" -m pip install -q --no-compile --no-deps --target "$app$SITE" "$WHEEL" >&2
 rm -rf "$app$SITE/bin"
+# pip records where the wheel came from (a temporary path): not part of what is installed.
+rm -f "$app$SITE"/isthmus-*.dist-info/direct_url.json
+sed -i '/direct_url.json/d' "$app$SITE"/isthmus-*.dist-info/RECORD
 mkdir -p "$app/usr/local/bin" "$app/usr/share/isthmus"
 # No shell at run time: the kernel reads this shebang and runs Python directly.
 printf '#!/usr/bin/python3 -I\nimport sys\n\nfrom isthmus.cli import main\n\nsys.exit(main())\n' \
@@ -204,8 +216,13 @@ umoci config --image "$layout:isthmus" "${history[@]}" --created "$CREATED" --au
     --config.label "org.opencontainers.image.licenses=Apache-2.0" \
     --config.label "dev.isthmus.sbom=/usr/share/isthmus/sbom.json"
 umoci gc --layout "$layout"
-rm -f "$FINAL.tmp"
-skopeo copy --quiet "oci:$layout:isthmus" "oci-archive:$FINAL.tmp:$REPOSITORY:$VERSION" >&2
-mv "$FINAL.tmp" "$FINAL"
-cp "$FINAL" "$OUT"
+if [[ $FRESH == 1 ]]; then
+    rm -f "$OUT"
+    skopeo copy --quiet "oci:$layout:isthmus" "oci-archive:$OUT:$REPOSITORY:$VERSION" >&2
+else
+    rm -f "$FINAL.tmp"
+    skopeo copy --quiet "oci:$layout:isthmus" "oci-archive:$FINAL.tmp:$REPOSITORY:$VERSION" >&2
+    mv "$FINAL.tmp" "$FINAL"
+    cp "$FINAL" "$OUT"
+fi
 report

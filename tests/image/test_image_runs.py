@@ -43,6 +43,7 @@ class Image:
     digest: str
     config: dict[str, Any]
     rootfs: Path
+    revision: str
 
     def argv(self, *args: str) -> list[str]:
         """The host command that runs the image's entrypoint with ``args`` (the image's CMD when none)."""
@@ -71,6 +72,8 @@ def _blob(layout: Path, digest: str) -> dict[str, Any]:
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     work = tmp_path_factory.mktemp("image")
     archive = work / "isthmus.oci.tar"
+    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
     build = subprocess.run(["bash", str(BUILD), str(archive)], capture_output=True, text=True, timeout=1500)
     assert build.returncode == 0, build.stderr[-4000:]
     layout, bundle = work / "layout", work / "bundle"
@@ -79,21 +82,31 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
                    capture_output=True)
     [entry] = json.loads((layout / "index.json").read_text())["manifests"]
     manifest = _blob(layout, entry["digest"])
-    yield Image(archive, entry["digest"], _blob(layout, manifest["config"]["digest"]), bundle / "rootfs")
+    yield Image(archive, entry["digest"], _blob(layout, manifest["config"]["digest"]), bundle / "rootfs", revision)
     shutil.rmtree(bundle, ignore_errors=True)
 
 
-def test_build_prints_the_digest_and_how_to_push() -> None:
-    # The cached archive makes this a second, warm build of the same inputs.
+def test_a_second_build_comes_from_the_cache_and_prints_the_digest_and_how_to_push(image: Image) -> None:
     result = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "cached:" in result.stderr
     out = result.stdout
     digest = next(line.split()[1] for line in out.splitlines() if line.startswith("digest:"))
+    assert digest == image.digest
     archive = REPO / "out" / "image" / f"isthmus-{__version__}.oci.tar"
     assert (archive.parent / (archive.name + ".digest")).read_text().strip() == digest
     assert f"skopeo copy oci-archive:{archive} docker://ghcr.io/isthmus-dev/isthmus:{__version__}" in out
     assert f"ghcr.io/isthmus-dev/isthmus@{digest}" in out
-    assert "cached:" in result.stderr
+
+
+def test_the_same_inputs_build_the_same_digest(image: Image, tmp_path: Path) -> None:
+    # Layer 3 (the wheel, its .pyc files, the SBOM) and the archive built again; layers 1 and 2 from the cache.
+    again = tmp_path / "again.oci.tar"
+    result = subprocess.run(["bash", str(BUILD), str(again)], capture_output=True, text=True, timeout=1500,
+                            env={**os.environ, "ISTHMUS_IMAGE_FRESH": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "cached:" not in result.stderr and "layer 3" in result.stderr
+    assert (tmp_path / "again.oci.tar.digest").read_text().strip() == image.digest
 
 
 def test_the_archive_is_named_by_its_manifest_digest(image: Image) -> None:
@@ -108,8 +121,7 @@ def test_labels_user_and_entrypoint(image: Image) -> None:
     labels = cfg["Labels"]
     assert labels["org.opencontainers.image.source"] == "https://github.com/isthmus-dev/isthmus"
     assert labels["org.opencontainers.image.version"] == __version__
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert labels["org.opencontainers.image.revision"].startswith(head)
+    assert labels["org.opencontainers.image.revision"] in (image.revision, f"{image.revision}-dirty")
     assert cfg["User"] == "65532:65532"
     assert cfg["Entrypoint"] == ["/usr/local/bin/isthmus"]
     assert (image.config["os"], image.config["architecture"]) == ("linux", "amd64")

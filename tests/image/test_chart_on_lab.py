@@ -107,7 +107,7 @@ def test_helm_install_gives_an_operator_that_reconciles_a_cassandracluster(insta
     op.start()
     try:
         wait_for(lambda: op.leading, 30, "the chart's operator leads", op)
-        doc = app_doc(APP, size=1)
+        doc = app_doc(APP, size=2)  # one node in each of the two racks
         doc["spec"]["datacenters"] = [d for d in doc["spec"]["datacenters"] if d["cluster"] == CLUSTER]
         apply_doc(lab, CLUSTER, doc)
         obj = wait_for(lambda: (o := _get(lab, "cassandracluster", APP, "-n", APP)) and converged(o) and o,

@@ -197,11 +197,14 @@ def test_the_guard_in_the_image_fronts_a_real_cassandra(image: Image, cassandra_
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         assert "isthmus_cqlguard_connections_total" in metrics
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # SIGTERM to the guard itself (unshare's child, PID 1 of its namespace), as a runtime stops a
+        # container; unshare then exits with the guard's status.
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(children[0]) if children else proc.pid, signal.SIGTERM)
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()
             code = proc.wait(timeout=10)
     assert code == 0
     # Written by the image's user, and flushed on SIGTERM: the denied INSERT is there.

@@ -87,13 +87,16 @@ def test_helm_install_gives_an_operator_that_reconciles_a_cassandracluster(insta
     assert lab.kubectl(CLUSTER, "auth", "can-i", "list", "secrets", "-n", NAMESPACE, sa, check=False).strip() == "yes"
     assert lab.kubectl(CLUSTER, "auth", "can-i", "list", "secrets", "-n", "default", sa, check=False).strip() == "no"
 
-    # The member cluster (here the control plane itself) registered as the chart's namespace expects it.
+    # The member cluster (here the control plane itself) registered as the chart's namespace expects it; the
+    # operator reaches members, the control plane's rollout lock and revisions included, with these credentials.
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": f"member-{CLUSTER}", "namespace": NAMESPACE,
                            "labels": {"isthmus.dev/cluster": CLUSTER}},
               "stringData": {"kubeconfig": member_kubeconfig(lab, CLUSTER)}}
     apply_doc(lab, CLUSTER, secret)
-    apply_doc(lab, CLUSTER, fleet_doc())
+    fleet = fleet_doc()
+    fleet["spec"]["controlPlane"] = CLUSTER  # the Fleet's control plane is where this operator runs
+    apply_doc(lab, CLUSTER, fleet)
     apply_doc(lab, CLUSTER, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}})
 
     # The Deployment's own command line, pointed at the control plane with the ServiceAccount's token.

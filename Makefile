@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prereqs binaries cassandra lint test test-unit demo bench clean
+.PHONY: setup prereqs binaries helm image cassandra lint test test-unit demo bench clean
 
 setup: $(STAMP) prereqs
 
@@ -22,6 +22,16 @@ prereqs:
 binaries: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries
 
+# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests use it).
+helm: $(STAMP)
+	$(BIN)/python -m isthmus.lab.binaries helm
+
+# The Isthmus image (operator and cqlguard) as an OCI archive in out/image/, built from Debian packages
+# and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
+image: $(STAMP)
+	bash scripts/install-prereqs.sh --image
+	bash scripts/image/build.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
@@ -30,11 +40,12 @@ lint: $(STAMP)
 # The whole suite: unit, property, CLI, and everything against the lab's real clusters,
 # real Cassandra and real Prometheus.
 test: setup lint binaries
+	bash scripts/install-prereqs.sh --image
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-# The fast tests alone (no lab, no Cassandra, no Prometheus).
+# The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus"
+	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus and not image"
 
 demo: setup binaries
 	bash scripts/demo.sh

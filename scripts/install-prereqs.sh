@@ -6,6 +6,11 @@
 #   maven                    only if `mvn` is missing
 #   socat                    the lab's pods: `kubectl port-forward` relays into a pod's network namespace
 #
+# With --image (what `make image` runs), also the image tools, each only if missing:
+#   mmdebstrap               the image's Debian root
+#   umoci                    writes (and, in the tests, unpacks) the OCI layout
+#   skopeo                   turns the layout into an oci-archive and pushes it
+#
 # `apt-get update` runs only when something must be installed. Idempotent; needs root
 # (or passwordless sudo) when it has work to do.
 set -euo pipefail
@@ -26,9 +31,19 @@ missing=()
 have_java17 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [[ -x /usr/bin/socat ]] || missing+=(socat)
+present="prometheus, java 17 and maven are present"
+if [[ "${1:-}" == "--image" ]]; then
+    for tool in mmdebstrap umoci skopeo; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    present="prometheus, java 17, maven, mmdebstrap, umoci and skopeo are present"
+elif [[ -n "${1:-}" ]]; then
+    echo "install-prereqs: unknown option $1 (the only option is --image)" >&2
+    exit 2
+fi
 
 if ((${#missing[@]} == 0)); then
-    echo "install-prereqs: nothing to install (prometheus, java 17 and maven are present)"
+    echo "install-prereqs: nothing to install ($present)"
     exit 0
 fi
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from isthmus.cqlguard.policy import Policy
+from isthmus.image import RELEASED
 from isthmus.netplan import plan
 from isthmus.render import render_cassandra
 from isthmus.render.access import FLOWS_PATH, GUARD_METRICS_PORT, POLICY_PATH, guarded_cassandra_yaml
@@ -45,7 +46,7 @@ def test_every_statefulset_runs_the_guard_in_front_of_loopback_cassandra() -> No
     for sts in statefulsets:
         cassandra, guard = _pod(sts)["containers"]
         assert cassandra["name"] == "cassandra" and guard["name"] == "cqlguard"
-        assert guard["image"] == "ghcr.io/isthmus-dev/isthmus:0.1.0"
+        assert guard["image"] == str(RELEASED) and "@sha256:" in guard["image"]
         assert [guard["command"][0], *guard["args"]] == [
             "isthmus", "guard", "run", "--listen", "$(POD_IP):9042", "--upstream", "127.0.0.1:9042",
             "--policy", POLICY_PATH, "--flows", FLOWS_PATH, "--flows-max-bytes", str(64 * 1024 * 1024),
@@ -121,7 +122,8 @@ def test_turning_the_guard_on_rolls_the_pods() -> None:
 
 
 @pytest.mark.parametrize("access", [{"enabled": False}, {"enabled": False, "rules": RULES},
-                                    {"enabled": False, "guardImage": "x/y:1", "enforcement": "legacyCiliumL7"},
+                                    {"enabled": False, "guardImage": "x/y@sha256:" + "1" * 64,
+                                     "enforcement": "legacyCiliumL7"},
                                     {"enabled": True, "enforcement": "legacyCiliumL7"}])
 def test_access_without_the_guard_renders_what_it_rendered_before(access: dict[str, Any]) -> None:
     assert _objects(access) == _objects(None)

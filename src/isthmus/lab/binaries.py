@@ -23,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "ETCD_VERSION",
+    "HELM_VERSION",
     "KUBERNETES_VERSION",
     "KWOK_VERSION",
     "TOXIPROXY_VERSION",
@@ -30,7 +31,9 @@ __all__ = [
     "LabBinaries",
     "binaries_dir",
     "ensure_binaries",
+    "ensure_helm",
     "ensure_toxiproxy",
+    "helm_path",
     "kwok_crds",
     "toxiproxy_path",
 ]
@@ -40,6 +43,9 @@ ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.8.0"
 #: built on demand by :func:`ensure_toxiproxy` (only the latency faults need it)
 TOXIPROXY_VERSION = "v2.12.0"
+
+
+HELM_VERSION = "v3.22.0"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
@@ -274,8 +280,33 @@ def ensure_toxiproxy(version: str = TOXIPROXY_VERSION, *, echo: bool = True) -> 
     return exe
 
 
+def helm_path(version: str = HELM_VERSION) -> Path:
+    return cache_root() / "tools" / f"helm-{version}" / "helm"
+
+
+def ensure_helm(version: str = HELM_VERSION, *, echo: bool = True) -> Path:
+    """Build ``helm`` (on demand, not part of :func:`ensure_binaries`) and return its path; cached."""
+    path = helm_path(version)
+    if os.access(path, os.X_OK):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.parent / "build.log"
+    if echo:
+        print(f"[isthmus lab build] building helm {version} (log: {log})", file=sys.stderr, flush=True)
+    env = dict(_go_env(path.parent), GOBIN=str(path.parent))
+    _run([_go(), "install", "-trimpath",
+          "-ldflags", f"-s -w -X helm.sh/helm/v3/internal/version.version={version}",
+          f"helm.sh/helm/v3/cmd/helm@{version}"], path.parent, env, log)
+    if not os.access(path, os.X_OK):
+        raise BuildError(f"build finished but {path} is missing (log: {log})")
+    return path
+
+
 if __name__ == "__main__":
     try:
+        if sys.argv[1:] == ["helm"]:
+            print(ensure_helm())
+            sys.exit(0)
         print(ensure_binaries().bin_dir)
         kwok_crds()
     except BuildError as exc:

@@ -11,6 +11,7 @@ import typer
 
 from ..console import err_console, out_console
 from ..errors import UserError
+from ..image import RELEASED, ImageRef
 from .settings import (
     DEFAULT_NAMESPACE,
     ConnectionOptions,
@@ -29,6 +30,17 @@ operator_app = typer.Typer(name="operator", help="The Kubernetes operator: Cassa
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="The operator's namespace (member Secrets, Lease)")]
 Kubeconfig = Annotated[Path | None, typer.Option(help="kubeconfig of the control-plane cluster; default in-cluster")]
+Image = Annotated[str | None, typer.Option(help="Operator image by digest, REPOSITORY@sha256:<digest> (`make image` "
+                                                "prints it); default: this release's")]
+
+
+def _image(text: str | None) -> ImageRef:
+    if text is None:
+        return RELEASED
+    try:
+        return ImageRef.parse(text)
+    except ValueError as exc:
+        raise UserError(f"--image: {exc}") from exc
 
 
 @operator_app.command()
@@ -71,15 +83,15 @@ def install(
     context: Annotated[str, typer.Option(help="kubeconfig context of the control-plane cluster")],
     kubeconfig: Kubeconfig = None,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    image: Annotated[str | None, typer.Option(help="Operator image")] = None,
+    image: Image = None,
     replicas: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Apply the CRDs and the operator (namespace, RBAC, Deployment, Service) to one cluster."""
     from ..kube import Action, ConnectionSettings, KubeError, apply_objects, default_kubeconfig
     from ..kube.members import control_plane_connection
-    from .manifests import IMAGE, NAME, install_objects
+    from .manifests import NAME, install_objects
 
-    objects = install_objects(namespace=namespace, image=image or IMAGE, replicas=replicas)
+    objects = install_objects(namespace=namespace, image=_image(image), replicas=replicas)
 
     async def work() -> None:
         conn = control_plane_connection(kubeconfig=kubeconfig or default_kubeconfig(), context=context,
@@ -109,9 +121,23 @@ def crds() -> None:
 @operator_app.command()
 def manifests(
     namespace: Namespace = DEFAULT_NAMESPACE,
-    image: Annotated[str | None, typer.Option(help="Operator image")] = None,
+    image: Image = None,
 ) -> None:
     """Print the operator's Namespace, RBAC, Deployment and Service (deploy/operator.yaml)."""
-    from .manifests import IMAGE, operator_yaml
+    from .manifests import operator_yaml
 
-    out_console.file.write(operator_yaml(namespace=namespace, image=image or IMAGE))
+    out_console.file.write(operator_yaml(namespace=namespace, image=_image(image)))
+
+
+@operator_app.command()
+def chart(
+    directory: Annotated[Path, typer.Argument(help="Where to write the chart (deploy/chart)", file_okay=False)],
+) -> None:
+    """Write the operator's Helm chart (deploy/chart), generated from the same objects as `install`."""
+    from .chart import chart_files
+
+    for rel, text in chart_files().items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    err_console.print(f"wrote {len(chart_files())} files to {directory}")

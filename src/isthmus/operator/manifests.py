@@ -3,6 +3,10 @@
 ``deploy/operator.yaml`` is :func:`operator_yaml` and ``deploy/crds.yaml`` is
 :func:`~isthmus.operator.crds.crds_yaml`; tests fail when either committed file drifts.
 ``isthmus operator install`` applies :func:`install_objects` (CRDs first) through ``isthmus.kube``.
+The Helm chart in ``deploy/chart`` is these same objects with values in place of the settings
+(:mod:`.chart`), so the chart, ``deploy/`` and ``install`` have one source.
+
+The image is named by digest (:class:`isthmus.image.ImageRef`), never by a tag.
 
 RBAC, least privilege:
 
@@ -17,19 +21,39 @@ ServiceAccount; a Fleet whose control-plane cluster hosts datacenters registers 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
 
-from .. import __version__
+from ..image import RELEASED, ImageRef
 from .crds import GROUP, crd_documents
-from .settings import DEFAULT_NAMESPACE
+from .settings import DEFAULT_NAMESPACE, LeadershipSettings, MemberSettings, ReconcileSettings
 
-__all__ = ["IMAGE", "NAME", "install_objects", "operator_objects", "operator_yaml"]
+__all__ = ["IMAGE", "NAME", "RESOURCES", "Intervals", "install_objects", "operator_objects", "operator_yaml"]
 
 NAME: Final = "isthmus-operator"
-IMAGE: Final = f"ghcr.io/isthmus-dev/isthmus:{__version__}"
+IMAGE: Final = RELEASED
 METRICS_PORT: Final = 8080
+RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intervals:
+    """The operator's intervals in seconds, as its Deployment passes them to ``isthmus operator run``."""
+
+    resync: float = ReconcileSettings().resync_interval
+    status_interval: float = ReconcileSettings().progress_requeue
+    probe_interval: float = MemberSettings().probe_interval
+    lease_duration: float = LeadershipSettings().lease_duration
+
+    def args(self) -> list[str]:
+        return ["--resync", _seconds(self.resync), "--status-interval", _seconds(self.status_interval),
+                "--probe-interval", _seconds(self.probe_interval), "--lease-duration", _seconds(self.lease_duration)]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
 _LABELS: Final = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "isthmus"}
 
 
@@ -48,8 +72,12 @@ _READ: Final = ["get", "list", "watch"]
 _WRITE: Final = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
-def operator_objects(*, namespace: str = DEFAULT_NAMESPACE, image: str = IMAGE,
-                     replicas: int = 2) -> list[dict[str, Any]]:
+def operator_objects(*, namespace: str = DEFAULT_NAMESPACE, image: ImageRef = IMAGE, replicas: int = 2,
+                     members_namespace: str | None = None, intervals: Intervals = Intervals(),
+                     resources: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The objects in ``namespace``; member Secrets, Lease and bookkeeping live in ``members_namespace``
+    (default: the same), where the Role grants them."""
+    members_namespace = members_namespace or namespace
     cluster_rules = [
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], _READ),
         _rule([GROUP], ["fleets"], _READ),
@@ -69,14 +97,15 @@ def operator_objects(*, namespace: str = DEFAULT_NAMESPACE, image: str = IMAGE,
     ready = {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5}
     container = {
         "name": "operator",
-        "image": image,
+        "image": str(image),
         "command": ["isthmus"],
-        "args": ["operator", "run", "--namespace", namespace, "--metrics-port", str(METRICS_PORT)],
+        "args": ["operator", "run", "--namespace", members_namespace, "--metrics-port", str(METRICS_PORT),
+                 *intervals.args()],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": probe,
         "readinessProbe": ready,
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "resources": resources if resources is not None else {k: dict(v) for k, v in RESOURCES.items()},
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
     }
@@ -88,9 +117,10 @@ def operator_objects(*, namespace: str = DEFAULT_NAMESPACE, image: str = IMAGE,
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(NAME),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
          "subjects": subject},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(NAME, namespace),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(NAME, members_namespace),
          "rules": namespace_rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(NAME, namespace),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _meta(NAME, members_namespace),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME}, "subjects": subject},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(NAME, namespace),
          "spec": {
@@ -121,6 +151,6 @@ def operator_yaml(**kwargs: Any) -> str:
     return HEADER + "".join("---\n" + yaml.safe_dump(o, sort_keys=False, width=120) for o in operator_objects(**kwargs))
 
 
-def install_objects(*, namespace: str = DEFAULT_NAMESPACE, image: str = IMAGE,
+def install_objects(*, namespace: str = DEFAULT_NAMESPACE, image: ImageRef = IMAGE,
                     replicas: int = 2) -> list[dict[str, Any]]:
     return [*crd_documents(), *operator_objects(namespace=namespace, image=image, replicas=replicas)]

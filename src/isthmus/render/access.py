@@ -42,9 +42,9 @@ from typing import Any, Final
 
 import yaml
 
-from .. import __version__
 from ..cqlguard.classify import Action
 from ..cqlguard.policy import ACTION_GROUPS
+from ..image import RELEASED
 from ..spec.cassandra import AccessEnforcement, CassandraCluster
 from .cassandra_config import CQL_PORT, POD_IP_MARKER
 from .errors import RenderError
@@ -77,7 +77,7 @@ GUARD_CONTAINER: Final = "cqlguard"
 GUARD_PORT: Final = CQL_PORT
 GUARD_METRICS_PORT: Final = 9105
 CASSANDRA_RPC_ADDRESS: Final = "127.0.0.1"
-DEFAULT_GUARD_IMAGE: Final = f"ghcr.io/isthmus-dev/isthmus:{__version__}"
+DEFAULT_GUARD_IMAGE: Final = str(RELEASED)  # by digest: the image `make image` built for this release
 POLICY_DIR: Final = "/etc/cqlguard"
 POLICY_PATH: Final = f"{POLICY_DIR}/policy.yaml"
 FLOWS_DIR: Final = "/var/log/cqlguard"

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from ..cqlguard.policy import PolicyDocument
+from ..image import ImageRef
 from ._base import API_VERSION, SpecModel
 from .apps import App, AppDatacenter, register_kind
 from .fleet import CLUSTER_NAME_PATTERN
@@ -109,6 +110,10 @@ def _access_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return rule
 
 
+def _image_by_digest(text: str) -> str:
+    return str(ImageRef.parse(text))
+
+
 class AccessSpec(SpecModel):
     """Who may run which CQL against which tables: cqlguard policy rules, enforced in the app's pods."""
 
@@ -121,8 +126,9 @@ class AccessSpec(SpecModel):
     enforcement: AccessEnforcement = Field(
         default=AccessEnforcement.GUARD,
         description="guard (the cqlguard sidecar) or legacyCiliumL7 (deprecated: Cilium's Cassandra parser)")
-    guard_image: str | None = Field(
-        default=None, description="cqlguard sidecar image; defaults to ghcr.io/isthmus-dev/isthmus:<isthmus version>")
+    guard_image: Annotated[str, AfterValidator(_image_by_digest)] | None = Field(
+        default=None, description="cqlguard sidecar image by digest (REPOSITORY@sha256:<digest>); defaults to "
+                                  "this release's Isthmus image")
 
     @field_validator("rules")
     @classmethod

@@ -87,9 +87,13 @@ def test_a_lab_killed_with_sigkill_is_cleaned_by_the_next_up(tmp_path: Path) -> 
     state = tmp_path / "lab"
     lab = _lab(state)
     lab.up()
-    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(POD))
-    lab.kubectl("solo", "apply", "-f", str(tmp_path / "pod.yaml"))
-    pid = _sleeper_running(lab)
+    try:
+        (tmp_path / "pod.yaml").write_text(yaml.safe_dump(POD))
+        lab.kubectl("solo", "apply", "-f", str(tmp_path / "pod.yaml"))
+        pid = _sleeper_running(lab)
+    except BaseException:
+        lab.down()
+        raise
     for cluster in lab.pids().values():  # the lab dies at once: every component, the runtime with them
         for component_pid in cluster.values():
             with contextlib.suppress(ProcessLookupError):

@@ -57,7 +57,7 @@ class Component(StrEnum):
     @classmethod
     def parse(cls, value: str) -> Component:
         aliases = {"apiserver": cls.APISERVER, "controller-manager": cls.CONTROLLER_MANAGER,
-                   "kcm": cls.CONTROLLER_MANAGER, "scheduler": cls.SCHEDULER, "kubelet": cls.RUNTIME}
+                   "kcm": cls.CONTROLLER_MANAGER, "scheduler": cls.SCHEDULER}
         if value in aliases:
             return aliases[value]
         return cls(value)

@@ -329,7 +329,7 @@ class Lab:
         for cs in state.clusters:
             paths = self._dir.cluster(cs.spec.name)
             comps = []
-            for comp in MINIMAL_COMPONENTS if state.minimal else Component:
+            for comp in _components(state):
                 ref = cs.processes.get(comp)
                 if ref is None:
                     st = ComponentState.STOPPED
@@ -683,6 +683,14 @@ class Lab:
             time.sleep(0.25)
         raise LabError(f"timed out after {self.settings.fault_timeout:.0f}s waiting for {what}:"
                        f" see `isthmus lab logs` for kwok and kube-controller-manager")
+
+
+def _components(state: LabState) -> tuple[Component, ...]:
+    """What the lab runs per cluster: all of it, without the pod runtime when kwok fakes every pod, or only
+    etcd and kube-apiserver when minimal."""
+    if state.minimal:
+        return MINIMAL_COMPONENTS
+    return tuple(c for c in Component if c is not Component.RUNTIME or state.pods is PodMode.REAL)
 
 
 def _component(value: Component | str) -> Component:

@@ -25,8 +25,7 @@ from ..cassandra import JVM17_SERVER_OPTIONS, JVM_SERVER_OPTIONS, LAB_SYSTEM_PRO
 from ..cassandra_config import render_logback_xml
 from ..cassandra_install import CassandraLabError, ensure_cassandra, find_java, jamm_jar
 
-__all__ = ["CASSANDRA_UID", "NODETOOL_SOCKET", "ImageLayer", "cassandra_image", "isthmus_image",
-           "parse_quantity_mib"]
+__all__ = ["CASSANDRA_UID", "NODETOOL_SOCKET", "ImageLayer", "cassandra_image", "isthmus_image"]
 
 CASSANDRA_UID = 999
 #: The lab caps every node's heap at this many MiB (2 cores, 24 GiB, up to 6 nodes): said in events and logs.
@@ -42,13 +41,6 @@ class ImageLayer:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def parse_quantity_mib(value: str) -> int | None:
-    """``512M`` / ``1G`` / ``1024m`` (the JVM's units) -> MiB; None if it is not one."""
-    v = value.strip()
-    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-    if v and v[-1].lower() in units and v[:-1].isdigit():
-        return int(int(v[:-1]) * units[v[-1].lower()])
-    return None
 
 
 _CASSANDRA = """#!/bin/sh

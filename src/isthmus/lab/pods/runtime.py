@@ -335,8 +335,8 @@ class PodWorker:
                     env[var["name"]] = (meta.get(group.split(".")[1]) or {}).get(key.rstrip("']"), "")
                 else:
                     env[var["name"]] = fields.get(path, "")
-            else:
-                env[var["name"]] = self.rt.env_refs.get((self.ns, var["name"]), "")
+            else:  # secretKeyRef / configMapKeyRef: not read by the lab (the rendered pods use none)
+                env[var["name"]] = ""
         return env
 
     def _container_spec(self, c: _Container, layer: ImageLayer) -> JSON:
@@ -566,7 +566,6 @@ class Runtime:
         self.workers: dict[str, PodWorker] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.used_ips: dict[ipaddress.IPv4Address, str] = {}
-        self.env_refs: dict[tuple[str, str], str] = {}
         self._images: dict[str, ImageLayer] = {}
         self._image_lock = asyncio.Lock()
 

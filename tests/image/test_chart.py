@@ -61,7 +61,7 @@ def test_the_crds_folder_is_the_generated_crds() -> None:
     docs = [d for d in yaml.safe_load_all((CHART / "crds" / "crds.yaml").read_text()) if d]
     assert docs == crd_documents()
     names = {d["metadata"]["name"] for d in template("--include-crds") if d["kind"] == "CustomResourceDefinition"}
-    assert names == {"fleets.isthmus.dev", "cassandraclusters.isthmus.dev"}
+    assert names == {"fleets.isthmus.dev", "cassandraclusters.isthmus.dev", "chartreleases.isthmus.dev"}
 
 
 def test_values_set_the_image_replicas_resources_namespace_and_intervals() -> None:

@@ -51,7 +51,7 @@ def test_schemas_are_structural(model: type[Any]) -> None:
 
 
 def test_cassandra_crd_shape() -> None:
-    fleet, cassandra = crd_documents()
+    fleet, cassandra, _chart = crd_documents()
     assert fleet["spec"]["scope"] == "Cluster" and cassandra["spec"]["scope"] == "Namespaced"
     version = cassandra["spec"]["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}

@@ -19,7 +19,7 @@ from ..console import dump, err_console, out_console
 from ..errors import UserError
 from ._app import Output, OutputOpt, app
 
-__all__ = ["DeployTarget", "load_target", "print_result", "result_doc"]
+__all__ = ["DeployTarget", "is_chart", "load_target", "print_result", "rendered_release", "result_doc"]
 
 T = TypeVar("T")
 
@@ -37,21 +37,45 @@ class DeployTarget:
 
 def load_target(files: list[Path], app_name: str | None) -> DeployTarget:
     """Load and cross-check the specs; everything wrong is reported before any cluster is touched."""
-    from ..spec import CassandraCluster, check_consistency, load_files, require_fleet
+    from ..spec import CassandraCluster, ChartRelease, bind_release, check_consistency, load_files, require_fleet
 
     if not files:
         raise UserError("no spec given; pass the Fleet and the app with -f fleet.yaml -f app.yaml")
     specs = load_files(files)
     fleet = require_fleet(specs)
     check_consistency(specs)
-    apps = [a for a in specs.apps if isinstance(a, CassandraCluster)]
+    apps = [a for a in specs.apps if isinstance(a, CassandraCluster | ChartRelease)]
     if app_name is not None:
         apps = [a for a in apps if a.metadata.name == app_name]
     if len(apps) != 1:
         names = ", ".join(a.metadata.name for a in specs.apps) or "none"
         raise UserError(f"expected exactly one app{f' named {app_name!r}' if app_name else ''} "
                         f"in the specs (found: {names}); use --app NAME")
-    return DeployTarget(fleet, apps[0])
+    chosen = apps[0]
+    if isinstance(chosen, ChartRelease):  # placement resolved against the Fleet; the chart relative to its file
+        chart = Path(chosen.spec.chart).expanduser()
+        if not chart.is_absolute():
+            chart = Path(specs.document_of(chosen).file).resolve().parent / chart
+        chosen = bind_release(chosen, fleet, chart=str(chart))
+    return DeployTarget(fleet, chosen)
+
+
+def is_chart(target: DeployTarget) -> bool:
+    from ..spec import ChartRelease
+
+    return isinstance(target.app, ChartRelease)
+
+
+async def rendered_release(target: DeployTarget, registry: Any) -> Any:
+    """A ChartRelease rendered by Helm for every member (discovery first); an unreachable member is exit 1."""
+    from ..kube import KubeError
+    from ..rollout import render_release
+
+    try:
+        return await render_release(target.app, target.fleet, registry)
+    except KubeError as exc:
+        err_console.print(f"[red]cannot render {target.app.metadata.name}:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
 
 
 def _registry(target: DeployTarget, kubeconfig: Path | None, timeout: float) -> Any:
@@ -99,11 +123,19 @@ def render_cmd(
     files: Files,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder; one sub-folder per cluster")],
     app_name: AppName = None,
+    kubeconfig: Kubeconfig = None,
+    request_timeout: CallTimeout = 10.0,
 ) -> None:
-    """Write each cluster's manifests to OUT/<cluster>/ for kubectl or GitOps (the password stays out)."""
+    """Write each cluster's manifests to OUT/<cluster>/ for kubectl or GitOps (the password stays out).
+
+    A ChartRelease is rendered by helm per cluster, with that cluster's version and API versions (asked of it).
+    """
     from ..rollout import render_app
 
     target = load_target(files, app_name)
+    if is_chart(target):
+        _render_chart(target, out, kubeconfig, request_timeout)
+        return
     manifests = render_app(target.app, target.fleet)
     for cluster in manifests.clusters:
         folder = out / cluster
@@ -114,6 +146,32 @@ def render_cmd(
             raise UserError(f"cannot write {folder}: {exc.strerror}") from exc
         out_console.print(f"{folder}/{target.app.metadata.name}.yaml: {len(manifests.for_cluster(cluster))} objects")
     err_console.print("The superuser Secret holds a placeholder; `isthmus apply` fills in the real password.")
+
+
+def _render_chart(target: DeployTarget, out: Path, kubeconfig: Path | None, timeout: float) -> None:
+    from ..render.charts import hooks_key, mask_secrets
+
+    registry = _registry(target, kubeconfig, timeout)
+    manifests = mask_secrets(_run_closing(registry, lambda: rendered_release(target, registry)))
+    name = target.app.metadata.name
+    written = []
+    for cluster in target.app.member_clusters():
+        folder = out / cluster
+        files = {f"{name}.yaml": manifests.to_yaml(cluster)}
+        if manifests.for_cluster(hooks_key(cluster)):
+            files[f"{name}-hooks.yaml"] = manifests.to_yaml(hooks_key(cluster))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for file, text in files.items():
+                (folder / file).write_text(text)
+        except OSError as exc:
+            raise UserError(f"cannot write {folder}: {exc.strerror}") from exc
+        written.append(f"{folder}/{name}.yaml: {len(manifests.for_cluster(cluster))} objects"
+                       + (f" (+ {len(manifests.for_cluster(hooks_key(cluster)))} hook(s) in {name}-hooks.yaml)"
+                          if len(files) > 1 else ""))
+    for line in written:
+        out_console.print(line, highlight=False)
+    err_console.print("Secret values are masked; `isthmus apply` renders and applies the real ones.")
 
 
 @app.command()
@@ -248,7 +306,8 @@ def apply_cmd(
 
     async def work(progress: Callable[[str, str], None]) -> tuple[Any, Any]:
         try:
-            result = await apply_rollout(target.app, target.fleet, registry, options, progress)
+            rendered = await rendered_release(target, registry) if is_chart(target) else None
+            result = await apply_rollout(target.app, target.fleet, registry, options, progress, rendered=rendered)
             left = max(1.0, timeout - (time.monotonic() - started))
             status = await wait_healthy(target.app, registry, within=left, progress=progress) \
                 if wait and result.ok else None
@@ -269,17 +328,30 @@ def apply_cmd(
         out_console.print(_apply_table(result, clusters, requests))
         print_result(result)
         if status is not None:
-            _print_status(status)
+            _print_status(status, chart=is_chart(target))
         out_console.print(f"finished in {elapsed:.1f}s")
     if not result.ok or (status is not None and not status.healthy):
         raise typer.Exit(1)
 
 
-def _print_status(report: Any) -> None:
+def _print_status(report: Any, *, chart: bool = False) -> None:
     from ..kube import Health
 
     colours = {Health.HEALTHY: "green", Health.PROGRESSING: "yellow", Health.DEGRADED: "red",
                Health.UNKNOWN: "magenta", Health.MISSING: "red"}
+    if chart:
+        table = Table("cluster", "workloads", "ready/desired", "health", "last seen", box=box.SIMPLE_HEAVY,
+                      title=f"ChartRelease {report.app}", title_justify="left")
+        for row in report.datacenters:
+            seen = time.strftime("%H:%M:%S", time.localtime(row.seen_at)) if row.seen_at else "-"
+            health = f"[{colours[row.health]}]{row.health.value}[/]"
+            reasons = [f"{r.name}: {r.reason}" for r in row.racks if r.reason]
+            if row.error or reasons:
+                health += f" ({row.error or '; '.join(reasons)})"
+            table.add_row(row.cluster, ", ".join(r.name for r in row.racks) or "-", f"{row.ready}/{row.desired}",
+                          health, seen)
+        out_console.print(table)
+        return
     table = Table("cluster", "datacenter", "racks", "ready/desired", "revision", "health", "last seen",
                   box=box.SIMPLE_HEAVY, title=f"CassandraCluster {report.app}", title_justify="left")
     for dc in report.datacenters:
@@ -308,7 +380,7 @@ def status(
 
     report = _run_closing(registry, lambda: app_status(target.app, registry))
     if output is Output.TABLE:
-        _print_status(report)
+        _print_status(report, chart=is_chart(target))
     else:
         dump(report.to_dict(), output.value)
     if not report.healthy:

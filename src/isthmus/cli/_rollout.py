@@ -25,6 +25,7 @@ from ._deploy import (
     _registry,
     _run,
     _run_closing,
+    is_chart,
     load_target,
     print_result,
     result_doc,
@@ -53,8 +54,9 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = Output.
         dump(plan.to_dict(), output.value)
         return
     strategy = target.app.spec.rollout
-    out_console.print(f"rollout plan of {target.app.metadata.name}: {len(plan.steps)} steps; "
-                      f"maxConcurrentDatacenters={strategy.max_concurrent_datacenters}, "
+    concurrency = f"maxConcurrentClusters={strategy.max_concurrent_clusters}" if is_chart(target) else \
+        f"maxConcurrentDatacenters={strategy.max_concurrent_datacenters}"
+    out_console.print(f"rollout plan of {target.app.metadata.name}: {len(plan.steps)} steps; {concurrency}, "
                       f"soak={strategy.soak_seconds:g}s, progressDeadline={strategy.progress_deadline_seconds:g}s, "
                       f"failureBudget={strategy.failure_budget}, onFailure={strategy.on_failure}", highlight=False)
     for line in plan.lines():

@@ -23,6 +23,7 @@ from .applying import (
     live_objects,
     unapplied,
 )
+from .capabilities import Capabilities, capabilities
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .customkinds import absent_kinds
 from .diffing import ObjectDiff, diff_objects
@@ -37,7 +38,7 @@ from .drift import (
 )
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, UnknownContext
 from .fanout import ClusterOutcome, Reach, across
-from .health import Health, ObjectHealth, rollup, statefulset_health
+from .health import JUDGED_KINDS, Health, ObjectHealth, job_health, object_health, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
 from .portforward import PodPortForward, PortForwardError
 from .records import (
@@ -60,10 +61,12 @@ from .watching import WatchSettings, watch_objects
 __all__ = [
     "FIELD_MANAGER",
     "HASH_ANNOTATION",
+    "JUDGED_KINDS",
     "Action",
     "ApiFailure",
     "ApplyConflict",
     "ApplyReport",
+    "Capabilities",
     "ClusterConnection",
     "ClusterOutcome",
     "ClusterRegistry",
@@ -91,6 +94,7 @@ __all__ = [
     "apply_exactly",
     "apply_objects",
     "bookkeeping_labels",
+    "capabilities",
     "changed_by_others",
     "config_map",
     "create_record",
@@ -105,7 +109,9 @@ __all__ = [
     "fingerprint",
     "get_record",
     "holds",
+    "job_health",
     "live_objects",
+    "object_health",
     "read_config_map",
     "reapply_objects",
     "remembered_config_map",

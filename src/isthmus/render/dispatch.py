@@ -13,8 +13,10 @@ from typing import Any
 
 from ..spec.apps import App
 from ..spec.cassandra import CassandraCluster
+from ..spec.charts import ChartRelease
 from ..spec.fleet import Fleet
 from .cassandra import render_cassandra
+from .charts import chart_manifests
 from .discovery import app_discovery
 from .errors import RenderError
 from .manifests import Manifests
@@ -33,8 +35,19 @@ def _cassandra(app: App, fleet: Fleet, **options: Any) -> Manifests:
     return render_cassandra(app, fleet, **options).merge(discovery)
 
 
+def _chart(app: App, fleet: Fleet, **options: Any) -> Manifests:
+    """A ChartRelease: ``options["rendered"]`` holds what Helm rendered per member (see :mod:`.charts`)."""
+    if not isinstance(app, ChartRelease):
+        raise TypeError(f"expected a ChartRelease, got {type(app).__name__}")
+    if "rendered" not in options:
+        raise RenderError(f"ChartRelease {app.metadata.name}: Helm's output per cluster is needed to render it "
+                          "(isthmus.rollout.render_release runs helm)")
+    return chart_manifests(app, options["rendered"])
+
+
 RENDERERS: Mapping[str, Renderer] = {
     "CassandraCluster": _cassandra,
+    "ChartRelease": _chart,
 }
 
 

@@ -31,6 +31,7 @@ from .gates import (
 )
 from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
 from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .releasing import SecretsLost, release_status, render_release
 from .requirements import MissingCRD
 from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
 from .rollback import NothingToRollBack, rollback_app
@@ -73,6 +74,7 @@ __all__ = [
     "RolloutResult",
     "RolloutState",
     "SecretUnavailable",
+    "SecretsLost",
     "Soak",
     "StatusReport",
     "Step",
@@ -91,7 +93,9 @@ __all__ = [
     "history",
     "lock_status",
     "plan_rollout",
+    "release_status",
     "render_app",
+    "render_release",
     "resume_rollout",
     "rollback_app",
     "superuser_password",

@@ -36,7 +36,7 @@ from ..kube import (
 )
 from ..kube.inventory import APP_LABEL
 from ..render import Manifests, render
-from ..spec import CassandraCluster, Fleet
+from ..spec import CassandraCluster, ChartRelease, Fleet
 from .secrets import superuser_password
 
 __all__ = [
@@ -60,18 +60,26 @@ def _quiet(_cluster: str, _message: str) -> None:
     return None
 
 
+AnyApp = CassandraCluster | ChartRelease
+
+
 def render_app(app: CassandraCluster, fleet: Fleet, password: str | None = None) -> Manifests:
     return render(app, fleet, superuser_password=password)
 
 
-def _members(registry: ClusterRegistry, app: CassandraCluster) -> dict[str, ClusterConnection]:
+def _members(registry: ClusterRegistry, app: AnyApp) -> dict[str, ClusterConnection]:
     return {name: registry[name] for name in app.member_clusters()}
 
 
 async def diff_app(
-    app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, *, force_conflicts: bool = False
+    app: AnyApp, fleet: Fleet, registry: ClusterRegistry, *, force_conflicts: bool = False
 ) -> dict[str, ClusterOutcome[list[ObjectDiff]]]:
-    manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
+    if isinstance(app, ChartRelease):
+        from .releasing import render_release
+
+        manifests = await render_release(app, fleet, registry)
+    else:
+        manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
 
     async def one(conn: ClusterConnection) -> list[ObjectDiff]:
         return await diff_objects(conn, manifests.for_cluster(conn.name), force_conflicts=force_conflicts)
@@ -135,8 +143,13 @@ async def _statefulsets(conn: ClusterConnection, app: CassandraCluster) -> list[
     return await conn.call("list", f"list StatefulSet in {app.namespace}", do)
 
 
-async def app_status(app: CassandraCluster, registry: ClusterRegistry) -> StatusReport:
-    """One row per datacenter, from the live StatefulSets; an unreachable cluster's DCs are Unknown."""
+async def app_status(app: AnyApp, registry: ClusterRegistry) -> StatusReport:
+    """One row per datacenter (per member, for a ChartRelease), from the live objects; an unreachable
+    cluster's rows are Unknown."""
+    if isinstance(app, ChartRelease):
+        from .releasing import release_status
+
+        return await release_status(app, registry)
     outcomes = await across(_members(registry, app), lambda conn: _statefulsets(conn, app))
     rows = []
     now = time.time()
@@ -152,7 +165,7 @@ async def app_status(app: CassandraCluster, registry: ClusterRegistry) -> Status
 
 
 async def wait_healthy(
-    app: CassandraCluster, registry: ClusterRegistry, *, within: float, interval: float = 1.0,
+    app: AnyApp, registry: ClusterRegistry, *, within: float, interval: float = 1.0,
     progress: Progress = _quiet,
 ) -> StatusReport:
     """Poll until every DC is healthy or ``within`` seconds pass; returns the last report either way."""
@@ -168,7 +181,7 @@ async def wait_healthy(
 
 
 async def delete_app(
-    app: CassandraCluster, registry: ClusterRegistry, *, delete_volumes: bool = False,
+    app: AnyApp, registry: ClusterRegistry, *, delete_volumes: bool = False,
     progress: Progress = _quiet,
 ) -> dict[str, ClusterOutcome[ApplyReport]]:
     """Remove what Isthmus created for ``app``; data volumes stay unless asked, the namespace stays."""

@@ -82,6 +82,7 @@ from .deploying import Progress
 from .gates import DEFAULT_GATES, Gate, GateContext, Verdict, evaluate, failed_pods, observe, overall, pod_ready
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
 from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .releasing import run_release
 from .revisions import member_record_name, record_member_revision
 from .settled import member_runs
 from .steps import DC_LABEL, RACK_LABEL, Step, StepKind, step_objects
@@ -429,6 +430,8 @@ class Engine:
         """True when ``step`` changes no StatefulSet (so it needs no gates and no wait), see the module doc."""
         if step.kind is StepKind.PREPARE:
             return True
+        if step.kind is StepKind.RELEASE:
+            return await self._release_unchanged(step, rec)
         if step.kind is StepKind.RACK and rec.outcome is Outcome.RUNNING:
             return False  # interrupted after its write: let it converge as before
         live = await self._live_workloads(step.cluster)
@@ -443,6 +446,17 @@ class Engine:
         if step.kind is StepKind.FINALIZE:  # pruning would delete a StatefulSet that left the spec
             return set(live) <= {o["metadata"]["name"] for o in wanted}
         return True
+
+    async def _release_unchanged(self, step: Step, rec: Any) -> bool:
+        """A chart's ``release`` step with nothing to write: every object there with its hash, and in the inventory."""
+        if rec.outcome is Outcome.RUNNING or self.settings.repair.get(step.cluster):
+            return False
+        objects = step_objects(step, self.manifests.for_cluster(step.cluster))
+        try:
+            found = await unapplied(self.registry[step.cluster], self.app, self.namespace, objects)
+        except ClusterUnreachable:
+            return False
+        return not found.changed and {ObjectRef.of(o) for o in objects} <= found.inventory
 
     # -- one step ----------------------------------------------------------------------------------
 
@@ -459,7 +473,7 @@ class Engine:
         quiet = await self._rolls_no_pods(step, rec)
         conn = self.registry[step.cluster]
         objects = self._stamped(step_objects(step, self.manifests.for_cluster(step.cluster)))
-        if quiet and step.kind is StepKind.RACK:
+        if quiet and step.kind in (StepKind.RACK, StepKind.RELEASE):
             self._unchanged(step, rec, objects, "unchanged: nothing to roll")
             return
         if quiet and self.reapply and await self._holds_already(step, conn, objects):
@@ -599,7 +613,9 @@ class Engine:
                                        prune=self.settings.prune and step.kind is StepKind.FINALIZE,
                                        progress=lambda msg: self.progress(step.cluster, f"{step.id}: {msg}"))
 
-        if step.kind is StepKind.PREPARE:  # the objects first, then the member's record of what it is getting
+        if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)
+            report = await run_release(self, step, conn, objects)
+        elif step.kind is StepKind.PREPARE:  # the objects first, then the member's record of what it is getting
             report = await self._prepare_changed(step, conn, objects) or await apply()
             await record_member_revision(conn, self.app, self.namespace, target=self.state.revision)
         elif quiet and await self._applied_already(step, conn, objects):
@@ -651,7 +667,9 @@ class Engine:
         checked = False
         # The rack this step rewrites may itself be unhealthy (hand-scaled, broken): rewriting it is no worse.
         own = frozenset({(step.cluster, f"{self.app}-{step.datacenter}-{step.rack}")}) \
-            if step.kind is StepKind.RACK else frozenset()
+            if step.kind is StepKind.RACK else frozenset(
+                (step.cluster, o["metadata"]["name"]) for o in objects if o.get("kind") == "StatefulSet") \
+            if step.kind is StepKind.RELEASE else frozenset()
         try:
             while True:
                 self._check_stop()

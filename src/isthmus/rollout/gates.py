@@ -10,7 +10,7 @@ gates judge one :class:`Observation` of every member, taken fresh for each evalu
 - ``nodes-ready``: no node NotReady in any member: a sick node in B blocks a step in A.
 - ``workloads-settled``: every StatefulSet of the app has its latest generation observed, its
   update revision current, and all replicas updated and Ready.
-- ``pods-ready``: every pod of the app Ready in every member.
+- ``pods-ready``: every pod of the app Ready in every member (a completed Job's pods aside).
 - ``soak``: the previous disruptive step finished at least ``soakSeconds`` ago.
 
 Verdicts: PASS; WAIT (poll again, within the progress deadline); UNKNOWN (pause: a member does
@@ -203,7 +203,8 @@ class PodsReady:
 
     async def check(self, ctx: GateContext) -> GateResult:
         unready = [(v.cluster, p["metadata"]["name"]) for v in ctx.views() for p in v.pods
-                   if not pod_ready(p) and (v.cluster, _owner_set(p)) not in ctx.tolerated]
+                   if not pod_ready(p) and (p.get("status") or {}).get("phase") != "Succeeded"
+                   and (v.cluster, _owner_set(p)) not in ctx.tolerated]
         if not unready:
             return GateResult(self.name, Verdict.PASS)
         return GateResult(self.name, Verdict.WAIT, "not Ready: " + ", ".join(f"{c}/{n}" for c, n in unready),

@@ -50,6 +50,7 @@ from ..kube import (
 )
 from ..kube.objects import ObjectRef, content_hash
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests
+from ..render.charts import masked_secret
 from .locking import CONTROL_NAMESPACE
 
 __all__ = [
@@ -85,7 +86,8 @@ ManifestsDoc = dict[str, list[KubeObject]]
 def _check_masked(doc: ManifestsDoc, canonical: bytes | None = None) -> None:
     text = canonical if canonical is not None else _canonical(doc)
     if SUPERUSER_PASSWORD_PLACEHOLDER.encode() not in text and any(
-            o.get("kind") == "Secret" for objs in doc.values() for o in objs):
+            o.get("kind") == "Secret" and (o.get("data") or o.get("stringData")) and not masked_secret(o)
+            for objs in doc.values() for o in objs):
         raise ValueError("revisions store manifests rendered with the password placeholder, never a password")
 
 

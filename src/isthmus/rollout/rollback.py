@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..kube import ClusterRegistry
-from ..spec import CassandraCluster, Fleet
+from ..spec import Fleet
 from .deploying import Progress
 from .engine import RolloutResult
 from .revisions import RevisionInfo, RevisionNotFound, RevisionStore
-from .rolling import RolloutOptions, _check_skips, _Session
-from .secrets import superuser_password
+from .rolling import AnyApp, RolloutOptions, _check_skips, _password, _Session
 
 __all__ = ["NothingToRollBack", "choose_target", "rollback_app"]
 
@@ -45,13 +44,13 @@ def choose_target(app: str, infos: list[RevisionInfo], wanted: int | None) -> Re
     return infos[-2]
 
 
-async def rollback_app(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, revision: int | None = None,
+async def rollback_app(app: AnyApp, fleet: Fleet, registry: ClusterRegistry, revision: int | None = None,
                        options: RolloutOptions | None = None, progress: Progress = _quiet) -> RolloutResult:
     opts = options or RolloutOptions()
     _check_skips(app, opts.skip_clusters)
     control = registry[fleet.spec.control_plane]
     target = choose_target(app.metadata.name, await RevisionStore(control, app.metadata.name).entries(), revision)
-    password = await superuser_password(registry, fleet, app)
+    password = await _password(registry, fleet, app)
     session = _Session.open(app, fleet, registry, opts, progress)
     await session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting)
     try:

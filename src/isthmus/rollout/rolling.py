@@ -20,12 +20,14 @@ from typing import Any
 from ..errors import UserError
 from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
-from ..spec import CassandraCluster, Fleet
+from ..render.charts import mask_secrets
+from ..spec import CassandraCluster, ChartRelease, Fleet
 from .deploying import Progress
 from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseLock, LeaseState, fence
 from .progress import Phase, ProgressStore, RolloutState
+from .releasing import restore_secrets
 from .requirements import require_custom_kinds
 from .revisions import Revision, RevisionStore, stage
 from .secrets import superuser_password
@@ -83,15 +85,33 @@ def fill_password(manifests: Manifests, password: str) -> Manifests:
     return Manifests({c: tuple(fill(o) for o in manifests.for_cluster(c)) for c in manifests.clusters})
 
 
-def app_of(revision: Revision) -> CassandraCluster:
+AnyApp = CassandraCluster | ChartRelease
+"""The kinds a rollout carries: a Cassandra ring, or a Helm chart released across clusters."""
+
+
+def app_of(revision: Revision) -> AnyApp:
+    if revision.spec.get("kind") == "ChartRelease":
+        return ChartRelease.model_validate(revision.spec)
     return CassandraCluster.model_validate(revision.spec)
 
 
-def _spec_doc(app: CassandraCluster) -> dict[str, Any]:
+async def _password(registry: ClusterRegistry, fleet: Fleet, app: AnyApp) -> str:
+    """The Cassandra superuser password; a ChartRelease has none (its Secrets are the chart's)."""
+    return "" if isinstance(app, ChartRelease) else await superuser_password(registry, fleet, app)
+
+
+async def _stored(registry: ClusterRegistry, app: AnyApp, revision: Revision, password: str) -> Manifests:
+    """A stored revision's manifests with its secrets put back: the password, or a chart's Secrets from the members."""
+    if isinstance(app, ChartRelease):
+        return await restore_secrets(revision.to_manifests(), registry, app)
+    return fill_password(revision.to_manifests(), password)
+
+
+def _spec_doc(app: AnyApp) -> dict[str, Any]:
     return app.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _check_skips(app: CassandraCluster, skips: frozenset[str]) -> None:
+def _check_skips(app: AnyApp, skips: frozenset[str]) -> None:
     unknown = sorted(skips - set(app.member_clusters()))
     if unknown:
         raise UnknownCluster(f"--skip-cluster {unknown[0]}: not a member of app {app.metadata.name} "
@@ -100,7 +120,7 @@ def _check_skips(app: CassandraCluster, skips: frozenset[str]) -> None:
 
 @dataclass
 class _Session:
-    app: CassandraCluster
+    app: AnyApp
     fleet: Fleet
     registry: ClusterRegistry
     options: RolloutOptions
@@ -110,7 +130,7 @@ class _Session:
     states: ProgressStore
 
     @classmethod
-    def open(cls, app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, options: RolloutOptions,
+    def open(cls, app: AnyApp, fleet: Fleet, registry: ClusterRegistry, options: RolloutOptions,
              progress: Progress) -> _Session:
         control = registry[fleet.spec.control_plane]
         name = app.metadata.name
@@ -118,7 +138,7 @@ class _Session:
                    LeaseLock(control, name, options.identity, duration=options.lock_duration),
                    RevisionStore(control, name), ProgressStore(control, name))
 
-    async def run(self, app: CassandraCluster, manifests: Manifests, state: RolloutState,
+    async def run(self, app: AnyApp, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
                   fences: Mapping[str, asyncio.Task[bool]] | None = None, *, reapply: bool = False) -> RolloutResult:
         strategy = app.spec.rollout
@@ -143,16 +163,16 @@ class _Session:
         state = RolloutState.new(app=old_app.metadata.name, kind="rollback", revision=info.number,
                                  previous=None, plan=plan_rollout(old_app, reverse=True))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
-        return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
+        return await self.run(old_app, await _stored(self.registry, old_app, revision, password), state)
 
 
-async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult) -> None:
+async def _superuser(registry: ClusterRegistry, app: AnyApp, password: str, result: RolloutResult) -> None:
     """Once the ring answers, the Secret's role is its superuser and the default login is gone (:mod:`.superuser`).
 
     Runs under the lock, after a rollout that succeeded; a failure is a note on the result (the next apply
     tries again), never the password.
     """
-    if not result.ok:
+    if not result.ok or isinstance(app, ChartRelease):
         return
     try:
         outcome = await ensure_superuser(registry, app, password)
@@ -163,7 +183,7 @@ async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password:
         result.notes.append(outcome.note())
 
 
-async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
+async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                         options: RolloutOptions | None = None, progress: Progress = _quiet, *,
                         rendered: Manifests | None = None, timeline: Timeline | None = None) -> RolloutResult:
     """Record a revision of ``app`` and roll it out; see the module docstring.
@@ -178,7 +198,14 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
     check_strategy(app)
     _check_skips(app, opts.skip_clusters)
     session = _Session.open(app, fleet, registry, opts, progress)
-    masked = rendered if rendered is not None else render(app, fleet)
+    if isinstance(app, ChartRelease):  # Helm renders it (I/O): the caller did, with render_release
+        if rendered is None:
+            raise TypeError("a ChartRelease is rolled out from its rendered manifests (render_release)")
+        real: Manifests | None = rendered
+        masked = mask_secrets(rendered)
+    else:
+        real = None
+        masked = rendered if rendered is not None else render(app, fleet)
     content = stage(_spec_doc(app), masked)
     timeline.mark("rendered")
     if opts.unless_settled and not opts.skip_clusters and not opts.repair:
@@ -200,7 +227,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
     storing = asyncio.create_task(session.revisions.store(content)) if new else None
     try:
         password, *_ = await asyncio.gather(
-            superuser_password(registry, fleet, app),
+            _password(registry, fleet, app),
             session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting),
             *(() if known else (session.revisions.refresh(),)))
     except BaseException:
@@ -238,7 +265,8 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
         baseline = None
         if created and previous is not None and state is not stored:  # what the members ran until now
             baseline = Baseline(previous.number, (await session.revisions.fetch(previous)).manifests)
-        result = await session.run(app, fill_password(masked, password), state, timeline, baseline, fences,
+        result = await session.run(app, real if real is not None else fill_password(masked, password), state,
+                                   timeline, baseline, fences,
                                    reapply=not created)
         await _superuser(registry, app, password, result)
         if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
@@ -261,7 +289,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
         timeline.mark("released")
 
 
-async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
+async def resume_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                          options: RolloutOptions | None = None, progress: Progress = _quiet) -> RolloutResult:
     """Continue the persisted rollout of ``app`` (any spec of it will do: the stored revision is used)."""
     opts = options or RolloutOptions()
@@ -273,7 +301,7 @@ async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterR
     if stored.phase.finished:
         raise NothingToResume(f"the rollout of revision {stored.revision} of {app.metadata.name} already "
                               f"{stored.phase.value}; nothing to resume")
-    password = await superuser_password(registry, fleet, app)
+    password = await _password(registry, fleet, app)
     await session.lock.acquire(wait=opts.lock_wait, waiting=opts.lock_waiting)
     try:
         state = await session.states.load()
@@ -281,11 +309,11 @@ async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterR
         revision = await session.revisions.get(state.revision)
         state.event(f"resumed by {session.lock.identity} at {state.current} ({time.strftime('%H:%M:%S')})")
         resumed = app_of(revision)
-        result = await session.run(resumed, fill_password(revision.to_manifests(), password), state)
+        result = await session.run(resumed, await _stored(registry, resumed, revision, password), state)
         await _superuser(registry, resumed, password, result)
         return result
     finally:
         await session.lock.release()
 
 
-__all__ += ["UnknownCluster", "app_of"]
+__all__ += ["AnyApp", "UnknownCluster", "app_of"]

@@ -15,6 +15,9 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    before it succeeded) with pruning, then the member records the revision it runs. Gated,
    because pruning may delete a rack that left the spec.
 
+A ChartRelease's plan (:func:`plan_release`) has no ``prepare`` and no racks: one ``release`` step per
+cluster (hooks, its objects, wait until all are healthy), in waves of clusters, then ``finalize``.
+
 A rollback plan (``reverse=True``) keeps ``prepare`` first and ``finalize`` last but visits the
 datacenter waves, and the racks inside each, in reverse order.
 Every step is idempotent: applying objects whose content hash is unchanged writes nothing.
@@ -29,11 +32,11 @@ from typing import Any
 
 from ..kube import KubeObject
 from ..render import ApplyPhase, apply_rank
-from ..spec import CassandraCluster
+from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
 
-__all__ = ["Lane", "Plan", "Step", "StepKind", "Wave", "check_strategy", "datacenter_waves", "plan_rollout",
-           "step_objects"]
+__all__ = ["Lane", "Plan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
+           "plan_release", "plan_rollout", "step_objects"]
 
 DC_LABEL = "isthmus.dev/datacenter"
 RACK_LABEL = "isthmus.dev/rack"
@@ -42,6 +45,7 @@ RACK_LABEL = "isthmus.dev/rack"
 class StepKind(StrEnum):
     PREPARE = "prepare"
     RACK = "rack"
+    RELEASE = "release"
     FINALIZE = "finalize"
 
 
@@ -56,6 +60,8 @@ class Step:
     def id(self) -> str:
         if self.kind is StepKind.RACK:
             return f"rack/{self.datacenter}/{self.rack}"
+        if self.kind is StepKind.RELEASE:
+            return f"release/{self.cluster}"
         return f"{self.kind.value}/{self.cluster}"
 
     @property
@@ -68,6 +74,9 @@ class Step:
         if self.kind is StepKind.RACK:
             return (f"roll rack {self.rack} of datacenter {self.datacenter} in {self.cluster}; "
                     "wait until its pods are updated and Ready")
+        if self.kind is StepKind.RELEASE:
+            return (f"run the chart's pre hooks, apply its objects in {self.cluster}, wait until every one is "
+                    "healthy, run its post hooks")
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,9 +148,12 @@ class Plan:
             for w in d["waves"]), bool(d.get("reverse", False)))
 
 
-def check_strategy(app: CassandraCluster) -> None:
-    """:class:`SpecError` (a UserError) when the strategy names datacenters the spec lacks."""
-    problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
+def check_strategy(app: CassandraCluster | ChartRelease) -> None:
+    """:class:`SpecError` (a UserError) when the strategy names datacenters (clusters) the spec lacks."""
+    if isinstance(app, ChartRelease):
+        problems = app.spec.rollout.problems(app.member_clusters())
+    else:
+        problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
     if problems:
         raise SpecError([Problem(message, None, None, path) for path, message in problems])
 
@@ -159,8 +171,36 @@ def datacenter_waves(app: CassandraCluster) -> list[list[str]]:
     return [[seed], *(rest[i:i + size] for i in range(0, len(rest), size))]
 
 
-def plan_rollout(app: CassandraCluster, *, reverse: bool = False) -> Plan:
+def cluster_waves(release: ChartRelease) -> list[list[str]]:
+    """Cluster names per wave of a ChartRelease: the canary (else the first of ``order``, else the first member)
+    alone, then ``maxConcurrentClusters`` at a time."""
+    check_strategy(release)
+    strategy = release.spec.rollout
+    ordered = list(dict.fromkeys([*strategy.order, *release.member_clusters()]))
+    if strategy.canary is not None:
+        ordered = [strategy.canary, *(n for n in ordered if n != strategy.canary)]
+    seed, rest = ordered[0], ordered[1:]
+    size = strategy.max_concurrent_clusters
+    return [[seed], *(rest[i:i + size] for i in range(0, len(rest), size))]
+
+
+def plan_release(release: ChartRelease, *, reverse: bool = False) -> Plan:
+    """A ChartRelease's plan: a ``release`` step per cluster, in waves of clusters (gated), then ``finalize``
+    per member (prune, record the revision). A rollback plan visits the waves in reverse order."""
+    waves = cluster_waves(release)
+    if reverse:
+        waves = [list(reversed(w)) for w in reversed(waves)]
+    out = [Wave(f"{'seed' if i == 0 and not reverse else i + 1}: {', '.join(names)}",
+                tuple(Lane(c, (Step(StepKind.RELEASE, c),)) for c in names)) for i, names in enumerate(waves)]
+    members = release.member_clusters()
+    out.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
+    return Plan(release.metadata.name, tuple(out), reverse)
+
+
+def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False) -> Plan:
     """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
+    if isinstance(app, ChartRelease):
+        return plan_release(app, reverse=reverse)
     members = app.member_clusters()
     dcs = {dc.name: dc for dc in app.spec.datacenters}
     waves = [Wave("prepare", tuple(Lane(c, (Step(StepKind.PREPARE, c),)) for c in members))]
@@ -189,6 +229,8 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
     """The objects ``step`` applies, out of its cluster's objects."""
     if step.kind is StepKind.PREPARE:
         return [o for o in objects if not _is_workload(o)]
+    if step.kind is StepKind.RELEASE:
+        return list(objects)
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"
                 and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter

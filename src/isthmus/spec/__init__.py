@@ -7,6 +7,7 @@ Must not: plan, render or talk to any cluster; no I/O beyond reading the spec fi
 from ._base import API_VERSION
 from .apps import KINDS, App, register_kind
 from .cassandra import CassandraCluster, CassandraSpec, Datacenter, Rack
+from .charts import ChartRelease, ChartReleaseSpec, ClusterRolloutStrategy, bind_release, merge_values
 from .consistency import check_consistency, require_fleet
 from .errors import Problem, SpecError
 from .fleet import (
@@ -29,6 +30,9 @@ __all__ = [
     "App",
     "CassandraCluster",
     "CassandraSpec",
+    "ChartRelease",
+    "ChartReleaseSpec",
+    "ClusterRolloutStrategy",
     "ClusterSpec",
     "Datacenter",
     "Document",
@@ -44,11 +48,13 @@ __all__ = [
     "SpecError",
     "SpecSet",
     "TunnelProtocol",
+    "bind_release",
     "check_consistency",
     "json_schema",
     "load_file",
     "load_files",
     "load_text",
+    "merge_values",
     "register_kind",
     "require_fleet",
 ]

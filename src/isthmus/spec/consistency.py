@@ -5,7 +5,10 @@ Each problem points at the app document's line, so the user fixes the right file
 
 from __future__ import annotations
 
+import re
+
 from .cassandra import CassandraCluster
+from .charts import ChartRelease, bind_release
 from .errors import Problem, SpecError
 from .fleet import Fleet
 from .loading import Document, SpecSet
@@ -39,6 +42,20 @@ def _cassandra_problems(doc: Document, app: CassandraCluster, fleet: Fleet) -> l
     return problems
 
 
+def _path(field: str) -> tuple[str | int, ...]:
+    """``spec.overrides[0].cluster`` -> ``("spec", "overrides", 0, "cluster")``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", field))
+
+
+def _chart_problems(doc: Document, app: ChartRelease, fleet: Fleet) -> list[Problem]:
+    try:
+        bind_release(app, fleet)
+    except SpecError as exc:
+        return [Problem(p.message, doc.file, doc.line_of(_path(p.field)) if p.field else doc.line_of(()), p.field)
+                for p in exc.problems]
+    return []
+
+
 def check_consistency(specs: SpecSet) -> None:
     """Raise one SpecError listing every cross-document problem, or return quietly."""
     fleet = specs.fleet
@@ -48,6 +65,8 @@ def check_consistency(specs: SpecSet) -> None:
     for doc in specs.documents:
         if isinstance(doc.model, CassandraCluster):
             problems += _cassandra_problems(doc, doc.model, fleet)
+        elif isinstance(doc.model, ChartRelease):
+            problems += _chart_problems(doc, doc.model, fleet)
     if problems:
         raise SpecError(problems)
 

@@ -95,6 +95,8 @@ class ClusterSpec(SpecModel):
     node_cidr: str | None = Field(default=None, alias="nodeCIDR", description="The nodes' own subnet")
     underlay_mtu: Annotated[int, Field(ge=1280, le=9216)] = Field(default=1500, alias="underlayMTU")
     ip_family: IPFamily = IPFamily.IPV4
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels a ChartRelease's clusterSelector "
+                                                                     "matches")
 
     @field_validator("name")
     @classmethod

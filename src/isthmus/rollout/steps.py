@@ -75,8 +75,7 @@ class Step:
             return (f"roll rack {self.rack} of datacenter {self.datacenter} in {self.cluster}; "
                     "wait until its pods are updated and Ready")
         if self.kind is StepKind.RELEASE:
-            return (f"run the chart's pre hooks, apply its objects in {self.cluster}, wait until every one is "
-                    "healthy, run its post hooks")
+            return f"hooks, apply and wait until healthy in {self.cluster}"
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""ChartRelease tests: the real ``helm`` (built once into ~/.cache/isthmus/tools), short lab timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from fixtures.labspecs import lab_registry
+from isthmus.helm import HELM_ENV, HelmBinary, find_helm
+from isthmus.kube import ClusterRegistry, ConnectionSettings
+from isthmus.lab import Lab
+from isthmus.lab.binaries import ensure_helm
+
+
+@pytest.fixture(scope="session")
+def helm() -> HelmBinary:
+    return find_helm(ensure_helm())
+
+
+@pytest.fixture(autouse=True)
+def helm_on_setting(helm: HelmBinary, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Production code finds helm through its setting, as a user's would."""
+    monkeypatch.setenv(HELM_ENV, str(helm.path))
+    yield
+
+
+@pytest.fixture
+async def registry(lab3: Lab) -> AsyncIterator[ClusterRegistry]:
+    async with lab_registry(lab3, ConnectionSettings(timeout=5.0, breaker_cooldown=2.0)) as connections:
+        yield connections

@@ -302,8 +302,12 @@ def apply_cmd(
     from ..rollout import RolloutOptions, apply_rollout, wait_healthy
 
     target = load_target(files, app_name)
-    registry = _registry(target, kubeconfig, request_timeout)
     started = time.monotonic()
+    rendered = None
+    if is_chart(target):  # rendered (helm, per member) before anything is shown or written: bad input is one line
+        first = _registry(target, kubeconfig, request_timeout)
+        rendered = _run_closing(first, lambda: rendered_release(target, first))
+    registry = _registry(target, kubeconfig, request_timeout)
     clusters = target.app.member_clusters()
     options = RolloutOptions(identity=identity, lock_wait=lock_wait, force_conflicts=force_conflicts, prune=prune,
                              skip_clusters=frozenset(skip_cluster or ()), timeout=timeout, unless_settled=True)
@@ -312,7 +316,6 @@ def apply_cmd(
 
     async def work(progress: Callable[[str, str], None]) -> tuple[Any, Any]:
         try:
-            rendered = await rendered_release(target, registry) if is_chart(target) else None
             result = await apply_rollout(target.app, target.fleet, registry, options, progress, rendered=rendered)
             left = max(1.0, timeout - (time.monotonic() - started))
             status = await wait_healthy(target.app, registry, within=left, progress=progress) \

@@ -210,3 +210,43 @@ async def test_redis_renders_and_applies(lab3: Lab, registry: ClusterRegistry, v
     store = ProgressStore(registry["c1"], name)
     state = await store.load()
     assert state is not None and all(state.steps[s.id].outcome is Outcome.DONE for s in state.plan.steps)
+
+
+WIDGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.test.isthmus.dev"},
+    "spec": {"group": "test.isthmus.dev", "scope": "Namespaced",
+             "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+async def test_a_charts_custom_resources_are_applied_and_an_unserved_kind_is_refused(
+        lab3: Lab, registry: ClusterRegistry, tmp_path: Any) -> None:
+    from isthmus.errors import UserError
+
+    crd = tmp_path / "crd.json"
+    crd.write_text(json.dumps(WIDGET_CRD))
+    for cluster in CLUSTERS:
+        lab3.kubectl(cluster, "apply", "-f", str(crd))
+        lab3.kubectl(cluster, "wait", "--for=condition=Established", "crd/widgets.test.isthmus.dev", "--timeout=60s")
+    try:
+        widget = {"apiVersion": "test.isthmus.dev/v1", "kind": "Widget",
+                  "metadata": {"name": "gadget", "namespace": "etcd-x"}, "spec": {"size": 3}}
+        fleet, release = load_release(release_doc("etcd-x", values={"extraDeploy": [widget]}))
+        result = await apply_rollout(release, fleet, registry, FAST,
+                                     rendered=await render_release(release, fleet, registry))
+        assert result.ok, result.state.message
+        for cluster in CLUSTERS:
+            live = kubectl_json(lab3, cluster, "get", "widgets.test.isthmus.dev", "gadget", "-n", "etcd-x")
+            assert live["spec"] == {"size": 3} and live["metadata"]["labels"]["isthmus.dev/app"] == "etcd-x"
+        _, monitored = load_release(release_doc("etcd-x", values={"metrics": {"enabled": True,
+                                                                             "podMonitor": {"enabled": True}}}))
+        with pytest.raises(UserError, match=r"cluster c\d: the chart renders monitoring.coreos.com/v1/PodMonitor, "
+                                            "which the cluster does not serve"):
+            await render_release(monitored, fleet, registry)
+    finally:
+        for cluster in CLUSTERS:
+            lab3.kubectl(cluster, "delete", "namespace", "etcd-x", "--wait=false", check=False)
+            lab3.kubectl(cluster, "delete", "-f", str(crd), "--wait=false", check=False)

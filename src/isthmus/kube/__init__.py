@@ -23,7 +23,7 @@ from .applying import (
     live_objects,
     unapplied,
 )
-from .capabilities import Capabilities, capabilities
+from .capabilities import Capabilities, capabilities, register_custom_kinds
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .customkinds import absent_kinds
 from .diffing import ObjectDiff, diff_objects
@@ -114,6 +114,7 @@ __all__ = [
     "object_health",
     "read_config_map",
     "reapply_objects",
+    "register_custom_kinds",
     "remembered_config_map",
     "replace_record",
     "rollup",

@@ -8,13 +8,17 @@ rendered for a cluster picks the API versions that cluster serves (``helm templa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lightkube import generic_resource
+
 from .connection import ClusterConnection
 from .errors import ApiFailure
+from .objects import KubeObject, resource_class
 
-__all__ = ["Capabilities", "capabilities"]
+__all__ = ["Capabilities", "capabilities", "register_custom_kinds"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,36 @@ async def capabilities(conn: ClusterConnection) -> Capabilities:
             if v.get("groupVersion"):
                 served.add(str(v["groupVersion"]))
     return Capabilities(str(version.get("gitVersion", "")), tuple(sorted(served)))
+
+
+async def register_custom_kinds(conn: ClusterConnection, objects: Sequence[KubeObject]) -> list[str]:
+    """Teach the client every kind among ``objects`` it has no class for (a chart's custom resources), from the
+    member's discovery of its group/version (plural, scope); returns the kinds the member does not serve
+    (``apiVersion/Kind``), which cannot be applied there."""
+    unknown: dict[str, set[str]] = {}
+    for obj in objects:
+        api, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        try:
+            resource_class(api, kind)
+        except ValueError:
+            unknown.setdefault(api, set()).add(kind)
+    absent: list[str] = []
+    for api, kinds in sorted(unknown.items()):
+        try:
+            listing = await _get_json(conn, f"/apis/{api}" if "/" in api else f"/api/{api}")
+        except ApiFailure as exc:
+            if exc.status != 404:
+                raise
+            absent += [f"{api}/{k}" for k in sorted(kinds)]
+            continue
+        served = {r["kind"]: r for r in listing.get("resources") or [] if "/" not in str(r.get("name", ""))}
+        group, _, version = api.rpartition("/")
+        for kind in sorted(kinds):
+            res = served.get(kind)
+            if res is None:
+                absent.append(f"{api}/{kind}")
+                continue
+            make = generic_resource.create_namespaced_resource if res.get("namespaced") else \
+                generic_resource.create_global_resource
+            make(group, version, kind, str(res["name"]))
+    return absent

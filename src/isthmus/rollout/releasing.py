@@ -47,6 +47,7 @@ from ..kube import (
     job_health,
     live_objects,
     object_health,
+    register_custom_kinds,
 )
 from ..kube.inventory import APP_LABEL, is_ours, read_inventory
 from ..render import Manifests, render
@@ -61,10 +62,14 @@ from .steps import Step
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["SecretsLost", "release_status", "render_release", "restore_secrets", "run_release"]
+__all__ = ["SecretsLost", "UnservedKind", "release_status", "render_release", "restore_secrets", "run_release"]
 
 REVISION_HASH_LABEL = "controller-revision-hash"
 _WORKLOADS = frozenset({"StatefulSet", "Deployment", "DaemonSet", "Job"})
+
+
+class UnservedKind(UserError):
+    """A chart renders a custom resource whose CRD a member lacks: nothing is written anywhere."""
 
 
 class SecretsLost(UserError):
@@ -120,6 +125,11 @@ async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterR
                                   values=release.values_for(cluster, regions[cluster]),
                                   kube_version=caps.kube_version, api_versions=caps.api_versions)
         first, second = await asyncio.gather(run(request), run(request))
+        absent = await register_custom_kinds(conn, first)
+        if absent:
+            raise UnservedKind(f"chart {release.spec.chart}, cluster {cluster}: the chart renders "
+                               f"{', '.join(absent)}, which the cluster does not serve; install its CRD there, or "
+                               "turn that part of the chart off in the values")
         return cluster, await _stable(conn, release, first, second)
 
     rendered = dict(await asyncio.gather(*(one(c) for c in release.member_clusters())))

@@ -131,6 +131,10 @@ async def template(helm: HelmBinary, request: TemplateRequest) -> str:
             await proc.wait()
             raise HelmError(f"helm template did not finish within {timeout:g}s", chart=request.chart,
                             cluster=request.cluster) from exc
+        except BaseException:  # cancelled (another cluster's render failed): leave no helm behind
+            proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
     if proc.returncode != 0:
         raise HelmError("helm template failed", chart=request.chart, cluster=request.cluster,
                         helm_says=_helm_words(err.decode(errors="replace")))

@@ -40,6 +40,7 @@ from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, Un
 from .fanout import ClusterOutcome, Reach, across
 from .health import JUDGED_KINDS, Health, ObjectHealth, job_health, object_health, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .podexec import ExecError, ExecResult, pod_exec
 from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
@@ -74,6 +75,8 @@ __all__ = [
     "ConnectionSettings",
     "Drift",
     "DriftKind",
+    "ExecError",
+    "ExecResult",
     "Health",
     "KubeError",
     "KubeObject",
@@ -112,6 +115,7 @@ __all__ = [
     "job_health",
     "live_objects",
     "object_health",
+    "pod_exec",
     "read_config_map",
     "reapply_objects",
     "register_custom_kinds",

@@ -655,6 +655,8 @@ class Engine:
         try:
             await diff_objects(conn, objects, force_conflicts=self.settings.force_conflicts)
         except ApiFailure as exc:
+            if exc.status == 404:  # its namespace is not there yet (a chart's first release): nothing to conflict
+                return
             if exc.status != 409:
                 raise
             raise StepFailed(step, f"{exc.what}: {exc.server_message}; re-run with --force-conflicts to take "

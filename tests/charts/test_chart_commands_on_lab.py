@@ -160,6 +160,11 @@ def test_resume_after_sigkill_applies_every_wave_once(lab3: Lab, helm: HelmBinar
     assert status.returncode == 0 and "ChartRelease etcd-k" in status.stdout, status.stdout
     hist = isthmus(lab3, helm, "history", *args)
     assert hist.returncode == 0 and "runs revision 2" in hist.stdout, hist.stdout
+    # Rendered again (random values kept from the clusters), the release is what every cluster holds.
+    diff = isthmus(lab3, helm, "diff", *args)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    assert [ln for ln in diff.stdout.splitlines() if "would change" in ln] == [
+        f"c{i}: 0 object(s) would change" for i in (1, 2, 3)]
 
 
 def sts_generation(lab: Lab, cluster: str, name: str) -> int:

@@ -214,3 +214,14 @@ def test_a_failed_job_says_why() -> None:
     failed = _with("Job", status={"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                                                   "message": "too slow"}]})
     assert job_health(failed).reason == "Job failed: DeadlineExceeded too slow"
+
+
+def test_random_annotations_of_an_object_no_member_holds_get_a_stable_stand_in() -> None:
+    from isthmus.render.charts import settle_annotations
+
+    job = parse_rendered(RENDERED, chart="x", cluster="c1")[1]
+    paths = frozenset({("spec", "template", "metadata", "annotations", "checksum/secret"), ("spec", "replicas")})
+    settled = settle_annotations(job, paths, "seed")
+    assert settled["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] == "seed"
+    assert "replicas" not in settled["spec"]  # only annotations are stood in for; nothing is added
+    assert job["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] == "abc"

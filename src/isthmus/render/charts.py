@@ -52,6 +52,7 @@ __all__ = [
     "masked_secret",
     "parse_rendered",
     "random_paths",
+    "settle_annotations",
 ]
 
 KubeObject = dict[str, Any]
@@ -176,6 +177,24 @@ def keep_live(obj: KubeObject, paths: frozenset[Path], live: KubeObject | None) 
         mine, _ = _get(out, path)
         if found and mine:
             _set(out, path, copy.deepcopy(leaf))
+    return out
+
+
+def settle_annotations(obj: KubeObject, paths: frozenset[Path], value: str) -> KubeObject:
+    """``obj`` with every random leaf under an ``annotations`` map set to ``value``.
+
+    For objects no member holds yet to keep values from (a hook Job, recreated on every run): a
+    ``checksum/...`` annotation of a randomly drawn Secret only makes its pods new, so a stable stand-in
+    (a digest of the rest of the release) serves, and a render of the same input stays the same.
+    """
+    mine = [p for p in paths if "annotations" in p[:-1]]
+    if not mine:
+        return obj
+    out = copy.deepcopy(obj)
+    for path in mine:
+        found, _ = _get(out, path)
+        if found:
+            _set(out, path, value)
     return out
 
 

@@ -51,7 +51,18 @@ from ..kube import (
 )
 from ..kube.inventory import APP_LABEL, is_ours, read_inventory
 from ..render import Manifests, render
-from ..render.charts import Hook, hook_order, hooks_key, keep_live, masked_secret, parse_rendered, random_paths
+from ..render.charts import (
+    HOOK_ANNOTATION,
+    Hook,
+    hook_order,
+    hooks_key,
+    keep_live,
+    masked_secret,
+    parse_rendered,
+    random_paths,
+    settle_annotations,
+)
+from ..render.hashing import digest
 from ..render.manifests import object_key
 from ..spec import ChartRelease, Fleet
 from .deploying import DatacenterStatus, StatusReport
@@ -102,7 +113,12 @@ async def _stable(conn: ClusterConnection, release: ChartRelease, first: list[Ku
         if paths:
             obj = keep_live(obj, paths, mine.get(ObjectRef.of(_with_namespace(obj, release.namespace))))
         out.append(obj)
-    return out
+    # What no member holds (a hook, recreated every time): random annotations get a stand-in that changes only
+    # with the rest of the release.
+    seed = digest([o for o in out if HOOK_ANNOTATION not in ((o.get("metadata") or {}).get("annotations") or {})])
+    return [settle_annotations(o, rand[object_key(o)], seed)
+            if object_key(o) in rand and ObjectRef.of(_with_namespace(o, release.namespace)) not in mine else o
+            for o in out]
 
 
 async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterRegistry, *,

@@ -12,6 +12,7 @@ import asyncio
 import calendar
 import copy
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 from fixtures.labspecs import load
 from isthmus.rollout import RolloutOptions, apply_rollout
 
-from .conftest import APP, Ring
+from .conftest import APP, ISTHMUS, Ring
 
 pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -80,6 +81,17 @@ async def test_a_node_down_in_one_region_blocks_a_restart_in_another_until_it_is
         assert _uids(ring, "eu") == eu_before
         message = next(m for _, m in said if "database: wait" in m)
         assert "of dc-us rack r1 DN" in message, message
+        # `isthmus status` shows the same: every pod Ready, and the ring's own view beside it.
+        proc = await asyncio.to_thread(subprocess.run, [ISTHMUS, "status", *ring.spec_args(), "-o", "json",
+                                                        "--kubeconfig", str(ring.lab.kubeconfig)],
+                                       capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["healthy"] is True
+        nodes = {n["pod"] or n["address"]: n for n in doc["database"]["nodes"]}
+        assert nodes[us_pod]["seen"]["dc-eu"] == "DN" and nodes[us_pod]["datacenter"] == "dc-us", nodes
+        assert all(n["seen"]["dc-eu"] == "UN" for name, n in nodes.items() if name != us_pod), nodes
+        assert len(nodes) == 4 and all(n["schema"] != "?" for n in nodes.values()), nodes
 
         ring.lab.kubectl("us", "exec", "-n", "ring", us_pod, "-c", "cassandra", "--", "nodetool", "enablegossip",
                          timeout=120)

@@ -1,11 +1,11 @@
 """The database gate: before a disruptive step, ask Cassandra itself, on every node, through ``pods/exec``.
 
 Owns: :class:`DatabaseGate` (``database``), which joins the Kubernetes gates of :mod:`.gates`, and
-:func:`ring_reports`, which ``isthmus status`` shares. Each Ready pod of the app that a container runtime
-runs, in every member that answers, runs ``nodetool status``, ``describecluster``, ``netstats`` and
-``compactionstats`` in one exec (bounded concurrency, a timeout on each); :func:`.ringview.judge` says
-whether the step may start. Kubernetes readiness cannot see what this sees: a pod can be Ready while
-Cassandra in another region marks its node DN.
+:func:`database_view`, the ring per node that ``isthmus status`` shows beside the pods. Each Ready
+pod of the app that a container runtime runs, in every member that answers, runs ``nodetool status``,
+``describecluster``, ``netstats`` and ``compactionstats`` in one exec (bounded concurrency, a timeout on
+each); :func:`.ringview.judge` says whether the step may start. Kubernetes readiness cannot see what
+this sees: a pod can be Ready while Cassandra in another region marks its node DN.
 
 Why ``pods/exec`` and ``nodetool`` (not CQL through ``pods/portforward``, not JMX): the ring's state per
 node (UN/DN/UJ/UL, streams, repairs) is what nodetool reports from each node's own gossip, through the
@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..kube import ClusterConnection, KubeError, KubeObject, Reach, pod_exec
-from .gates import GateContext, GateResult, Observation, Verdict, pod_ready
+from .gates import GateContext, GateResult, Observation, Verdict, observe, pod_ready
 from .ringview import NODETOOL_SCRIPT, NodeReport, judge, parse_report
 
-__all__ = ["CASSANDRA_CONTAINER", "DC_LABEL", "DatabaseGate", "database_pods", "has_runtime", "ring_reports"]
+__all__ = ["CASSANDRA_CONTAINER", "DC_LABEL", "DatabaseGate", "DatabaseView", "NodeView", "database_pods",
+           "database_view", "has_runtime", "ring_reports", "summarise"]
 
 CASSANDRA_CONTAINER = "cassandra"
 DC_LABEL = "isthmus.dev/datacenter"
@@ -110,3 +112,76 @@ class DatabaseGate:
         if verdict.ok:
             return GateResult(self.name, Verdict.PASS, f"{len(reports)} nodes agree: every node UN, one schema")
         return GateResult(self.name, Verdict.WAIT, str(verdict), verdict.clusters)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node as the ring sees it: its state in each asking datacenter's view, load, owns, schema."""
+
+    datacenter: str
+    rack: str
+    address: str
+    pod: str
+    cluster: str
+    seen: Mapping[str, str]
+    """Asking datacenter -> state code (UN, DN, UJ...)."""
+    load: str
+    owns: str
+    schema: str
+
+    @property
+    def state(self) -> str:
+        """The one code every view agrees on, else each view's, e.g. ``DN (dc-eu), UN (dc-us)``."""
+        codes = sorted(set(self.seen.values()))
+        if len(codes) == 1:
+            return codes[0]
+        return ", ".join(f"{code} ({dc})" for dc, code in sorted(self.seen.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"datacenter": self.datacenter, "rack": self.rack, "address": self.address, "pod": self.pod,
+                "cluster": self.cluster, "state": self.state, "seen": dict(self.seen), "load": self.load,
+                "owns": self.owns, "schema": self.schema}
+
+
+@dataclass(frozen=True)
+class DatabaseView:
+    """What ``isthmus status`` shows beside the pods: the ring per node, and who could not be asked."""
+
+    nodes: tuple[NodeView, ...] = ()
+    errors: tuple[str, ...] = ()
+    asked: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"asked": self.asked, "nodes": [n.to_dict() for n in self.nodes], "errors": list(self.errors)}
+
+
+def summarise(reports: Sequence[NodeReport]) -> DatabaseView:
+    """Merge every node's view into one row per node (pure)."""
+    by_address = {r.address: r for r in reports}
+    rows: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        if not report.answered:
+            continue
+        for node in report.ring:
+            row = rows.setdefault(node.address, {"node": node, "seen": {}})
+            row["seen"][report.datacenter] = node.code
+            if report.address == node.address:
+                row["node"] = node  # a node's own line has its freshest load
+    versions = {addr: version for r in reports for version, addrs in r.schema.items() for addr in addrs}
+    nodes = []
+    for address, row in rows.items():
+        node = row["node"]
+        own = by_address.get(address)
+        nodes.append(NodeView(node.datacenter, node.rack, address, own.pod if own else "", own.cluster if own else "",
+                              dict(row["seen"]), node.load, node.owns, versions.get(address, "?")))
+    nodes.sort(key=lambda n: (n.datacenter, n.rack, n.address))
+    errors = tuple(f"{r.cluster}/{r.pod}: {r.error}" for r in reports if not r.answered)
+    return DatabaseView(tuple(nodes), errors, len(reports))
+
+
+async def database_view(connections: Mapping[str, ClusterConnection], app: str, namespace: str, *,
+                        within: float = 60.0) -> DatabaseView:
+    """Ask every Ready node of the app (through ``pods/exec``) and merge the answers."""
+    observation = await observe(connections, app, namespace)
+    pods = {c: ps for c, ps in database_pods(observation).items() if ps}
+    return summarise(await ring_reports(connections, namespace, pods, within=within))

@@ -18,8 +18,8 @@ from typing import Any
 
 from ..render import ApplyPhase, apply_rank
 from .connection import ClusterConnection
-from .errors import ApiFailure, KubeError
-from .fetching import delete_object, get_object
+from .errors import KubeError, NotFound
+from .fetching import delete_object, get_object, list_objects
 from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
 from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
 
@@ -77,19 +77,10 @@ async def fetch_owned(
     """The live objects of ``app`` for each (apiVersion, kind, namespace): one LIST per kind."""
 
     async def list_kind(api_version: str, kind: str, namespace: str) -> list[KubeObject]:
-        res = resource_class(api_version, kind)
-
-        async def do(client: Any) -> list[KubeObject]:
-            items = client.list(res, namespace=namespace or None, labels={APP_LABEL: app})
-            return [item.to_dict() async for item in items]
-
-        where = f"{kind} in {namespace}" if namespace else kind
         try:
-            return await conn.call("list", f"list {where}", do)
-        except ApiFailure as exc:
-            if exc.status == 404:  # the kind's CRD is not installed yet: nothing of ours exists
-                return []
-            raise
+            return await list_objects(conn, api_version, kind, namespace=namespace or None, labels={APP_LABEL: app})
+        except NotFound:  # the kind's CRD is not installed yet: nothing of ours exists
+            return []
 
     results = await asyncio.gather(*(list_kind(*k) for k in sorted(kinds)))
     live: dict[ObjectRef, KubeObject] = {}

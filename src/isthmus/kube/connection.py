@@ -99,7 +99,7 @@ class ClusterConnection:
             raise ClusterUnreachable(self.name, self.breaker.last_error) from exc
         except ApiError as exc:
             self.breaker.succeeded()  # the server answered: it is reachable
-            raise self._translate(exc, verb, what) from exc
+            raise translate(self.name, exc, verb, what) from exc
         self.breaker.succeeded()
         return result
 
@@ -110,18 +110,20 @@ class ClusterConnection:
         if client is not None:
             asyncio.get_running_loop().create_task(_close_quietly(client))
 
-    def _translate(self, exc: ApiError, verb: str, what: str) -> ApiFailure | ApplyConflict:
-        status = exc.status
-        message = status.message or str(exc)
-        code = status.code or exc.response.status_code
-        if code == 409 and verb == "apply":
-            return ApplyConflict(self.name, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
-        return api_failure(self.name, what, code, status.reason or "", message)
-
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await _close_quietly(client)
+
+
+def translate(cluster: str, exc: ApiError, verb: str, what: str) -> ApiFailure | ApplyConflict:
+    """The :mod:`isthmus.kube.errors` error for the client library's ``exc`` (an answer to ``verb`` on ``what``)."""
+    status = exc.status
+    message = status.message or str(exc)
+    code = status.code or exc.response.status_code
+    if code == 409 and verb == "apply":
+        return ApplyConflict(cluster, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
+    return api_failure(cluster, what, code, status.reason or "", message)
 
 
 async def _close_quietly(client: AsyncClient) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import IsthmusError
 from .connection import ClusterConnection
-from .errors import ApiFailure
+from .errors import Conflict, NotFound
 from .fetching import delete_object
 from .inventory import MANAGED_BY
 from .objects import KubeObject, resource_class, to_resource
@@ -119,10 +119,8 @@ async def get_record(conn: ClusterConnection, api_version: str, kind: str, name:
 
     try:
         return await conn.call("get", _what(kind, name, namespace), do)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except NotFound:
+        return None
 
 
 async def create_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject:
@@ -136,14 +134,13 @@ async def create_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject:
     for attempt in (1, 2):
         try:
             return await conn.call("create", what, do)
-        except ApiFailure as exc:
-            if exc.status == 409:
-                raise StaleWrite(conn.name, what) from exc
-            if exc.status == 404 and namespace and attempt == 1:  # its namespace is gone: make it again
-                _memory(conn).namespaces.discard(namespace)
-                await ensure_namespace(conn, namespace)
-                continue
-            raise
+        except Conflict as exc:
+            raise StaleWrite(conn.name, what) from exc
+        except NotFound:
+            if not namespace or attempt != 1:
+                raise
+            _memory(conn).namespaces.discard(namespace)  # its namespace is gone: make it again
+            await ensure_namespace(conn, namespace)
     raise AssertionError("unreachable")
 
 
@@ -158,10 +155,8 @@ async def replace_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject
 
     try:
         return await conn.call("update", what, do)
-    except ApiFailure as exc:
-        if exc.status in (404, 409):
-            raise StaleWrite(conn.name, what) from exc
-        raise
+    except (NotFound, Conflict) as exc:
+        raise StaleWrite(conn.name, what) from exc
 
 
 async def delete_record(conn: ClusterConnection, api_version: str, kind: str, name: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -28,7 +28,7 @@ DELETE_VOLUMES_ANNOTATION: Final = "isthmus.dev/delete-volumes"
 
 def default_identity() -> str:
     """The pod name in a Deployment (HOSTNAME), else host and pid: unique per replica."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"  # node(): the host name, no lookup
 
 
 @dataclass(frozen=True, kw_only=True)

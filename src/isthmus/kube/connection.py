@@ -22,6 +22,7 @@ from lightkube.core.exceptions import ApiError
 
 from .breaker import CircuitBreaker
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, api_failure
+from .session import Session
 
 __all__ = ["FIELD_MANAGER", "ClusterConnection", "ConnectionSettings"]
 
@@ -44,9 +45,12 @@ class ConnectionSettings:
 class ClusterConnection:
     """Talks to one member cluster. Cheap to create: nothing connects until the first call."""
 
-    def __init__(self, name: str, config: SingleConfig, settings: ConnectionSettings | None = None) -> None:
+    def __init__(self, name: str, config: SingleConfig, settings: ConnectionSettings | None = None, *,
+                 session: Session | None = None) -> None:
         self.name = name
         self.settings = settings or ConnectionSettings()
+        self.session = session if session is not None else Session()
+        """What this process learnt from the server (:mod:`isthmus.kube.session`): hints, never the truth."""
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.requests: Counter[str] = Counter()
         self._config = config

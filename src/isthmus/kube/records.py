@@ -6,8 +6,9 @@ both win (the loser gets :class:`StaleWrite`). Every call goes through
 :meth:`~isthmus.kube.ClusterConnection.call`, so timeouts, the breaker and error translation are
 the gateway's.
 
-Round trips are what a rollout waits on, so this module remembers, per connection, two things it
-learnt from the server and re-checks them only when the server says otherwise:
+Round trips are what a rollout waits on, so this module remembers, in the connection's
+:class:`~isthmus.kube.session.Session`, two things it learnt from the server and re-checks them only
+when the server says otherwise:
 
 - namespaces that exist (:func:`ensure_namespace` asks once; a create that finds the namespace
   gone forgets it and creates it again);
@@ -21,9 +22,8 @@ learnt from the server and re-checks them only when the server says otherwise:
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IsthmusError
@@ -32,6 +32,7 @@ from .errors import Conflict, NotFound
 from .fetching import delete_object
 from .inventory import MANAGED_BY
 from .objects import KubeObject, resource_class, to_resource
+from .session import SeenConfigMap
 
 __all__ = [
     "ConfigMapData",
@@ -76,35 +77,9 @@ def _what_obj(obj: KubeObject) -> str:
     return _what(obj["kind"], meta["name"], meta.get("namespace"))
 
 
-# -- what this process learnt from each server ------------------------------------------------------
-
-@dataclass
-class _Seen:
-    """A ConfigMap as last read or written here: its version and data (``None`` data: it did not exist)."""
-
-    version: str
-    data: ConfigMapData | None
-
-
-@dataclass
-class _Memory:
-    namespaces: set[str] = field(default_factory=set)
-    config_maps: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-
-
-_MEMORY: weakref.WeakKeyDictionary[ClusterConnection, _Memory] = weakref.WeakKeyDictionary()
-
-
-def _memory(conn: ClusterConnection) -> _Memory:
-    found = _MEMORY.get(conn)
-    if found is None:
-        found = _MEMORY[conn] = _Memory()
-    return found
-
-
 def forget(conn: ClusterConnection) -> None:
     """Drop what was learnt about ``conn``'s server (tests; a server that was rebuilt)."""
-    _MEMORY.pop(conn, None)
+    conn.session.clear()
 
 
 # -- whole-object calls ------------------------------------------------------------------------------
@@ -139,7 +114,7 @@ async def create_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject:
         except NotFound:
             if not namespace or attempt != 1:
                 raise
-            _memory(conn).namespaces.discard(namespace)  # its namespace is gone: make it again
+            conn.session.namespaces.discard(namespace)  # its namespace is gone: make it again
             await ensure_namespace(conn, namespace)
     raise AssertionError("unreachable")
 
@@ -166,12 +141,12 @@ async def delete_record(conn: ClusterConnection, api_version: str, kind: str, na
         return await delete_object(conn, resource_class(api_version, kind), name, namespace)
     finally:
         if kind == "ConfigMap" and namespace:
-            _memory(conn).config_maps.pop((namespace, name), None)
+            conn.session.config_maps.pop((namespace, name), None)
 
 
 async def ensure_namespace(conn: ClusterConnection, name: str) -> None:
     """Make sure namespace ``name`` exists; asks the server once per connection."""
-    memory = _memory(conn)
+    memory = conn.session
     if name in memory.namespaces:
         return
     if await get_record(conn, "v1", "Namespace", name, None) is None:
@@ -197,10 +172,10 @@ def config_map(name: str, namespace: str, labels: Mapping[str, str], *, data: Ma
     return obj
 
 
-def _remember(conn: ClusterConnection, namespace: str, name: str, obj: KubeObject | None) -> _Seen:
-    seen = _Seen(obj["metadata"]["resourceVersion"], dict(obj.get("data") or {})) if obj is not None \
-        else _Seen("", None)
-    _memory(conn).config_maps[(namespace, name)] = seen
+def _remember(conn: ClusterConnection, namespace: str, name: str, obj: KubeObject | None) -> SeenConfigMap:
+    seen = SeenConfigMap(obj["metadata"]["resourceVersion"], dict(obj.get("data") or {})) if obj is not None \
+        else SeenConfigMap("", None)
+    conn.session.config_maps[(namespace, name)] = seen
     return seen
 
 
@@ -209,7 +184,7 @@ def remembered_config_map(conn: ClusterConnection, name: str, namespace: str) ->
 
     Only a hint: a decision based on it must end in a compare-and-swap (:func:`write_config_map`)
     or be confirmed by a read."""
-    seen = _memory(conn).config_maps.get((namespace, name))
+    seen = conn.session.config_maps.get((namespace, name))
     if seen is None:
         return False, None
     return True, None if seen.data is None else dict(seen.data)
@@ -250,7 +225,7 @@ async def write_config_map(conn: ClusterConnection, name: str, namespace: str, *
     So a write costs one round trip when nobody else wrote meanwhile, and no decision is ever
     based on data the server has since replaced.
     """
-    memory = _memory(conn)
+    memory = conn.session
     seen = memory.config_maps.get((namespace, name))
     fresh = False
     while True:

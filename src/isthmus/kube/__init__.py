@@ -14,14 +14,9 @@ from .applying import (
     Action,
     ApplyReport,
     ObjectOutcome,
-    Unapplied,
     apply_objects,
     delete_objects,
     delete_volume_claims,
-    fetch_owned,
-    holds,
-    live_objects,
-    unapplied,
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .customkinds import absent_kinds
@@ -55,6 +50,7 @@ from .errors import (
 from .fanout import ClusterOutcome, Reach, across
 from .fetching import list_objects
 from .health import Health, ObjectHealth, rollup, statefulset_health
+from .live import Unapplied, fetch_owned, holds, live_objects, unapplied
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
 from .portforward import PodPortForward, PortForwardError
 from .records import (

@@ -1,11 +1,16 @@
 """The one gateway to the API servers: connections, server-side apply, diff, prune, health.
 
-Also: compare-and-swap records of small bookkeeping objects (:mod:`.records`), watches that
-re-list after a silence or an error (:mod:`.watching`), drift found cheaply and written back
-(:mod:`.drift`), and whether a member serves the custom kinds of some objects (:mod:`.customkinds`).
+Also: reading, listing and deleting by kind (:mod:`.fetching`), the one reader of live state
+(:mod:`.live`), compare-and-swap records of small bookkeeping objects (:mod:`.records`), Leases
+and their one expiry rule (:mod:`.leases`), what a connection learnt from its server
+(:mod:`.session`), watches that re-list after a silence or an error (:mod:`.watching`), drift
+found cheaply and written back (:mod:`.drift`), and whether a member serves the custom kinds of
+some objects (:mod:`.customkinds`).
 
 Owns: every call to a Kubernetes API server, with its timeout, request budget and circuit
-breaker; translating client-library errors into :mod:`isthmus.kube.errors`.
+breaker; translating client-library errors into :mod:`isthmus.kube.errors` (one class per HTTP
+status). Callers outside this package never see a client-library class: they pass kinds as
+``(apiVersion, kind)`` and get plain dicts.
 Must not: decide what the objects should be (that is ``render``) or in what order clusters
 change (that is ``rollout``).
 """

@@ -57,6 +57,7 @@ from .fetching import list_objects
 from .health import Health, ObjectHealth, rollup, statefulset_health
 from .live import Unapplied, fetch_owned, holds, live_objects, unapplied
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .podexec import ExecError, ExecResult, pod_exec
 from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
@@ -92,6 +93,8 @@ __all__ = [
     "ConnectionSettings",
     "Drift",
     "DriftKind",
+    "ExecError",
+    "ExecResult",
     "Forbidden",
     "Gone",
     "Health",
@@ -135,6 +138,7 @@ __all__ = [
     "holds",
     "list_objects",
     "live_objects",
+    "pod_exec",
     "read_config_map",
     "reapply_objects",
     "remembered_config_map",

@@ -12,7 +12,6 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx2
@@ -20,6 +19,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
 
+from ..settings import ConnectionSettings
 from .breaker import CircuitBreaker
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, api_failure
 from .session import Session
@@ -30,16 +30,6 @@ FIELD_MANAGER = "isthmus"
 T = TypeVar("T")
 _CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
 WRITE_VERBS = frozenset({"apply", "create", "patch", "delete", "update"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectionSettings:
-    timeout: float = 10.0
-    """Seconds a single call may take before the cluster counts as not answering."""
-    max_in_flight: int = 8
-    """Request budget: concurrent calls to one cluster."""
-    breaker_threshold: int = 2
-    breaker_cooldown: float = 10.0
 
 
 class ClusterConnection:

@@ -26,12 +26,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
+from ..settings import WatchSettings
 from .connection import ClusterConnection, translate
 from .errors import Gone
 from .fetching import listing
@@ -43,17 +43,6 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[str, KubeObject], None]
 """``on_event(type, object)``: ADDED, MODIFIED or DELETED; must be quick (it runs in the watch's task)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class WatchSettings:
-    server_timeout: float = 300.0
-    """Seconds the server keeps one watch request open (jittered down by up to a half, so many watches started
-    together do not all re-list together)."""
-    silence: float = 30.0
-    """Seconds beyond ``server_timeout`` without any event before the watch is dropped and re-listed."""
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
 
 
 def _name(obj: KubeObject) -> str:

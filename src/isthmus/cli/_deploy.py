@@ -97,7 +97,7 @@ def _live(clusters: list[str]) -> Iterator[Callable[[str, str], None]]:
 @app.command("render")
 def render_cmd(
     files: Files,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder; one sub-folder per cluster")],
+    out: Annotated[Path, typer.Option("--out", help="Folder; one sub-folder per cluster")],
     app_name: AppName = None,
 ) -> None:
     """Write each cluster's manifests to OUT/<cluster>/ for kubectl or GitOps (the password stays out)."""

@@ -15,7 +15,7 @@ from typing import Any
 from lightkube import generic_resource
 
 from .connection import ClusterConnection
-from .errors import ApiFailure
+from .errors import NotFound, api_failure
 from .objects import KubeObject, resource_class
 
 __all__ = ["Capabilities", "capabilities", "register_custom_kinds"]
@@ -35,8 +35,8 @@ async def _get_json(conn: ClusterConnection, path: str) -> Any:
         http = client._client._client
         response = await http.get(path)
         if response.status_code != 200:
-            raise ApiFailure(conn.name, f"GET {path}", response.status_code, response.reason_phrase,
-                             response.text[:200])
+            raise api_failure(conn.name, f"GET {path}", response.status_code, response.reason_phrase,
+                              response.text[:200])
         return response.json()
 
     return await conn.call("get", f"discovery {path}", do)
@@ -69,9 +69,7 @@ async def register_custom_kinds(conn: ClusterConnection, objects: Sequence[KubeO
     for api, kinds in sorted(unknown.items()):
         try:
             listing = await _get_json(conn, f"/apis/{api}" if "/" in api else f"/api/{api}")
-        except ApiFailure as exc:
-            if exc.status != 404:
-                raise
+        except NotFound:
             absent += [f"{api}/{k}" for k in sorted(kinds)]
             continue
         served = {r["kind"]: r for r in listing.get("resources") or [] if "/" not in str(r.get("name", ""))}

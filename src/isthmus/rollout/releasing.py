@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from typing import TYPE_CHECKING, Any
-
-from lightkube.resources.core_v1 import Pod
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..helm import HelmBinary, TemplateRequest, find_helm, template
@@ -45,6 +43,7 @@ from ..kube import (
     fetch_owned,
     get_record,
     job_health,
+    list_objects,
     live_objects,
     object_health,
     register_custom_kinds,
@@ -186,10 +185,7 @@ async def restore_secrets(manifests: Manifests, registry: ClusterRegistry, relea
 
 
 async def _pods(conn: ClusterConnection, app: str, namespace: str) -> list[KubeObject]:
-    async def do(client: Any) -> list[KubeObject]:
-        return [dict(p.to_dict()) async for p in client.list(Pod, namespace=namespace, labels={APP_LABEL: app})]
-
-    return await conn.call("list", f"list Pod in {namespace}", do)
+    return await list_objects(conn, "v1", "Pod", namespace=namespace, labels={APP_LABEL: app})
 
 
 async def _run_hook(engine: Engine, step: Step, conn: ClusterConnection, hook: Hook, phase: str) -> None:

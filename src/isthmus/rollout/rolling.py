@@ -22,6 +22,7 @@ from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..render.charts import mask_secrets
 from ..spec import CassandraCluster, ChartRelease, Fleet
+from .dbgate import DatabaseGate
 from .deploying import Progress
 from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
@@ -142,10 +143,11 @@ class _Session:
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
                   fences: Mapping[str, asyncio.Task[bool]] | None = None, *, reapply: bool = False) -> RolloutResult:
         strategy = app.spec.rollout
+        database = (_database_gate(app),) if isinstance(app, CassandraCluster) else ()
         settings = EngineSettings(
             poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
             prune=self.options.prune,
-            skip_clusters=self.options.skip_clusters, gates=self.options.gates,
+            skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, *database),
             soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
             failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair)
         engine = Engine(app=app.metadata.name, namespace=app.namespace, registry=self.registry,
@@ -164,6 +166,11 @@ class _Session:
                                  previous=None, plan=plan_rollout(old_app, reverse=True))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
         return await self.run(old_app, await _stored(self.registry, old_app, revision, password), state)
+
+
+def _database_gate(app: CassandraCluster) -> DatabaseGate:
+    """The database's own view joins the Kubernetes gates (:mod:`.dbgate`), knowing where each datacenter runs."""
+    return DatabaseGate({dc.name: dc.cluster for dc in app.spec.datacenters})
 
 
 async def _superuser(registry: ClusterRegistry, app: AnyApp, password: str, result: RolloutResult,

@@ -304,7 +304,7 @@ async def release_status(release: ChartRelease, registry: ClusterRegistry) -> St
         refs = await read_inventory(conn, release.metadata.name, release.namespace)
         live = await fetch_owned(conn, release.metadata.name, {(r.api_version, r.kind, r.namespace) for r in refs})
         out = []
-        for ref in sorted(refs):
+        for ref in sorted(r for r in refs if r.kind != "Namespace"):  # shared with other apps: not labelled ours
             obj = live.get(ref)
             health = object_health(obj) if obj is not None else ObjectHealth(ref.name, Health.MISSING, 0, 1, "",
                                                                               "missing")

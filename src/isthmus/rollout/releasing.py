@@ -114,7 +114,9 @@ async def _stable(conn: ClusterConnection, release: ChartRelease, first: list[Ku
         out.append(obj)
     # What no member holds (a hook, recreated every time): random annotations get a stand-in that changes only
     # with the rest of the release.
-    seed = digest([o for o in out if HOOK_ANNOTATION not in ((o.get("metadata") or {}).get("annotations") or {})])
+    # (Its own random annotations left out: on a first install they are stood in for too, and kept afterwards.)
+    seed = digest([settle_annotations(o, rand.get(object_key(o), frozenset()), "") for o in out
+                   if HOOK_ANNOTATION not in ((o.get("metadata") or {}).get("annotations") or {})])
     return [settle_annotations(o, rand[object_key(o)], seed)
             if object_key(o) in rand and ObjectRef.of(_with_namespace(o, release.namespace)) not in mine else o
             for o in out]

@@ -406,16 +406,19 @@ def status(
     app = target.app
 
     async def both() -> tuple[Any, Any]:
+        if is_chart(target):  # a chart's workloads are judged by their status; there is no ring to ask
+            return await app_status(app, registry), None
         members = {c: registry[c] for c in app.member_clusters()}
         return await asyncio.gather(app_status(app, registry),
                                     database_view(members, app.metadata.name, app.namespace))
 
     report, ring = _run_closing(registry, both)
     if output is Output.TABLE:
-        _print_status(report)
-        _print_ring(ring)
+        _print_status(report, chart=is_chart(target))
+        if ring is not None:
+            _print_ring(ring)
     else:
-        dump({**report.to_dict(), "database": ring.to_dict()}, output.value)
+        dump({**report.to_dict(), **({"database": ring.to_dict()} if ring is not None else {})}, output.value)
     if not report.healthy:
         raise typer.Exit(1)
 

@@ -1,11 +1,12 @@
 """Flow records: one JSON line per guard decision, Hubble-style, and the reader behind ``isthmus guard flows``.
 
-Owns: :class:`Flow` (built by the pump from a :class:`~isthmus.cqlguard.guard.Check`), its
+Owns: :class:`Flow` (built by the session from a :class:`~isthmus.cqlguard.guard.Check`), its
 JSON form, :class:`FlowTemplate` (the same line with the per-request fields left open, so the
-pump renders a decision's JSON once and fills in time, stream and latency per request),
+session renders a decision's JSON once and fills in time, stream and latency per request),
 :class:`FlowWriter` (buffered, append-only, size-capped with one rotated file
 ``<path>.1``, and safe under ``logrotate``: the file is reopened when it was moved away or
-truncated), and :func:`read_flows` with :class:`FlowFilter` (``--follow`` keeps reading
+truncated), :class:`FlowLog` (a writer on its own thread, so that flow writes never block the
+event loop), and :func:`read_flows` with :class:`FlowFilter` (``--follow`` keeps reading
 across rotation). Must not: decide anything or touch sockets.
 
 One line (keys always present; ``null`` when unknown; ``principal`` is the TLS client
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from typing import Any, TextIO
 from isthmus.cqlguard.classify import Classification, Classified, Statement
 from isthmus.cqlguard.settings import DEFAULT_FLOWS_MAX_BYTES
 
-__all__ = ["Flow", "FlowFilter", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
+__all__ = ["Flow", "FlowFilter", "FlowLog", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
 
 #: Default cap of the flows file: past it the file is renamed ``<path>.1`` and a new one begun.
 
@@ -310,6 +312,10 @@ class FlowWriter:
         if not self._pending:
             return
         lines, self._pending, self._pending_chars = self._pending, [], 0
+        self.write_lines(lines)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write ``lines`` now, in one ``write`` (rotating first when the cap says so)."""
         self._reopen_if_rotated()
         data = "".join(lines).encode("utf-8")
         if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
@@ -330,6 +336,84 @@ class FlowWriter:
     def close(self) -> None:
         self.flush()
         self._close_fd()
+
+
+class FlowLog:
+    """A :class:`FlowWriter` on a thread of its own: the event loop only hands it lines.
+
+    :meth:`add_lines` appends to a buffer under a lock and returns; the writer thread writes
+    the buffer every ``flush_interval_s``, or at once when ``flush_bytes`` are waiting. The
+    file format, the size cap and rotation are the writer's. :meth:`flush` writes what was
+    added so far before it returns (from any thread); :meth:`close` stops the thread and
+    writes the rest.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_FLOWS_MAX_BYTES,
+        flush_interval_s: float = 1.0,
+        flush_bytes: int = 256 * 1024,
+    ) -> None:
+        self._writer = FlowWriter(path, max_bytes=max_bytes)
+        self._interval = flush_interval_s
+        self._flush_bytes = flush_bytes
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._lock = threading.Lock()  # the buffer
+        self._io = threading.Lock()  # one write at a time, in order
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"cqlguard flows {path.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self._writer.path
+
+    @property
+    def rotations(self) -> int:
+        return self._writer.rotations
+
+    @property
+    def errors(self) -> int:
+        return self._writer.errors
+
+    @property
+    def written(self) -> int:
+        return self._writer.written
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Buffer rendered lines (each ending in a newline); never blocks on the file."""
+        with self._lock:
+            self._pending += lines
+            self._pending_chars += sum(map(len, lines))
+            due = self._pending_chars >= self._flush_bytes
+        if due:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Write every line added so far, before returning."""
+        with self._io:
+            with self._lock:
+                lines, self._pending, self._pending_chars = self._pending, [], 0
+            if lines:
+                self._writer.write_lines(lines)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the writer thread, write what is left and close the file."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        with self._io:
+            self._writer.close()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

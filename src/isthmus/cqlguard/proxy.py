@@ -28,11 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.cqlguard.flows import FlowLog
+from isthmus.cqlguard.flowlog import FlowLog
 from isthmus.cqlguard.guard import Guard, PreparedStatements
 from isthmus.cqlguard.metrics import GuardMetrics, serve_metrics
+from isthmus.cqlguard.peer import tls_principal, tls_subject
 from isthmus.cqlguard.policy import Policy, PolicyError
-from isthmus.cqlguard.pump import CLOSE_GRACE_S, Pump, Side, tls_principal, tls_subject
+from isthmus.cqlguard.pump import CLOSE_GRACE_S, Pump, Side
 from isthmus.cqlguard.settings import Endpoint, GuardSettings
 
 __all__ = ["GuardServer", "event_loop_factory", "loop_name", "run_guard", "tls_principal", "tls_subject"]

@@ -1,8 +1,8 @@
 """The asyncio pump: one client connection, its upstream connection, and a session between them.
 
 Owns: :class:`Pump` (driven by asyncio protocol callbacks, :class:`_Side`: no task and no
-coroutine switch per read), connecting upstream, back-pressure, time-outs, TLS peer identity
-and handing flow lines and error counts to the server. Every byte read goes to the
+coroutine switch per read), connecting upstream, back-pressure, time-outs, the TLS peer's
+identity (:mod:`.peer`) and handing flow lines and error counts to the server. Every byte read goes to the
 connection's :class:`~isthmus.cqlguard.session.GuardSession` and every byte written comes
 from it. Must not: parse bytes or decide (the session does).
 
@@ -21,64 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from isthmus.cqlguard.session import GuardSession, Output, Peer
+from isthmus.cqlguard.peer import Peer, peer_of
+from isthmus.cqlguard.session import GuardSession, Output
 
 if TYPE_CHECKING:
     from isthmus.cqlguard.proxy import GuardServer
 
-__all__ = ["Pump", "Side", "tls_principal", "tls_subject"]
+__all__ = ["Pump", "Side"]
 
 log = logging.getLogger("isthmus.cqlguard")
 
 CLOSE_GRACE_S = 2.0
-_RDN_NAMES = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "domainComponent": "DC",
-}
-
-
-def tls_principal(peercert: dict[str, Any] | None) -> str | None:
-    """The TLS identity of a verified client certificate: its SPIFFE URI SAN, else its subject.
-
-    The subject is written RFC 4514-style, most specific first (``CN=app,O=acme``).
-    """
-    if not peercert:
-        return None
-    for kind, value in peercert.get("subjectAltName", ()):
-        if kind == "URI" and str(value).startswith("spiffe://"):
-            return str(value)
-    return tls_subject(peercert)
-
-
-def tls_subject(peercert: dict[str, Any] | None) -> str | None:
-    """The subject of a verified client certificate, RFC 4514-style (``CN=app,O=acme``)."""
-    if not peercert:
-        return None
-    rdns = [f"{_RDN_NAMES.get(k, k)}={v}" for rdn in peercert.get("subject", ()) for k, v in rdn]
-    return ",".join(reversed(rdns)) or None
-
-
-def _peer(transport: asyncio.Transport) -> Peer:
-    peername = transport.get_extra_info("peername")
-    address = ip = port = None
-    if isinstance(peername, tuple) and len(peername) >= 2:
-        ip, port = str(peername[0]), int(peername[1])
-        with contextlib.suppress(ValueError):
-            address = ipaddress.ip_address(ip.split("%")[0])
-    ssl_object = transport.get_extra_info("ssl_object")
-    peercert = ssl_object.getpeercert() if ssl_object is not None else None
-    return Peer(address, ip, port, tls_principal(peercert), tls_subject(peercert))
 
 
 class Side(asyncio.BufferedProtocol):
@@ -129,6 +87,7 @@ class Pump:
         self.client_transport: asyncio.Transport | None = None
         self.upstream_transport: asyncio.Transport | None = None
         self.session: GuardSession | None = None
+        self.peer = Peer()
         self.name = "?"
         self._client_reading = True
         self._upstream_reading = True
@@ -145,11 +104,18 @@ class Pump:
         self._early: list[bytes] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    @property
+    def port(self) -> int | None:
+        """The client's port."""
+        return self.peer.port
+
     # ------------------------------------------------------------------ lifecycle
 
     def client_made(self, transport: asyncio.Transport) -> None:
         self.client_transport = transport
-        peer = _peer(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        peercert = ssl_object.getpeercert() if ssl_object is not None else None
+        self.peer = peer = peer_of(transport.get_extra_info("peername"), peercert)
         self.name = f"{peer.ip}:{peer.port}"
         if not self.server.admit(self):
             self._closing = True

@@ -34,15 +34,14 @@ as :attr:`Output.error`; what was decided before it still goes on, the bad bytes
 
 from __future__ import annotations
 
-import ipaddress
 from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass
 
 from isthmus.cqlguard.classify import Classification
 from isthmus.cqlguard.counters import LATENCY_BUCKETS, Counters
 from isthmus.cqlguard.flows import Flow, FlowTemplate, FlowVerdict, l7_action
 from isthmus.cqlguard.guard import Check, Guard, Step
+from isthmus.cqlguard.peer import Peer
 from isthmus.cqlguard.policy import Identity
 from isthmus.cqlguard.protocol import (
     Chunk,
@@ -64,17 +63,6 @@ __all__ = ["GuardSession", "Output", "Peer"]
 _HOT_ENTRIES = 4096
 _HOT_QUERY_CHARS = 4096
 _EXECUTE = int(Opcode.EXECUTE)
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who is on the client side: its address and, over mTLS, its certificate's identity."""
-
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    ip: str | None = None
-    port: int | None = None
-    principal: str | None = None
-    subject: str | None = None
 
 
 class Output:

@@ -335,3 +335,21 @@ def test_lz4_bodies_are_read_on_the_fast_path_too() -> None:
     conv.send([query])
     conv.send([query])
     assert conv.sessions[0].fast_decisions == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([4, 5]), st.booleans(), st.lists(st.binary(max_size=300), max_size=6), st.booleans())
+def test_arbitrary_bytes_from_either_side_end_in_an_output_never_an_exception(
+    version: int, lz4: bool, parts: list[bytes], from_server: bool
+) -> None:
+    conv = established(version, lz4)
+    session = conv.sessions[0]
+    before = session.counters.upstream_out
+    for part in parts:
+        out = session.receive_upstream(part, 1.0, WALL) if from_server else session.receive_client(part, 1.0, WALL)
+        if out.error is not None:
+            # A refusal answers on the offending stream, or says nothing; the pump closes.
+            assert out.client == b"" or out.error.reply is None or out.client.endswith(out.error.reply)
+            break
+    if from_server:
+        assert session.counters.upstream_out == before  # the server's bytes never go back upstream

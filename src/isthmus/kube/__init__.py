@@ -39,6 +39,7 @@ from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, KubeError, Un
 from .fanout import ClusterOutcome, Reach, across
 from .health import Health, ObjectHealth, rollup, statefulset_health
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .podexec import ExecError, ExecResult, pod_exec
 from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
@@ -71,6 +72,8 @@ __all__ = [
     "ConnectionSettings",
     "Drift",
     "DriftKind",
+    "ExecError",
+    "ExecResult",
     "Health",
     "KubeError",
     "KubeObject",
@@ -106,6 +109,7 @@ __all__ = [
     "get_record",
     "holds",
     "live_objects",
+    "pod_exec",
     "read_config_map",
     "reapply_objects",
     "remembered_config_map",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Peer", "peer_of", "tls_principal", "tls_subject"]
+__all__ = ["Address", "Peer", "peer_of", "tls_principal", "tls_subject"]
 
 _RDN_NAMES = {
     "commonName": "CN",
@@ -22,6 +22,16 @@ _RDN_NAMES = {
     "stateOrProvinceName": "ST",
     "domainComponent": "DC",
 }
+
+
+class Address(Protocol):
+    """Where the upstream is (a :class:`~isthmus.cqlguard.settings.Endpoint`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

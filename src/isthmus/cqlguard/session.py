@@ -27,6 +27,12 @@ is held (the server may resolve it against either keyspace) and the client is no
 server's answer to the USE releases the queue, in order. More than ``max_held`` waiting: the
 next is answered with an error.
 
+A request decided on the fast path is read only as far as its key (the prepared id, or the
+query text and flags: a per-request keyspace or an unknown flag sends it to the full decode);
+the rest of its body is Cassandra's to parse, as the values of an EXECUTE always were. Every
+request is framed by the codec before anything is forwarded, so a malformed frame, segment
+or envelope header never reaches Cassandra.
+
 Failing closed: a :class:`~isthmus.cqlguard.protocol.ProtocolError` from the client is
 answered on its stream when it can be (its ``reply``), recorded as an ``ERROR`` flow and set
 as :attr:`Output.error`; what was decided before it still goes on, the bad bytes never do.
@@ -41,7 +47,7 @@ from isthmus.cqlguard.classify import Classification
 from isthmus.cqlguard.counters import LATENCY_BUCKETS, Counters
 from isthmus.cqlguard.flows import Flow, FlowTemplate, FlowVerdict, l7_action
 from isthmus.cqlguard.guard import Check, Guard, Step
-from isthmus.cqlguard.peer import Peer
+from isthmus.cqlguard.peer import Address, Peer
 from isthmus.cqlguard.policy import Identity
 from isthmus.cqlguard.protocol import (
     Chunk,
@@ -54,7 +60,6 @@ from isthmus.cqlguard.protocol import (
     Query,
     Request,
 )
-from isthmus.cqlguard.settings import Endpoint
 
 __all__ = ["GuardSession", "Output", "Peer"]
 
@@ -115,7 +120,7 @@ class GuardSession:
         guard: Guard,
         *,
         peer: Peer,
-        upstream: Endpoint,
+        upstream: Address,
         counters: Counters,
         record_flows: bool = True,
         max_frame_body: int = 64 * 1024 * 1024,

@@ -386,6 +386,8 @@ class GuardSession:
             self._client = []
         if flows:
             self._flows = []
+        else:
+            flows = []  # (never the session's own list: the caller may keep the output)
         return Output(upstream, to_client, flows, error, progress)
 
     def _new_flow(self, kind: str, classification: Classification | None, stream: int,

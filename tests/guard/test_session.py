@@ -124,11 +124,13 @@ class Conversation:
 
     def both(self, call: Callable[[GuardSession], Output]) -> Output:
         fast, full = (call(s) for s in self.sessions)
+        assert fast is not full
         assert fast.upstream == full.upstream
         assert fast.client == full.client
         assert fast.flows == full.flows
         assert str(fast.error) == str(full.error)
         assert fast.progress == full.progress
+        assert fast.holding == full.holding == self.sessions[0].holding
         if fast.error is not None:
             self.over = True
         return fast

@@ -91,6 +91,7 @@ class Pump:
         self.name = "?"
         self._client_reading = True
         self._upstream_reading = True
+        self._holding = False  # the session holds requests for a USE (its last output said so)
         self._upstream_full = False  # the upstream's write buffer is above the mark
         self._client_full_since: float | None = None  # the client's is, since then
         self._last_read = 0.0
@@ -236,9 +237,8 @@ class Pump:
 
     def _update_reading(self) -> None:
         client_full = self._client_full_since is not None
-        holding = self.session is not None and self.session.holding
         self._set_client_reading(
-            self.upstream_transport is not None and not self._upstream_full and not client_full and not holding
+            self.upstream_transport is not None and not self._upstream_full and not client_full and not self._holding
         )
         upstream = self.upstream_transport
         if upstream is not None and not upstream.is_closing() and self._upstream_reading == client_full:
@@ -328,7 +328,7 @@ class Pump:
             self._frame_started = now
             self._arm(now + self.limits.slow_client_timeout_s)
         self._write(out, "client")
-        if session.holding:
+        if out.holding:
             self._set_client_reading(False)  # a USE is unanswered: read nothing more until it is
 
     def upstream_data(self, data: bytes) -> None:
@@ -336,7 +336,7 @@ class Pump:
             return
         session = self.session
         assert session is not None
-        holding = session.holding
+        holding = self._holding
         try:
             out = session.receive_upstream(data, self.clock(), time.time())
         except Exception:
@@ -344,11 +344,12 @@ class Pump:
             self.close(abort=True)
             return
         self._write(out, "upstream")
-        if holding and not session.holding:
+        if holding and not out.holding:
             self._update_reading()
 
     def _write(self, out: Output, peer: str) -> None:
         """Write a session's output; close after a protocol error from ``peer``."""
+        self._holding = out.holding
         if out.upstream:
             assert self.upstream_transport is not None
             self.upstream_transport.write(out.upstream)

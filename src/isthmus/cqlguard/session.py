@@ -74,17 +74,22 @@ class Output:
     """What one call of :class:`GuardSession` produced, to be written in this order:
     ``upstream`` to the server, ``client`` to the client, ``flows`` (rendered lines) to the
     flow log. ``error``: the session is over (close the connection once these are written).
-    ``progress``: (client bytes) at least one whole frame or segment was read."""
+    ``progress``: (client bytes) at least one whole frame or segment was read. ``holding``:
+    requests wait for a USE, so read nothing more from the client until an output says not.
 
-    __slots__ = ("client", "error", "flows", "progress", "upstream")
+    Each session reuses one ``Output`` (the hot path allocates none): read it before the
+    session's next call.
+    """
 
-    def __init__(self, upstream: bytes, client: bytes, flows: list[str], error: ProtocolError | None,
-                 progress: bool) -> None:
-        self.upstream = upstream
-        self.client = client
-        self.flows = flows
-        self.error = error
-        self.progress = progress
+    __slots__ = ("client", "error", "flows", "holding", "progress", "upstream")
+
+    def __init__(self) -> None:
+        self.upstream = b""
+        self.client = b""
+        self.flows: list[str] = []
+        self.error: ProtocolError | None = None
+        self.progress = False
+        self.holding = False
 
 
 class _Known:
@@ -148,6 +153,7 @@ class GuardSession:
         self._up: list[bytes] = []
         self._client: list[bytes] = []
         self._flows: list[str] = []
+        self._out = Output()
 
     @property
     def holding(self) -> bool:
@@ -372,23 +378,29 @@ class GuardSession:
         self._client.append(data)
 
     def _output(self, error: ProtocolError | None, progress: bool) -> Output:
+        out = self._out
         up, client, flows = self._up, self._client, self._flows
-        counters = self.counters
-        upstream = b""
         if up:
-            upstream = up[0] if len(up) == 1 else b"".join(up)
-            counters.upstream_out += len(upstream)
+            out.upstream = upstream = up[0] if len(up) == 1 else b"".join(up)
+            self.counters.upstream_out += len(upstream)
             self._up = []
-        to_client = b""
-        if client:
-            to_client = client[0] if len(client) == 1 else b"".join(client)
-            counters.client_out += len(to_client)
-            self._client = []
-        if flows:
-            self._flows = []
         else:
-            flows = []  # (never the session's own list: the caller may keep the output)
-        return Output(upstream, to_client, flows, error, progress)
+            out.upstream = b""
+        if client:
+            out.client = to_client = client[0] if len(client) == 1 else b"".join(client)
+            self.counters.client_out += len(to_client)
+            self._client = []
+        else:
+            out.client = b""
+        if flows:
+            out.flows = flows
+            self._flows = []
+        elif out.flows:
+            out.flows = []
+        out.error = error
+        out.progress = progress
+        out.holding = bool(self._held)
+        return out
 
     def _new_flow(self, kind: str, classification: Classification | None, stream: int,
                   verdict: FlowVerdict, wall: float, rule: str | None, reason: str) -> Flow:

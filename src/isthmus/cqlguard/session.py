@@ -12,15 +12,16 @@ and decodes, :class:`~isthmus.cqlguard.guard.Guard` decides, the session acts)::
 
 ``now`` is a monotonic clock reading (upstream latency), ``wall`` the time of day (flow lines);
 the session reads no clock, opens no socket, logs nothing and keeps no timer. Reading control,
-back-pressure and time-outs belong to the pump (:mod:`isthmus.cqlguard.pump`), which asks
-:attr:`GuardSession.holding` (do not read the client) and :attr:`GuardSession.busy` (not idle).
+back-pressure and time-outs belong to the pump (:mod:`isthmus.cqlguard.pump`), which reads
+:attr:`Output.holding` (do not read the client) and :attr:`GuardSession.busy` (not idle).
 
 The fast path: an EXECUTE of a prepared id, or a QUERY text in a keyspace, that this session
 already allowed under the same policy (``Guard.generation``) and the same user, is decided
 from its header and key alone (:meth:`CQLConnection.fast_request`) and goes on as the client
 framed it; its decision, flow template and metric key were rendered once (:class:`_Known`).
 Anything else is decoded and checked. ``tests/guard/test_session.py`` shows with hypothesis
-that both paths give the same bytes, flow lines and counters for every well-formed request.
+that both paths give the same bytes, flow lines and counters for well-formed requests (every
+option flag, v4/v5, lz4, USE, reloads).
 
 The USE hold queue: while a USE is unanswered, a request naming a table without a keyspace
 is held (the server may resolve it against either keyspace) and the client is not read; the

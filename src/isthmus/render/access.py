@@ -52,10 +52,9 @@ from typing import Any, Final
 
 import yaml
 
-from ..cqlguard.classify import Action
-from ..cqlguard.policy import ACTION_GROUPS
 from ..image import RELEASED
 from ..spec.cassandra import AccessEnforcement, CassandraCluster
+from ..spec.policy import ACTION_GROUPS, Action
 from .cassandra_config import CQL_PORT, POD_IP_MARKER, SUPERUSER_USERNAME
 from .errors import RenderError
 

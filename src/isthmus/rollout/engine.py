@@ -48,17 +48,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightkube.resources.core_v1 import Pod
-
 from ..errors import IsthmusError
 from ..kube import (
     Action,
-    ApiFailure,
     ApplyReport,
     ClusterConnection,
     ClusterOutcome,
     ClusterRegistry,
     ClusterUnreachable,
+    Conflict,
     Health,
     KubeObject,
     ObjectOutcome,
@@ -70,6 +68,7 @@ from ..kube import (
     diff_objects,
     fetch_owned,
     get_record,
+    list_objects,
     reapply_objects,
     remembered_config_map,
     statefulset_health,
@@ -638,9 +637,7 @@ class Engine:
         """While the gates wait: would the step's own write be refused (a field conflict)? Then say so now."""
         try:
             await diff_objects(conn, objects, force_conflicts=self.settings.force_conflicts)
-        except ApiFailure as exc:
-            if exc.status != 409:
-                raise
+        except Conflict as exc:
             raise StepFailed(step, f"{exc.what}: {exc.server_message}; re-run with --force-conflicts to take "
                                    "the fields over") from exc
 
@@ -748,10 +745,7 @@ class Engine:
             self.stats.converge_seconds += time.monotonic() - started
 
     async def _pods(self, conn: ClusterConnection, labels: dict[str, str]) -> list[KubeObject]:
-        async def do(client: Any) -> list[KubeObject]:
-            return [dict(p.to_dict()) async for p in client.list(Pod, namespace=self.namespace, labels=labels)]
-
-        return await conn.call("list", f"list Pod in {self.namespace}", do)
+        return await list_objects(conn, "v1", "Pod", namespace=self.namespace, labels=labels)
 
     async def _unstick(self, conn: ClusterConnection, sts: KubeObject, pods: list[KubeObject]) -> set[str]:
         """A pod of a bad revision that never became Ready blocks the controller; delete it (forced rollback)."""

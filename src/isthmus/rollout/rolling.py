@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..spec import CassandraCluster, Fleet
+from .dbgate import DatabaseGate
 from .deploying import Progress
 from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
 from .gates import DEFAULT_GATES, Gate
@@ -125,7 +126,7 @@ class _Session:
         settings = EngineSettings(
             poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
             prune=self.options.prune,
-            skip_clusters=self.options.skip_clusters, gates=self.options.gates,
+            skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, _database_gate(app)),
             soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
             failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair)
         engine = Engine(app=app.metadata.name, namespace=app.namespace, registry=self.registry,
@@ -144,6 +145,11 @@ class _Session:
                                  previous=None, plan=plan_rollout(old_app, reverse=True))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
         return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
+
+
+def _database_gate(app: CassandraCluster) -> DatabaseGate:
+    """The database's own view joins the Kubernetes gates (:mod:`.dbgate`), knowing where each datacenter runs."""
+    return DatabaseGate({dc.name: dc.cluster for dc in app.spec.datacenters})
 
 
 async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult,

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from isthmus.cqlguard.settings import DEFAULT_FLOWS_MAX_BYTES
-
 if TYPE_CHECKING:
     from isthmus.cqlguard.flows import Flow
 
-__all__ = ["FlowLog", "FlowWriter"]
+__all__ = ["DEFAULT_FLOWS_MAX_BYTES", "FlowLog", "FlowWriter"]
+
+#: The flows file's default cap (kept: the file and one rotated ``.1``).
+DEFAULT_FLOWS_MAX_BYTES = 100 * 1024 * 1024
 
 
 class FlowWriter:

@@ -120,6 +120,9 @@ class PreparedStatements:
             raise ValueError("max_entries must be positive")
         self._max = max_entries
         self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+        #: How many times an id was confirmed for a statement other than the one it stood for: a session's
+        #: fast-path decisions by prepared id are forgotten when this moves.
+        self.changes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -127,6 +130,9 @@ class PreparedStatements:
     def remember(self, upstream: str, prepared_id: bytes, statement: PreparedStatement) -> None:
         key = (upstream, prepared_id)
         classification = classify_cached(statement.query, statement.keyspace)
+        before = self._entries.get(key)
+        if before is not None and before.statement != statement:
+            self.changes += 1
         self._entries[key] = _Entry(statement, classification)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:

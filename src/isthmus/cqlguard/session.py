@@ -148,6 +148,7 @@ class GuardSession:
         self._hot_exec: dict[bytes, _Known] = {}
         self._hot_query: dict[tuple[bytes, str | None], _Known] = {}
         self._hot_generation = guard.generation
+        self._hot_prepared = guard.prepared.changes
         #: Requests decided on the fast path so far.
         self.fast_decisions = 0
         # What the current call produced (see Output).
@@ -191,6 +192,9 @@ class GuardSession:
         up = self._up
         if self._hot_generation != self.guard.generation:
             self._forget_hot()
+        if self._hot_prepared != self.guard.prepared.changes:  # an id now stands for another statement
+            self._hot_exec.clear()
+            self._hot_prepared = self.guard.prepared.changes
         fast_path = self._fast_path
         for wire, envelopes in chunks:
             sent: list[bytes] = []

@@ -21,7 +21,7 @@ from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
 
 from .breaker import CircuitBreaker
-from .errors import ApiFailure, ApplyConflict, ClusterUnreachable
+from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, api_failure
 
 __all__ = ["FIELD_MANAGER", "ClusterConnection", "ConnectionSettings"]
 
@@ -116,7 +116,7 @@ class ClusterConnection:
         code = status.code or exc.response.status_code
         if code == 409 and verb == "apply":
             return ApplyConflict(self.name, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
-        return ApiFailure(self.name, what, code, status.reason or "", message)
+        return api_failure(self.name, what, code, status.reason or "", message)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from lightkube.resources.core_v1 import Pod
-
-from ..kube import ClusterConnection, Health, KubeObject, delete_record, get_record, statefulset_health
+from ..kube import ClusterConnection, Health, KubeObject, delete_record, get_record, list_objects, statefulset_health
 from .clock import SYSTEM, Clock
 from .gates import failed_pods, pod_ready
 from .results import EngineStats, StepFailed
@@ -92,10 +89,7 @@ class Convergence:
             self.stats.converge_seconds += clock.monotonic() - started
 
     async def _pods(self, conn: ClusterConnection, labels: dict[str, str]) -> list[KubeObject]:
-        async def do(client: Any) -> list[KubeObject]:
-            return [dict(p.to_dict()) async for p in client.list(Pod, namespace=self.namespace, labels=labels)]
-
-        return await conn.call("list", f"list Pod in {self.namespace}", do)
+        return await list_objects(conn, "v1", "Pod", namespace=self.namespace, labels=labels)
 
     async def _unstick(self, conn: ClusterConnection, sts: KubeObject, pods: list[KubeObject]) -> set[str]:
         """A pod of a bad revision that never became Ready blocks the controller; delete it (forced rollback)."""

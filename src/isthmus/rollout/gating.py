@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..kube import ApiFailure, ClusterConnection, KubeObject, diff_objects
+from ..kube import ClusterConnection, Conflict, KubeObject, diff_objects
 from ..kube.objects import content_hash
 from .clock import SYSTEM, Clock
 from .gates import Gate, GateContext, Observation, Verdict, evaluate, observe, overall
@@ -121,9 +121,7 @@ class Gatekeeper:
         """While the gates wait: would the step's own write be refused (a field conflict)? Then say so now."""
         try:
             await diff_objects(conn, objects, force_conflicts=self.force_conflicts)
-        except ApiFailure as exc:
-            if exc.status != 409:
-                raise
+        except Conflict as exc:
             raise StepFailed(step, f"{exc.what}: {exc.server_message}; re-run with --force-conflicts to take "
                                    "the fields over") from exc
 

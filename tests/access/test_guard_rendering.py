@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 from typing import Any
 
 import pytest
 import yaml
 
-from isthmus.cqlguard.policy import Policy
+from isthmus.cqlguard.classify import classify
+from isthmus.cqlguard.policy import Identity, Policy
 from isthmus.image import RELEASED
 from isthmus.netplan import plan
 from isthmus.render import render_cassandra
-from isthmus.render.access import FLOWS_PATH, GUARD_METRICS_PORT, POLICY_PATH, guarded_cassandra_yaml
+from isthmus.render.access import (
+    FLOWS_PATH,
+    GUARD_METRICS_PORT,
+    POLICY_PATH,
+    SUPERUSER_RULE,
+    guarded_cassandra_yaml,
+    superuser_rule,
+)
 from isthmus.render.cassandra_config import cassandra_yaml
+from isthmus.render.errors import RenderError
 from isthmus.render.netpolicy import PolicyFlavor, render_policies
 from isthmus.spec import SpecError
 
@@ -48,7 +58,8 @@ def test_every_statefulset_runs_the_guard_in_front_of_loopback_cassandra() -> No
         assert cassandra["name"] == "cassandra" and guard["name"] == "cqlguard"
         assert guard["image"] == str(RELEASED) and "@sha256:" in guard["image"]
         assert [guard["command"][0], *guard["args"]] == [
-            "isthmus", "guard", "run", "--listen", "$(POD_IP):9042", "--upstream", "127.0.0.1:9042",
+            "isthmus", "guard", "run", "--listen", "$(POD_IP):9042", "--listen", "127.0.0.1:9042",
+            "--upstream", "127.0.0.2:9042",
             "--policy", POLICY_PATH, "--flows", FLOWS_PATH, "--flows-max-bytes", str(64 * 1024 * 1024),
             "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"]
         assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in guard["env"]
@@ -79,7 +90,7 @@ def test_cassandra_serves_cql_on_loopback_and_advertises_the_pod_ip() -> None:
         if "cassandra.yaml" not in cm["data"]:
             continue
         conf = yaml.safe_load(cm["data"]["cassandra.yaml"])
-        assert conf["rpc_address"] == "127.0.0.1"
+        assert conf["rpc_address"] == "127.0.0.2"
         assert conf["broadcast_rpc_address"] == "${POD_IP}"
         assert conf["native_transport_port"] == 9042
         assert cm["data"]["cassandra.yaml"].startswith("# Rendered by isthmus")
@@ -90,7 +101,7 @@ def test_rewriting_cassandra_yaml_keeps_everything_else_byte_for_byte() -> None:
     dc = app.spec.datacenters[0]
     plain = cassandra_yaml(app, dc, cluster_domain="cluster.local", clusterset_domain="clusterset.local")
     guarded = guarded_cassandra_yaml(plain)
-    assert guarded == plain.replace("rpc_address: 0.0.0.0\n", "rpc_address: 127.0.0.1\n")
+    assert guarded == plain.replace("rpc_address: 0.0.0.0\n", "rpc_address: 127.0.0.2\n")
 
 
 def test_the_policy_config_map_holds_the_spec_rules() -> None:
@@ -101,8 +112,33 @@ def test_the_policy_config_map_holds_the_spec_rules() -> None:
         assert cm["metadata"]["namespace"] == "cassandra"
         text = cm["data"]["policy.yaml"]
         expected = [{k: v for k, v in r.items() if k != "clientLabels"} for r in RULES]
-        assert yaml.safe_load(text) == {"rules": expected}
-        assert [r.name for r in Policy.from_yaml(text).document.rules] == ["sales-app", "reports"]
+        assert yaml.safe_load(text) == {"rules": [*expected, superuser_rule()]}
+        assert [r.name for r in Policy.from_yaml(text).document.rules] == ["sales-app", "reports", SUPERUSER_RULE]
+
+
+def _decide(user: str, address: str, cql: str) -> bool:
+    fleet, app = with_access(GUARDED)
+    (cm,) = [o for o in render_cassandra(app, fleet).for_cluster(fleet.spec.clusters[0].name)
+             if o["metadata"]["name"] == "orders-cqlguard"]
+    policy = Policy.from_yaml(cm["data"]["policy.yaml"])
+    return policy.decide(Identity(address=ipaddress.ip_address(address), user=user), classify(cql)).allowed
+
+
+@pytest.mark.parametrize("user", ["cassandra-admin", "cassandra"])
+def test_the_superuser_may_do_anything_but_only_from_the_pods_loopback(user: str) -> None:
+    # Through pods/portforward (or exec) the connection comes from 127.0.0.1 inside the pod.
+    for cql in ("CREATE ROLE app WITH PASSWORD = 'x' AND LOGIN = true",
+                "ALTER KEYSPACE system_auth WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
+                "INSERT INTO sales.orders (id) VALUES (1)", "DROP TABLE sales.orders"):
+        assert _decide(user, "127.0.0.1", cql), cql
+        # The same login from the network gets only the spec's rules, which name neither role.
+        assert not _decide(user, "10.1.0.7", cql), cql
+
+
+def test_a_spec_rule_may_not_take_the_superuser_rules_name() -> None:
+    rule = {**copy.deepcopy(RULES[0]), "name": SUPERUSER_RULE}
+    with pytest.raises(RenderError, match="Isthmus's own rule"):
+        _objects({"enabled": True, "rules": [rule]})
 
 
 def test_a_policy_only_change_does_not_touch_the_pod_templates() -> None:

@@ -188,7 +188,7 @@ def running_guard(
     policy_path.write_text(policy)
     flows_path = tmp_path / "flows.jsonl"
     settings = GuardSettings(
-        listen=Endpoint("127.0.0.1", 0),
+        listen=(Endpoint("127.0.0.1", 0),),
         upstream=Endpoint(node.host, node.port),
         policy_path=policy_path,
         flows_path=flows_path,

@@ -273,6 +273,18 @@ def test_flow_writer_batches_lines_until_flushed(tmp_path: Path) -> None:
 def test_settings_refuse_a_negative_flows_cap() -> None:
     with pytest.raises(GuardSettingsError, match="flows-max-bytes"):
         GuardSettings(
-            listen=Endpoint("127.0.0.1", 0), upstream=Endpoint("127.0.0.1", 9042), policy_path=Path("p"),
+            listen=(Endpoint("127.0.0.1", 0),), upstream=Endpoint("127.0.0.1", 9042), policy_path=Path("p"),
             flows_max_bytes=-1,
         )
+
+
+@pytest.mark.parametrize(("listen", "upstream", "problem"), [
+    ((), "127.0.0.2:9042", "at least one --listen"),
+    (("127.0.0.1:9042", "127.0.0.1:9042"), "127.0.0.2:9042", "repeat"),
+    (("10.0.0.1:9042", "127.0.0.2:9042"), "127.0.0.2:9042", "would loop"),
+])
+def test_settings_refuse_listen_addresses_that_cannot_work(listen: tuple[str, ...], upstream: str,
+                                                            problem: str) -> None:
+    with pytest.raises(GuardSettingsError, match=problem):
+        GuardSettings(listen=tuple(Endpoint.parse(e) for e in listen), upstream=Endpoint.parse(upstream),
+                      policy_path=Path("p"))

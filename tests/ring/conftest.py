@@ -49,6 +49,10 @@ APP = {
         "resources": {"cpu": "1", "memory": "1Gi", "heap": "512M"},
         "storage": {"size": "1Gi"},
         "rollout": {"maxConcurrentDatacenters": 1},
+        # The guard fronts every node, so everything below (the superuser's setup included) goes through it.
+        "access": {"enabled": True, "rules": [
+            {"name": "reader-reads", "identities": {"users": ["reader"]},
+             "allow": [{"actions": ["read"], "tables": ["guarded.*"]}]}]},
     },
 }
 

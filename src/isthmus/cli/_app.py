@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from .. import __version__
 from ..console import out_console
 
 __all__ = ["Output", "OutputOpt", "app"]
+
+def _value_name(param: Any, ctx: Any) -> str | None:
+    """What a help screen shows after an option or argument: its metavar, its choices, or its name.
+
+    Typer's own display is the annotation (``<bool>``, ``<list[Path]>``, ``<float>``): noise a reader of
+    ``--help`` does not need. Flags show nothing; an option that takes a value shows a name for it
+    (``--timeout TIMEOUT``, ``--file FILE...``); choices stay, since they are what one may type.
+    """
+    if param.metavar is not None:
+        return str(param.metavar)
+    if getattr(param, "is_flag", False):
+        return None
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and getattr(descriptor, "is_choice", False):
+        return str(typer.core._TyperParameter.display_type(param, ctx)).strip("<>")
+    name = str(param.name or "value").upper()
+    return name + ("..." if param.nargs != 1 or getattr(param, "multiple", False) else "")
+
+
+for _kind in (getattr(typer.core, "_TyperParameter", None), typer.core.TyperArgument, typer.core.TyperOption):
+    if _kind is not None and hasattr(_kind, "display_type_rich"):  # typer 0.20 and later
+        setattr(_kind, "display_type_rich", _value_name)  # noqa: B010 - replacing a method of typer's classes
 
 app = typer.Typer(
     name="isthmus",

@@ -10,7 +10,6 @@ the user chooses, with owner-only permissions, and never printed.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import os
 import stat
@@ -31,10 +30,9 @@ from ._app import Output, OutputOpt, app
 from ._plan import _read_lock, lock_path_for
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
     from ..kube.preflight import PreflightReport
     from ..netplan import Plan
+    from ..pki import Authority
     from ..render.cilium import CiliumCA
     from ..render.firewall import FirewallReport
     from ..render.istio import IstioIntermediateCA
@@ -216,41 +214,13 @@ def explain_network(
 _CA_DAYS, _INTERMEDIATE_DAYS = 3650, 1825
 
 
-def _key_pem(key: RSAPrivateKey) -> str:
-    from cryptography.hazmat.primitives import serialization
+def _make_ca(common_name: str, *, signer: Authority | None = None, days: int = _CA_DAYS) -> tuple[str, str]:
+    """A CA certificate and key (PEM, RSA: what Cilium's and Istio's charts read); self-signed, or an
+    intermediate of ``signer``."""
+    from ..pki import Authority, KeyType
 
-    # PKCS#1 ("RSA PRIVATE KEY"): what Helm's sprig (Cilium's chart) and Istio's plug-in CA both read.
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption()).decode()
-
-
-def _make_ca(common_name: str, *, signer: tuple[Any, Any] | None = None, days: int = _CA_DAYS) -> tuple[str, str]:
-    """A CA certificate and key (PEM); self-signed, or signed by ``signer`` = (cert, key) as an intermediate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "isthmus"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    issuer_cert, issuer_key = signer if signer is not None else (None, key)
-    now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject)
-               .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=None if signer is None else 0),
-                              critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
+    ca = Authority.new(common_name, org="isthmus", key_type=KeyType.RSA_2048, days=days, signer=signer)
+    return ca.cert_pem().decode(), ca.key_pem().decode()
 
 
 class _CADir:
@@ -293,14 +263,11 @@ def _cilium_ca(ca_dir: _CADir) -> CiliumCA:
 
 
 def _istio_cas(ca_dir: _CADir, clusters: Sequence[str]) -> dict[str, IstioIntermediateCA]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+    from ..pki import Authority
     from ..render.istio import IstioIntermediateCA
 
     root_cert, root_key = ca_dir.pair("istio-root-ca", lambda: _make_ca("Istio root CA"))
-    signer = (x509.load_pem_x509_certificate(root_cert.encode()),
-              serialization.load_pem_private_key(root_key.encode(), password=None))
+    signer = Authority.from_pem(root_cert.encode(), root_key.encode())
     cas = {}
     for name in clusters:
         make = functools.partial(_make_ca, f"Istio intermediate CA {name}", signer=signer, days=_INTERMEDIATE_DAYS)

@@ -49,7 +49,7 @@ _DEFAULT_LIMITS = Limits()
 
 @guard_app.command("run")
 def run(
-    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on")],
+    listen: Annotated[list[str], typer.Option(help="HOST:PORT to listen on (repeat for several addresses)")],
     upstream: Annotated[str, typer.Option(help="HOST:PORT of the Cassandra node")],
     policy: Annotated[Path, typer.Option(help="policy YAML (reloaded on change and on SIGHUP)")],
     flows: Annotated[Path | None, typer.Option(help="append one JSON line per decision here")] = None,
@@ -83,7 +83,7 @@ def run(
         else None
     )
     settings = GuardSettings(
-        listen=Endpoint.parse(listen, what="--listen"),
+        listen=tuple(Endpoint.parse(one, what="--listen") for one in listen),
         upstream=Endpoint.parse(upstream, what="--upstream"),
         policy_path=policy,
         flows_path=flows,
@@ -102,7 +102,8 @@ def run(
     def ready(server: GuardServer) -> None:
         where = f"; metrics on http://{server.metrics_address}/metrics" if server.metrics_address else ""
         print(
-            f"cqlguard listening on {server.address} -> {settings.upstream}{where} (event loop: {loop_name()})",
+            f"cqlguard listening on {', '.join(map(str, server.addresses))} -> {settings.upstream}{where}"
+            f" (event loop: {loop_name()})",
             file=sys.stderr,
             flush=True,
         )
@@ -114,7 +115,8 @@ def run(
     except FileNotFoundError as exc:
         raise UserError(f"{exc.filename}: no such file") from exc
     except OSError as exc:
-        raise UserError(f"cannot listen on {settings.listen}: {exc.strerror or exc}") from exc
+        where = ", ".join(map(str, settings.listen))
+        raise UserError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
 
 
 @guard_app.command("flows")

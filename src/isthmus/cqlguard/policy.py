@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from isthmus.cqlguard.classify import (
     GLOBAL_ACTIONS,
@@ -53,6 +52,7 @@ from isthmus.cqlguard.classify import (
     Statement,
     Unclassifiable,
 )
+from isthmus.spec.policy import ACTION_GROUPS, Allowance, IdentitySelector, PolicyDocument, Rule
 
 __all__ = [
     "ACTION_GROUPS",
@@ -65,23 +65,9 @@ __all__ = [
     "Verdict",
 ]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: Shorthands accepted in ``actions``.
-ACTION_GROUPS: Mapping[str, frozenset[Action]] = {
-    "read": frozenset({Action.SELECT}),
-    "write": frozenset({Action.INSERT, Action.UPDATE, Action.DELETE}),
-    "schema": frozenset(
-        a
-        for a in Action
-        if a.value.startswith(("create_", "alter_", "drop_"))
-        and a not in GLOBAL_ACTIONS
-        and not a.value.endswith("_keyspace")
-    ),
-}
 _KEYSPACE_LEVEL = frozenset({Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
-_PATTERN_PART = re.compile(r"[A-Za-z0-9_*?]+")
 BUILTIN_RULE = "builtin:driver-system-tables"
 _BUILTIN_TABLES = (
     ("system", "local"),
@@ -136,97 +122,23 @@ class Decision:
         return self.verdict is Verdict.ALLOWED
 
 
-# ------------------------------------------------------------------------ document models
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IdentitySelector(_Model):
-    cidrs: tuple[IPNetwork, ...] = ()
-    users: tuple[str, ...] = ()
-    principals: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Self:
-        if not (self.cidrs or self.users or self.principals):
-            raise ValueError("give at least one of cidrs, users, principals (use 0.0.0.0/0 and ::/0 for anyone)")
-        return self
-
-    def matches(self, identity: Identity) -> bool:
-        if self.cidrs and (
-            identity.address is None
-            or not any(identity.address.version == net.version and identity.address in net for net in self.cidrs)
-        ):
-            return False
-        if self.users and identity.user not in self.users:
-            return False
-        return not (
-            self.principals
-            and identity.principal not in self.principals
-            and (identity.subject is None or identity.subject not in self.principals)
-        )
-
-
-class Allowance(_Model):
-    actions: tuple[str, ...] = Field(min_length=1)
-    tables: tuple[str, ...] = ()
-
-    @field_validator("actions")
-    @classmethod
-    def _known_actions(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
-        known = {a.value for a in Action} | set(ACTION_GROUPS)
-        unknown = [a for a in actions if a not in known]
-        if unknown:
-            raise ValueError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return actions
-
-    @field_validator("tables")
-    @classmethod
-    def _patterns(cls, tables: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in tables:
-            parts = pattern.split(".")
-            if len(parts) != 2 or not all(_PATTERN_PART.fullmatch(p) for p in parts):
-                raise ValueError(f"table pattern {pattern!r} must be 'keyspace.table' (letters, digits, _, * and ?)")
-        return tables
-
-    @model_validator(mode="after")
-    def _tables_for_data_actions(self) -> Self:
-        if not self.tables and any(a not in GLOBAL_ACTIONS for a in self.expanded()):
-            raise ValueError("tables is required unless every action is global (roles, permissions, describe)")
-        return self
-
-    def expanded(self) -> frozenset[Action]:
-        out: set[Action] = set()
-        for name in self.actions:
-            out |= ACTION_GROUPS[name] if name in ACTION_GROUPS else {Action(name)}
-        return frozenset(out)
-
-    def patterns(self) -> tuple[tuple[str, str], ...]:
-        return tuple((p.split(".")[0], p.split(".")[1]) for p in self.tables)
-
-
-class Rule(_Model):
-    name: str = Field(min_length=1)
-    identities: IdentitySelector
-    allow: tuple[Allowance, ...] = Field(min_length=1)
-
-
-class PolicyDocument(_Model):
-    rules: tuple[Rule, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Self:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"duplicate rule name {rule.name!r}")
-            seen.add(rule.name)
-        return self
-
-
 # ---------------------------------------------------------------------------- decisions
+
+
+def _identity_matches(selector: IdentitySelector, identity: Identity) -> bool:
+    """Whether ``identity`` is one that ``selector`` names (every non-empty list matches; see the module doc)."""
+    if selector.cidrs and (
+        identity.address is None
+        or not any(identity.address.version == net.version and identity.address in net for net in selector.cidrs)
+    ):
+        return False
+    if selector.users and identity.user not in selector.users:
+        return False
+    return not (
+        selector.principals
+        and identity.principal not in selector.principals
+        and (identity.subject is None or identity.subject not in selector.principals)
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -300,7 +212,7 @@ class Policy:
             return Decision(Verdict.DENIED, None, f"unclassifiable statement: {classification.reason}")
         if not classification.statements:
             return Decision(Verdict.DENIED, None, "no statement")
-        rules = [r for r in self.document.rules if r.identities.matches(identity)]
+        rules = [r for r in self.document.rules if _identity_matches(r.identities, identity)]
         used: list[str] = []
         for statement in classification.statements:
             rule = self._rule_for(rules, statement)

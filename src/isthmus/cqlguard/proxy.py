@@ -705,7 +705,7 @@ class GuardServer:
         self._policy_stamp: tuple[int, int, int] | None = None
         self.guard = Guard(self._load_policy(), upstream=str(settings.upstream), prepared=prepared)
         self.flows: FlowWriter | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         #: Open connections (insertion-ordered; the values are unused).
         self._pumps: dict[_Pump, None] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -720,16 +720,20 @@ class GuardServer:
             self.flows = FlowWriter(self.settings.flows_path, max_bytes=self.settings.flows_max_bytes)
             self._flusher = asyncio.create_task(self._flush_periodically(), name="cqlguard flows flusher")
         tls = self.settings.tls.server_context() if self.settings.tls is not None else None
-        listen = self.settings.listen
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Side(_Pump(self), client=True),
-            listen.host,
-            listen.port,
-            ssl=tls,
-            ssl_handshake_timeout=self.settings.limits.slow_client_timeout_s if tls else None,
-            backlog=min(self.settings.limits.max_connections, 4096),
-        )
+        try:
+            for listen in self.settings.listen:
+                self._servers.append(await loop.create_server(
+                    lambda: _Side(_Pump(self), client=True),
+                    listen.host,
+                    listen.port,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.settings.limits.slow_client_timeout_s if tls else None,
+                    backlog=min(self.settings.limits.max_connections, 4096),
+                ))
+        except BaseException:
+            await self.close()
+            raise
         if self.settings.metrics is not None:
             where = self.settings.metrics
             self._metrics_server, _ = serve_metrics(self.metrics, where.host, where.port)
@@ -737,10 +741,18 @@ class GuardServer:
 
     @property
     def address(self) -> Endpoint:
-        """Where the guard listens (the real port when the settings said 0)."""
-        assert self._server is not None, "start() first"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return Endpoint(str(host), int(port))
+        """Where the guard listens first (the real port when the settings said 0)."""
+        return self.addresses[0]
+
+    @property
+    def addresses(self) -> tuple[Endpoint, ...]:
+        """Every address the guard listens on, in the settings' order."""
+        assert self._servers, "start() first"
+        out = []
+        for server in self._servers:
+            host, port = server.sockets[0].getsockname()[:2]
+            out.append(Endpoint(str(host), int(port)))
+        return tuple(out)
 
     @property
     def metrics_address(self) -> Endpoint | None:
@@ -754,13 +766,13 @@ class GuardServer:
         return len(self._pumps)
 
     async def serve_forever(self) -> None:
-        assert self._server is not None, "start() first"
-        await self._server.serve_forever()
+        assert self._servers, "start() first"
+        await asyncio.gather(*(server.serve_forever() for server in self._servers))
 
     async def close(self) -> None:
         """Stop accepting, close every connection, flush flows, stop the metrics endpoint."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for background in (self._watcher, self._flusher):
             if background is not None:
                 background.cancel()
@@ -773,10 +785,10 @@ class GuardServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_GRACE_S):
                     await asyncio.gather(*(pump.done for pump in pumps), return_exceptions=True)
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_GRACE_S):
-                    await self._server.wait_closed()
+                    await server.wait_closed()
         if self.flows is not None:
             self.flows.close()
         if self._metrics_server is not None:

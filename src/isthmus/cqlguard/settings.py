@@ -128,7 +128,10 @@ class TLSSettings:
 class GuardSettings:
     """Everything one guard process needs; one CLI option per field."""
 
-    listen: Endpoint
+    #: Every address the guard accepts clients on (one socket each), the first being its main one. A pod's
+    #: guard listens on its IP and on its loopback, so that ``kubectl port-forward`` (which connects to
+    #: ``localhost`` inside the pod) reaches the guard, not Cassandra (which listens on 127.0.0.2 there).
+    listen: tuple[Endpoint, ...]
     upstream: Endpoint
     policy_path: Path
     flows_path: Path | None = None
@@ -143,6 +146,12 @@ class GuardSettings:
     flows_flush_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.listen:
+            raise GuardSettingsError("give at least one --listen HOST:PORT")
+        if len(set(self.listen)) != len(self.listen):
+            raise GuardSettingsError(f"--listen addresses repeat: {', '.join(map(str, self.listen))}")
+        if self.upstream in self.listen:
+            raise GuardSettingsError(f"--upstream {self.upstream} is also a --listen address; the guard would loop")
         if self.policy_poll_interval_s <= 0:
             raise GuardSettingsError("policy_poll_interval_s must be positive")
         if self.flows_max_bytes < 0:

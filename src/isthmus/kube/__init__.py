@@ -1,11 +1,16 @@
 """The one gateway to the API servers: connections, server-side apply, diff, prune, health.
 
-Also: compare-and-swap records of small bookkeeping objects (:mod:`.records`), watches that
-re-list after a silence or an error (:mod:`.watching`), drift found cheaply and written back
-(:mod:`.drift`), and whether a member serves the custom kinds of some objects (:mod:`.customkinds`).
+Also: reading, listing and deleting by kind (:mod:`.fetching`), the one reader of live state
+(:mod:`.live`), compare-and-swap records of small bookkeeping objects (:mod:`.records`), Leases
+and their one expiry rule (:mod:`.leases`), what a connection learnt from its server
+(:mod:`.session`), watches that re-list after a silence or an error (:mod:`.watching`), drift
+found cheaply and written back (:mod:`.drift`), and whether a member serves the custom kinds of
+some objects (:mod:`.customkinds`).
 
 Owns: every call to a Kubernetes API server, with its timeout, request budget and circuit
-breaker; translating client-library errors into :mod:`isthmus.kube.errors`.
+breaker; translating client-library errors into :mod:`isthmus.kube.errors` (one class per HTTP
+status). Callers outside this package never see a client-library class: they pass kinds as
+``(apiVersion, kind)`` and get plain dicts.
 Must not: decide what the objects should be (that is ``render``) or in what order clusters
 change (that is ``rollout``).
 """
@@ -14,14 +19,9 @@ from .applying import (
     Action,
     ApplyReport,
     ObjectOutcome,
-    Unapplied,
     apply_objects,
     delete_objects,
     delete_volume_claims,
-    fetch_owned,
-    holds,
-    live_objects,
-    unapplied,
 )
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
 from .customkinds import absent_kinds
@@ -55,7 +55,9 @@ from .errors import (
 from .fanout import ClusterOutcome, Reach, across
 from .fetching import list_objects
 from .health import Health, ObjectHealth, rollup, statefulset_health
+from .live import Unapplied, fetch_owned, holds, live_objects, unapplied
 from .objects import HASH_ANNOTATION, KubeObject, ObjectRef
+from .podexec import ExecError, ExecResult, pod_exec
 from .portforward import PodPortForward, PortForwardError
 from .records import (
     StaleWrite,
@@ -91,6 +93,8 @@ __all__ = [
     "ConnectionSettings",
     "Drift",
     "DriftKind",
+    "ExecError",
+    "ExecResult",
     "Forbidden",
     "Gone",
     "Health",
@@ -134,6 +138,7 @@ __all__ = [
     "holds",
     "list_objects",
     "live_objects",
+    "pod_exec",
     "read_config_map",
     "reapply_objects",
     "remembered_config_map",

@@ -1,16 +1,17 @@
 """Server-side apply of one cluster's desired objects: in order, only what changed, then prune.
 
 Order: namespaces and CRDs (waited on until Established), config and secrets, services,
-workloads, disruption budgets. An object whose live content hash equals the desired one is left
-alone, so an apply with nothing to change makes no write at all; ``diff`` (a server-side dry run)
-is the tool that reveals fields someone else changed by hand.
+workloads, disruption budgets. The live state is read by :mod:`.live` (one LIST per kind).
+An object whose live content hash equals the desired one is left alone, so an apply with
+nothing to change makes no write at all; ``diff`` (a server-side dry run) is the tool that
+reveals fields someone else changed by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import groupby
@@ -18,23 +19,20 @@ from typing import Any
 
 from ..render import ApplyPhase, apply_rank
 from .connection import ClusterConnection
-from .errors import ApiFailure, KubeError
-from .fetching import delete_object, get_object
-from .inventory import APP_LABEL, delete_inventory, is_ours, read_inventory, write_inventory
-from .objects import KubeObject, ObjectRef, content_hash, resource_class, to_resource
+from .customkinds import established
+from .errors import KubeError
+from .fetching import delete_object
+from .inventory import delete_inventory, is_ours, read_inventory, write_inventory
+from .live import fetch_owned, holds, kind_key, live_objects
+from .objects import KubeObject, ObjectRef, resource_class, to_resource
 
 __all__ = [
     "Action",
     "ApplyReport",
     "ObjectOutcome",
-    "Unapplied",
     "apply_objects",
     "delete_objects",
     "delete_volume_claims",
-    "fetch_owned",
-    "holds",
-    "live_objects",
-    "unapplied",
 ]
 
 Progress = Callable[[str], None]
@@ -67,78 +65,6 @@ class ApplyReport:
         return any(o.action is not Action.UNCHANGED for o in self.outcomes)
 
 
-def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
-    return ref.api_version, ref.kind, ref.namespace
-
-
-async def fetch_owned(
-    conn: ClusterConnection, app: str, kinds: set[tuple[str, str, str]]
-) -> dict[ObjectRef, KubeObject]:
-    """The live objects of ``app`` for each (apiVersion, kind, namespace): one LIST per kind."""
-
-    async def list_kind(api_version: str, kind: str, namespace: str) -> list[KubeObject]:
-        res = resource_class(api_version, kind)
-
-        async def do(client: Any) -> list[KubeObject]:
-            items = client.list(res, namespace=namespace or None, labels={APP_LABEL: app})
-            return [item.to_dict() async for item in items]
-
-        where = f"{kind} in {namespace}" if namespace else kind
-        try:
-            return await conn.call("list", f"list {where}", do)
-        except ApiFailure as exc:
-            if exc.status == 404:  # the kind's CRD is not installed yet: nothing of ours exists
-                return []
-            raise
-
-    results = await asyncio.gather(*(list_kind(*k) for k in sorted(kinds)))
-    live: dict[ObjectRef, KubeObject] = {}
-    for items in results:
-        for item in items:
-            live[ObjectRef.of(item)] = item
-    return live
-
-
-async def live_objects(conn: ClusterConnection, app: str, objects: Sequence[KubeObject],
-                       also: Iterable[ObjectRef] = ()) -> dict[ObjectRef, KubeObject]:
-    """The live state of ``objects`` (and of the kinds of ``also``): one labelled LIST per kind, plus a GET
-    for each object shared between apps (a namespace carries no app label, so the LIST misses it)."""
-    refs = [ObjectRef.of(o) for o in objects]
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in [*refs, *also]})
-
-    async def get(ref: ObjectRef) -> tuple[ObjectRef, KubeObject | None]:
-        found = await get_object(conn, resource_class(ref.api_version, ref.kind), ref.name, ref.namespace or None)
-        return ref, dict(found.to_dict()) if found is not None else None
-
-    shared = [r for r, o in zip(refs, objects, strict=True)
-              if r not in live and APP_LABEL not in (o.get("metadata", {}).get("labels") or {})]
-    found = await asyncio.gather(*(get(r) for r in shared))
-    return live | {ref: obj for ref, obj in found if obj is not None}
-
-
-def holds(current: KubeObject | None, wanted: KubeObject) -> bool:
-    """Whether the live object already carries what ``wanted`` would write (by content hash)."""
-    wanted_hash = content_hash(wanted)
-    return current is not None and wanted_hash is not None and content_hash(current) == wanted_hash
-
-
-@dataclass(frozen=True)
-class Unapplied:
-    """What an apply of some objects would have to write in one member, found by reading only."""
-
-    changed: tuple[ObjectRef, ...]
-    """Objects missing there, or there with another content hash."""
-    inventory: frozenset[ObjectRef]
-    """The app's inventory in that member (what the last apply recorded)."""
-
-
-async def unapplied(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject]) -> Unapplied:
-    """Read (never write) what applying ``objects`` of ``app`` would change: one LIST per kind, the inventory."""
-    inventory, live = await asyncio.gather(read_inventory(conn, app, namespace), live_objects(conn, app, objects))
-    changed = tuple(ObjectRef.of(o) for o in objects if not holds(live.get(ObjectRef.of(o)), o))
-    return Unapplied(changed, frozenset(inventory))
-
-
 async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> KubeObject:
     ref = ObjectRef.of(obj)
 
@@ -161,9 +87,7 @@ async def _wait_established(conn: ClusterConnection, name: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ESTABLISHED_WITHIN
     while True:
-        crd = await conn.call("get", f"CustomResourceDefinition {name}", get)
-        conditions = (crd.status.conditions if crd.status else None) or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
+        if established(await conn.call("get", f"CustomResourceDefinition {name}", get)):
             return
         if loop.time() > deadline:
             raise KubeError(conn.name, f"CustomResourceDefinition {name} not Established after {ESTABLISHED_WITHIN:g}s")
@@ -250,7 +174,7 @@ async def delete_objects(
     """Delete everything the inventory lists for ``app`` and is still ours, then the inventory itself."""
     say = progress or (lambda _msg: None)
     previous = await read_inventory(conn, app, namespace)
-    live = await fetch_owned(conn, app, {_kind_key(r) for r in previous})
+    live = await fetch_owned(conn, app, {kind_key(r) for r in previous})
     deleted = await _delete(conn, app, previous, live, say)
     await delete_inventory(conn, app, namespace)
     return ApplyReport(conn.name, tuple(ObjectOutcome(r, Action.DELETED) for r in deleted))

@@ -12,7 +12,6 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx2
@@ -20,8 +19,10 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
 
+from ..settings import ConnectionSettings
 from .breaker import CircuitBreaker
 from .errors import ApiFailure, ApplyConflict, ClusterUnreachable, api_failure
+from .session import Session
 
 __all__ = ["FIELD_MANAGER", "ClusterConnection", "ConnectionSettings"]
 
@@ -31,22 +32,15 @@ _CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
 WRITE_VERBS = frozenset({"apply", "create", "patch", "delete", "update"})
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConnectionSettings:
-    timeout: float = 10.0
-    """Seconds a single call may take before the cluster counts as not answering."""
-    max_in_flight: int = 8
-    """Request budget: concurrent calls to one cluster."""
-    breaker_threshold: int = 2
-    breaker_cooldown: float = 10.0
-
-
 class ClusterConnection:
     """Talks to one member cluster. Cheap to create: nothing connects until the first call."""
 
-    def __init__(self, name: str, config: SingleConfig, settings: ConnectionSettings | None = None) -> None:
+    def __init__(self, name: str, config: SingleConfig, settings: ConnectionSettings | None = None, *,
+                 session: Session | None = None) -> None:
         self.name = name
         self.settings = settings or ConnectionSettings()
+        self.session = session if session is not None else Session()
+        """What this process learnt from the server (:mod:`isthmus.kube.session`): hints, never the truth."""
         self.breaker = CircuitBreaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self.requests: Counter[str] = Counter()
         self._config = config
@@ -99,7 +93,7 @@ class ClusterConnection:
             raise ClusterUnreachable(self.name, self.breaker.last_error) from exc
         except ApiError as exc:
             self.breaker.succeeded()  # the server answered: it is reachable
-            raise self._translate(exc, verb, what) from exc
+            raise translate(self.name, exc, verb, what) from exc
         self.breaker.succeeded()
         return result
 
@@ -110,18 +104,20 @@ class ClusterConnection:
         if client is not None:
             asyncio.get_running_loop().create_task(_close_quietly(client))
 
-    def _translate(self, exc: ApiError, verb: str, what: str) -> ApiFailure | ApplyConflict:
-        status = exc.status
-        message = status.message or str(exc)
-        code = status.code or exc.response.status_code
-        if code == 409 and verb == "apply":
-            return ApplyConflict(self.name, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
-        return api_failure(self.name, what, code, status.reason or "", message)
-
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await _close_quietly(client)
+
+
+def translate(cluster: str, exc: ApiError, verb: str, what: str) -> ApiFailure | ApplyConflict:
+    """The :mod:`isthmus.kube.errors` error for the client library's ``exc`` (an answer to ``verb`` on ``what``)."""
+    status = exc.status
+    message = status.message or str(exc)
+    code = status.code or exc.response.status_code
+    if code == 409 and verb == "apply":
+        return ApplyConflict(cluster, what, sorted(set(_CONFLICT_MANAGER.findall(message))), message)
+    return api_failure(cluster, what, code, status.reason or "", message)
 
 
 async def _close_quietly(client: AsyncClient) -> None:

@@ -19,15 +19,19 @@ from .connection import ClusterConnection
 from .fetching import get_object
 from .objects import KubeObject
 
-__all__ = ["absent_kinds", "serves"]
+__all__ = ["absent_kinds", "established", "serves"]
+
+
+def established(crd: Any) -> bool:
+    """Whether the live CRD ``crd`` (a lightkube resource) is ``Established``: its kind can be used."""
+    conditions = (crd.status.conditions if crd.status is not None else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 def serves(crd: Any, kind: CustomKind) -> bool:
     """Whether the live CRD ``crd`` (a lightkube resource) serves ``kind`` now."""
     versions = (crd.spec.versions or []) if crd.spec is not None else []
-    served = any(v.name == kind.version and v.served for v in versions)
-    conditions = (crd.status.conditions if crd.status is not None else None) or []
-    return served and any(c.type == "Established" and c.status == "True" for c in conditions)
+    return any(v.name == kind.version and v.served for v in versions) and established(crd)
 
 
 async def absent_kinds(conn: ClusterConnection, objects: Sequence[KubeObject]) -> tuple[CustomKind, ...]:

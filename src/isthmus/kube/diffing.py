@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .connection import ClusterConnection
-from .errors import ApiFailure
+from .errors import NotFound
 from .fetching import get_object
 from .objects import KubeObject, ObjectRef, clean_for_compare, resource_class, to_resource
 
@@ -78,8 +78,8 @@ async def _diff_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> Ob
     live: KubeObject | None = dict(found.to_dict()) if found is not None else None
     try:
         merged = await conn.call("dry-run", str(ref), dry_run)
-    except ApiFailure as exc:
-        if exc.status != 404 or live is not None:
+    except NotFound:
+        if live is not None:
             raise
         merged = obj  # its namespace does not exist yet, so the server cannot dry-run it
     return ObjectDiff(ref, unified(ref, live, merged))

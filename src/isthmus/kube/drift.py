@@ -1,7 +1,7 @@
 """Drift: where a member's live objects differ from what Isthmus applied, found cheaply, and put back.
 
 :func:`find_drift` reads each kind of an app's objects with one LIST per kind and judges every
-desired object by what that LIST shows:
+desired object by what that LIST shows (read through :mod:`.live`, as applying reads):
 
 - **missing**: it is not there (deleted by hand);
 - **changed**: its content-hash annotation differs from the desired one;
@@ -27,9 +27,9 @@ from typing import Any
 
 from ..render import apply_rank
 from ..render.hashing import digest
-from .applying import live_objects
 from .connection import FIELD_MANAGER, ClusterConnection
 from .diffing import diff_objects
+from .live import live_objects
 from .objects import KubeObject, ObjectRef, clean_for_compare, content_hash, to_resource
 
 __all__ = ["Drift", "DriftKind", "apply_exactly", "changed_by_others", "find_drift", "fingerprint", "reapply_objects"]
@@ -79,10 +79,6 @@ def changed_by_others(obj: KubeObject, manager: str = FIELD_MANAGER) -> bool:
 def fingerprint(obj: KubeObject) -> str:
     """A digest of what ``obj`` says, without what the server owns (status, versions, field managers)."""
     return digest(clean_for_compare(obj))
-
-
-def _kind_key(ref: ObjectRef) -> tuple[str, str, str]:
-    return ref.api_version, ref.kind, ref.namespace
 
 
 def _meaningful(text: str, ignore: Iterable[str]) -> bool:

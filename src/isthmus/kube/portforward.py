@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 from .connection import ClusterConnection
 from .errors import ClusterUnreachable, KubeError
 
-__all__ = ["PodPortForward", "PortForwardError"]
+__all__ = ["PodPortForward", "PortForwardError", "api_websocket_endpoint"]
 
 log = logging.getLogger("isthmus.kube.portforward")
 
@@ -42,7 +42,9 @@ class PortForwardError(KubeError):
     """The API server, or the pod's node, refused or broke a port-forward; the message says which pod and why."""
 
 
-def _endpoint(conn: ClusterConnection) -> tuple[str, ssl.SSLContext, dict[str, str]]:
+def api_websocket_endpoint(conn: ClusterConnection, *, what: str = "port-forward"
+                           ) -> tuple[str, ssl.SSLContext, dict[str, str]]:
+    """The member's API server as a WebSocket URL, with its TLS context and the user's credentials."""
     config = conn.config
     server = str(config.cluster.server).rstrip("/")
     ctx = verify_cluster(config.cluster, config.user or User(), config.abs_file, trust_env=False)
@@ -55,7 +57,7 @@ def _endpoint(conn: ClusterConnection) -> tuple[str, ssl.SSLContext, dict[str, s
     if token:
         headers["Authorization"] = f"Bearer {token}"
     elif auth is not None:
-        raise PortForwardError(conn.name, "port-forward supports client certificates and bearer tokens,"
+        raise PortForwardError(conn.name, f"{what} supports client certificates and bearer tokens,"
                                " not this kubeconfig user's authentication")
     ws = "wss://" + server.removeprefix("https://") if server.startswith("https://") else \
         "ws://" + server.removeprefix("http://")
@@ -82,7 +84,7 @@ class PodPortForward:
         return f"pod {self.namespace}/{self.pod} port {self.port}"
 
     async def __aenter__(self) -> tuple[str, int]:
-        self._url, self._ssl, self._headers = _endpoint(self.conn)
+        self._url, self._ssl, self._headers = api_websocket_endpoint(self.conn)
         await self.check()  # fail here, clearly, rather than in whatever connects next
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
         host, port = self._server.sockets[0].getsockname()[:2]

@@ -6,8 +6,9 @@ both win (the loser gets :class:`StaleWrite`). Every call goes through
 :meth:`~isthmus.kube.ClusterConnection.call`, so timeouts, the breaker and error translation are
 the gateway's.
 
-Round trips are what a rollout waits on, so this module remembers, per connection, two things it
-learnt from the server and re-checks them only when the server says otherwise:
+Round trips are what a rollout waits on, so this module remembers, in the connection's
+:class:`~isthmus.kube.session.Session`, two things it learnt from the server and re-checks them only
+when the server says otherwise:
 
 - namespaces that exist (:func:`ensure_namespace` asks once; a create that finds the namespace
   gone forgets it and creates it again);
@@ -21,17 +22,17 @@ learnt from the server and re-checks them only when the server says otherwise:
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IsthmusError
 from .connection import ClusterConnection
-from .errors import ApiFailure
+from .errors import Conflict, NotFound
 from .fetching import delete_object
 from .inventory import MANAGED_BY
 from .objects import KubeObject, resource_class, to_resource
+from .session import SeenConfigMap
 
 __all__ = [
     "ConfigMapData",
@@ -76,35 +77,9 @@ def _what_obj(obj: KubeObject) -> str:
     return _what(obj["kind"], meta["name"], meta.get("namespace"))
 
 
-# -- what this process learnt from each server ------------------------------------------------------
-
-@dataclass
-class _Seen:
-    """A ConfigMap as last read or written here: its version and data (``None`` data: it did not exist)."""
-
-    version: str
-    data: ConfigMapData | None
-
-
-@dataclass
-class _Memory:
-    namespaces: set[str] = field(default_factory=set)
-    config_maps: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-
-
-_MEMORY: weakref.WeakKeyDictionary[ClusterConnection, _Memory] = weakref.WeakKeyDictionary()
-
-
-def _memory(conn: ClusterConnection) -> _Memory:
-    found = _MEMORY.get(conn)
-    if found is None:
-        found = _MEMORY[conn] = _Memory()
-    return found
-
-
 def forget(conn: ClusterConnection) -> None:
     """Drop what was learnt about ``conn``'s server (tests; a server that was rebuilt)."""
-    _MEMORY.pop(conn, None)
+    conn.session.clear()
 
 
 # -- whole-object calls ------------------------------------------------------------------------------
@@ -119,10 +94,8 @@ async def get_record(conn: ClusterConnection, api_version: str, kind: str, name:
 
     try:
         return await conn.call("get", _what(kind, name, namespace), do)
-    except ApiFailure as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except NotFound:
+        return None
 
 
 async def create_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject:
@@ -136,14 +109,13 @@ async def create_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject:
     for attempt in (1, 2):
         try:
             return await conn.call("create", what, do)
-        except ApiFailure as exc:
-            if exc.status == 409:
-                raise StaleWrite(conn.name, what) from exc
-            if exc.status == 404 and namespace and attempt == 1:  # its namespace is gone: make it again
-                _memory(conn).namespaces.discard(namespace)
-                await ensure_namespace(conn, namespace)
-                continue
-            raise
+        except Conflict as exc:
+            raise StaleWrite(conn.name, what) from exc
+        except NotFound:
+            if not namespace or attempt != 1:
+                raise
+            conn.session.namespaces.discard(namespace)  # its namespace is gone: make it again
+            await ensure_namespace(conn, namespace)
     raise AssertionError("unreachable")
 
 
@@ -158,10 +130,8 @@ async def replace_record(conn: ClusterConnection, obj: KubeObject) -> KubeObject
 
     try:
         return await conn.call("update", what, do)
-    except ApiFailure as exc:
-        if exc.status in (404, 409):
-            raise StaleWrite(conn.name, what) from exc
-        raise
+    except (NotFound, Conflict) as exc:
+        raise StaleWrite(conn.name, what) from exc
 
 
 async def delete_record(conn: ClusterConnection, api_version: str, kind: str, name: str,
@@ -171,12 +141,12 @@ async def delete_record(conn: ClusterConnection, api_version: str, kind: str, na
         return await delete_object(conn, resource_class(api_version, kind), name, namespace)
     finally:
         if kind == "ConfigMap" and namespace:
-            _memory(conn).config_maps.pop((namespace, name), None)
+            conn.session.config_maps.pop((namespace, name), None)
 
 
 async def ensure_namespace(conn: ClusterConnection, name: str) -> None:
     """Make sure namespace ``name`` exists; asks the server once per connection."""
-    memory = _memory(conn)
+    memory = conn.session
     if name in memory.namespaces:
         return
     if await get_record(conn, "v1", "Namespace", name, None) is None:
@@ -202,10 +172,10 @@ def config_map(name: str, namespace: str, labels: Mapping[str, str], *, data: Ma
     return obj
 
 
-def _remember(conn: ClusterConnection, namespace: str, name: str, obj: KubeObject | None) -> _Seen:
-    seen = _Seen(obj["metadata"]["resourceVersion"], dict(obj.get("data") or {})) if obj is not None \
-        else _Seen("", None)
-    _memory(conn).config_maps[(namespace, name)] = seen
+def _remember(conn: ClusterConnection, namespace: str, name: str, obj: KubeObject | None) -> SeenConfigMap:
+    seen = SeenConfigMap(obj["metadata"]["resourceVersion"], dict(obj.get("data") or {})) if obj is not None \
+        else SeenConfigMap("", None)
+    conn.session.config_maps[(namespace, name)] = seen
     return seen
 
 
@@ -214,7 +184,7 @@ def remembered_config_map(conn: ClusterConnection, name: str, namespace: str) ->
 
     Only a hint: a decision based on it must end in a compare-and-swap (:func:`write_config_map`)
     or be confirmed by a read."""
-    seen = _memory(conn).config_maps.get((namespace, name))
+    seen = conn.session.config_maps.get((namespace, name))
     if seen is None:
         return False, None
     return True, None if seen.data is None else dict(seen.data)
@@ -255,7 +225,7 @@ async def write_config_map(conn: ClusterConnection, name: str, namespace: str, *
     So a write costs one round trip when nobody else wrote meanwhile, and no decision is ever
     based on data the server has since replaced.
     """
-    memory = _memory(conn)
+    memory = conn.session
     seen = memory.config_maps.get((namespace, name))
     fresh = False
     while True:

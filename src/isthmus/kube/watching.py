@@ -26,13 +26,15 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
-from .connection import ClusterConnection
+from ..settings import WatchSettings
+from .connection import ClusterConnection, translate
+from .errors import Gone
+from .fetching import listing
 from .objects import KubeObject, resource_class
 
 __all__ = ["EventHandler", "WatchSettings", "watch_objects"]
@@ -43,33 +45,12 @@ EventHandler = Callable[[str, KubeObject], None]
 """``on_event(type, object)``: ADDED, MODIFIED or DELETED; must be quick (it runs in the watch's task)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class WatchSettings:
-    server_timeout: float = 300.0
-    """Seconds the server keeps one watch request open (jittered down by up to a half, so many watches started
-    together do not all re-list together)."""
-    silence: float = 30.0
-    """Seconds beyond ``server_timeout`` without any event before the watch is dropped and re-listed."""
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-
-
 def _name(obj: KubeObject) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
 def _version(obj: KubeObject) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
-
-
-async def _list(conn: ClusterConnection, res: Any, kind: str, namespace: str | None,
-                labels: Mapping[str, str | None] | None) -> tuple[str, list[KubeObject]]:
-    async def do(client: Any) -> tuple[str, list[KubeObject]]:
-        items = client.list(res, namespace=namespace, labels=dict(labels) if labels is not None else None)
-        objects = [dict(item.to_dict()) async for item in items]
-        return str(items.resourceVersion), objects
-
-    return await conn.call("list", f"list {kind} in {namespace}" if namespace else f"list {kind}", do)
 
 
 async def watch_objects(conn: ClusterConnection, api_version: str, kind: str, namespace: str | None,
@@ -87,8 +68,8 @@ async def watch_objects(conn: ClusterConnection, api_version: str, kind: str, na
         while True:
             if client is None:
                 client = conn.stream_client()
-            known, delay, broken = await _session(conn, client, res, kind, namespace, labels, on_event, on_sync,
-                                                  opts, where, known, delay)
+            known, delay, broken = await _session(conn, client, res, api_version, kind, namespace, labels,
+                                                  on_event, on_sync, opts, where, known, delay)
             if broken:  # the connection may be dead: start the next session on a new one
                 await _close(client)
                 client = None
@@ -105,14 +86,15 @@ async def _close(client: AsyncClient) -> None:
         log.debug("closing a watch client failed", exc_info=True)
 
 
-async def _session(conn: ClusterConnection, client: AsyncClient, res: Any, kind: str, namespace: str | None,
+async def _session(conn: ClusterConnection, client: AsyncClient, res: Any, api_version: str, kind: str,
+                   namespace: str | None,
                    labels: Mapping[str, str | None] | None, on_event: EventHandler,
                    on_sync: Callable[[Sequence[KubeObject]], None] | None, opts: WatchSettings, where: str,
                    known: dict[str, KubeObject] | None, delay: float
                    ) -> tuple[dict[str, KubeObject] | None, float, bool]:
     """One LIST and the watch after it; returns what is known, the next backoff, and whether to use a new client."""
     try:
-        version, items = await _list(conn, res, kind, namespace, labels)
+        version, items = await listing(conn, api_version, kind, namespace=namespace, labels=labels)
         current = {_name(o): o for o in items}
         if on_sync is not None:
             on_sync(items)
@@ -151,8 +133,8 @@ async def _session(conn: ClusterConnection, client: AsyncClient, res: Any, kind:
     except (TimeoutError, StopAsyncIteration):
         log.debug("watch of %s went quiet; listing again", where)
         return known, delay, False  # usually just a quiet namespace: the connection is fine
-    except ApiError as exc:
-        if exc.status.code == 410:
+    except ApiError as exc:  # the watch stream's own answer (the LIST's came translated, through the connection)
+        if isinstance(translate(conn.name, exc, "watch", where), Gone):
             log.debug("watch of %s: version too old; listing again", where)
             return known, delay, False
         log.debug("watch of %s failed: %s", where, exc)

@@ -1,25 +1,27 @@
-"""Certificates and keys for one lab cluster, made with ``cryptography`` (EC P-256, fast).
+"""Certificates and keys for one lab cluster (EC P-256, fast), made by :mod:`isthmus.pki`.
 
-Owns: the cluster CA, the API server's serving certificate, the service-account signing key
-pair and client certificates (admin in ``system:masters``, controller-manager, scheduler,
-kwok), written as PEM files into one directory. Must not: start processes or talk to servers.
+Owns: the file layout of the cluster CA, the API server's serving certificate, the
+service-account signing key pair and client certificates (admin in ``system:masters``,
+controller-manager, scheduler, kwok), written as PEM files into one directory. Must not: start
+processes or talk to servers, or make certificates any other way than :mod:`isthmus.pki` does.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ..pki import Authority as _Authority
+from ..pki import subject
 
 __all__ = ["CLIENTS", "Authority", "ClusterPKI", "Credential", "make_cluster_pki", "subject"]
 
-_VALIDITY = dt.timedelta(days=3650)
 #: client name -> (common name, organisation or None)
 CLIENTS: dict[str, tuple[str, str | None]] = {
     "admin": ("lab-admin", "system:masters"),
@@ -77,36 +79,6 @@ class ClusterPKI:
         return all(f.is_file() for f in files)
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def subject(cn: str, org: str | None = None) -> x509.Name:
-    """A certificate subject: ``O=org,CN=cn`` (Kubernetes reads the organisation as a group)."""
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey,
-             now: dt.datetime) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-    )
-
-
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
     path.write_bytes(data)
     if private:
@@ -114,51 +86,19 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class Authority:
-    """A certificate authority in memory, issuing leaf certificates as PEM files."""
-
-    name: x509.Name
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    @classmethod
-    def new(cls, cn: str) -> Authority:
-        key, name, now = _key(), subject(cn), dt.datetime.now(dt.UTC)
-        cert = (
-            _builder(name, name, key.public_key(), now)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(name, key, cert)
+class Authority(_Authority):
+    """A certificate authority (:class:`isthmus.pki.Authority`) that writes what it makes as PEM files."""
 
     def write(self, cred: Credential) -> None:
-        _write(cred.cert, self.cert.public_bytes(serialization.Encoding.PEM))
-        _write(cred.key, _key_pem(self.key), private=True)
+        _write(cred.cert, self.cert_pem())
+        _write(cred.key, self.key_pem(), private=True)
 
     def issue(self, cred: Credential, to: x509.Name, usage: x509.ObjectIdentifier,
               sans: list[x509.GeneralName] | None = None) -> None:
         """Write a fresh key and a certificate for ``to`` (server or client ``usage``) to ``cred``'s files."""
-        key = _key()
-        b = (
-            _builder(to, self.name, key.public_key(), dt.datetime.now(dt.UTC))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                           critical=False)
-        )
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        _write(cred.cert, b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-        _write(cred.key, _key_pem(key), private=True)
+        issued = self.issue_pem(to, usage, sans)
+        _write(cred.cert, issued.cert_pem)
+        _write(cred.key, issued.key_pem, private=True)
 
 
 def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv4Address) -> ClusterPKI:
@@ -179,8 +119,9 @@ def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv
     for name, (cn, org) in CLIENTS.items():
         ca.issue(pki.clients[name], subject(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH)
 
-    sa_key = _key()
-    _write(pki.sa_private_key, _key_pem(sa_key), private=True)
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    _write(pki.sa_private_key, sa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()), private=True)
     _write(pki.sa_public_key, sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki

@@ -12,6 +12,7 @@ import typer
 from ..console import err_console, out_console
 from ..errors import UserError
 from ..image import RELEASED, ImageRef
+from ..settings import ConnectionSettings
 from .settings import (
     DEFAULT_NAMESPACE,
     ConnectionOptions,
@@ -68,7 +69,8 @@ def run(
     settings = OperatorSettings(
         namespace=namespace,
         identity=identity or default_identity(),
-        connection=ConnectionOptions(kubeconfig=kubeconfig, context=context, request_timeout=request_timeout),
+        connection=ConnectionOptions(kubeconfig=kubeconfig, context=context,
+                                     calls=ConnectionSettings(timeout=request_timeout)),
         reconcile=ReconcileSettings(resync_interval=resync, progress_requeue=status_interval),
         members=MemberSettings(probe_interval=probe_interval),
         leadership=LeadershipSettings(lease_duration=lease_duration, renew_interval=max(lease_duration / 3, 0.5),
@@ -87,7 +89,7 @@ def install(
     replicas: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Apply the CRDs and the operator (namespace, RBAC, Deployment, Service) to one cluster."""
-    from ..kube import Action, ConnectionSettings, KubeError, apply_objects, default_kubeconfig
+    from ..kube import Action, KubeError, apply_objects, default_kubeconfig
     from ..kube.members import control_plane_connection
     from .manifests import NAME, install_objects
 

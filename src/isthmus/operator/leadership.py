@@ -1,11 +1,12 @@
 """Which replica leads: a coordination.k8s.io Lease in the operator's namespace, client-go style.
 
 Only the leader runs the kopf handlers; a standby waits in :meth:`Leadership.acquire`. The
-Lease records ``holderIdentity``, ``renewTime`` and ``leaseDurationSeconds``. A candidate
-judges expiry by *its own* clock: it notes when it last saw the record (holder, renewTime)
-change, and takes over once the record has stood still for a lease duration, so clock skew
-between machines does not matter. Every write is a compare-and-swap on ``resourceVersion``:
-two candidates can never both win the same term.
+Lease records ``holderIdentity``, ``renewTime`` and ``leaseDurationSeconds``. A candidate judges
+whether the holder's term is over by the rule of :mod:`isthmus.kube.leases` (the one the rollout
+lock uses): a renewal it saw happen counts from when it saw it, on its own clock, so clock skew
+between machines does not matter; a record it found already there at its first read counts from
+the record's renewTime. Every write is a compare-and-swap on ``resourceVersion``: two candidates
+can never both win the same term.
 
 A leader that cannot renew stops believing it leads as soon as its own last successful renew
 is a lease duration old (:attr:`Leadership.is_leader`); the process then stops kopf and exits,
@@ -18,25 +19,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from ..errors import IsthmusError
-from ..kube import ClusterConnection, KubeError, KubeObject, StaleWrite, create_record, get_record, replace_record
+from ..kube import ClusterConnection, KubeError, KubeObject, StaleWrite
+from ..kube.leases import LeaseObserver, Term, lease_object, read_lease, write_lease
 from .settings import LeadershipSettings
 
 __all__ = ["Leadership", "LeadershipLost"]
 
 log = logging.getLogger(__name__)
-_API = "coordination.k8s.io/v1"
+_LABELS = {"app.kubernetes.io/managed-by": "isthmus"}
 
 
 class LeadershipLost(IsthmusError):
     """This replica no longer holds the Lease; it must stop writing."""
-
-
-def _micro(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Leadership:
@@ -44,12 +40,12 @@ class Leadership:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.conn, self.namespace, self.identity, self.settings = conn, namespace, identity, settings
         self._clock = clock
-        self._observed: tuple[Any, Any] | None = None
-        self._observed_at = 0.0
-        self._renewed_at: float | None = None
+        self._observer = LeaseObserver(monotonic=clock)
+        self._term = Term(settings.lease_duration, monotonic=clock)
+        self._leading = False
         self.holder: str = ""
         self.transitions = 0
-        self._acquired = ""
+        self._acquired: float | None = None
         self._version = ""
         """The Lease version of our last write: a renewal PUTs against it without reading first."""
 
@@ -57,18 +53,12 @@ class Leadership:
     def is_leader(self) -> bool:
         if not self.settings.enabled:
             return True
-        return self._renewed_at is not None and self._clock() - self._renewed_at < self.settings.lease_duration
+        return self._leading and self._term.valid
 
-    def _lease(self, *, acquired: str, transitions: int, resource_version: str | None) -> KubeObject:
-        meta: dict[str, Any] = {"name": self.settings.lease_name, "namespace": self.namespace,
-                                "labels": {"app.kubernetes.io/managed-by": "isthmus"}}
-        if resource_version:
-            meta["resourceVersion"] = resource_version
-        return {
-            "apiVersion": _API, "kind": "Lease", "metadata": meta,
-            "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.settings.lease_duration),
-                     "acquireTime": acquired, "renewTime": _micro(time.time()), "leaseTransitions": transitions},
-        }
+    def _lease(self, *, acquired: float | None, transitions: int, resource_version: str) -> KubeObject:
+        return lease_object(self.settings.lease_name, self.namespace, holder=self.identity, acquired=acquired,
+                            renewed=time.time(), duration=self.settings.lease_duration, transitions=transitions,
+                            labels=_LABELS, resource_version=resource_version)
 
     async def try_acquire_or_renew(self) -> bool:
         """One round: True if we hold the Lease afterwards.
@@ -79,53 +69,50 @@ class Leadership:
         started = self._clock()
         if self._version and self.is_leader:
             try:
-                written = await replace_record(self.conn, self._lease(
+                written = await write_lease(self.conn, self._lease(
                     acquired=self._acquired, transitions=self.transitions, resource_version=self._version))
             except StaleWrite:
                 self._version = ""
             else:
-                self._version = written["metadata"]["resourceVersion"]
-                self._won(started, self.identity)
+                self._version = written.resource_version
+                self._won(started)
                 return True
-        lease = await get_record(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
+        lease = await read_lease(self.conn, self.settings.lease_name, self.namespace,
+                                 default_duration=self.settings.lease_duration)
         if lease is None:
-            acquired = _micro(time.time())
+            acquired = time.time()
             try:
-                written = await create_record(self.conn, self._lease(acquired=acquired, transitions=0,
-                                                                     resource_version=None))
+                written = await write_lease(self.conn, self._lease(acquired=acquired, transitions=0,
+                                                                   resource_version=""))
             except StaleWrite:
                 return False
-            self._acquired, self.transitions, self._version = acquired, 0, written["metadata"]["resourceVersion"]
-            self._won(started, self.identity)
+            self._acquired, self.transitions, self._version = acquired, 0, written.resource_version
+            self._won(started)
             return True
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity") or ""
+        holder = lease.holder or ""
         self.holder = holder
-        self.transitions = int(spec.get("leaseTransitions") or 0)
-        record = (holder, spec.get("renewTime"))
-        if record != self._observed:
-            self._observed, self._observed_at = record, self._clock()
-        duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
-        if holder and holder != self.identity and self._clock() - self._observed_at < duration:
-            self._renewed_at = None
+        self.transitions = lease.transitions
+        if self._observer.observe(lease) > 0 and holder != self.identity:
+            self._leading = False
             return False
         mine = holder == self.identity
-        acquired = (str(spec.get("acquireTime") or "") if mine else "") or _micro(time.time())
+        acquired = (lease.acquired_at if mine else None) or time.time()
         transitions = self.transitions + (0 if mine or not holder else 1)
         try:
-            written = await replace_record(self.conn, self._lease(
-                acquired=acquired, transitions=transitions, resource_version=lease["metadata"]["resourceVersion"]))
+            written = await write_lease(self.conn, self._lease(
+                acquired=acquired, transitions=transitions, resource_version=lease.resource_version))
         except StaleWrite:
             return False
-        self._acquired, self.transitions, self._version = acquired, transitions, written["metadata"]["resourceVersion"]
-        self._won(started, self.identity)
+        self._acquired, self.transitions, self._version = acquired, transitions, written.resource_version
+        self._won(started)
         return True
 
-    def _won(self, started: float, holder: str) -> None:
-        if self._renewed_at is None:
+    def _won(self, started: float) -> None:
+        if not self._leading:
             log.info("%s now leads (Lease %s/%s)", self.identity, self.namespace, self.settings.lease_name)
-        self._renewed_at = started  # measured from before the write: never overestimate our term
-        self.holder = holder
+        self._leading = True
+        self._term.confirmed(started)  # measured from before the write: never overestimate our term
+        self.holder = self.identity
 
     async def acquire(self) -> None:
         """Return once this replica leads."""
@@ -143,7 +130,7 @@ class Leadership:
             await asyncio.sleep(self.settings.renew_interval)
             try:
                 if not await self.try_acquire_or_renew():
-                    self._renewed_at = None
+                    self._leading = False
                     raise LeadershipLost(f"{self.identity}: the Lease is now held by {self.holder or 'nobody'}")
             except KubeError as exc:
                 log.warning("renewing the Lease failed: %s", exc)
@@ -153,16 +140,18 @@ class Leadership:
 
     async def release(self) -> None:
         """Hand the Lease over at once on a clean shutdown (holder emptied, so a standby need not wait)."""
-        if self._renewed_at is None:
+        if not self._leading:
             return
-        self._renewed_at = None
+        self._leading = False
+        self._term.end()
         self._version = ""
         try:
-            lease = await get_record(self.conn, _API, "Lease", self.settings.lease_name, self.namespace)
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            lease = await read_lease(self.conn, self.settings.lease_name, self.namespace,
+                                     default_duration=self.settings.lease_duration)
+            if lease is None or lease.holder != self.identity:
                 return
-            lease["spec"]["holderIdentity"] = ""
-            lease["spec"]["leaseDurationSeconds"] = 1
-            await replace_record(self.conn, lease)
+            await write_lease(self.conn, lease_object(
+                lease.name, lease.namespace, holder=None, acquired=None, renewed=time.time(), duration=1,
+                transitions=lease.transitions, labels=_LABELS, resource_version=lease.resource_version))
         except (KubeError, StaleWrite) as exc:
             log.warning("releasing the Lease failed: %s", exc)

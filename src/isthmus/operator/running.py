@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 import yaml
 
-from ..kube import ClusterConnection, ConnectionSettings, KubeError, WatchSettings
+from ..kube import ClusterConnection, KubeError
 from ..kube.members import control_plane_connection, list_member_secrets, watch_member_secrets
 from .handlers import build_registry
 from .leadership import Leadership, LeadershipLost
@@ -85,9 +85,7 @@ async def _probe_members(members: MemberRegistry, interval: float) -> None:
 
 async def run_operator(settings: OperatorSettings) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until leadership is lost (exit 3, to be restarted as a standby)."""
-    conn_settings = ConnectionSettings(timeout=settings.connection.request_timeout,
-                                       breaker_threshold=settings.members.breaker_threshold,
-                                       breaker_cooldown=settings.members.breaker_cooldown)
+    conn_settings = settings.connection.calls
     opts = settings.connection
     control = control_plane_connection(kubeconfig=opts.kubeconfig, context=opts.context, settings=conn_settings)
     named: dict[str, ClusterConnection] = {}
@@ -134,7 +132,7 @@ async def run_operator(settings: OperatorSettings) -> int:
         login = login_from_kubeconfig(opts.kubeconfig, opts.context) if opts.kubeconfig else None
         reconciler = Reconciler(members, metrics, settings, control_plane=control_as,
                                 is_leader=lambda: leadership.is_leader,
-                                watch_settings=WatchSettings(server_timeout=settings.members.watch_timeout))
+                                watch_settings=settings.members.watch)
         metrics.watches = reconciler.watch_count
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(kopf.operator(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from ..settings import ConnectionSettings, WatchSettings
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -28,7 +30,11 @@ DELETE_VOLUMES_ANNOTATION: Final = "isthmus.dev/delete-volumes"
 
 def default_identity() -> str:
     """The pod name in a Deployment (HOSTNAME), else host and pid: unique per replica."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return os.environ.get("POD_NAME") or f"{platform.node()}-{os.getpid()}"  # node(): the host name, no lookup
+
+
+def _calls() -> ConnectionSettings:
+    return ConnectionSettings(timeout=5.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,8 +42,9 @@ class ConnectionOptions:
     kubeconfig: Path | None = None
     """kubeconfig of the control-plane cluster; None means the pod's service account (or $KUBECONFIG)."""
     context: str | None = None
-    request_timeout: float = 5.0
-    """Seconds one call to a member may take before the member counts as not answering."""
+    calls: ConnectionSettings = field(default_factory=_calls)
+    """Every connection's (control plane and members): ``timeout`` is the seconds one call may take before
+    the cluster counts as not answering (``--request-timeout``, 5 s here); the budget and the breaker."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,10 +72,9 @@ class MemberSettings:
     within this plus the request timeout)."""
     relist_interval: float = 120.0
     """Seconds between full re-lists of member Secrets (the watch only wakes the re-list up sooner)."""
-    breaker_threshold: int = 2
-    breaker_cooldown: float = 10.0
-    watch_timeout: float = 300.0
-    """Seconds one watch request on a member stays open (the server's timeout); a silent watch is re-listed."""
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    """Watches on members' objects: ``server_timeout`` is the seconds one watch request stays open (the
+    server's timeout); a silent watch is re-listed."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,17 +5,27 @@ Owns: what ``spec.access`` changes in a Cassandra pod and around it.
 With ``access.enabled`` and ``enforcement: guard`` (the default), every Cassandra pod runs a
 ``cqlguard`` sidecar and the addresses are arranged so that the guard *is* the node's CQL port::
 
-    client ──► POD_IP:9042  cqlguard ──► 127.0.0.1:9042  Cassandra native transport
-                            (metrics 0.0.0.0:9105)        rpc_address: 127.0.0.1
-                                                          broadcast_rpc_address: POD_IP
+    client ──────────► POD_IP:9042     cqlguard ──► 127.0.0.2:9042  Cassandra native transport
+    port-forward ────► 127.0.0.1:9042  (metrics 0.0.0.0:9105)       rpc_address: 127.0.0.2
+                                                                    broadcast_rpc_address: POD_IP
 
 ``broadcast_rpc_address`` with ``native_transport_port: 9042`` makes ``system.local`` and
 ``system.peers_v2`` advertise ``POD_IP:9042``, which is the guard, so drivers that discover the
-ring connect to guards only; Cassandra's own native port listens on loopback and is not reachable
-from outside the pod, whatever the network policy says. Both bind 9042 on distinct addresses, so
-they do not collide. The container port ``cql`` (9042) moves from the Cassandra container to
-the sidecar; Services keep targeting 9042 and so reach the guard. Readiness of the Cassandra
-container is unchanged (``nodetool`` over local JMX).
+ring connect to guards only. Cassandra's own native port listens on 127.0.0.2, which nothing outside
+the pod can reach, and which ``kubectl port-forward`` does not reach either: the kubelet connects to
+``localhost`` inside the pod, and on 127.0.0.1 the guard listens too. So every way in goes through the
+guard. The three sockets bind 9042 on distinct addresses (never the wildcard, which Linux would refuse
+next to them). The container port ``cql`` (9042) moves from the Cassandra container to the sidecar;
+Services keep targeting 9042 and so reach the guard. Readiness of the Cassandra container is unchanged
+(``nodetool`` over local JMX).
+
+The rendered policy adds one rule to the spec's, :data:`SUPERUSER_RULE`: the app's superuser (and
+Cassandra's default ``cassandra`` login, which the rollout disables once the superuser exists) may run
+anything, but only from the pod's loopback, which is to say through ``pods/portforward`` or
+``pods/exec`` on the cluster's API server, both behind Kubernetes RBAC. That is how the rollout sets up
+the superuser and, later, operates the database; a client on the network gets only the spec's rules,
+whatever role it logs in with. Cassandra still authenticates every login: the rule widens nothing for a
+wrong password.
 
 The policy is one ConfigMap per app and member cluster, ``<app>-cqlguard`` (``policy.yaml``: the
 access rules without ``clientLabels``), mounted as a directory (never ``subPath``, which would
@@ -42,11 +52,10 @@ from typing import Any, Final
 
 import yaml
 
-from ..cqlguard.classify import Action
-from ..cqlguard.policy import ACTION_GROUPS
 from ..image import RELEASED
 from ..spec.cassandra import AccessEnforcement, CassandraCluster
-from .cassandra_config import CQL_PORT, POD_IP_MARKER
+from ..spec.policy import ACTION_GROUPS, Action
+from .cassandra_config import CQL_PORT, POD_IP_MARKER, SUPERUSER_USERNAME
 from .errors import RenderError
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "GUARD_METRICS_PORT",
     "GUARD_PORT",
     "POLICY_PATH",
+    "SUPERUSER_RULE",
     "L7Grant",
     "add_guard",
     "client_port",
@@ -76,7 +86,12 @@ GUARD_CONTAINER: Final = "cqlguard"
 # native_transport_port, so the two must be one number for drivers to find the guard.
 GUARD_PORT: Final = CQL_PORT
 GUARD_METRICS_PORT: Final = 9105
-CASSANDRA_RPC_ADDRESS: Final = "127.0.0.1"
+CASSANDRA_RPC_ADDRESS: Final = "127.0.0.2"
+#: Where ``kubectl port-forward`` arrives in a pod: the kubelet connects to ``localhost`` there.
+GUARD_LOOPBACK: Final = "127.0.0.1"
+#: The rule every rendered policy ends with (see the module docstring); spec rules may not take its name.
+SUPERUSER_RULE: Final = "builtin:superuser-through-kubernetes"
+_DEFAULT_ROLE: Final = "cassandra"  # Cassandra's default superuser, disabled by the rollout
 DEFAULT_GUARD_IMAGE: Final = str(RELEASED)  # by digest: the image `make image` built for this release
 POLICY_DIR: Final = "/etc/cqlguard"
 POLICY_PATH: Final = f"{POLICY_DIR}/policy.yaml"
@@ -116,11 +131,22 @@ def policy_config_map_name(app: CassandraCluster) -> str:
     return f"{app.metadata.name}-cqlguard"
 
 
+def superuser_rule() -> dict[str, Any]:
+    """The superuser (and the default login until it is disabled) may do anything from the pod's loopback."""
+    return {"name": SUPERUSER_RULE,
+            "identities": {"cidrs": ["127.0.0.0/8"], "users": [SUPERUSER_USERNAME, _DEFAULT_ROLE]},
+            "allow": [{"actions": [a.value for a in Action if a is not Action.USE], "tables": ["*.*"]}]}
+
+
 def policy_yaml(app: CassandraCluster) -> str:
-    """``policy.yaml`` for the guard: the spec's rules as the guard reads them."""
+    """``policy.yaml`` for the guard: the spec's rules as the guard reads them, then :data:`SUPERUSER_RULE`."""
+    names = [r["name"] for r in app.spec.access.rules]
+    if SUPERUSER_RULE in names:
+        raise RenderError(f"spec.access.rules: the name {SUPERUSER_RULE!r} is Isthmus's own rule; rename yours")
+    document = app.spec.access.policy_document()
+    document = {**document, "rules": [*document["rules"], superuser_rule()]}
     header = f"# Rendered by isthmus for {app.metadata.name}; edit spec.access.rules, not this file.\n"
-    return header + yaml.safe_dump(app.spec.access.policy_document(), sort_keys=False, default_flow_style=False,
-                                   width=1_000_000)
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1_000_000)
 
 
 def policy_config_map(app: CassandraCluster, *, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -147,14 +173,15 @@ def _listen(ipv6: bool) -> str:
 
 
 def guard_container(app: CassandraCluster, *, ipv6: bool = False) -> dict[str, Any]:
-    """The ``cqlguard`` sidecar: POD_IP:9042 in front of 127.0.0.1:9042, metrics on 9105."""
+    """The ``cqlguard`` sidecar: POD_IP:9042 and 127.0.0.1:9042 in front of 127.0.0.2:9042, metrics on 9105."""
     probe = {"httpGet": {"path": "/metrics", "port": GUARD_METRICS_PORT}, "timeoutSeconds": 5}
     return {
         "name": GUARD_CONTAINER,
         "image": app.spec.access.guard_image or DEFAULT_GUARD_IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "command": ["isthmus"],
-        "args": ["guard", "run", "--listen", _listen(ipv6), "--upstream", f"{CASSANDRA_RPC_ADDRESS}:{CQL_PORT}",
+        "args": ["guard", "run", "--listen", _listen(ipv6), "--listen", f"{GUARD_LOOPBACK}:{GUARD_PORT}",
+                 "--upstream", f"{CASSANDRA_RPC_ADDRESS}:{CQL_PORT}",
                  "--policy", POLICY_PATH, "--flows", FLOWS_PATH,
                  "--flows-max-bytes", str(FLOWS_MAX_BYTES), "--metrics", f"0.0.0.0:{GUARD_METRICS_PORT}"],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],

@@ -32,6 +32,7 @@ from .cassandra_config import (
     DATA_DIR,
     INTRA_NODE_PORT,
     JMX_PORT,
+    SUPERUSER_USERNAME,
     TLS_INTRA_NODE_PORT,
     cassandra_yaml,
     rackdc_properties,
@@ -58,7 +59,6 @@ __all__ = [
 # The applier replaces this value with the real password (read from the live Secret or generated
 # outside render) and ``diff`` masks it; render never invents a password.
 SUPERUSER_PASSWORD_PLACEHOLDER = "@@isthmus:superuser-password@@"
-SUPERUSER_USERNAME = "cassandra-admin"
 
 CONFIG_HASH_ANNOTATION = "isthmus.dev/config-hash"
 SEED_RACK_LABEL = "isthmus.dev/seed-rack"

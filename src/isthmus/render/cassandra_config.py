@@ -14,6 +14,9 @@ import yaml
 from ..spec.cassandra import CassandraCluster, Datacenter
 from .seeds import seed_list
 
+#: The role the app's superuser Secret names: the rollout creates it (isthmus.rollout.superuser).
+SUPERUSER_USERNAME = "cassandra-admin"
+
 __all__ = [
     "CQL_PORT",
     "DATA_DIR",

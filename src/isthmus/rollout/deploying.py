@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightkube.resources.apps_v1 import StatefulSet
-
 from ..kube import (
     Action,
     ApplyReport,
@@ -31,6 +29,7 @@ from ..kube import (
     delete_objects,
     delete_volume_claims,
     diff_objects,
+    list_objects,
     rollup,
     statefulset_health,
 )
@@ -128,11 +127,8 @@ class StatusReport:
 
 
 async def _statefulsets(conn: ClusterConnection, app: CassandraCluster) -> list[dict[str, Any]]:
-    async def do(client: Any) -> list[dict[str, Any]]:
-        items = client.list(StatefulSet, namespace=app.namespace, labels={APP_LABEL: app.metadata.name})
-        return [dict(item.to_dict()) async for item in items]
-
-    return await conn.call("list", f"list StatefulSet in {app.namespace}", do)
+    return await list_objects(conn, "apps/v1", "StatefulSet", namespace=app.namespace,
+                              labels={APP_LABEL: app.metadata.name})
 
 
 async def app_status(app: CassandraCluster, registry: ClusterRegistry) -> StatusReport:

@@ -24,13 +24,18 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
-
-from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import Node, Pod
+from typing import Protocol, runtime_checkable
 
 from ..errors import IsthmusError
-from ..kube import ClusterConnection, ClusterUnreachable, Health, KubeObject, Reach, statefulset_health
+from ..kube import (
+    ClusterConnection,
+    ClusterUnreachable,
+    Health,
+    KubeObject,
+    Reach,
+    list_objects,
+    statefulset_health,
+)
 from ..kube.inventory import APP_LABEL
 from .steps import Step
 
@@ -233,26 +238,18 @@ def overall(results: Sequence[GateResult]) -> Verdict:
     return max((r.verdict for r in results), key=_RANK.__getitem__, default=Verdict.PASS)
 
 
-async def _list(conn: ClusterConnection, res: Any, what: str, namespace: str | None,
-                labels: dict[str, str] | None) -> tuple[KubeObject, ...]:
-    async def do(client: Any) -> list[KubeObject]:
-        return [dict(item.to_dict()) async for item in client.list(res, namespace=namespace, labels=labels)]
-
-    return tuple(await conn.call("list", what, do))
-
-
 async def observe_one(conn: ClusterConnection, app: str, namespace: str) -> ClusterView:
     labels = {APP_LABEL: app}
     try:
         sts, pods, nodes = await asyncio.gather(
-            _list(conn, StatefulSet, f"list StatefulSet in {namespace}", namespace, labels),
-            _list(conn, Pod, f"list Pod in {namespace}", namespace, labels),
-            _list(conn, Node, "list Node", None, None))
+            list_objects(conn, "apps/v1", "StatefulSet", namespace=namespace, labels=labels),
+            list_objects(conn, "v1", "Pod", namespace=namespace, labels=labels),
+            list_objects(conn, "v1", "Node"))
     except ClusterUnreachable as exc:
         return ClusterView(conn.name, Reach.UNKNOWN, error=exc.reason)
     except IsthmusError as exc:  # an answer we cannot use (403, 500): not Unknown, but not judgeable either
         return ClusterView(conn.name, Reach.FAILED, error=str(exc))
-    return ClusterView(conn.name, Reach.DONE, sts, pods, nodes)
+    return ClusterView(conn.name, Reach.DONE, tuple(sts), tuple(pods), tuple(nodes))
 
 
 async def observe(connections: Mapping[str, ClusterConnection], app: str, namespace: str) -> dict[str, ClusterView]:

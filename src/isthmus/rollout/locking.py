@@ -3,7 +3,9 @@
 The lock is the Lease ``isthmus-lock-<app>`` in namespace ``isthmus-system`` of the Fleet's
 control-plane cluster: holder identity, acquire and renew times, duration. Acquiring is a
 compare-and-swap on the Lease's ``resourceVersion``; every acquisition raises the fencing token
-(annotation ``isthmus.dev/fencing-token``), which therefore only ever grows.
+(annotation ``isthmus.dev/fencing-token``), which therefore only ever grows. Whether another
+holder's lease has expired is judged by the rule of :mod:`isthmus.kube.leases`, the one the
+operator's leader election uses too.
 
 A lease can expire while its holder still runs (a pause, a partition). Fencing makes that
 harmless: before each step the holder records its token in a fence ConfigMap
@@ -31,10 +33,8 @@ import getpass
 import os
 import socket
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import IsthmusError, UserError
@@ -43,12 +43,10 @@ from ..kube import (
     KubeObject,
     StaleWrite,
     bookkeeping_labels,
-    create_record,
     ensure_namespace,
-    get_record,
-    replace_record,
     write_config_map,
 )
+from ..kube.leases import LeaseObserver, LeaseRecord, Term, lease_object, read_lease, write_lease
 
 __all__ = [
     "CONTROL_NAMESPACE",
@@ -75,11 +73,11 @@ VERIFIED_FOR = 1.0
 
 
 class LockHeld(UserError):
-    def __init__(self, app: str, state: LeaseState, now: float) -> None:
+    def __init__(self, app: str, state: LeaseState, remaining: float) -> None:
         self.app, self.state = app, state
         super().__init__(
             f"app {app} is being changed by {state.holder} (fencing token {state.token}, lease expires in "
-            f"{max(0.0, state.expires_at - now):.0f}s); wait for it (--lock-wait SECONDS), or if that process "
+            f"{max(0.0, remaining):.0f}s); wait for it (--lock-wait SECONDS), or if that process "
             f"is gone, `isthmus lock break`")
 
 
@@ -116,19 +114,6 @@ def fence_name(app: str) -> str:
     return f"isthmus-fence-{app}"
 
 
-def _micro(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value: Any) -> float | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    text = str(value).replace("Z", "+00:00")
-    return datetime.fromisoformat(text).timestamp()
-
-
 @dataclass(frozen=True)
 class LeaseState:
     """What the Lease says: who holds it, since when, until when, and the latest fencing token."""
@@ -144,20 +129,28 @@ class LeaseState:
 
     @property
     def expires_at(self) -> float:
+        """The holder's own claim (its renewTime plus the duration), wall clock."""
         return (self.renewed_at or 0.0) + self.duration
 
     def live(self, now: float) -> bool:
-        return self.holder is not None and now < self.expires_at
+        """Whether the holder is live for a reader with just this one read (see :mod:`isthmus.kube.leases`)."""
+        return self.record().expires_at_first_sight(now) > now
+
+    def record(self) -> LeaseRecord:
+        return LeaseRecord(name=lock_name(self.app), namespace=CONTROL_NAMESPACE, holder=self.holder,
+                           acquired_at=self.acquired_at, renewed_at=self.renewed_at, duration=self.duration,
+                           transitions=self.transitions, resource_version=self.resource_version,
+                           annotations={TOKEN_ANNOTATION: str(self.token)})
 
     @classmethod
     def of(cls, app: str, lease: KubeObject) -> LeaseState:
-        meta, spec = lease.get("metadata", {}), lease.get("spec") or {}
-        return cls(
-            app=app, holder=spec.get("holderIdentity") or None,
-            token=int((meta.get("annotations") or {}).get(TOKEN_ANNOTATION, "0")),
-            acquired_at=_parse_time(spec.get("acquireTime")), renewed_at=_parse_time(spec.get("renewTime")),
-            duration=float(spec.get("leaseDurationSeconds") or DEFAULT_DURATION),
-            transitions=int(spec.get("leaseTransitions") or 0), resource_version=meta.get("resourceVersion", ""))
+        return cls.of_record(app, LeaseRecord.of(lease, default_duration=DEFAULT_DURATION))
+
+    @classmethod
+    def of_record(cls, app: str, rec: LeaseRecord) -> LeaseState:
+        return cls(app=app, holder=rec.holder, token=int(rec.annotations.get(TOKEN_ANNOTATION, "0")),
+                   acquired_at=rec.acquired_at, renewed_at=rec.renewed_at, duration=rec.duration,
+                   transitions=rec.transitions, resource_version=rec.resource_version)
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {"app": self.app, "holder": self.holder, "token": self.token, "live": self.live(now),
@@ -166,26 +159,16 @@ class LeaseState:
                 "transitions": self.transitions}
 
 
-_RELEASED: weakref.WeakKeyDictionary[ClusterConnection, dict[str, LeaseState]] = weakref.WeakKeyDictionary()
-"""Per connection and app, the Lease as this process last released it (a hint for the next acquire)."""
-
-
 def _lease(app: str, *, holder: str | None, token: int, now: float, acquired: float | None, duration: float,
            transitions: int, resource_version: str = "") -> KubeObject:
-    meta: dict[str, Any] = {"name": lock_name(app), "namespace": CONTROL_NAMESPACE,
-                            "labels": bookkeeping_labels(app, "lock"),
-                            "annotations": {TOKEN_ANNOTATION: str(token)}}
-    if resource_version:
-        meta["resourceVersion"] = resource_version
-    spec: dict[str, Any] = {"leaseDurationSeconds": max(1, round(duration)), "leaseTransitions": transitions}
-    if holder is not None:
-        spec |= {"holderIdentity": holder, "acquireTime": _micro(acquired or now), "renewTime": _micro(now)}
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+    return lease_object(lock_name(app), CONTROL_NAMESPACE, holder=holder, acquired=acquired, renewed=now,
+                        duration=duration, transitions=transitions, labels=bookkeeping_labels(app, "lock"),
+                        annotations={TOKEN_ANNOTATION: str(token)}, resource_version=resource_version)
 
 
 async def lock_status(conn: ClusterConnection, app: str) -> LeaseState | None:
-    found = await get_record(conn, "coordination.k8s.io/v1", "Lease", lock_name(app), CONTROL_NAMESPACE)
-    return LeaseState.of(app, found) if found is not None else None
+    found = await read_lease(conn, lock_name(app), CONTROL_NAMESPACE, default_duration=DEFAULT_DURATION)
+    return LeaseState.of_record(app, found) if found is not None else None
 
 
 class LeaseLock:
@@ -208,35 +191,38 @@ class LeaseLock:
         self._resource_version = ""
         self._transitions = 0
         self._acquired_at: float | None = None
-        self._valid_until = 0.0  # monotonic
+        self._term = Term(duration)
         self._confirmed_at = -1e9  # monotonic: when the server last said the lease is ours
         self._verifying: asyncio.Future[None] | None = None
 
     @property
     def held(self) -> bool:
-        return self.token > 0 and time.monotonic() < self._valid_until
+        return self.token > 0 and self._term.valid
 
     def remaining(self) -> float:
-        return self._valid_until - time.monotonic()
+        return self._term.remaining()
 
     async def acquire(self, *, wait: float = 0.0, poll: float = 1.0,
                       waiting: Callable[[LeaseState], None] | None = None) -> int:
         """Take the lock, waiting up to ``wait`` seconds for a live holder; returns our fencing token.
 
-        When this process released the lock last, the Lease is taken with one write against the
-        version that release left (a compare-and-swap: anyone who took it since makes it fail, and
-        the Lease is then read and judged as usual).
+        When this process released the lock last (the connection's session remembers it), the Lease
+        is taken with one write against the version that release left (a compare-and-swap: anyone
+        who took it since makes it fail, and the Lease is then read and judged as usual).
         """
         deadline = time.monotonic() + wait
         await ensure_namespace(self.conn, CONTROL_NAMESPACE)
-        left = _RELEASED.get(self.conn, {}).pop(self.app, None)
+        released = self.conn.session.released_leases.pop((CONTROL_NAMESPACE, lock_name(self.app)), None)
+        left = LeaseState.of_record(self.app, released) if released is not None else None
+        observer = LeaseObserver(wall=self.clock)
         while True:
             state = left if left is not None else await lock_status(self.conn, self.app)
             left = None
             now = self.clock()
-            if state is not None and state.live(now) and state.holder != self.identity:
+            remaining = observer.observe(state.record() if state is not None else None)
+            if state is not None and remaining > 0 and state.holder != self.identity:
                 if time.monotonic() >= deadline:
-                    raise LockHeld(self.app, state, now)
+                    raise LockHeld(self.app, state, remaining)
                 if waiting is not None:
                     waiting(state)
                 await asyncio.sleep(min(poll, max(0.05, deadline - time.monotonic())))
@@ -248,12 +234,12 @@ class LeaseLock:
                          duration=self.duration, transitions=transitions,
                          resource_version=state.resource_version if state else "")
             try:
-                written = await (replace_record(self.conn, obj) if state else create_record(self.conn, obj))
+                written = await write_lease(self.conn, obj)
             except StaleWrite:
                 continue  # someone else moved first: look again
             self.token, self._acquired_at, self._transitions = token, now, transitions
-            self._resource_version = written["metadata"]["resourceVersion"]
-            self._valid_until = started + self.duration
+            self._resource_version = written.resource_version
+            self._term.confirmed(started)
             self._confirmed_at = started
             return token
 
@@ -264,14 +250,14 @@ class LeaseLock:
                          acquired=self._acquired_at if holder else None, duration=self.duration,
                          transitions=self._transitions, resource_version=self._resource_version)
             try:
-                written = await replace_record(self.conn, obj)
+                written = await write_lease(self.conn, obj)
             except StaleWrite:
                 state = await lock_status(self.conn, self.app)
                 self._check_mine(state)  # LockLost unless it is still ours (a write of ours we did not see)
                 assert state is not None
                 self._resource_version, self._transitions = state.resource_version, state.transitions
                 continue
-            self._resource_version = written["metadata"]["resourceVersion"]
+            self._resource_version = written.resource_version
             return
 
     async def renew(self) -> None:
@@ -285,7 +271,7 @@ class LeaseLock:
             assert state is not None
             self._resource_version, self._transitions = state.resource_version, state.transitions
         await self._write_ours(holder=self.identity)
-        self._valid_until = started + self.duration
+        self._term.confirmed(started)
         self._confirmed_at = started
         self.renewals += 1
 
@@ -330,11 +316,12 @@ class LeaseLock:
             return
         with contextlib.suppress(LockLost):
             await self._write_ours(holder=None)
-            _RELEASED.setdefault(self.conn, {})[self.app] = LeaseState(
+            self.conn.session.released_leases[(CONTROL_NAMESPACE, lock_name(self.app))] = LeaseState(
                 app=self.app, holder=None, token=self.token, acquired_at=None, renewed_at=None,
-                duration=self.duration, transitions=self._transitions, resource_version=self._resource_version)
+                duration=self.duration, transitions=self._transitions, resource_version=self._resource_version
+            ).record()
         self.token = 0
-        self._valid_until = 0.0
+        self._term.end()
         self._confirmed_at = -1e9
 
 
@@ -353,7 +340,7 @@ async def break_lock(conn: ClusterConnection, app: str, *, confirmed: bool,
                            f"{state.expires_at - now:.0f}s more; nothing changed. Confirm, or pass --yes")
     obj = _lease(app, holder=None, token=state.token, now=now, acquired=None, duration=state.duration,
                  transitions=state.transitions, resource_version=state.resource_version)
-    await replace_record(conn, obj)
+    await write_lease(conn, obj)
     return state
 
 

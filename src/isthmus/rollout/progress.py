@@ -89,6 +89,9 @@ class RolloutState:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     log: list[str] = field(default_factory=list)
+    #: The superuser Secret's role is not (yet) the ring's superuser: the next apply tries again, even of a
+    #: settled revision (:mod:`isthmus.rollout.superuser`).
+    superuser_pending: bool = False
 
     @classmethod
     def new(cls, *, app: str, kind: str, revision: int, previous: int | None, plan: Plan) -> RolloutState:
@@ -117,7 +120,8 @@ class RolloutState:
                 "phase": self.phase.value, "message": self.message, "holder": self.holder, "token": self.token,
                 "skipped": self.skipped, "created": self.created, "updated": self.updated,
                 "current": self.current, "plan": self.plan.to_dict(),
-                "steps": {k: v.to_dict() for k, v in self.steps.items()}, "log": self.log}
+                "steps": {k: v.to_dict() for k, v in self.steps.items()}, "log": self.log,
+                "superuserPending": self.superuser_pending}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RolloutState:
@@ -125,7 +129,7 @@ class RolloutState:
                    {k: StepRecord.from_dict(v) for k, v in d["steps"].items()}, Phase(d["phase"]),
                    str(d.get("message", "")), str(d.get("holder", "")), int(d.get("token", 0)),
                    list(d.get("skipped", [])), float(d.get("created", 0)), float(d.get("updated", 0)),
-                   list(d.get("log", [])))
+                   list(d.get("log", [])), bool(d.get("superuserPending", False)))
 
 
 def state_name(app: str) -> str:

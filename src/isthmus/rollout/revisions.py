@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import json
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,10 +210,11 @@ class _Known:
     manifests: ManifestsDoc
 
 
-_LATEST: weakref.WeakKeyDictionary[ClusterConnection, dict[tuple[str, int], _Known]] = weakref.WeakKeyDictionary()
-"""Per control-plane connection, the last revisions of each app this process wrote or read. Revisions
-never change once listed, and the index entry's digest is checked before one is used, so the
-next record (which needs the previous manifests for its summary) reads no chunk."""
+def _latest(conn: ClusterConnection) -> dict[tuple[str, int], _Known]:
+    """In the control-plane connection's session, the last revisions of each app this process wrote or read.
+    Revisions never change once listed, and the index entry's digest is checked before one is used, so
+    the next record (which needs the previous manifests for its summary) reads no chunk."""
+    return conn.session.part(__name__, dict[tuple[str, int], _Known])
 
 
 class _Renumber(Exception):
@@ -255,7 +255,7 @@ class RevisionStore:
 
     def _remember(self, number: int, known: _Known) -> None:
         """Keep the two latest revisions of the app (the one rolling out and the one it replaces)."""
-        cache = _LATEST.setdefault(self.conn, {})
+        cache = _latest(self.conn)
         cache[(self.app, number)] = known
         mine = sorted(k for k in cache if k[0] == self.app)
         for key in mine[:-2]:
@@ -266,7 +266,7 @@ class RevisionStore:
 
     async def fetch(self, info: RevisionInfo) -> Revision:
         """The revision ``info`` lists (from memory when this process wrote or read it last)."""
-        known = _LATEST.get(self.conn, {}).get((self.app, info.number))
+        known = _latest(self.conn).get((self.app, info.number))
         if known is not None and known.digest == info.digest:
             return Revision(info, known.spec, known.manifests)
 

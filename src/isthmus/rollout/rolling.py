@@ -152,21 +152,27 @@ class _Session:
         return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
 
 
-async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult) -> None:
+async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult,
+                     states: ProgressStore) -> None:
     """Once the ring answers, the Secret's role is its superuser and the default login is gone (:mod:`.superuser`).
 
-    Runs under the lock, after a rollout that succeeded; a failure is a note on the result (the next apply
-    tries again), never the password.
+    Runs under the lock, after a rollout that succeeded; a failure is a note on the result, never the
+    password, and is kept in the rollout's state, so the next apply tries again even when nothing changed.
     """
     if not result.ok:
         return
+    pending = result.state.superuser_pending
     try:
         outcome = await ensure_superuser(registry, app, password)
     except SuperuserError as exc:
-        result.notes.append(f"the superuser is not set up yet: {exc}")
-        return
-    if outcome is not None and (outcome.created or outcome.default_disabled):
-        result.notes.append(outcome.note())
+        result.notes.append(f"the superuser is not set up yet (the next apply tries again): {exc}")
+        result.state.superuser_pending = True
+    else:
+        result.state.superuser_pending = False
+        if outcome is not None and (outcome.created or outcome.default_disabled):
+            result.notes.append(outcome.note())
+    if result.state.superuser_pending != pending:
+        await states.save(result.state)
 
 
 async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
@@ -192,7 +198,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
                                       namespace=app.namespace, digest=content.digest, revisions=session.revisions,
                                       states=session.states)
         timeline.mark("checked")
-        if settled is not None:
+        if settled is not None and not settled.superuser_pending:
             return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
                                  notes=[f"nothing to change: every member already runs revision {settled.revision}"])
     # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
@@ -246,7 +252,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
             baseline = Baseline(previous.number, (await session.revisions.fetch(previous)).manifests)
         result = await session.run(app, fill_password(masked, password), state, timeline, baseline, fences,
                                    reapply=not created)
-        await _superuser(registry, app, password, result)
+        await _superuser(registry, app, password, result, session.states)
         if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
@@ -286,7 +292,7 @@ async def resume_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterR
         state.event(f"resumed by {session.lock.identity} at {state.current} ({time.strftime('%H:%M:%S')})")
         resumed = app_of(revision)
         result = await session.run(resumed, fill_password(revision.to_manifests(), password), state)
-        await _superuser(registry, resumed, password, result)
+        await _superuser(registry, resumed, password, result, session.states)
         return result
     finally:
         await session.lock.release()

@@ -10,11 +10,8 @@ from __future__ import annotations
 import base64
 import secrets
 
-from lightkube.resources.core_v1 import Secret
-
 from ..errors import UserError
-from ..kube import ClusterConnection, ClusterRegistry, ClusterUnreachable
-from ..kube.fetching import get_object
+from ..kube import ClusterConnection, ClusterRegistry, ClusterUnreachable, get_record
 from ..render.naming import CassandraNames
 from ..spec import CassandraCluster, Fleet
 
@@ -27,10 +24,10 @@ class SecretUnavailable(UserError):
 
 async def read_superuser_password(conn: ClusterConnection, app: CassandraCluster) -> str | None:
     name = CassandraNames(app.metadata.name, app.namespace).superuser_secret
-    secret = await get_object(conn, Secret, name, app.namespace)
+    secret = await get_record(conn, "v1", "Secret", name, app.namespace)
     if secret is None:
         return None
-    encoded = (secret.data or {}).get("password")
+    encoded = (secret.get("data") or {}).get("password")
     return base64.b64decode(encoded).decode() if encoded else None
 
 

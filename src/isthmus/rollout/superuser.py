@@ -6,12 +6,24 @@ everyone. Once a datacenter answers, this creates the role named in the app's su
 default role its login and superuser status and gives it a random password nobody keeps. It is
 idempotent: when the Secret's role already logs in, only the default role is checked.
 
-How the ring is reached: CQL through ``pods/portforward`` on the member's API server
-(:class:`isthmus.kube.PodPortForward`), to one Ready pod of the first datacenter that answers, never by pod
-IP, so it works from a laptop or from the operator in any cluster. The password travels only inside that
-CQL connection: it is never on a command line, in a URL, in a log or in an error message.
+The order matters. First ``system_auth`` goes from SimpleStrategy (one replica, Cassandra's default) to
+NetworkTopologyStrategy with ``min(3, nodes)`` replicas in every datacenter, so that every datacenter can
+log its clients in. That change moves no data: the default role's row stays where SimpleStrategy put it,
+and a QUORUM read (how Cassandra reads the default role) may then miss it and deny the default login its
+superuser status. So ``nodetool repair -full system_auth`` runs next on every Ready node, one at a time,
+through ``pods/exec``; only then is the role created (written to every datacenter) and the default
+disabled.
 
-Must not: create keyspaces or change replication (that is the database operations' work).
+How the ring is reached: CQL through ``pods/portforward`` on the member's API server
+(:class:`isthmus.kube.PodPortForward`), to one Ready pod of the first datacenter that answers, and
+``nodetool`` through ``pods/exec`` (:func:`isthmus.kube.pod_exec`), never by pod IP, so it works from a
+laptop or from the operator in any cluster. With the CQL guard on, the port-forward arrives on the pod's
+loopback, where the rendered policy lets the superuser (and, until now, the default login) through. The
+password travels only inside that CQL connection: it is never on a command line, in a URL, in a log or in
+an error message.
+
+Must not: create keyspaces or change replication beyond ``system_auth`` (that is the database operations'
+work).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IsthmusError
-from ..kube import ClusterRegistry, ClusterUnreachable, KubeError, KubeObject, fetch_owned
+from ..kube import ClusterRegistry, ClusterUnreachable, KubeError, KubeObject, fetch_owned, pod_exec
 from ..kube.portforward import PodPortForward
 from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
@@ -35,6 +47,8 @@ __all__ = ["DEFAULT_ROLE", "SuperuserError", "SuperuserOutcome", "ensure_superus
 DEFAULT_ROLE = "cassandra"
 _DEFAULT_PASSWORD = "cassandra"  # Cassandra's, public: CassandraRoleManager.DEFAULT_SUPERUSER_PASSWORD
 DC_LABEL = "isthmus.dev/datacenter"
+CASSANDRA_CONTAINER = "cassandra"
+_REPAIR = ("nodetool", "repair", "-full", "system_auth")
 
 
 class SuperuserError(IsthmusError):
@@ -98,57 +112,98 @@ def _replicate_auth(session: Any) -> None:
                     f"{{'class': 'NetworkTopologyStrategy', {replication}}}")
 
 
-def _bootstrap(host: str, port: int, password: str) -> tuple[bool, bool]:
-    """``(created, default disabled)``; runs on a thread (the driver is synchronous)."""
-    created = False
+def _admin_or_default(host: str, port: int, password: str) -> bool:
+    """True when the Secret's role logs in already; else puts ``system_auth`` on NTS as the default login.
+
+    Runs on a thread (the driver is synchronous).
+    """
     try:
-        cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+        cluster, _ = _session(host, port, SUPERUSER_USERNAME, password)
     except Exception as exc:
         if not _auth_failed(exc):
             raise SuperuserError(f"CQL through the port-forward failed: {type(exc).__name__}") from None
-        try:
-            cluster, session = _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
-        except Exception as exc2:
-            if _auth_failed(exc2):
-                raise SuperuserError(
-                    f"neither role {SUPERUSER_USERNAME!r} with the Secret's password nor the default login "
-                    f"logs in: the ring's roles were changed outside Isthmus; set the Secret's password to "
-                    f"that of {SUPERUSER_USERNAME!r}, or create that role by hand") from None
-            raise SuperuserError(f"CQL through the port-forward failed: {type(exc2).__name__}") from None
-        try:
-            _replicate_auth(session)
-        except Exception as exc5:
-            cluster.shutdown()
-            raise SuperuserError(f"replicating system_auth to every datacenter failed ({type(exc5).__name__}: "
-                                 f"{str(exc5)[:300]})") from None
-        try:
-            session.execute(f'CREATE ROLE IF NOT EXISTS "{SUPERUSER_USERNAME}" WITH SUPERUSER = true AND '
-                            f"LOGIN = true AND PASSWORD = {_literal(password)}")
-            created = True
-        except Exception as exc3:  # the statement held the password: never let the driver's text out
-            raise SuperuserError(f"CREATE ROLE {SUPERUSER_USERNAME} was refused ({type(exc3).__name__}: "
-                                 f"{str(exc3).replace(password, '***')[:300]})") from None
-        finally:
-            cluster.shutdown()
-        cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+    else:
+        cluster.shutdown()
+        return True
+    cluster, session = _default_session(host, port)
     try:
-        default_logs_in = True
+        _replicate_auth(session)
+    except SuperuserError:
+        raise
+    except Exception as exc:
+        raise SuperuserError(f"replicating system_auth to every datacenter failed ({type(exc).__name__}: "
+                             f"{str(exc)[:300]})") from None
+    finally:
+        cluster.shutdown()
+    return False
+
+
+def _default_session(host: str, port: int) -> tuple[Any, Any]:
+    try:
+        return _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)  # type: ignore[no-any-return]
+    except Exception as exc:
+        if _auth_failed(exc):
+            raise SuperuserError(
+                f"neither role {SUPERUSER_USERNAME!r} with the Secret's password nor the default login "
+                f"logs in: the ring's roles were changed outside Isthmus; set the Secret's password to "
+                f"that of {SUPERUSER_USERNAME!r}, or create that role by hand") from None
+        raise SuperuserError(f"CQL through the port-forward failed: {type(exc).__name__}") from None
+
+
+def _create_role(host: str, port: int, password: str) -> None:
+    cluster, session = _default_session(host, port)
+    try:
+        session.execute(f'CREATE ROLE IF NOT EXISTS "{SUPERUSER_USERNAME}" WITH SUPERUSER = true AND '
+                        f"LOGIN = true AND PASSWORD = {_literal(password)}")
+    except Exception as exc:  # the statement held the password: never let the driver's text out
+        raise SuperuserError(f"CREATE ROLE {SUPERUSER_USERNAME} was refused ({type(exc).__name__}: "
+                             f"{str(exc).replace(password, '***')[:300]})") from None
+    finally:
+        cluster.shutdown()
+
+
+def _disable_default(host: str, port: int, password: str) -> bool:
+    """Takes login and superuser status from the default role; True when it could still log in."""
+    cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+    try:
         try:
             other, _ = _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
             other.shutdown()
         except Exception as exc:
             if not _auth_failed(exc):
                 raise SuperuserError(f"checking the default login failed: {type(exc).__name__}") from None
-            default_logs_in = False
-        if default_logs_in:
-            try:
-                session.execute(f'ALTER ROLE "{DEFAULT_ROLE}" WITH SUPERUSER = false AND LOGIN = false AND '
-                                f"PASSWORD = {_literal(secrets.token_urlsafe(32))}")
-            except Exception as exc4:
-                raise SuperuserError(f"ALTER ROLE {DEFAULT_ROLE} was refused ({type(exc4).__name__})") from None
-        return created, default_logs_in
+            return False
+        try:
+            session.execute(f'ALTER ROLE "{DEFAULT_ROLE}" WITH SUPERUSER = false AND LOGIN = false AND '
+                            f"PASSWORD = {_literal(secrets.token_urlsafe(32))}")
+        except Exception as exc:
+            raise SuperuserError(f"ALTER ROLE {DEFAULT_ROLE} was refused ({type(exc).__name__})") from None
+        return True
     finally:
         cluster.shutdown()
+
+
+async def _repair_auth(registry: ClusterRegistry, app: CassandraCluster, *, within: float) -> None:
+    """``nodetool repair -full system_auth`` on every Ready node, one after another, through ``pods/exec``.
+
+    After ``system_auth`` changes replication, its rows (the default role among them) are still only where
+    SimpleStrategy put them, and a read at QUORUM may miss them: Cassandra then says the default role is
+    no superuser. Repair puts every row on every new replica before the role is created.
+    """
+    for dc in app.spec.datacenters:
+        conn = registry[dc.cluster]
+        try:
+            pods = await fetch_owned(conn, app.metadata.name, {("v1", "Pod", app.namespace)})
+        except ClusterUnreachable:
+            continue  # a datacenter that is not there now gets its replicas from a later repair
+        for pod in _ready_pods(list(pods.values()), dc.name):
+            try:
+                result = await pod_exec(conn, app.namespace, pod, CASSANDRA_CONTAINER, _REPAIR, within=within)
+            except (KubeError, TimeoutError) as exc:
+                raise SuperuserError(f"{dc.cluster}/{pod}: {' '.join(_REPAIR)}: {exc or 'timed out'}") from None
+            if not result.ok:
+                said = (result.stderr.strip() or result.stdout.strip())[-300:]
+                raise SuperuserError(f"{dc.cluster}/{pod}: {' '.join(_REPAIR)} exited {result.exit_code}: {said}")
 
 
 def _ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:
@@ -184,9 +239,13 @@ async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, pas
             continue
         pod = ready[0]
         try:
-            async with PodPortForward(conn, app.namespace, pod, CQL_PORT) as (host, port):
-                created, disabled = await asyncio.wait_for(asyncio.to_thread(_bootstrap, host, port, password),
-                                                           within)
+            async with asyncio.timeout(within):
+                async with PodPortForward(conn, app.namespace, pod, CQL_PORT) as (host, port):
+                    created = not await asyncio.to_thread(_admin_or_default, host, port, password)
+                    if created:
+                        await _repair_auth(registry, app, within=within)
+                        await asyncio.to_thread(_create_role, host, port, password)
+                    disabled = await asyncio.to_thread(_disable_default, host, port, password)
         except (KubeError, TimeoutError) as exc:
             tried.append(f"{dc.name} ({pod}): {exc or 'timed out'}")
             continue

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from ..cqlguard.policy import PolicyDocument
 from ..image import ImageRef
 from ._base import API_VERSION, SpecModel
 from .apps import App, AppDatacenter, register_kind
 from .fleet import CLUSTER_NAME_PATTERN
+from .policy import PolicyDocument
 
 __all__ = [
     "ACCESS_RULE_EXTRA_KEYS",

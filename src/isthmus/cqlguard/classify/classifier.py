@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from isthmus.cqlguard.classify.lexer import LexError, Token, TokenKind, tokenize
+from isthmus.spec.policy import GLOBAL_ACTIONS, KEYSPACE_ACTIONS, Action
 
 __all__ = [
     "GLOBAL_ACTIONS",
@@ -33,70 +33,6 @@ __all__ = [
 ]
 
 
-class Action(StrEnum):
-    SELECT = "select"
-    INSERT = "insert"
-    UPDATE = "update"
-    DELETE = "delete"
-    TRUNCATE = "truncate"
-    USE = "use"
-    CREATE_KEYSPACE = "create_keyspace"
-    ALTER_KEYSPACE = "alter_keyspace"
-    DROP_KEYSPACE = "drop_keyspace"
-    CREATE_TABLE = "create_table"
-    ALTER_TABLE = "alter_table"
-    DROP_TABLE = "drop_table"
-    CREATE_INDEX = "create_index"
-    DROP_INDEX = "drop_index"
-    CREATE_MATERIALIZED_VIEW = "create_materialized_view"
-    ALTER_MATERIALIZED_VIEW = "alter_materialized_view"
-    DROP_MATERIALIZED_VIEW = "drop_materialized_view"
-    CREATE_TYPE = "create_type"
-    ALTER_TYPE = "alter_type"
-    DROP_TYPE = "drop_type"
-    CREATE_FUNCTION = "create_function"
-    DROP_FUNCTION = "drop_function"
-    CREATE_AGGREGATE = "create_aggregate"
-    DROP_AGGREGATE = "drop_aggregate"
-    CREATE_TRIGGER = "create_trigger"
-    DROP_TRIGGER = "drop_trigger"
-    CREATE_ROLE = "create_role"
-    ALTER_ROLE = "alter_role"
-    DROP_ROLE = "drop_role"
-    CREATE_USER = "create_user"
-    ALTER_USER = "alter_user"
-    DROP_USER = "drop_user"
-    CREATE_IDENTITY = "create_identity"
-    DROP_IDENTITY = "drop_identity"
-    GRANT = "grant"
-    REVOKE = "revoke"
-    LIST_ROLES = "list_roles"
-    LIST_USERS = "list_users"
-    LIST_PERMISSIONS = "list_permissions"
-    DESCRIBE = "describe"
-
-
-#: Actions with no keyspace/table target (role, permission and introspection statements).
-GLOBAL_ACTIONS = frozenset(
-    {
-        Action.CREATE_ROLE,
-        Action.ALTER_ROLE,
-        Action.DROP_ROLE,
-        Action.CREATE_USER,
-        Action.ALTER_USER,
-        Action.DROP_USER,
-        Action.CREATE_IDENTITY,
-        Action.DROP_IDENTITY,
-        Action.GRANT,
-        Action.REVOKE,
-        Action.LIST_ROLES,
-        Action.LIST_USERS,
-        Action.LIST_PERMISSIONS,
-        Action.DESCRIBE,
-    }
-)
-#: Actions whose target is a keyspace (``table`` is None).
-KEYSPACE_ACTIONS = frozenset({Action.USE, Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
 
 _BATCH_CHILD_ACTIONS = frozenset({Action.INSERT, Action.UPDATE, Action.DELETE})
 

@@ -17,10 +17,9 @@ before it writes and as Done after; a quiet one goes out with the next write.
 What a member holds is read as little as possible (:mod:`.memberview`): after the ``prepare``
 wave, the app's live StatefulSets of every member (once, concurrently), which is enough to tell
 a rack that rolls no pods; a re-apply reads a member only when it may hold a whole step already.
-``prepare`` of a new revision can skip reading the member altogether (:func:`.deciding.changed_since`):
-with a :class:`Baseline`, when the member provably still runs it, only the objects whose content
-hash changed are written. A ``finalize`` after this run applied a member's every step need not
-apply everything again when the inventory lists exactly the desired objects.
+How a step's objects are written, and the two shortcuts that skip reading first (``prepare`` of
+only what changed since a :class:`Baseline`; a quiet ``finalize`` with nothing to prune), are
+:mod:`.writing`'s.
 
 A member that stops answering mid-step pauses that step, which is re-run when it answers (an
 idempotent apply). Failure stops every lane; what happens next (pause or rollback) is decided by
@@ -32,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from ..errors import IsthmusError
 from ..kube import (
@@ -46,29 +44,24 @@ from ..kube import (
     ObjectOutcome,
     ObjectRef,
     across,
-    apply_exactly,
-    apply_objects,
-    reapply_objects,
-    remembered_config_map,
 )
-from ..kube.inventory import read_inventory
-from ..render import Manifests
 from .clock import SYSTEM, Clock
 from .converging import Convergence
-from .deciding import Choice, Decision, StepSettings, changed_since, decide
+from .deciding import Choice, Decision, StepSettings, decide
 from .deploying import Progress
-from .gates import DEFAULT_GATES, Gate, observe
+from .gates import observe
 from .gating import Gatekeeper, unreverted
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
-from .memberview import MemberView, RecordedRevision, read_member, read_workloads
+from .memberview import MemberView, read_member, read_workloads
 from .progress import Outcome, Phase, ProgressStore, RolloutState, StepRecord
 from .recording import StateWriter
-from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed, Timeline
-from .revisions import member_record_name, record_member_revision
+from .results import EngineStats, RolloutResult, StepFailed, Timeline
+from .revisions import record_member_revision
 from .steps import Step, StepKind, step_objects
+from .target import Baseline, EngineSettings, Target
+from .writing import StepWriter
 
-__all__ = ["Baseline", "EarlyFences", "Engine", "EngineSettings", "EngineStats", "MemberOutcome", "MemberResult",
-           "RolloutResult", "StepFailed", "Target", "Timeline"]
+__all__ = ["Baseline", "EarlyFences", "Engine", "EngineSettings", "Target"]
 
 
 class _Stopped(Exception):
@@ -77,45 +70,6 @@ class _Stopped(Exception):
 
 def _quiet(_cluster: str, _message: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The revision the members ran before this rollout, as rendered: what a member provably still holds
-    (see :func:`.deciding.changed_since`) need not be read back to find what changed."""
-
-    revision: int
-    manifests: Mapping[str, Sequence[KubeObject]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Target:
-    """What a run carries where: one app's rendered objects for each of its members."""
-
-    app: str
-    namespace: str
-    members: Sequence[str]
-    manifests: Manifests
-    baseline: Baseline | None = None
-    """What the members ran until now (a new revision only)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineSettings:
-    poll_interval: float = 1.0
-    force_conflicts: bool = False
-    prune: bool = True
-    skip_clusters: frozenset[str] = frozenset()
-    gates: tuple[Gate, ...] = DEFAULT_GATES
-    soak_seconds: float = 0.0
-    progress_deadline: float = 600.0
-    failure_budget: int = 0
-    timeout: float | None = None
-    """Seconds the whole run may take; then it pauses (resumable)."""
-    repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
-    """Per member, objects to write again (taking conflicting fields over) although their hash matches."""
-    reapply: bool = False
-    """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
 
 
 class EarlyFences:
@@ -178,8 +132,8 @@ class Engine:
         self._continuous: set[str] = set()
         """Members whose fence took our token against the version this process last wrote: no other holder
         has written to them since."""
-        self._changed_only: set[str] = set()
-        """Members whose ``prepare`` applied only what changed since the baseline (and nothing was added or removed)."""
+        self._objects = StepWriter(target=target, settings=settings, revision=state.revision,
+                                           stats=self.stats, progress=progress)
         self._stop: str | None = None
         self._failure: StepFailed | None = None
         self._fatal: BaseException | None = None
@@ -405,77 +359,14 @@ class Engine:
     async def _execute(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], rec: StepRecord,
                        quiet: bool) -> None:
         started = self.clock.monotonic()
-
-        async def apply() -> ApplyReport:
-            return await apply_objects(conn, objects, app=self.app, namespace=self.namespace,
-                                       force_conflicts=self.settings.force_conflicts,
-                                       prune=self.settings.prune and step.kind is StepKind.FINALIZE,
-                                       progress=lambda msg: self.progress(step.cluster, f"{step.id}: {msg}"))
-
-        if step.kind is StepKind.PREPARE:  # the objects first, then the member's record of what it is getting
-            report = await self._prepare_changed(step, conn, objects) or await apply()
-            await record_member_revision(conn, self.app, self.namespace, target=self.state.revision)
-        elif quiet and await self._applied_already(step, conn, objects):
-            report = ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.UNCHANGED) for o in objects))
-        else:
-            report = await apply()
-        report = await self._repair(conn, objects, report)
+        mine = [s for s in self.state.plan.steps if s.cluster == step.cluster and s.kind is not StepKind.FINALIZE]
+        ran_all = all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
+            and any(s.id in self._ran for s in mine)
+        report = await self._objects.write(step, conn, objects, quiet=quiet,
+                                                   continuous=step.cluster in self._continuous, ran_all=ran_all)
         self.stats.apply_seconds += self.clock.monotonic() - started
         self._merge(report)
         rec.writes += sum(1 for o in report.outcomes if o.action is not Action.UNCHANGED)
-
-    async def _applied_already(self, step: Step, conn: ClusterConnection, objects: list[KubeObject]) -> bool:
-        """A quiet ``finalize`` after this run applied everything of its member (``prepare`` and every rack here
-        ran, with nothing to roll): with an inventory that lists exactly the desired objects there is nothing to
-        prune, so applying it all again would only re-read it. After a ``prepare`` of only what changed, the
-        inventory is the baseline's, which lists the same objects."""
-        mine = [s for s in self.state.plan.steps if s.cluster == step.cluster and s.kind is not StepKind.FINALIZE]
-        if not all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
-                or not any(s.id in self._ran for s in mine):
-            return False
-        if step.cluster in self._changed_only:
-            return True
-        return await read_inventory(conn, self.app, self.namespace) == {ObjectRef.of(o) for o in objects}
-
-    async def _prepare_changed(self, step: Step, conn: ClusterConnection,
-                               objects: list[KubeObject]) -> ApplyReport | None:
-        """``prepare`` writing only the objects that differ from the baseline, without reading the member first;
-        None when that is not provably enough (then the step applies as usual: reads, compares, writes).
-
-        Beside :func:`.deciding.changed_since`: the rollout carries a new revision (a re-apply of the same one
-        is how drift gets corrected, and must look), and the member's fence took our token against the
-        version this process last wrote, so no other holder has written anything there since. A change by
-        hand since then is drift, which the operator's watches report.
-        """
-        base, cluster = self.target.baseline, step.cluster
-        if base is None or base.revision == self.state.revision or cluster not in self._continuous \
-                or self.settings.repair.get(cluster):
-            return None
-        known, data = remembered_config_map(conn, member_record_name(self.app), self.namespace)
-        record = None
-        if known and data is not None:
-            record = RecordedRevision(int(data["revision"]) if data.get("revision") else None,
-                                      int(data["target"]) if data.get("target") else None)
-        changed = changed_since(base.manifests, base.revision, record, self.manifests.for_cluster(cluster), objects,
-                                cluster=cluster)
-        if changed is None:
-            return None
-        written = set(await apply_exactly(conn, changed, force=self.settings.force_conflicts))
-        self._changed_only.add(cluster)
-        self.stats.changed_only += 1
-        return ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.CONFIGURED if ObjectRef.of(o)
-                                                          in written else Action.UNCHANGED) for o in objects))
-
-    async def _repair(self, conn: ClusterConnection, objects: list[KubeObject], report: ApplyReport) -> ApplyReport:
-        """Write again the objects named for repair that the apply left alone (their hash matched)."""
-        wanted = self.settings.repair.get(conn.name, frozenset())
-        untouched = {o.ref for o in report.outcomes if o.action is Action.UNCHANGED}
-        again = [o for o in objects if ObjectRef.of(o) in wanted and ObjectRef.of(o) in untouched]
-        if not again:
-            return report
-        fixed = set(await reapply_objects(conn, again))
-        return ApplyReport(report.cluster, tuple(ObjectOutcome(o.ref, Action.CONFIGURED) if o.ref in fixed else o
-                                                 for o in report.outcomes))
 
     def _merge(self, report: ApplyReport) -> None:
         mine = self.reports.setdefault(report.cluster, {})

@@ -28,7 +28,7 @@ from isthmus.rollout import (
     Verdict,
     plan_rollout,
 )
-from isthmus.rollout.deciding import Choice, StepSettings, changed_since, decide
+from isthmus.rollout.deciding import Choice, Decision, StepSettings, changed_since, decide
 from isthmus.rollout.gating import Gatekeeper
 from isthmus.rollout.memberview import MemberView, RecordedRevision
 from isthmus.rollout.progress import StepRecord
@@ -75,7 +75,8 @@ def test_done_or_skipped_steps_and_skipped_members_are_skipped() -> None:
 
 def test_a_rack_converges_unless_its_statefulset_already_holds_the_content() -> None:
     everything = objects(FINALIZE)
-    assert decide(RACK, PENDING, MemberView("c1"), PLAIN, objects(RACK)).choice is Choice.CONVERGE  # not read
+    unread = decide(RACK, PENDING, MemberView("c1"), PLAIN, objects(RACK))
+    assert (unread.choice, unread.look) == (Choice.CONVERGE, True)  # its StatefulSet not read yet: read it first
     same = decide(RACK, PENDING, sts_only(everything), PLAIN, objects(RACK))
     assert (same.choice, same.note) == (Choice.UNCHANGED, "unchanged: nothing to roll")
     assert decide(RACK, PENDING, sts_only(everything, dec_dc1_ra="old"), PLAIN, objects(RACK)).choice \
@@ -85,6 +86,8 @@ def test_a_rack_converges_unless_its_statefulset_already_holds_the_content() -> 
     # Interrupted after it was marked Running: converge as before, whatever the live content says.
     assert decide(RACK, StepRecord(Outcome.RUNNING), sts_only(everything), PLAIN, objects(RACK)).choice \
         is Choice.CONVERGE
+    assert decide(RACK, StepRecord(Outcome.RUNNING), MemberView("c1"), PLAIN, objects(RACK)) == Decision(
+        Choice.CONVERGE)  # nothing to read for that
     # Named for repair (drift correction): a real, gated step although the hash matches.
     repair = StepSettings(revision=2, repair={"c1": frozenset({STS})})
     assert decide(RACK, PENDING, sts_only(everything), repair, objects(RACK)).choice is Choice.CONVERGE

@@ -16,9 +16,9 @@ The choices form a ladder; each does what the one before it does, and more:
 A step is disruptive when the member view cannot show that it rolls no pods: its StatefulSet
 differs or is missing, a StatefulSet would be pruned, the live StatefulSets could not be read, it
 is named for repair (drift correction), or it is a rack interrupted after it was marked Running
-(let it converge as before). When a re-apply's ``apply`` could be an ``unchanged`` but the view
-lacks what would tell (the inventory, the objects of every kind, the member's record), the
-decision says ``look``: read the member (:func:`.memberview.read_member`) and decide again.
+(let it converge as before). When the view lacks what would tell (the live StatefulSets; on a
+re-apply, the step's objects, the inventory and the member's record), the decision says ``look``:
+read that much more of the member (:mod:`.memberview`) and decide again.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class Decision:
     note: str = ""
     """Recorded on the step (``unchanged: ...``, ``skipped by ...``)."""
     look: bool = False
-    """Only with ``apply``: the member may hold it all already; read it and decide again."""
+    """What the view does not show could change the decision: read more of the member and decide again
+    (with ``gate``/``converge``: its StatefulSets; with ``apply``: the step's objects, inventory and record)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,8 +84,9 @@ def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSetti
     if step.cluster in settings.skip_clusters:
         return Decision(Choice.SKIP, SKIPPED_NOTE)
     repair = (settings.repair or {}).get(step.cluster, frozenset())
-    if not _rolls_no_pods(step, record, view, repair, objects):
-        return Decision(Choice.CONVERGE if step.kind is StepKind.RACK else Choice.GATE)
+    quiet = _rolls_no_pods(step, record, view, repair, objects)
+    if not quiet:
+        return Decision(Choice.CONVERGE if step.kind is StepKind.RACK else Choice.GATE, look=quiet is None)
     if step.kind is StepKind.RACK:
         return Decision(Choice.UNCHANGED, NOTHING_TO_ROLL)
     if not settings.reapply or repair:
@@ -96,7 +98,8 @@ def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSetti
 
 
 def _rolls_no_pods(step: Step, record: StepRecord, view: MemberView, repair: frozenset[ObjectRef],
-                   objects: Sequence[KubeObject]) -> bool:
+                   objects: Sequence[KubeObject]) -> bool | None:
+    """None: the view does not show the member's StatefulSets."""
     if step.kind is StepKind.PREPARE:
         return True
     if step.kind is StepKind.RACK and record.outcome is Outcome.RUNNING:
@@ -104,7 +107,7 @@ def _rolls_no_pods(step: Step, record: StepRecord, view: MemberView, repair: fro
     if any(o.get("kind") == "StatefulSet" and ObjectRef.of(o) in repair for o in objects):
         return False
     rolls = view.rolls_pods(objects, prunes=step.kind is StepKind.FINALIZE)
-    return rolls is False
+    return None if rolls is None else not rolls
 
 
 def changed_since(baseline: Mapping[str, Sequence[KubeObject]] | None, baseline_revision: int | None,

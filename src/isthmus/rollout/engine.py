@@ -257,10 +257,11 @@ class Engine:
     async def _decision(self, step: Step, rec: StepRecord, objects: list[KubeObject]) -> Decision:
         view = MemberView(step.cluster)
         decision = decide(step, rec, view, self._decide, objects)
-        if decision.choice is not Choice.SKIP and step.kind is not StepKind.PREPARE:
-            view = await self._view(step)  # (a step done already, or skipped, needs nothing read)
+        if decision.look and step.kind is not StepKind.PREPARE:  # does it roll pods? The StatefulSets tell
+            view = await self._view(step)
             decision = decide(step, rec, view, self._decide, objects)
-        if decision.look:  # a re-apply: does the member hold it all already? A silent member is left to the step
+        if decision.look and decision.choice is Choice.APPLY:  # a re-apply: does it hold it all already?
+            # A member that does not answer is left to the step itself (which pauses).
             try:
                 view = view.merged(await read_member(self.registry[step.cluster], self.app, self.namespace, objects,
                                                      record=step.kind is StepKind.FINALIZE))

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.kube import ClusterConnection, KubeObject, ObjectRef, Reach
-from isthmus.kube.objects import content_hash
+from isthmus.kube.objects import HASH_ANNOTATION
 from isthmus.render import render
 from isthmus.rollout import (
     ClusterView,
@@ -47,16 +47,24 @@ def objects(step: Step) -> list[KubeObject]:
     return list(step_objects(step, MANIFESTS.for_cluster(step.cluster)))
 
 
+def hashed(obj: KubeObject, value: str | None) -> KubeObject:
+    """``obj`` as it would be live with content hash ``value`` (unchanged: None)."""
+    if value is None:
+        return obj
+    meta = obj["metadata"]
+    return {**obj, "metadata": {**meta, "annotations": {**meta["annotations"], HASH_ANNOTATION: value}}}
+
+
 def holding(objs: Sequence[KubeObject], *, edit: ObjectRef | None = None, extra: Sequence[ObjectRef] = (),
             record: RecordedRevision | None = None) -> MemberView:
     """A member that holds ``objs`` (``edit`` with another hash; ``extra`` also in its inventory)."""
-    live = {ObjectRef.of(o): ("other" if ObjectRef.of(o) == edit else content_hash(o)) for o in objs}
+    live = {ObjectRef.of(o): hashed(o, "other" if ObjectRef.of(o) == edit else None) for o in objs}
     return MemberView("c1", live, frozenset((o["apiVersion"], o["kind"]) for o in objs),
                       frozenset(live) | frozenset(extra), record)
 
 
-def sts_only(objs: Sequence[KubeObject], **hashes: str | None) -> MemberView:
-    live = {ObjectRef.of(o): hashes.get(o["metadata"]["name"].replace("-", "_"), content_hash(o))
+def sts_only(objs: Sequence[KubeObject], **hashes: str) -> MemberView:
+    live = {ObjectRef.of(o): hashed(o, hashes.get(o["metadata"]["name"].replace("-", "_")))
             for o in objs if o["kind"] == "StatefulSet"}
     return MemberView("c1", live, frozenset({("apps/v1", "StatefulSet")}))
 
@@ -116,8 +124,9 @@ def test_finalize_is_gated_only_when_a_statefulset_changes_or_would_be_pruned() 
         is Choice.GATE
     left = sts_only(everything)
     assert left.live is not None
-    pruned = MemberView("c1", {**left.live, ObjectRef("apps/v1", "StatefulSet", "dec", "dec-dc1-rz"): "x"},
-                        left.kinds)
+    gone = hashed(next(o for o in everything if o["kind"] == "StatefulSet"), "x")
+    gone = {**gone, "metadata": {**gone["metadata"], "name": "dec-dc1-rz"}}
+    pruned = MemberView("c1", {**left.live, ObjectRef.of(gone): gone}, left.kinds)
     assert decide(FINALIZE, PENDING, pruned, PLAIN, everything).choice is Choice.GATE
 
 

@@ -1,8 +1,9 @@
 """What one member holds of an app, as read at one moment: the one answer to "does it hold this already?".
 
-A :class:`MemberView` is a value: the content hashes of the app's live objects of the kinds that
-were read, the app's inventory there, and the member's own record of the revision it runs (each
-None when it was not read). Its questions are pure and say None when what was read cannot tell:
+A :class:`MemberView` is a value: the app's live objects of the kinds that were read (through
+kube's one live-state reader, :mod:`isthmus.kube.live`, which also judges each object by content
+hash), the app's inventory there, and the member's own record of the revision it runs (each None
+when it was not read). Its questions are pure and say None when what was read cannot tell:
 
 - :meth:`~MemberView.rolls_pods`: would writing these objects change a StatefulSet?
 - :meth:`~MemberView.holds`: does it hold every one of these objects (same content hash) and list
@@ -23,7 +24,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from ..kube import ClusterConnection, KubeObject, ObjectRef, fetch_owned, live_objects
+from ..kube import ClusterConnection, KubeObject, ObjectRef, fetch_owned, holds, live_objects
 from ..kube.inventory import read_inventory
 from ..kube.objects import content_hash
 from .revisions import read_member_revision
@@ -42,8 +43,8 @@ class RecordedRevision:
 @dataclass(frozen=True)
 class MemberView:
     cluster: str
-    live: Mapping[ObjectRef, str | None] | None = None
-    """Content hash of each live object of the app, among the kinds in ``kinds``; None: nothing was read."""
+    live: Mapping[ObjectRef, KubeObject] | None = None
+    """The app's live objects of the kinds in ``kinds``; None: nothing was read."""
     kinds: frozenset[tuple[str, str]] = frozenset()
     """(apiVersion, kind) whose objects ``live`` lists completely."""
     inventory: frozenset[ObjectRef] | None = None
@@ -54,14 +55,13 @@ class MemberView:
 
     def _same(self, obj: KubeObject) -> bool:
         assert self.live is not None
-        wanted = content_hash(obj)
-        return wanted is not None and self.live.get(ObjectRef.of(obj)) == wanted
+        return holds(self.live.get(ObjectRef.of(obj)), obj)
 
     def statefulsets(self) -> dict[str, str | None] | None:
         """The live StatefulSets by name, with their content hash; None when they were not read."""
         if self.live is None or ("apps/v1", "StatefulSet") not in self.kinds:
             return None
-        return {ref.name: h for ref, h in self.live.items() if ref.kind == "StatefulSet"}
+        return {ref.name: content_hash(obj) for ref, obj in self.live.items() if ref.kind == "StatefulSet"}
 
     def rolls_pods(self, objects: Sequence[KubeObject], *, prunes: bool = False) -> bool | None:
         """Would writing ``objects`` change (or, with ``prunes``, delete) a StatefulSet? None: not read."""
@@ -69,7 +69,7 @@ class MemberView:
         if live is None:
             return None
         wanted = [o for o in objects if o.get("kind") == "StatefulSet"]
-        if any(o["metadata"]["name"] not in live or live[o["metadata"]["name"]] != content_hash(o) for o in wanted):
+        if not all(self._same(o) for o in wanted):
             return True
         return prunes and not set(live) <= {o["metadata"]["name"] for o in wanted}
 
@@ -94,14 +94,10 @@ class MemberView:
                        record=other.record if other.record is not None else self.record)
 
 
-def _hashes(live: Mapping[ObjectRef, KubeObject]) -> dict[ObjectRef, str | None]:
-    return {ref: content_hash(obj) for ref, obj in live.items()}
-
-
 async def read_workloads(conn: ClusterConnection, app: str, namespace: str) -> MemberView:
     """The app's live StatefulSets in one member (one LIST)."""
     live = await fetch_owned(conn, app, {("apps/v1", "StatefulSet", namespace)})
-    return MemberView(conn.name, _hashes(live), frozenset({("apps/v1", "StatefulSet")}))
+    return MemberView(conn.name, live, frozenset({("apps/v1", "StatefulSet")}))
 
 
 async def read_member(conn: ClusterConnection, app: str, namespace: str, objects: Sequence[KubeObject], *,
@@ -112,5 +108,5 @@ async def read_member(conn: ClusterConnection, app: str, namespace: str, objects
     found = await asyncio.gather(*reads, *([read_member_revision(conn, app, namespace)] if record else []))
     inventory, live = found[0], found[1]
     recorded = RecordedRevision(found[2].revision, found[2].target) if record else None
-    return MemberView(conn.name, _hashes(live), frozenset((o["apiVersion"], o["kind"]) for o in objects),
+    return MemberView(conn.name, live, frozenset((o["apiVersion"], o["kind"]) for o in objects),
                       frozenset(inventory), recorded)

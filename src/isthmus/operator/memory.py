@@ -10,6 +10,7 @@ or a Fleet changed (and remembers an invalid input, so the same mistake is not p
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,13 @@ class Memory:
     """The datacenters' health as last read, with the datacenters it was read for and when."""
     report_shape: tuple[tuple[str, str], ...] = ()
     report_read: float = -1e9
+
+    def keep(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> None:
+        """Keep the newest object seen (and the Fleets with it), for background work that starts later."""
+        generation = (body.get("metadata") or {}).get("generation") or 0
+        known = ((self.body or {}).get("metadata") or {}).get("generation") or 0
+        if self.body is None or generation >= known:
+            self.body, self.fleets = copy.deepcopy(dict(body)), list(fleets)
 
 
 def _digest(value: Any) -> str:

@@ -23,7 +23,6 @@ over (``spec.rollout.drift: correct``), or a ``Drifted`` condition names it (``r
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import defaultdict
@@ -56,7 +55,7 @@ from .rollup import (
     rollout_events,
 )
 from .settings import DELETE_VOLUMES_ANNOTATION, OperatorSettings
-from .status import CassandraClusterStatus, MemberStatus, Phase, now_rfc3339
+from .status import CassandraClusterStatus, Phase, now_rfc3339
 from .triggers import RolloutNeed, Trigger, rollout_due, work_for
 from .watches import AppWatches, Change, ChangeKind, targets_for
 
@@ -112,24 +111,6 @@ class Reconciler:
             raise Invalid("UnregisteredMember", f"the Fleet's control plane {control} is not a registered member "
                           "and the operator has no connection to it; nothing was applied") from exc
 
-    def _members_seen(self, app: CassandraCluster) -> tuple[Any, ...]:
-        out = []
-        for name, reach in self.members.conditions(app.member_clusters()):
-            state = self.members.state(name)
-            out.append((name, reach.status, reach.reason, id(state.connection) if state is not None else 0))
-        return tuple(out)
-
-    def _members_status(self, app: CassandraCluster, previous: CassandraClusterStatus, *,
-                        fresh: bool) -> list[MemberStatus]:
-        """Each member's Reachable condition; between re-applies an unchanged one keeps its old times."""
-        before = {m.name: {c.type: c for c in m.conditions} for m in previous.members}
-        out = []
-        for name, reach in self.members.conditions(app.member_clusters()):
-            old = before.get(name, {}).get(reach.type)
-            keep = not fresh and old is not None and (old.status, old.reason) == (reach.status, reach.reason)
-            out.append(MemberStatus(name=name, conditions=[old if keep and old is not None else reach]))
-        return out
-
     # -- watches on the members ----------------------------------------------------------------
 
     def _watch(self, key: str, parsed: Parsed) -> None:
@@ -181,12 +162,8 @@ class Reconciler:
     # -- the timer ------------------------------------------------------------------------------
 
     def _remember(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Memory:
-        """Keep the newest object seen, for background work that starts later."""
         memory = self._memory[_key(body)]
-        generation = (body.get("metadata") or {}).get("generation") or 0
-        known = ((memory.body or {}).get("metadata") or {}).get("generation") or 0
-        if memory.body is None or generation >= known:
-            memory.body, memory.fleets = copy.deepcopy(dict(body)), list(fleets)
+        memory.keep(body, fleets)
         return memory
 
     def _needs_refresh(self, key: str, memory: Memory, generation: int | None) -> bool:
@@ -197,7 +174,7 @@ class Reconciler:
             return True
         if time.monotonic() - memory.refreshed >= self.settings.reconcile.resync_interval:
             return True
-        return memory.parsed is None or self._members_seen(memory.parsed.app) != memory.members_seen
+        return memory.parsed is None or self.members.seen(memory.parsed.app.member_clusters()) != memory.members_seen
 
     async def tick(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Outcome:
         """The timer: start a due rollout or drift check in the background, and refresh the status if needed.
@@ -308,7 +285,8 @@ class Reconciler:
             if parsed is not None:
                 self._watch(key, parsed)  # the members still registered keep their watches, the others lose them
             known = parsed.app if parsed is not None else exc.app
-            members = self._members_status(known, previous, fresh=True) if known is not None else previous.members
+            members = self.members.statuses(known.member_clusters(), previous.members, fresh=True) \
+                if known is not None else previous.members
             return self._invalid(body, previous.model_copy(update={"members": members}), exc, generation, now)
         self._watch(key, parsed)
         timeline.mark("parsed")
@@ -337,7 +315,7 @@ class Reconciler:
                                            settings=self.settings, metrics=self.metrics, repair=repair,
                                            timeline=timeline)
             except UserError as exc:  # raised before any write: a render error, the lock held elsewhere...
-                members = self._members_status(app, previous, fresh=True)
+                members = self.members.statuses(app.member_clusters(), previous.members, fresh=True)
                 reason = "InvalidSpec" if isinstance(exc, RenderError) else type(exc).__name__
                 return self._invalid(body, previous.model_copy(update={"members": members}),
                                      Invalid(reason, str(exc)), generation, now,
@@ -357,7 +335,7 @@ class Reconciler:
             self.members.observe(row.cluster, row.reach, row.error)
         for name, out in (applied or {}).items():
             self.members.observe(name, out.reach, out.error)
-        memory.refreshed, memory.members_seen = time.monotonic(), self._members_seen(app)
+        memory.refreshed, memory.members_seen = time.monotonic(), self.members.seen(app.member_clusters())
         if applied is not None:
             timeline.mark("status read")
             log.info("%s: %s reconcile in %.3fs: %s", key, trigger.value, time.monotonic() - timeline.started,
@@ -371,7 +349,7 @@ class Reconciler:
             revision=spec_revision(body) if all_applied else previous.revision, rolled_out=all_applied,
             drift=DriftSeen(memory.drifted, drift_before) if report_only else None, now=now,
             counted=counted or applied is not None, keep=not counted,
-            members=self._members_status(app, previous, fresh=apply))
+            members=self.members.statuses(app.member_clusters(), previous.members, fresh=apply))
         return Outcome(status, (*events, *more))
 
     async def _status_report(self, memory: Memory, parsed: Parsed, registry: ClusterRegistry,
@@ -386,7 +364,7 @@ class Reconciler:
         last = memory.report
         if last is not None and not memory.dirty and not wrote and memory.report_shape == shape \
                 and all(d.reach is Reach.DONE for d in last.datacenters) \
-                and self._members_seen(app) == memory.members_seen \
+                and self.members.seen(app.member_clusters()) == memory.members_seen \
                 and time.monotonic() - memory.report_read < self.settings.reconcile.resync_interval:
             return last
         memory.dirty = False  # from here on, a watch event means the status read below may be stale

@@ -266,8 +266,8 @@ def test_one_failed_member_does_not_mark_the_others_failed() -> None:
     got = member_results(state, ["c1", "c2", "c3"])
     assert {m: r.outcome for m, r in got.items()} == {
         "c1": MemberOutcome.ROLLED_OUT, "c2": MemberOutcome.FAILED, "c3": MemberOutcome.PENDING}
-    assert got["c2"].reason == "rack/dc2/ra: 2 pod(s) failed"
-    assert got["c3"].reason == "not reached yet: rack/dc3/ra is next"
+    assert (got["c2"].step, got["c2"].reason) == ("rack/dc2/ra", "2 pod(s) failed")
+    assert (got["c3"].step, got["c3"].reason) == ("rack/dc3/ra", "not reached yet")
     for step in state.plan.steps:
         if step.cluster == "c3":
             state.steps[step.id].outcome = Outcome.SKIPPED

@@ -161,7 +161,7 @@ def applied_by_member(members: Sequence[str], down: Mapping[str, str], result: R
         refs = result.reports.get(name, {})
         report = ApplyReport(name, tuple(ObjectOutcome(ref, action) for ref, action in sorted(refs.items())))
         if mine.outcome is MemberOutcome.FAILED:
-            outcomes[name] = ClusterOutcome(name, Reach.FAILED, report, error=f"{error}: {mine.reason}")
+            outcomes[name] = ClusterOutcome(name, Reach.FAILED, report, error=f"{error}: {mine.step}: {mine.reason}")
         elif mine.outcome is MemberOutcome.PAUSED:  # the rollout stopped at a step of this member
             outcomes[name] = ClusterOutcome(name, Reach.FAILED, report, error=f"{error}")
         else:  # rolled out, or not reached yet (the rollout stopped elsewhere)

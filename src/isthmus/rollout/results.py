@@ -80,7 +80,9 @@ class MemberResult:
     cluster: str
     outcome: MemberOutcome
     reason: str = ""
-    """Why it is not rolled out (the failed step's reason, where the run stopped); empty when it is."""
+    """Why it is not rolled out (the failed step's note, where the run stopped); empty when it is."""
+    step: str = ""
+    """The step it failed or stopped at, or its next one."""
 
 
 def member_results(state: RolloutState, members: Sequence[str]) -> dict[str, MemberResult]:
@@ -92,15 +94,15 @@ def member_results(state: RolloutState, members: Sequence[str]) -> dict[str, Mem
         failed = next(((s, r) for s, r in records if r.outcome is Outcome.FAILED), None)
         open_ = [(s, r) for s, r in records if r.outcome not in (Outcome.DONE, Outcome.SKIPPED)]
         if failed is not None:
-            out[member] = MemberResult(member, MemberOutcome.FAILED, f"{failed[0].id}: {failed[1].note}")
+            out[member] = MemberResult(member, MemberOutcome.FAILED, failed[1].note, failed[0].id)
         elif records and all(r.outcome is Outcome.SKIPPED for _, r in records):
             out[member] = MemberResult(member, MemberOutcome.SKIPPED, "skipped by --skip-cluster")
         elif not open_:
             out[member] = MemberResult(member, MemberOutcome.ROLLED_OUT)
         elif state.current in {s.id for s, _ in open_} or any(r.outcome is Outcome.RUNNING for _, r in open_):
-            out[member] = MemberResult(member, MemberOutcome.PAUSED, state.message or f"at {open_[0][0].id}")
+            out[member] = MemberResult(member, MemberOutcome.PAUSED, state.message, open_[0][0].id)
         else:
-            out[member] = MemberResult(member, MemberOutcome.PENDING, f"not reached yet: {open_[0][0].id} is next")
+            out[member] = MemberResult(member, MemberOutcome.PENDING, "not reached yet", open_[0][0].id)
     return out
 
 

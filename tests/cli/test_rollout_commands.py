@@ -68,8 +68,7 @@ def test_diff_and_history_through_the_console_script(lab3: Lab, tmp_path: Path) 
                  "-p", json.dumps({"data": {"cassandra.yaml": "edited: by hand\n"}}))
     edited = run("diff", *args, kubeconfig=lab3.kubeconfig)
     assert edited.returncode == 1, edited.stdout + edited.stderr
-    assert "c2: 1 object(s) would change" in edited.stdout and "-  cassandra.yaml: |\n-    edited: by hand" \
-        in edited.stdout
+    assert "c2: 1 object(s) would change" in edited.stdout and "\n-    edited: by hand\n" in edited.stdout
     assert "c1: 0 object(s) would change" in edited.stdout
 
     args = specs(tmp_path, app_doc("cdh", heap="512M"))

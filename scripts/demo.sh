@@ -13,14 +13,14 @@ cp examples/lab/fleet.yaml out/lab-fleet.yaml
 cp examples/lab/cassandra.yaml out/cassandra.yaml
 
 echo "== 1. Plan the example fleet (CIDRs, cluster IDs, MTU, capacity) =="
-$BIN/isthmus plan out/fleet.yaml --report out/plan.md --map out/plan.png
+$BIN/isthmus plan -f out/fleet.yaml --report out/plan.md --map out/plan.png
 echo
 echo "== 2. Audit a fleet whose addresses were assigned by hand =="
-$BIN/isthmus plan --check examples/fleet-assigned.yaml || echo "(exit $?: blockers found, as this example intends)"
+$BIN/isthmus plan --check -f examples/fleet-assigned.yaml || echo "(exit $?: blockers found, as this example intends)"
 echo
 echo "== 3. Start a lab of three real Kubernetes clusters shaped like the lab-sized fleet =="
 $BIN/isthmus lab down --name "$LAB" >/dev/null 2>&1 || true
-$BIN/isthmus plan out/lab-fleet.yaml >/dev/null
+$BIN/isthmus plan -f out/lab-fleet.yaml >/dev/null
 eval "$($BIN/isthmus lab up --name "$LAB" --fleet out/lab-fleet.yaml --timeout 180)"
 echo "KUBECONFIG=$KUBECONFIG"
 $BIN/isthmus lab status --name "$LAB" | tail -n 1

@@ -28,7 +28,7 @@ def fleet(tmp_path: Path) -> Path:
 
 
 def test_plan_prints_a_table_and_writes_the_lock(fleet: Path) -> None:
-    result = run("plan", fleet)
+    result = run("plan", "-f", fleet)
     assert result.returncode == 0, result.stderr
     for name in ("eu-west", "us-east", "ap-south", "route MTU", "1330"):
         assert name in result.stdout
@@ -38,15 +38,15 @@ def test_plan_prints_a_table_and_writes_the_lock(fleet: Path) -> None:
 
 
 def test_plan_json_and_yaml_agree(fleet: Path) -> None:
-    as_json = json.loads(run("plan", fleet, "-o", "json", "--no-write-lock").stdout)
-    as_yaml = yaml.safe_load(run("plan", fleet, "-o", "yaml", "--no-write-lock").stdout)
+    as_json = json.loads(run("plan", "-f", fleet, "-o", "json", "--no-write-lock").stdout)
+    as_yaml = yaml.safe_load(run("plan", "-f", fleet, "-o", "yaml", "--no-write-lock").stdout)
     assert as_json == as_yaml
     assert [c["name"] for c in as_json["clusters"]] == ["eu-west", "us-east", "ap-south"]
     assert not fleet.with_name("fleet.lock.yaml").exists()
 
 
 def test_report_and_map_are_written(fleet: Path, tmp_path: Path) -> None:
-    result = run("plan", fleet, "--report", tmp_path / "r/plan.md", "--map", tmp_path / "m/plan.png")
+    result = run("plan", "-f", fleet, "--report", tmp_path / "r/plan.md", "--map", tmp_path / "m/plan.png")
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "r/plan.md").read_text()
     assert report.startswith("# Network plan for fleet `global`")
@@ -56,18 +56,18 @@ def test_report_and_map_are_written(fleet: Path, tmp_path: Path) -> None:
 
 
 def test_replanning_after_adding_a_cluster_keeps_existing_allocations(fleet: Path) -> None:
-    assert run("plan", fleet).returncode == 0
+    assert run("plan", "-f", fleet).returncode == 0
     before = yaml.safe_load(fleet.with_name("fleet.lock.yaml").read_text())["clusters"]
     spec = yaml.safe_load(fleet.read_text())
     spec["spec"]["clusters"].insert(0, {"name": "sa-east", "region": "southamerica-east1",
                                         "zones": [{"name": "sa-a", "nodes": 40}]})
     fleet.write_text(yaml.safe_dump(spec))
-    assert run("plan", fleet, "--locked").returncode == 2  # the lock would change
-    assert run("plan", fleet).returncode == 0
+    assert run("plan", "-f", fleet, "--locked").returncode == 2  # the lock would change
+    assert run("plan", "-f", fleet).returncode == 0
     after = yaml.safe_load(fleet.with_name("fleet.lock.yaml").read_text())["clusters"]
     assert {k: after[k] for k in before} == before
     assert "sa-east" in after
-    assert run("plan", fleet, "--locked").returncode == 0
+    assert run("plan", "-f", fleet, "--locked").returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(fleet: Path, edit: object, expec
     changed = edit(text)  # type: ignore[operator]
     assert changed != text
     fleet.write_text(changed)
-    result = run("plan", fleet)
+    result = run("plan", "-f", fleet)
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -93,20 +93,20 @@ def test_bad_input_is_one_clear_line_and_exit_2(fleet: Path, edit: object, expec
 
 
 def test_check_lists_every_problem(tmp_path: Path) -> None:
-    result = run("plan", "--check", EXAMPLES / "fleet-assigned.yaml", "-o", "json")
+    result = run("plan", "--check", "-f", EXAMPLES / "fleet-assigned.yaml", "-o", "json")
     assert result.returncode == 2
     report = json.loads(result.stdout)
     codes = sorted(f["code"] for f in report["findings"])
     assert codes.count("cidr-overlap") == 2
     assert "duplicate-cluster-id" in codes and "mtu-mismatch" in codes
-    table = run("plan", "--check", EXAMPLES / "fleet-assigned.yaml")
+    table = run("plan", "--check", "-f", EXAMPLES / "fleet-assigned.yaml")
     assert table.returncode == 2 and "duplicate-cluster-id" in table.stdout
 
 
 def test_missing_file_and_no_fleet(tmp_path: Path) -> None:
-    result = run("plan", tmp_path / "nope.yaml")
+    result = run("plan", "-f", tmp_path / "nope.yaml")
     assert result.returncode == 2 and "file not found" in result.stderr
-    result = run("plan", EXAMPLES / "cassandra.yaml")
+    result = run("plan", "-f", EXAMPLES / "cassandra.yaml")
     assert result.returncode == 2 and "no Fleet document found" in result.stderr
 
 

@@ -36,7 +36,8 @@ def test_committed_chart_matches_the_generator() -> None:
 
 
 def test_the_chart_writes_itself_from_the_cli(tmp_path: Path) -> None:
-    result = subprocess.run([ISTHMUS, "operator", "chart", str(tmp_path / "chart")], capture_output=True, text=True)
+    result = subprocess.run([ISTHMUS, "operator", "chart", "--out", str(tmp_path / "chart")], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "chart" / "templates" / "deployment.yaml").read_text() == chart_files()[
         "templates/deployment.yaml"]

@@ -125,7 +125,7 @@ def test_cli_rendered_istio_files_pass_dry_run(istio_lab: Lab, tmp_path: Path) -
     doc["spec"]["network"]["mesh"] = "istio"
     spec = tmp_path / "fleet.yaml"
     spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([str(Path(sys.executable).with_name("isthmus")), "mesh", "render", str(spec), "--out",
+    done = subprocess.run([str(Path(sys.executable).with_name("isthmus")), "mesh", "render", "-f", str(spec), "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     for name in ("istio.yaml", "istio-secrets.yaml"):

@@ -46,7 +46,7 @@ def _ports(doc: dict[str, Any], pair: tuple[str, str]) -> set[tuple[str, int | N
 
 
 def test_firewall_json_tunnel_with_wireguard(tmp_path: Path) -> None:
-    result = run("explain", "firewall", _fleet(tmp_path), "-o", "json")
+    result = run("explain", "firewall", "-f", _fleet(tmp_path), "-o", "json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["mode"]["routing"] == "tunnel" and doc["mode"]["encryption"] == "wireguard"
@@ -57,7 +57,7 @@ def test_firewall_json_tunnel_with_wireguard(tmp_path: Path) -> None:
 
 
 def test_firewall_json_native_routing_opens_cassandra_between_pod_cidrs(tmp_path: Path) -> None:
-    result = run("explain", "firewall", _fleet(tmp_path, routing="native", encryption="none"), "-o", "json")
+    result = run("explain", "firewall", "-f", _fleet(tmp_path, routing="native", encryption="none"), "-o", "json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     ports = _ports(doc, ("us-east", "ap-south"))
@@ -69,7 +69,7 @@ def test_firewall_json_native_routing_opens_cassandra_between_pod_cidrs(tmp_path
 
 
 def test_firewall_table_names_each_pair_mode_port_and_purpose(tmp_path: Path) -> None:
-    result = run("explain", "firewall", _fleet(tmp_path, tunnelProtocol="geneve"))
+    result = run("explain", "firewall", "-f", _fleet(tmp_path, tunnelProtocol="geneve"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "tunnelProtocol geneve" in out and "encryption wireguard" in out
@@ -81,12 +81,12 @@ def test_firewall_table_names_each_pair_mode_port_and_purpose(tmp_path: Path) ->
 
 def test_firewall_yaml_matches_json(tmp_path: Path) -> None:
     fleet = _fleet(tmp_path)
-    assert yaml.safe_load(run("explain", "firewall", fleet, "-o", "yaml").stdout) == \
-        json.loads(run("explain", "firewall", fleet, "-o", "json").stdout)
+    assert yaml.safe_load(run("explain", "firewall", "-f", fleet, "-o", "yaml").stdout) == \
+        json.loads(run("explain", "firewall", "-f", fleet, "-o", "json").stdout)
 
 
 def test_firewall_rules_are_one_line_each(tmp_path: Path) -> None:
-    result = run("explain", "firewall", _fleet(tmp_path), "--rules")
+    result = run("explain", "firewall", "-f", _fleet(tmp_path), "--rules")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("# fleet global:")
@@ -97,16 +97,16 @@ def test_firewall_rules_are_one_line_each(tmp_path: Path) -> None:
 
 def test_firewall_does_not_write_the_lock(tmp_path: Path) -> None:
     fleet = _fleet(tmp_path)
-    assert run("explain", "firewall", fleet).returncode == 0
+    assert run("explain", "firewall", "-f", fleet).returncode == 0
     assert not fleet.with_name("fleet.lock.yaml").exists()
 
 
 def test_firewall_uses_the_lock_beside_the_spec(tmp_path: Path) -> None:
     fleet = _fleet(tmp_path, routing="native", encryption="none")
-    assert run("plan", fleet).returncode == 0  # writes fleet.lock.yaml
+    assert run("plan", "-f", fleet).returncode == 0  # writes fleet.lock.yaml
     lock = yaml.safe_load(fleet.with_name("fleet.lock.yaml").read_text())
     lock_pods = {name: c["podCIDR"] for name, c in lock["clusters"].items()}
-    doc = json.loads(run("explain", "firewall", fleet, "-o", "json").stdout)
+    doc = json.loads(run("explain", "firewall", "-f", fleet, "-o", "json").stdout)
     sources = {r["source"] for p in doc["pairs"] for r in p["rules"] if r["port"] == 7000}
     assert sources == set(lock_pods.values())
 
@@ -116,7 +116,7 @@ def test_firewall_uses_the_lock_beside_the_spec(tmp_path: Path) -> None:
 
 def test_explain_network_writes_a_png_and_names_client_addresses(tmp_path: Path, app: Path) -> None:
     picture = tmp_path / "pics" / "net.png"
-    result = run("explain", "network", _fleet(tmp_path), app, "-o", picture)
+    result = run("explain", "network", "-f", _fleet(tmp_path), "-f", app, "--picture", picture)
     assert result.returncode == 0, result.stderr
     png = picture.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -125,13 +125,13 @@ def test_explain_network_writes_a_png_and_names_client_addresses(tmp_path: Path,
     assert "orders-client.cassandra.svc.cluster.local:9042" in result.stdout
 
 
-def test_explain_network_help_says_o_is_a_path() -> None:
+def test_explain_network_draws_with_picture_and_keeps_o_for_formats() -> None:
     result = run("explain", "network", "--help")
-    assert "--picture" in result.stdout and "path here" in result.stdout
+    assert "--picture" in result.stdout and " -o " not in result.stdout
 
 
 def test_explain_network_refuses_an_unknown_picture_format(tmp_path: Path) -> None:
-    result = run("explain", "network", _fleet(tmp_path), "--picture", tmp_path / "net.docx")
+    result = run("explain", "network", "-f", _fleet(tmp_path), "--picture", tmp_path / "net.docx")
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -145,7 +145,7 @@ def _mode(path: Path) -> int:
 def test_mesh_render_cilium_writes_values_per_cluster_and_a_private_ca(tmp_path: Path, app: Path) -> None:
     fleet = _fleet(tmp_path)
     out = tmp_path / "out"
-    result = run("mesh", "render", fleet, app, "--out", out)
+    result = run("mesh", "render", "-f", fleet, "-f", app, "--out", out)
     assert result.returncode == 0, result.stderr
     ca = tmp_path / "fleet.ca"
     key = (ca / "cilium-ca.key").read_text()
@@ -171,9 +171,9 @@ def test_mesh_render_cilium_writes_values_per_cluster_and_a_private_ca(tmp_path:
 def test_mesh_render_reuses_the_ca(tmp_path: Path) -> None:
     fleet, out = _fleet(tmp_path), tmp_path / "out"
     ca_dir = tmp_path / "secret" / "ca"
-    assert run("mesh", "render", fleet, "--out", out, "--ca-dir", ca_dir).returncode == 0
+    assert run("mesh", "render", "-f", fleet, "--out", out, "--ca-dir", ca_dir).returncode == 0
     first = (out / "eu-west" / "cilium-ca.yaml").read_text()
-    second = run("mesh", "render", fleet, "--out", out, "--ca-dir", ca_dir)
+    second = run("mesh", "render", "-f", fleet, "--out", out, "--ca-dir", ca_dir)
     assert second.returncode == 0 and "created the mesh CA" not in second.stderr
     assert (out / "eu-west" / "cilium-ca.yaml").read_text() == first
     assert not (tmp_path / "fleet.ca").exists()
@@ -181,7 +181,7 @@ def test_mesh_render_reuses_the_ca(tmp_path: Path) -> None:
 
 def test_mesh_render_both_writes_istio_on_one_flat_network(tmp_path: Path, app: Path) -> None:
     out = tmp_path / "out"
-    result = run("mesh", "render", _fleet(tmp_path, mesh="both"), app, "--out", out)
+    result = run("mesh", "render", "-f", _fleet(tmp_path, mesh="both"), "-f", app, "--out", out)
     assert result.returncode == 0, result.stderr
     for cluster in ("eu-west", "us-east", "ap-south"):
         folder = out / cluster
@@ -199,7 +199,7 @@ def test_mesh_render_both_writes_istio_on_one_flat_network(tmp_path: Path, app: 
 
 def test_mesh_render_istio_only_without_an_app_renders_gateways(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run("mesh", "render", _fleet(tmp_path, mesh="istio"), "--out", out)
+    result = run("mesh", "render", "-f", _fleet(tmp_path, mesh="istio"), "--out", out)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all((out / "us-east" / "istio.yaml").read_text()) if d]
     assert {d["kind"] for d in docs} == {"Namespace", "Gateway"}
@@ -209,7 +209,7 @@ def test_mesh_render_istio_only_without_an_app_renders_gateways(tmp_path: Path) 
 
 def test_mesh_render_refuses_cassandra_on_an_istio_only_mesh(tmp_path: Path, app: Path) -> None:
     out = tmp_path / "out"
-    result = run("mesh", "render", _fleet(tmp_path, mesh="istio"), app, "--out", out)
+    result = run("mesh", "render", "-f", _fleet(tmp_path, mesh="istio"), "-f", app, "--out", out)
     assert result.returncode == 2
     assert "[flat-network]" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not (tmp_path / "fleet.ca").exists()  # refused before anything is written
@@ -219,7 +219,7 @@ def test_mesh_render_refuses_a_cluster_id_beyond_max_connected_clusters(tmp_path
     doc = yaml.safe_load(_fleet(tmp_path, maxConnectedClusters=255).read_text())
     doc["spec"]["clusters"][0]["clusterID"] = 300
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(doc))
-    result = run("mesh", "render", tmp_path / "fleet.yaml", "--out", tmp_path / "out")
+    result = run("mesh", "render", "-f", tmp_path / "fleet.yaml", "--out", tmp_path / "out")
     assert result.returncode == 2
     assert "clusterID 300" in result.stderr and "outside 1..255" in result.stderr
     assert "maxConnectedClusters" in result.stderr and "Traceback" not in result.stderr
@@ -230,7 +230,7 @@ def test_mesh_render_refuses_two_clusters_with_one_id(tmp_path: Path) -> None:
     doc["spec"]["clusters"][0]["clusterID"] = 7
     doc["spec"]["clusters"][1]["clusterID"] = 7
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(doc))
-    result = run("mesh", "render", tmp_path / "fleet.yaml", "--out", tmp_path / "out")
+    result = run("mesh", "render", "-f", tmp_path / "fleet.yaml", "--out", tmp_path / "out")
     assert result.returncode == 2 and "already holds it" in result.stderr
 
 
@@ -238,5 +238,5 @@ def test_mesh_render_refuses_a_lone_ca_file(tmp_path: Path) -> None:
     ca_dir = tmp_path / "ca"
     ca_dir.mkdir()
     (ca_dir / "cilium-ca.crt").write_text("stale")
-    result = run("mesh", "render", _fleet(tmp_path), "--out", tmp_path / "out", "--ca-dir", ca_dir)
+    result = run("mesh", "render", "-f", _fleet(tmp_path), "--out", tmp_path / "out", "--ca-dir", ca_dir)
     assert result.returncode == 2 and "without its pair" in result.stderr

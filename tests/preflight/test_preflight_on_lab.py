@@ -36,7 +36,7 @@ def lab_fleet(lab: Lab) -> dict[str, Any]:
 def preflight(lab: Lab, folder: Path, doc: dict[str, Any], *extra: str) -> tuple[int, dict[str, Any], str]:
     spec = folder / "fleet.yaml"
     spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([ISTHMUS, "preflight", str(spec), "--kubeconfig", str(lab.kubeconfig), "-o", "json",
+    done = subprocess.run([ISTHMUS, "preflight", "-f", str(spec), "--kubeconfig", str(lab.kubeconfig), "-o", "json",
                            *extra], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home())})
     assert "Traceback" not in done.stderr, done.stderr
@@ -81,7 +81,7 @@ def test_the_clean_lab_passes(lab3: Lab, tmp_path: Path) -> None:
 def test_the_table_says_ready(lab3: Lab, tmp_path: Path) -> None:
     spec = tmp_path / "fleet.yaml"
     spec.write_text(yaml.safe_dump(lab_fleet(lab3)))
-    done = subprocess.run([ISTHMUS, "preflight", str(spec), "--kubeconfig", str(lab3.kubeconfig)],
+    done = subprocess.run([ISTHMUS, "preflight", "-f", str(spec), "--kubeconfig", str(lab3.kubeconfig)],
                           capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home()), "COLUMNS": "200"})
     assert done.returncode == 0, done.stdout + done.stderr

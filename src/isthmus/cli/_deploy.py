@@ -97,7 +97,7 @@ def _live(clusters: list[str]) -> Iterator[Callable[[str, str], None]]:
 @app.command("render")
 def render_cmd(
     files: Files,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder; one sub-folder per cluster")],
+    out: Annotated[Path, typer.Option("--out", help="Folder; one sub-folder per cluster")],
     app_name: AppName = None,
 ) -> None:
     """Write each cluster's manifests to OUT/<cluster>/ for kubectl or GitOps (the password stays out)."""
@@ -277,6 +277,22 @@ def apply_cmd(
         raise typer.Exit(1)
 
 
+def _print_ring(view: Any) -> None:
+    """The database's own view, one row per node (nothing when no pod runs a database process)."""
+    if not view.asked:
+        return
+    colours = {"UN": "green", "DN": "red"}
+    table = Table("datacenter", "rack", "node", "pod", "state", "load", "owns", "schema",
+                  box=box.SIMPLE_HEAVY, title=f"The ring, as {view.asked} nodes see it", title_justify="left")
+    for node in view.nodes:
+        state = node.state
+        table.add_row(node.datacenter, node.rack, node.address, node.pod or "-",
+                      f"[{colours.get(state, 'yellow')}]{state}[/]", node.load, node.owns, node.schema[:8])
+    out_console.print(table)
+    for error in view.errors:
+        out_console.print(f"  not asked: {error}", markup=False, highlight=False)
+
+
 def _print_status(report: Any) -> None:
     from ..kube import Health
 
@@ -302,17 +318,25 @@ def status(
     request_timeout: CallTimeout = 10.0,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Show every datacenter's health, per cluster; an unreachable cluster shows as Unknown."""
+    """Show every datacenter's health, per cluster (an unreachable one is Unknown), and the ring per node."""
     from ..rollout import app_status
+    from ..rollout.dbgate import database_view
 
     target = load_target(files, app_name)
     registry = _registry(target, kubeconfig, request_timeout)
+    app = target.app
 
-    report = _run_closing(registry, lambda: app_status(target.app, registry))
+    async def both() -> tuple[Any, Any]:
+        members = {c: registry[c] for c in app.member_clusters()}
+        return await asyncio.gather(app_status(app, registry),
+                                    database_view(members, app.metadata.name, app.namespace))
+
+    report, ring = _run_closing(registry, both)
     if output is Output.TABLE:
         _print_status(report)
+        _print_ring(ring)
     else:
-        dump(report.to_dict(), output.value)
+        dump({**report.to_dict(), "database": ring.to_dict()}, output.value)
     if not report.healthy:
         raise typer.Exit(1)
 

@@ -47,8 +47,8 @@ mesh_app = typer.Typer(help="Render what connects the clusters: Cilium ClusterMe
 app.add_typer(explain_app, name="explain")
 app.add_typer(mesh_app, name="mesh")
 
-SpecFiles = Annotated[list[Path], typer.Argument(metavar="FILE", help="The Fleet spec, and optionally the app "
-                                                                      "spec (several files allowed)")]
+SpecFiles = Annotated[list[Path], typer.Option("--file", "-f", metavar="FILE", help="The Fleet spec, and "
+                                                "optionally the app spec (repeat -f)")]
 AppName = Annotated[str | None, typer.Option("--app", help="Which CassandraCluster, when the specs hold several")]
 
 
@@ -169,8 +169,7 @@ def _exposure(value: str) -> Any:
 def explain_network(
     files: SpecFiles,
     picture: Annotated[Path | None, typer.Option(
-        "--picture", "-o", metavar="PATH",
-        help="Draw the network into PATH (PNG, SVG or PDF by suffix). Note: -o is a path here, not a format")]
+        "--picture", metavar="PATH", help="Draw the network into PATH (PNG, SVG or PDF by suffix)")]
     = None,
     app_name: AppName = None,
 ) -> None:
@@ -411,7 +410,7 @@ def _preflight_tables(report: PreflightReport) -> tuple[Table, Table | None]:
 
 @app.command()
 def preflight(
-    spec_file: Annotated[Path, typer.Argument(metavar="FILE", help="Fleet spec (YAML)")],
+    spec_file: Annotated[Path, typer.Option("--file", "-f", metavar="FILE", help="Fleet spec (YAML)")],
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig with a context per cluster; default "
                                                     "$KUBECONFIG")] = None,
     request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds a cluster may take to "

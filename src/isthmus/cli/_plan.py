@@ -38,7 +38,7 @@ def lock_path_for(spec: Path) -> Path:
 
 @app.command()
 def plan(
-    spec_file: Annotated[Path, typer.Argument(metavar="FILE", help="Fleet spec (YAML)")],
+    spec_file: Annotated[Path, typer.Option("--file", "-f", metavar="FILE", help="Fleet spec (YAML)")],
     output: OutputOpt = Output.TABLE,
     check: Annotated[bool, typer.Option("--check", help="Validate already-assigned CIDRs and IDs")] = False,
     report: Annotated[Path | None, typer.Option(help="Also write a markdown report here")] = None,
@@ -68,7 +68,7 @@ def plan(
     result = netplan.plan(fleet, previous)
     new_lock = result.lock.to_dict()
     if locked and (previous is None or previous.to_dict() != new_lock):
-        raise UserError(f"{lock_file}: the plan changes the lock; run `isthmus plan {spec_file}` and commit it")
+        raise UserError(f"{lock_file}: the plan changes the lock; run `isthmus plan -f {spec_file}` and commit it")
     if write_lock and not locked and (previous is None or previous.to_dict() != new_lock):
         _write(lock_file, _LOCK_HEADER + yaml.safe_dump(new_lock, sort_keys=False))
     if output is Output.TABLE:

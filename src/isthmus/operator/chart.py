@@ -5,7 +5,7 @@ token, dumped as YAML, and each token then replaced by the Helm expression of it
 values file holds the same defaults. So ``helm template`` with the default values renders the
 objects ``isthmus operator install`` applies (without the Namespace: ``helm install
 --create-namespace`` makes it), and a test fails when the committed chart drifts from this module
-(``isthmus operator chart deploy/chart`` writes it again).
+(``isthmus operator chart --out deploy/chart`` writes it again).
 
 Must not: do I/O.
 """

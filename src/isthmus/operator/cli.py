@@ -133,7 +133,8 @@ def manifests(
 
 @operator_app.command()
 def chart(
-    directory: Annotated[Path, typer.Argument(help="Where to write the chart (deploy/chart)", file_okay=False)],
+    directory: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the chart into "
+                                            "(deploy/chart)", file_okay=False)],
 ) -> None:
     """Write the operator's Helm chart (deploy/chart), generated from the same objects as `install`."""
     from .chart import chart_files

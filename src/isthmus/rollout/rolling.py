@@ -22,6 +22,7 @@ from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..spec import CassandraCluster, Fleet
 from .clock import SYSTEM, Clock
+from .dbgate import DatabaseGate
 from .deploying import Progress
 from .engine import Baseline, EarlyFences, Engine, EngineSettings, Target
 from .gates import DEFAULT_GATES, Gate
@@ -129,7 +130,7 @@ class _Session:
         settings = EngineSettings(
             poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
             prune=self.options.prune,
-            skip_clusters=self.options.skip_clusters, gates=self.options.gates,
+            skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, _database_gate(app)),
             soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
             failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair,
             reapply=reapply)
@@ -150,6 +151,11 @@ class _Session:
                                  previous=None, plan=plan_rollout(old_app, reverse=True))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
         return await self.run(old_app, fill_password(revision.to_manifests(), password), state)
+
+
+def _database_gate(app: CassandraCluster) -> DatabaseGate:
+    """The database's own view joins the Kubernetes gates (:mod:`.dbgate`), knowing where each datacenter runs."""
+    return DatabaseGate({dc.name: dc.cluster for dc in app.spec.datacenters})
 
 
 async def _superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, result: RolloutResult,

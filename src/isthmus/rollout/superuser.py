@@ -40,14 +40,13 @@ from ..kube.portforward import PodPortForward
 from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
 from ..spec import CassandraCluster
+from .dbgate import CASSANDRA_CONTAINER, DC_LABEL, has_runtime
 from .gates import pod_ready
 
 __all__ = ["DEFAULT_ROLE", "SuperuserError", "SuperuserOutcome", "ensure_superuser"]
 
 DEFAULT_ROLE = "cassandra"
 _DEFAULT_PASSWORD = "cassandra"  # Cassandra's, public: CassandraRoleManager.DEFAULT_SUPERUSER_PASSWORD
-DC_LABEL = "isthmus.dev/datacenter"
-CASSANDRA_CONTAINER = "cassandra"
 _REPAIR = ("nodetool", "repair", "-full", "system_auth")
 
 
@@ -209,12 +208,7 @@ async def _repair_auth(registry: ClusterRegistry, app: CassandraCluster, *, with
 def _ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:
     return sorted(p["metadata"]["name"] for p in pods
                   if (p["metadata"].get("labels") or {}).get(DC_LABEL) == datacenter and pod_ready(p)
-                  and not p["metadata"].get("deletionTimestamp") and _has_runtime(p))
-
-
-def _has_runtime(pod: KubeObject) -> bool:
-    """A container runtime reports a container ID; simulated pods (kwok's fakes) have none: no process to reach."""
-    return any(s.get("containerID") for s in (pod.get("status") or {}).get("containerStatuses") or [])
+                  and not p["metadata"].get("deletionTimestamp") and has_runtime(p))
 
 
 async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, *,
@@ -232,7 +226,7 @@ async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, pas
         except ClusterUnreachable as exc:
             tried.append(f"{dc.name}: {exc}")
             continue
-        runtime_seen = runtime_seen or any(_has_runtime(p) for p in pods.values() if p.get("kind", "Pod") == "Pod")
+        runtime_seen = runtime_seen or any(has_runtime(p) for p in pods.values() if p.get("kind", "Pod") == "Pod")
         ready = _ready_pods(list(pods.values()), dc.name)
         if not ready:
             tried.append(f"{dc.name}: no Ready pod")

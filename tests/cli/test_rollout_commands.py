@@ -66,7 +66,12 @@ def test_diff_and_history_through_the_console_script(lab3: Lab, tmp_path: Path) 
         "c1: 0 object(s) would change", "c2: 0 object(s) would change", "c3: 0 object(s) would change"]
     lab3.kubectl("c2", "patch", "configmap", "cdh-dc2-config", "-n", "cdh", "--type", "merge",
                  "-p", json.dumps({"data": {"cassandra.yaml": "edited: by hand\n"}}))
-    edited = run("diff", *args, kubeconfig=lab3.kubeconfig)
+    refused = run("diff", *args, kubeconfig=lab3.kubeconfig)  # kubectl patch now owns the field
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert 'c2: Failed (cluster c2: ConfigMap cdh/cdh-dc2-config: 409 Conflict: Apply failed with 1 conflict: ' \
+           'conflict with "kubectl-patch"' in refused.stdout
+    assert "c1: 0 object(s) would change" in refused.stdout and "c3: 0 object(s) would change" in refused.stdout
+    edited = run("diff", *args, "--force-conflicts", kubeconfig=lab3.kubeconfig)
     assert edited.returncode == 1, edited.stdout + edited.stderr
     assert "c2: 1 object(s) would change" in edited.stdout and "\n-    edited: by hand\n" in edited.stdout
     assert "c1: 0 object(s) would change" in edited.stdout

@@ -4,6 +4,7 @@ the lab's Cassandra 5.0."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -22,6 +23,13 @@ pytestmark = [pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(300)]
 
 CAP = 4096
 QUERIES = 24
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
+    with contextlib.suppress(OSError):
+        return any(str(fd.readlink()) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return False
 
 
 def test_follow_survives_the_guards_own_rotation(guard_schema: CassandraNode, tmp_path: Path) -> None:
@@ -43,7 +51,11 @@ def test_follow_survives_the_guards_own_rotation(guard_schema: CassandraNode, tm
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
-            time.sleep(0.5)  # the follower is reading the first file
+            # The follower is reading the first file (its start-up takes seconds on a busy machine).
+            deadline = time.monotonic() + 60
+            while not _has_open(follower.pid, guard.flows_path):
+                assert follower.poll() is None and time.monotonic() < deadline, "the follower did not start"
+                time.sleep(0.05)
             sizes = []
             for i in range(QUERIES):
                 session.execute(f"SELECT v FROM guardks.kv WHERE k = {1000 + i}")  # a distinct line each

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.cqlguard.flows import Flow, FlowFilter, FlowVerdict, FlowWriter, read_flows
+from isthmus.cqlguard.flows import Flow, FlowFilter, FlowLog, FlowVerdict, FlowWriter, read_flows
 from isthmus.cqlguard.guard import Guard, Step
 from isthmus.cqlguard.policy import Identity, Policy
 from isthmus.cqlguard.protocol import CQLConnection, Request
@@ -268,6 +268,37 @@ def test_flow_writer_batches_lines_until_flushed(tmp_path: Path) -> None:
     writer.flush()
     assert writer.pending == 0 and len(path.read_text().splitlines()) == writer.written
     writer.close()
+
+
+def test_the_flow_log_writes_on_its_own_thread(tmp_path: Path) -> None:
+    """The event loop only hands lines over; the writer thread writes them, at once when enough
+    are waiting (long before the 60 s period), and ``close`` writes what is left."""
+    path = tmp_path / "flows.jsonl"
+    log = FlowLog(path, flush_interval_s=60.0, flush_bytes=1000)
+    writers: list[int] = []
+    write_lines = log._writer.write_lines
+
+    def recording(lines: list[str]) -> None:
+        writers.append(threading.get_ident())
+        write_lines(lines)
+
+    log._writer.write_lines = recording  # type: ignore[method-assign]
+    lines = [_flow(FlowVerdict.ALLOWED, f"u{i}").to_line() for i in range(3)]
+    while sum(map(len, lines)) < 1000:
+        lines.append(_flow(FlowVerdict.DENIED, "more").to_line())
+    log.add_lines(lines)  # returns at once; the file is the thread's
+    deadline = time.monotonic() + 10
+    while len(path.read_text().splitlines()) < len(lines):
+        assert time.monotonic() < deadline, "the writer thread did not write a due batch"
+        time.sleep(0.02)
+    assert writers and threading.get_ident() not in writers
+    log.add_lines([lines[0]])
+    log.flush()  # from this thread: written before it returns
+    assert len(path.read_text().splitlines()) == len(lines) + 1
+    log.add_lines([lines[1]])
+    log.close()
+    assert path.read_text().splitlines() == [line.rstrip("\n") for line in [*lines, lines[0], lines[1]]]
+    assert log.written == len(lines) + 2 and log.errors == 0
 
 
 def test_settings_refuse_a_negative_flows_cap() -> None:

@@ -2,9 +2,10 @@
 
 Owns the pure core: :mod:`.protocol` (sans-IO v4/v5 codec and connection state machine),
 :mod:`.classify` (CQL lexer and statement classifier) and :mod:`.policy` (rules and
-``decide``). The asyncio pump that moves bytes between sockets is a thin loop around
-:class:`~isthmus.cqlguard.protocol.CQLConnection` and lives elsewhere; nothing in these
-modules performs I/O.
+``decide``), :mod:`.guard` (one request in, one decision out) and :mod:`.session` (one
+connection: bytes in from either side; bytes for each side, flow lines and counters out).
+Nothing in these modules performs I/O. The asyncio pump that moves bytes between sockets
+(:mod:`.pump`, driven by :mod:`.proxy`'s server) is a thin loop around the session.
 """
 
 from isthmus.cqlguard.classify import Classified, Statement, Unclassifiable, classify

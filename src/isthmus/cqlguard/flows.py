@@ -1,12 +1,11 @@
 """Flow records: one JSON line per guard decision, Hubble-style, and the reader behind ``isthmus guard flows``.
 
-Owns: :class:`Flow` (built by the pump from a :class:`~isthmus.cqlguard.guard.Check`), its
+Owns: :class:`Flow` (built by the session from a :class:`~isthmus.cqlguard.guard.Check`), its
 JSON form, :class:`FlowTemplate` (the same line with the per-request fields left open, so the
-pump renders a decision's JSON once and fills in time, stream and latency per request),
-:class:`FlowWriter` (buffered, append-only, size-capped with one rotated file
-``<path>.1``, and safe under ``logrotate``: the file is reopened when it was moved away or
-truncated), and :func:`read_flows` with :class:`FlowFilter` (``--follow`` keeps reading
-across rotation). Must not: decide anything or touch sockets.
+session renders a decision's JSON once and fills in time, stream and latency per request),
+and :func:`read_flows` with :class:`FlowFilter` (``--follow`` keeps reading across rotation);
+the writers (:class:`FlowWriter`, :class:`FlowLog`) are :mod:`.flowlog`'s, re-exported here.
+Must not: decide anything or touch sockets.
 
 One line (keys always present; ``null`` when unknown; ``principal`` is the TLS client
 certificate's SPIFFE ID, else its subject, and ``subject`` its subject)::
@@ -27,7 +26,6 @@ and ``unknown`` for an unclassifiable statement (its reason says why).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -38,11 +36,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from isthmus.cqlguard.classify import Classification, Classified, Statement
-from isthmus.cqlguard.settings import DEFAULT_FLOWS_MAX_BYTES
+from isthmus.cqlguard.flowlog import FlowLog, FlowWriter
 
-__all__ = ["Flow", "FlowFilter", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
+__all__ = ["Flow", "FlowFilter", "FlowLog", "FlowTemplate", "FlowVerdict", "FlowWriter", "l7_action", "read_flows"]
 
-#: Default cap of the flows file: past it the file is renamed ``<path>.1`` and a new one begun.
 
 
 class FlowVerdict(StrEnum):
@@ -192,144 +189,6 @@ class FlowTemplate:
             latency,
             self._after_latency,
         )
-
-
-class FlowWriter:
-    """Appends flow lines to ``path``; buffered lines go out in one ``write`` per :meth:`flush`.
-
-    The owner calls :meth:`flush` periodically (the guard: every ``flush_interval_s``) and
-    whenever :attr:`due` (``flush_bytes`` buffered), so a busy guard makes one ``write`` per
-    batch, not per decision.
-
-    Size cap: with ``max_bytes`` (0: none), a flush that would take the file past it first
-    renames the file to ``<path>.1`` (replacing the previous one) and starts a new one; at most
-    about ``2 * max_bytes`` are kept. A single batch larger than the cap still goes out whole.
-
-    Rotation-safe: the file is opened ``O_APPEND``; before a flush, at most once per
-    ``check_interval_s``, it is reopened if the path now names another file (moved away by
-    logrotate) or none. Write errors are counted, never raised: flows must not stop traffic.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_bytes: int = DEFAULT_FLOWS_MAX_BYTES,
-        flush_bytes: int = 256 * 1024,
-        check_interval_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        if max_bytes < 0:
-            raise ValueError("max_bytes must not be negative")
-        self.path = path
-        self.rotated_path = path.with_name(path.name + ".1")
-        self.max_bytes = max_bytes
-        self._flush_bytes = flush_bytes
-        self._check_interval = check_interval_s
-        self._clock = clock
-        self._pending: list[str] = []
-        self._pending_chars = 0
-        self._fd: int | None = None
-        self._inode: tuple[int, int] | None = None
-        self._size = 0
-        self._checked_at = float("-inf")
-        self.errors = 0
-        self.written = 0
-        self.rotations = 0
-        self._open()
-
-    def _open(self) -> None:
-        self._close_fd()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError:
-            self.errors += 1
-            return
-        st = os.fstat(fd)
-        self._fd, self._inode, self._size = fd, (st.st_dev, st.st_ino), st.st_size
-        self._checked_at = self._clock()
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-    def _reopen_if_rotated(self) -> None:
-        now = self._clock()
-        if self._fd is not None and now - self._checked_at < self._check_interval:
-            return
-        self._checked_at = now
-        try:
-            st = self.path.stat()
-            same = (st.st_dev, st.st_ino) == self._inode
-        except OSError:
-            same = False
-        if not same or self._fd is None:
-            self._open()
-        elif st.st_size < self._size:  # truncated (logrotate copytruncate)
-            self._size = st.st_size
-
-    def _rotate(self) -> None:
-        try:
-            self.path.replace(self.rotated_path)
-        except OSError:
-            self.errors += 1
-            return
-        self.rotations += 1
-        self._open()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    @property
-    def due(self) -> bool:
-        """True once enough is buffered to flush now rather than at the next period."""
-        return self._pending_chars >= self._flush_bytes
-
-    def add(self, flow: Flow) -> None:
-        self.add_line(flow.to_line())
-
-    def add_line(self, line: str) -> None:
-        """Buffer one rendered line (ending in a newline)."""
-        self._pending.append(line)
-        self._pending_chars += len(line)
-
-    def add_lines(self, lines: list[str]) -> None:
-        self._pending += lines
-        self._pending_chars += sum(map(len, lines))
-
-    def write(self, flow: Flow) -> None:
-        """Add and flush at once (for callers that do not batch)."""
-        self.add(flow)
-        self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        lines, self._pending, self._pending_chars = self._pending, [], 0
-        self._reopen_if_rotated()
-        data = "".join(lines).encode("utf-8")
-        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-        if self._fd is None:
-            self.errors += 1
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-                self._size += n
-            self.written += len(lines)
-        except OSError:
-            self.errors += 1
-
-    def close(self) -> None:
-        self.flush()
-        self._close_fd()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,10 +2,11 @@
 
 Owns: turning a decoded :class:`~isthmus.cqlguard.protocol.Request` into a classification
 (QUERY and PREPARE text; EXECUTE and BATCH children through the proxy-wide prepared map),
-asking the current :class:`~isthmus.cqlguard.policy.Policy`, and telling the pump what to
+asking the current :class:`~isthmus.cqlguard.policy.Policy`, and telling the session what to
 do: forward, deny, answer Unprepared, hold, or pass through (handshake, OPTIONS, REGISTER).
 Also owns :class:`PreparedStatements`, the map filled from the server's Prepared results.
-Must not: read or write sockets, sleep or log; the pump (``proxy.py``) does all I/O.
+Must not: read or write sockets, sleep or log; the session (``session.py``) acts on the
+check, and the pump (``pump.py``) does all I/O.
 
 Rules (from the codec's notes):
 
@@ -74,7 +75,7 @@ def classify_cached(query: str, keyspace: str | None) -> Classification:
 
 
 class Step(Enum):
-    """What the pump does with a request."""
+    """What the session does with a request."""
 
     FORWARD = "forward"  # policy allowed it: send it to the server
     DENY = "deny"  # policy denied it: answer Unauthorized, never send it
@@ -119,6 +120,9 @@ class PreparedStatements:
             raise ValueError("max_entries must be positive")
         self._max = max_entries
         self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+        #: How many times an id was confirmed for a statement other than the one it stood for: a session's
+        #: fast-path decisions by prepared id are forgotten when this moves.
+        self.changes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -126,6 +130,9 @@ class PreparedStatements:
     def remember(self, upstream: str, prepared_id: bytes, statement: PreparedStatement) -> None:
         key = (upstream, prepared_id)
         classification = classify_cached(statement.query, statement.keyspace)
+        before = self._entries.get(key)
+        if before is not None and before.statement != statement:
+            self.changes += 1
         self._entries[key] = _Entry(statement, classification)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
@@ -162,10 +169,12 @@ class Guard:
 
     def __init__(self, policy: Policy, *, upstream: str, prepared: PreparedStatements | None = None) -> None:
         self._policy = policy
+        #: ``Policy.decide`` memo shared by every connection, keyed by what the policy reads. (A
+        #: session's fast path keeps its own map from the request's bytes to a rendered decision.)
         self._decisions: dict[tuple[Identity, Classification], Decision] = {}
         self.upstream = upstream
         self.prepared = prepared if prepared is not None else PreparedStatements()
-        #: Bumped by every policy swap: whoever keeps decisions (the pump's per-connection fast
+        #: Bumped by every policy swap: whoever keeps decisions (the session's per-connection fast
         #: path) drops them when it changes.
         self.generation = 0
 

@@ -30,24 +30,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["LATENCY_BUCKETS", "GuardMetrics", "serve_metrics"]
+from isthmus.cqlguard.counters import LATENCY_BUCKETS, Counters
 
-#: Seconds; CQL round trips on a LAN run from ~0.2 ms to seconds for big scans.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+__all__ = ["LATENCY_BUCKETS", "GuardMetrics", "serve_metrics"]
 _PREFIX = "isthmus_cqlguard"
 
 
-class GuardMetrics:
+class GuardMetrics(Counters):
     """The guard's instruments.
 
-    Per-request figures (decisions, upstream latency, bytes) are plain Python numbers that the
-    event loop adds to without locks or label look-ups; :class:`_HotCollector` turns them into
+    Per-request figures (decisions, upstream latency, bytes) are the plain numbers of
+    :class:`~isthmus.cqlguard.counters.Counters`, which the sessions add to; :class:`_HotCollector` turns them into
     samples when Prometheus scrapes (from the metrics thread: reading an int or copying a dict
     is atomic under the GIL). Rare events (connections, errors, reloads) are ordinary
     ``prometheus_client`` instruments.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.open_connections = Gauge(f"{_PREFIX}_open_connections", "Client connections open now", registry=r)
@@ -66,26 +66,7 @@ class GuardMetrics:
             self.timeouts.labels(kind=kind)
         for result in ("success", "failure"):
             self.policy_reloads.labels(result=result)
-        # The hot path: plain numbers (see the class docstring).
-        #: Decisions by (verdict, action).
-        self.requests: dict[tuple[str, str], int] = {}
-        #: Non-cumulative counts per bucket of LATENCY_BUCKETS, then the +Inf bucket.
-        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.client_in = 0
-        self.upstream_in = 0
-        self.client_out = 0
-        self.upstream_out = 0
         r.register(_HotCollector(self))
-
-    def count_request(self, verdict: str, action: str) -> None:
-        key = (verdict, action)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-
-    def requests_total(self, verdict: str | None = None) -> int:
-        """Decisions counted so far (all, or those with ``verdict``)."""
-        return sum(n for (v, _), n in self.requests.copy().items() if verdict is None or v == verdict)
 
 
 class _HotCollector(Collector):

@@ -15,13 +15,12 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from isthmus.cqlguard.flowlog import DEFAULT_FLOWS_MAX_BYTES
 from isthmus.errors import UserError
 
 __all__ = ["DEFAULT_FLOWS_MAX_BYTES", "Endpoint", "GuardSettings", "GuardSettingsError", "Limits", "TLSSettings"]
 
 _MIB = 1024 * 1024
-#: The flows file's default cap (kept: the file and one rotated ``.1``).
-DEFAULT_FLOWS_MAX_BYTES = 100 * _MIB
 
 
 class GuardSettingsError(UserError):

@@ -8,6 +8,12 @@ Bytes in, events out::
     for event in conn.receive_server_data(data):      # -> Response
         ...  conn.forward_to_client(event)
 
+The guard's :class:`~isthmus.cqlguard.session.GuardSession` drives the chunk-level form of the
+same API (:meth:`CQLConnection.receive_client_chunks`, :meth:`~CQLConnection.fast_request` or
+:meth:`~CQLConnection.decode_client`, :meth:`~CQLConnection.chunk_for_server`,
+:meth:`~CQLConnection.relay_server_data`), which forwards bytes as they came instead of
+re-framing them; ``receive_client_data`` is that path without the fast path.
+
 The connection knows the negotiated version and compression, when each direction switches to
 v5 segment framing, the current keyspace (from the *server's* RESULT Set_keyspace only), the
 authenticated user, and which forwarded request each response answers. It never reads a
@@ -460,13 +466,12 @@ class CQLConnection:
         return frame_envelopes(forwarded, compressed=self._compression == "lz4")
 
     def receive_client_data(self, data: bytes) -> list[Request | ProxyReply]:
-        """Feed bytes from the client; returns the complete requests (empty: need more data)."""
-        self._client_in.feed(data)
-        events: list[Request | ProxyReply] = []
-        while (item := self._client_in.next()) is not None:
-            header, raw = item
-            events.append(self._client_event(header, raw))
-        return events
+        """Feed bytes from the client; returns the complete requests (empty: need more data).
+
+        The same path the guard's session takes (:meth:`receive_client_chunks`, then
+        :meth:`decode_client` for each envelope), without the fast path.
+        """
+        return [self.decode_client(raw) for _, envelopes in self.receive_client_chunks(data) for raw in envelopes]
 
     def receive_server_data(self, data: bytes) -> list[Response]:
         """Feed bytes from the server; returns the complete responses (empty: need more data)."""

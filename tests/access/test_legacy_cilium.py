@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
-import shutil
-import subprocess
 from typing import Any
 
 import pytest
@@ -87,13 +84,6 @@ def test_what_cilium_cannot_express_is_refused_not_widened() -> None:
 
 @pytest.mark.slow
 def test_the_legacy_policy_is_schema_valid() -> None:
-    from mesh.test_cnp_schema import CACHE, SCRIPT
+    from fixtures.cnp import cnp_validator, validate_cnp
 
-    package = CACHE / "node_modules" / "@kubernetes-models" / "cilium" / "package.json"
-    if shutil.which("node") is None or not package.exists():
-        pytest.skip("run tests/mesh/test_cnp_schema.py first: it installs @kubernetes-models/cilium")
-    script = CACHE / SCRIPT.name
-    shutil.copyfile(SCRIPT, script)
-    done = subprocess.run(["node", str(script)], input=json.dumps([_legacy()]), capture_output=True, text=True,
-                          timeout=120, check=True, cwd=CACHE)
-    assert json.loads(done.stdout) == {"checked": 1, "errors": []}
+    assert validate_cnp(cnp_validator(), [_legacy()]) == {"checked": 1, "errors": []}

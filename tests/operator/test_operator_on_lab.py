@@ -195,7 +195,12 @@ def test_with_drift_report_a_hand_edit_is_a_drifted_condition_and_is_left_alone(
     assert f"c2: StatefulSet {APP}/{sts} edited" in drifted["message"], drifted["message"]
     wait_for(lambda: any(e["reason"] == "DriftDetected" and sts in e["message"] for e in events(lab, APP, APP)),
              15, "DriftDetected event", op)
-    time.sleep(3)
+    # Another hand edit, in c3: once a later drift check has reported it too, c2's edit is still there.
+    other = f"{APP}-dc3-ra"
+    lab.kubectl("c3", "label", "statefulset", other, "-n", APP, "app.kubernetes.io/version=0.0.1-by-hand",
+                "--overwrite")
+    until(lab, APP, APP, lambda o: f"c3: StatefulSet {APP}/{other} edited" in condition(o, "Drifted").get(
+        "message", ""), 20, "the second edit reported", op)
     assert label() == "0.0.0-by-hand"  # reported, not corrected
 
     # Back to correcting: the drift seen before is looked at again, and put right.

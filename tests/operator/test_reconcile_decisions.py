@@ -10,7 +10,7 @@ import pytest
 from fixtures.labspecs import app_doc, fleet_doc
 from isthmus.kube import ClusterOutcome, Health, ObjectHealth, Reach
 from isthmus.operator.inputs import Invalid, choose_fleet, parse_app
-from isthmus.operator.reconciling import roll_up
+from isthmus.operator.rollup import roll_up
 from isthmus.operator.status import Condition, merge_conditions
 from isthmus.rollout import DatacenterStatus, StatusReport
 
@@ -96,3 +96,61 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     same = merge_conditions(old, [Condition(type="Ready", status="False", reason="Y")], now="t1")
     flipped = merge_conditions(old, [Condition(type="Ready", status="True", reason="Z")], now="t2")
     assert same[0].last_transition_time == "t0" and flipped[0].last_transition_time == "t2"
+
+
+# ---------------------------------------------------------------- what a trigger needs (pure)
+
+
+def test_what_each_trigger_needs() -> None:
+    from isthmus.operator.triggers import RolloutNeed, Trigger, Work, work_for
+
+    for kopf_trigger in (Trigger.CREATE, Trigger.UPDATE, Trigger.RESUME, Trigger.TIMER):
+        assert work_for(kopf_trigger, apply=True, settled=False, report_only=False) == Work(
+            apply=True, rollout=RolloutNeed.ALWAYS)
+        assert work_for(kopf_trigger, apply=True, settled=True, report_only=False, suspects={"c2"}) == Work(
+            apply=True, drift_check=True, only=None, rollout=RolloutNeed.IF_DRIFTED)
+        assert work_for(kopf_trigger, apply=True, settled=True, report_only=True).rollout is RolloutNeed.NONE
+        assert work_for(kopf_trigger, apply=False, settled=False, report_only=False) == Work(apply=False)
+    assert work_for(Trigger.WATCH, apply=True, settled=False, report_only=False) == Work(apply=False)
+    assert work_for(Trigger.WATCH, apply=True, settled=True, report_only=False, suspects={"c2"}) == Work(
+        apply=True, drift_check=True, only=frozenset({"c2"}), rollout=RolloutNeed.IF_DRIFTED)
+
+
+def test_when_the_timer_starts_a_background_reconcile() -> None:
+    from isthmus.operator.triggers import rollout_due
+
+    def due(attempted: int | None, applied: int | None, since: float) -> bool:
+        return rollout_due(attempted=attempted, applied=applied, generation=3, since=since, resync_interval=120.0,
+                           retry_interval=10.0)
+
+    assert due(2, 2, 0.0)  # a generation not attempted yet
+    assert not due(3, 3, 60.0) and due(3, 3, 120.0)  # settled: only the periodic resync
+    assert not due(3, 2, 5.0) and due(3, 2, 10.0)  # attempted, not everywhere: retried
+
+
+# ---------------------------------------------------------------- per-member outcomes of a rollout (pure)
+
+
+def test_a_failed_member_is_reported_failed_and_the_others_as_they_are() -> None:
+    from isthmus.kube import Action, ObjectRef
+    from isthmus.operator.rollup import applied_by_member
+    from isthmus.rollout import Outcome, Phase, RolloutResult, RolloutState, plan_rollout
+
+    app = parse_app(body(app_doc("shop")))
+    state = RolloutState.new(app="shop", kind="apply", revision=2, previous=1, plan=plan_rollout(app))
+    for step in state.plan.steps:
+        if step.kind.value == "prepare" or step.datacenter == "dc1" or step.id == "finalize/c1":
+            state.steps[step.id].outcome = Outcome.DONE
+    state.steps["rack/dc2/ra"].outcome, state.steps["rack/dc2/ra"].note = Outcome.FAILED, "1 pod(s) failed"
+    state.phase, state.message = Phase.FAILED, "step rack/dc2/ra in c2 failed: 1 pod(s) failed"
+    sts = ObjectRef("apps/v1", "StatefulSet", "shop", "shop-dc1-ra")
+    result = RolloutResult(state, {"c1": {sts: Action.CONFIGURED}, "c2": {}, "c3": {}})
+    by = applied_by_member(["c1", "c2", "c3"], {}, result, f"rollout Failed: {state.message}")
+    assert {c: o.reach for c, o in by.outcomes.items()} == {"c1": Reach.DONE, "c2": Reach.FAILED, "c3": Reach.DONE}
+    assert by.outcomes["c2"].error == (f"rollout Failed: {state.message}: rack/dc2/ra: 1 pod(s) failed")
+    assert by.outcomes["c1"].value is not None and by.outcomes["c1"].value.count(Action.CONFIGURED) == 1
+    assert not by.rolled_out
+    # A member skipped as unreachable is Unknown; a rollout that never ran fails every other member.
+    lost = applied_by_member(["c1", "c2"], {"c2": "no answer"}, None, "LockLost: taken over")
+    assert {c: (o.reach, o.error) for c, o in lost.outcomes.items()} == {
+        "c1": (Reach.FAILED, "LockLost: taken over"), "c2": (Reach.UNKNOWN, "skipped, unreachable: no answer")}

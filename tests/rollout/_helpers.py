@@ -9,9 +9,47 @@ from typing import Any
 
 from isthmus.kube import ClusterRegistry
 from isthmus.lab import Lab
-from isthmus.rollout import Outcome, ProgressStore, RolloutOptions, RolloutState
+from isthmus.rollout import (
+    DEFAULT_GATES,
+    GateContext,
+    GateResult,
+    Outcome,
+    ProgressStore,
+    RolloutOptions,
+    RolloutState,
+    Verdict,
+)
+from isthmus.rollout.gates import overall
 
 FAST = RolloutOptions(poll_interval=0.3)
+
+
+class Witness:
+    """The default gates, watched: it records, per step, each verdict they gave, so a test waits for "the gates
+    held this step back N times" (a condition) instead of sleeping and hoping nothing happened meanwhile."""
+
+    name = "witness"
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, list[Verdict]] = {}
+        self._seen = asyncio.Event()
+
+    def options(self, **kw: Any) -> RolloutOptions:
+        return RolloutOptions(poll_interval=0.3, gates=(*DEFAULT_GATES, self), **kw)
+
+    async def check(self, ctx: GateContext) -> GateResult:
+        results = [await g.check(ctx) for g in DEFAULT_GATES]
+        self.verdicts.setdefault(ctx.step.id, []).append(overall(results))
+        self._seen.set()
+        return GateResult(self.name, Verdict.PASS)
+
+    async def held(self, step: str, times: int, verdict: Verdict, within: float = 60.0) -> None:
+        """Wait until the gates gave ``step`` ``verdict`` ``times`` times more than when this was called."""
+        start = self.verdicts.get(step, []).count(verdict)
+        async with asyncio.timeout(within):
+            while self.verdicts.get(step, []).count(verdict) < start + times:
+                self._seen.clear()
+                await self._seen.wait()
 
 
 def statefulsets(lab: Lab, cluster: str, namespace: str) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import FAST, cpu_requests, generations, outcome, statefulsets, wait_state
+from _helpers import FAST, Witness, cpu_requests, generations, outcome, statefulsets, wait_state
 
 from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
 from isthmus.kube import ClusterRegistry
@@ -27,6 +27,7 @@ from isthmus.rollout import (
     ProgressStore,
     RevisionNotFound,
     RolloutOptions,
+    Verdict,
     apply_rollout,
     fence,
     history,
@@ -55,12 +56,14 @@ async def test_a_frozen_member_pauses_the_rollout_and_it_completes_after_thawing
     fleet, app = load(fleet_doc(), app_doc("fz"))
     assert (await apply_rollout(app, fleet, registry, FAST)).ok
     _, new = load(fleet_doc(), changed("fz"))
-    task = asyncio.create_task(apply_rollout(new, fleet, registry, FAST))
+    witness = Witness()
+    task = asyncio.create_task(apply_rollout(new, fleet, registry, witness.options()))
     await wait_state(registry, "fz", lambda s: s.revision == 2 and outcome(s, "rack/dc1/ra") is Outcome.DONE)
     lab3.freeze("c3")
     try:
         paused = await wait_state(registry, "fz", lambda s: "paused" in s.message and "c3" in s.message, within=30)
-        await asyncio.sleep(5)
+        held = paused.message.split()[2].rstrip(":")  # "paused before <step>: ..."
+        await witness.held(held, 5, Verdict.UNKNOWN)  # five more looks at the silent member, and no step started
         during = await ProgressStore(registry["c1"], "fz").load()
         assert during is not None
         assert outcome(during, "rack/dc2/ra") is Outcome.PENDING and outcome(during, "rack/dc3/ra") is Outcome.PENDING
@@ -72,7 +75,7 @@ async def test_a_frozen_member_pauses_the_rollout_and_it_completes_after_thawing
     result = await asyncio.wait_for(task, 180)
     assert result.phase is Phase.SUCCEEDED, result.state.to_dict()
     assert set(cpu_requests(lab3, "fz").values()) == {"600m"}
-    assert any("does not answer" in line or "paused" in line for line in result.state.log)
+    assert any(f"paused before {held}: reachable: unknown (c3 is Unknown" in line for line in result.state.log)
 
 
 def test_a_killed_rollout_resumes_and_updates_every_statefulset_exactly_once(lab3: Lab, tmp_path: Path) -> None:
@@ -179,11 +182,12 @@ async def test_a_not_ready_node_in_one_cluster_blocks_a_disruptive_step_in_anoth
     assert (await apply_rollout(app, fleet, registry, FAST)).ok
     lab3.node_not_ready("c2", "c2-region-2b-1")
     _, new = load(fleet_doc(), changed("nrd"))
-    task = asyncio.create_task(apply_rollout(new, fleet, registry, FAST))
+    witness = Witness()
+    task = asyncio.create_task(apply_rollout(new, fleet, registry, witness.options()))
     try:
         state = await wait_state(registry, "nrd", lambda s: s.revision == 2
                                  and outcome(s, "prepare/c1") is Outcome.DONE, within=30)
-        await asyncio.sleep(6)
+        await witness.held("rack/dc1/ra", 5, Verdict.WAIT)  # held back five times by c2's NotReady node
         state = await wait_state(registry, "nrd", lambda s: True)
         assert outcome(state, "rack/dc1/ra") is Outcome.PENDING, state.to_dict()
         assert cpu_requests(lab3, "nrd")["nrd-dc1-ra"] == "500m"

@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from _helpers import FAST, cpu_requests, generations, outcome
+from _helpers import FAST, Witness, cpu_requests, generations, outcome
 
 from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.kube import ClusterRegistry, ObjectRef
 from isthmus.lab import Lab
-from isthmus.rollout import Outcome, Phase, ProgressStore, RolloutOptions, apply_rollout
+from isthmus.rollout import Outcome, Phase, ProgressStore, RolloutOptions, Verdict, apply_rollout
 
 pytestmark = pytest.mark.lab
 
@@ -58,13 +58,14 @@ async def test_a_change_that_rolls_no_pods_lands_everywhere_in_the_prepare_wave_
 
         # The same NotReady node holds a change that rolls pods before its first rack, as before.
         _, rolling = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"], cpu="600m"))
-        task = asyncio.create_task(apply_rollout(rolling, fleet, registry, FAST))
-        await asyncio.sleep(8)
+        witness = Witness()
+        task = asyncio.create_task(apply_rollout(rolling, fleet, registry, witness.options()))
+        await witness.held("rack/dc1/ra", 5, Verdict.WAIT)  # the gates held its first rack back five times
         assert not task.done()
         assert cpu_requests(lab3, "prp")["prp-dc1-ra"] == "500m"
         state = await ProgressStore(registry["c1"], "prp").load()
         assert state is not None and outcome(state, "prepare/c3") is Outcome.DONE
-        assert outcome(state, "rack/dc1/ra") is not Outcome.DONE
+        assert outcome(state, "rack/dc1/ra") is Outcome.PENDING
     finally:
         lab3.node_recover("c2", "c2-region-2b-1")
     done = await asyncio.wait_for(task, 240)

@@ -226,20 +226,22 @@ def _requests(registry: Any, clusters: list[str]) -> dict[str, dict[str, int]]:
 
 def _apply_table(result: Any, clusters: list[str], requests: dict[str, dict[str, int]]) -> Table:
     from ..kube import Action
-    from ..rollout import Outcome
+    from ..rollout import MemberOutcome, Outcome
 
     table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "steps", "API requests",
                   "writes", "note", box=box.SIMPLE_HEAVY)
     plan = result.state.plan
+    members = result.members()
     for name in clusters:
         records = [result.state.steps[s.id] for s in plan.steps if s.cluster == name]
-        outcomes = {r.outcome for r in records}
         counts = result.counts(name)
-        if Outcome.FAILED in outcomes:
-            verdict, note = "[red]failed[/]", next(r.note for r in records if r.outcome is Outcome.FAILED)
-        elif outcomes == {Outcome.SKIPPED}:
+        member = members.get(name)
+        outcome = member.outcome if member is not None else MemberOutcome.ROLLED_OUT
+        if outcome is MemberOutcome.FAILED:
+            verdict, note = "[red]failed[/]", member.reason if member is not None else ""
+        elif outcome is MemberOutcome.SKIPPED:
             verdict, note = "[yellow]skipped[/]", "--skip-cluster"
-        elif outcomes <= {Outcome.DONE, Outcome.SKIPPED}:
+        elif outcome is MemberOutcome.ROLLED_OUT:
             verdict, note = "[green]applied[/]", ""
         else:
             verdict, note = "[yellow]pending[/]", ""

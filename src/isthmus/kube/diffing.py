@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from .errors import NotFound
 from .fetching import get_object
 from .objects import KubeObject, ObjectRef, clean_for_compare, resource_class, to_resource
 
-__all__ = ["ObjectDiff", "diff_objects", "mask_secret"]
+__all__ = ["ObjectDiff", "diff_objects", "mask_secret", "meaningful"]
 
 MASK = "***"
 
@@ -85,8 +85,22 @@ async def _diff_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> Ob
     return ObjectDiff(ref, unified(ref, live, merged))
 
 
-async def diff_objects(conn: ClusterConnection, objects: Sequence[KubeObject], *,
-                       force_conflicts: bool = False) -> list[ObjectDiff]:
-    return list(await asyncio.gather(*(_diff_one(conn, o, force_conflicts) for o in objects)))
+def meaningful(text: str, ignore: Iterable[str]) -> bool:
+    """Whether a unified diff changes a line other than those mentioning one of ``ignore``."""
+    skip = tuple(ignore)
+    for line in text.splitlines():
+        if line[:1] in "+-" and line[:3] not in ("---", "+++") and not any(s in line for s in skip):
+            return True
+    return False
+
+
+async def diff_objects(conn: ClusterConnection, objects: Sequence[KubeObject], *, force_conflicts: bool = False,
+                       ignore: Iterable[str] = ()) -> list[ObjectDiff]:
+    """What applying each of ``objects`` would change (a server-side dry run). ``ignore``: text of diff lines
+    that are no change (an annotation only the applier stamps): an object whose diff changes only such lines
+    would not change."""
+    skip = tuple(ignore)
+    diffs = await asyncio.gather(*(_diff_one(conn, o, force_conflicts) for o in objects))
+    return [d if not skip or meaningful(d.text, skip) else ObjectDiff(d.ref, "") for d in diffs]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from ..render import apply_rank
 from ..render.hashing import digest
 from .connection import FIELD_MANAGER, ClusterConnection
-from .diffing import diff_objects
+from .diffing import diff_objects, meaningful
 from .live import live_objects
 from .objects import KubeObject, ObjectRef, clean_for_compare, content_hash, to_resource
 
@@ -81,15 +81,6 @@ def fingerprint(obj: KubeObject) -> str:
     return digest(clean_for_compare(obj))
 
 
-def _meaningful(text: str, ignore: Iterable[str]) -> bool:
-    """Whether a unified diff changes a line other than those mentioning one of ``ignore``."""
-    skip = tuple(ignore)
-    for line in text.splitlines():
-        if line[:1] in "+-" and line[:3] not in ("---", "+++") and not any(s in line for s in skip):
-            return True
-    return False
-
-
 async def find_drift(conn: ClusterConnection, app: str, objects: Sequence[KubeObject], *,
                      ignore: Iterable[str] = (), force_conflicts: bool = True) -> list[Drift]:
     """The desired ``objects`` of ``app`` that ``conn``'s cluster does not hold as applied; see the module doc.
@@ -111,7 +102,7 @@ async def find_drift(conn: ClusterConnection, app: str, objects: Sequence[KubeOb
     if suspects:
         ignored = list(ignore)
         for diff in await diff_objects(conn, suspects, force_conflicts=force_conflicts):
-            if _meaningful(diff.text, ignored):
+            if meaningful(diff.text, ignored):
                 managers = sorted({str(e.get("manager")) for e in _entries(live[diff.ref])} - {FIELD_MANAGER})
                 found.append(Drift(diff.ref, DriftKind.EDITED, f"by {', '.join(managers) or 'another manager'}"))
     return sorted(found, key=lambda d: d.ref)

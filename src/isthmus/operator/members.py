@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..kube import ClusterConnection, ClusterRegistry, ConnectionSettings, Reach, across
 from ..kube.members import InvalidKubeconfig, MemberSecret, connection_from_kubeconfig, ping
-from .status import Condition, ConditionStatus, rfc3339
+from .status import Condition, ConditionStatus, MemberStatus, rfc3339
 
 __all__ = ["MemberChanges", "MemberRegistry", "MemberState"]
 
@@ -189,6 +189,24 @@ class MemberRegistry:
                                             message=f"no Secret labelled isthmus.dev/cluster={name}")))
             else:
                 out.append((name, state.condition()))
+        return out
+
+    def seen(self, names: Iterable[str]) -> tuple[tuple[str, str, str, int], ...]:
+        """What the status shows of ``names`` (reachability, and which connection): changed means refresh."""
+        out = []
+        for name, reach in self.conditions(names):
+            state = self.state(name)
+            out.append((name, reach.status, reach.reason, id(state.connection) if state is not None else 0))
+        return tuple(out)
+
+    def statuses(self, names: Iterable[str], previous: Iterable[MemberStatus], *, fresh: bool) -> list[MemberStatus]:
+        """Each member's Reachable condition; unless ``fresh`` (a re-apply), an unchanged one keeps its old times."""
+        before = {m.name: {c.type: c for c in m.conditions} for m in previous}
+        out = []
+        for name, reach in self.conditions(names):
+            old = before.get(name, {}).get(reach.type)
+            keep = not fresh and old is not None and (old.status, old.reason) == (reach.status, reach.reason)
+            out.append(MemberStatus(name=name, conditions=[old if keep and old is not None else reach]))
         return out
 
     async def close(self) -> None:

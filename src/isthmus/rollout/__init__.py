@@ -5,6 +5,7 @@ Must not: talk to an API server except through ``isthmus.kube``, or decide objec
 (that is ``isthmus.render``).
 """
 
+from .clock import Clock, FakeClock
 from .deploying import (
     DatacenterStatus,
     Progress,
@@ -15,7 +16,7 @@ from .deploying import (
     render_app,
     wait_healthy,
 )
-from .engine import EngineSettings, EngineStats, RolloutResult, StepFailed
+from .engine import EngineSettings
 from .gates import (
     DEFAULT_GATES,
     ClusterView,
@@ -33,6 +34,7 @@ from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, Lock
 from .progress import Outcome, Phase, ProgressStore, RolloutState
 from .releasing import SecretsLost, release_status, render_release
 from .requirements import MissingCRD
+from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
 from .rollback import NothingToRollBack, rollback_app
 from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
@@ -42,10 +44,12 @@ from .steps import Plan, Step, StepKind, check_strategy, plan_rollout
 __all__ = [
     "DEFAULT_GATES",
     "BreakRefused",
+    "Clock",
     "ClusterView",
     "DatacenterStatus",
     "EngineSettings",
     "EngineStats",
+    "FakeClock",
     "Fenced",
     "Gate",
     "GateContext",
@@ -55,6 +59,8 @@ __all__ = [
     "LeaseState",
     "LockHeld",
     "LockLost",
+    "MemberOutcome",
+    "MemberResult",
     "MissingCRD",
     "NodesReady",
     "NothingToResume",

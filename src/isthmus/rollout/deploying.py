@@ -36,6 +36,7 @@ from ..kube import (
 from ..kube.inventory import APP_LABEL
 from ..render import Manifests, render
 from ..spec import CassandraCluster, ChartRelease, Fleet
+from .locking import TOKEN_ANNOTATION
 from .secrets import superuser_password
 
 __all__ = [
@@ -81,7 +82,8 @@ async def diff_app(
         manifests = render_app(app, fleet, await superuser_password(registry, fleet, app))
 
     async def one(conn: ClusterConnection) -> list[ObjectDiff]:
-        return await diff_objects(conn, manifests.for_cluster(conn.name), force_conflicts=force_conflicts)
+        return await diff_objects(conn, manifests.for_cluster(conn.name), force_conflicts=force_conflicts,
+                                  ignore=(TOKEN_ANNOTATION,))  # the fencing token every rollout stamps
 
     return await across(_members(registry, app), one)
 

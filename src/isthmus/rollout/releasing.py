@@ -191,7 +191,7 @@ async def _pods(conn: ClusterConnection, app: str, namespace: str) -> list[KubeO
 
 
 async def _run_hook(engine: Engine, step: Step, conn: ClusterConnection, hook: Hook, phase: str) -> None:
-    from .engine import StepFailed
+    from .results import StepFailed
 
     ns = hook.obj["metadata"].get("namespace") or engine.namespace
     api = str(hook.obj["apiVersion"])
@@ -226,7 +226,7 @@ async def _run_hook(engine: Engine, step: Step, conn: ClusterConnection, hook: H
 
 async def _converge(engine: Engine, step: Step, conn: ClusterConnection, objects: list[KubeObject]) -> None:
     """Wait until every object of the step is healthy; fail over the failure budget or at the deadline."""
-    from .engine import StepFailed
+    from .results import StepFailed
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -253,7 +253,7 @@ async def _converge(engine: Engine, step: Step, conn: ClusterConnection, objects
                 mine = [p for p in pods if any(o.get("kind") == "StatefulSet" and o.get("name") == ref.name
                                                for o in p["metadata"].get("ownerReferences") or [])]
                 if engine.state.kind == "rollback" and seen:
-                    gone = await engine._unstick(conn, obj, mine)
+                    gone = await engine._convergence._unstick(conn, obj, mine)
                     mine = [p for p in mine if p["metadata"]["name"] not in gone]
                 judged += [p for p in mine if seen and (p["metadata"].get("labels") or {}).get(REVISION_HASH_LABEL)
                            == status.get("updateRevision")]

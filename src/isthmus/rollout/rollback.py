@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..kube import ClusterRegistry
 from ..spec import Fleet
 from .deploying import Progress
-from .engine import RolloutResult
+from .results import RolloutResult
 from .revisions import RevisionInfo, RevisionNotFound, RevisionStore
 from .rolling import AnyApp, RolloutOptions, _check_skips, _password, _Session
 

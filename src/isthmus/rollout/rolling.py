@@ -22,14 +22,16 @@ from ..kube import ClusterRegistry, KubeObject, ObjectRef
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..render.charts import mask_secrets
 from ..spec import CassandraCluster, ChartRelease, Fleet
+from .clock import SYSTEM, Clock
 from .dbgate import DatabaseGate
 from .deploying import Progress
-from .engine import Baseline, Engine, EngineSettings, RolloutResult, Timeline
+from .engine import Baseline, EarlyFences, Engine, EngineSettings, Target
 from .gates import DEFAULT_GATES, Gate
-from .locking import DEFAULT_DURATION, LeaseLock, LeaseState, fence
+from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
 from .progress import Phase, ProgressStore, RolloutState
 from .releasing import restore_secrets
 from .requirements import require_custom_kinds
+from .results import RolloutResult, Timeline
 from .revisions import Revision, RevisionStore, stage
 from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
@@ -70,6 +72,8 @@ class RolloutOptions:
     this very revision; see :mod:`.settled`."""
     repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
     """Drift correction: per member, objects to write again although their content hash matches."""
+    clock: Clock = SYSTEM
+    """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
 
 
 def fill_password(manifests: Manifests, password: str) -> Manifests:
@@ -141,7 +145,7 @@ class _Session:
 
     async def run(self, app: AnyApp, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
-                  fences: Mapping[str, asyncio.Task[bool]] | None = None, *, reapply: bool = False) -> RolloutResult:
+                  fences: EarlyFences | None = None, *, reapply: bool = False) -> RolloutResult:
         strategy = app.spec.rollout
         database = (_database_gate(app),) if isinstance(app, CassandraCluster) else ()
         settings = EngineSettings(
@@ -149,11 +153,13 @@ class _Session:
             prune=self.options.prune,
             skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, *database),
             soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
-            failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair)
-        engine = Engine(app=app.metadata.name, namespace=app.namespace, registry=self.registry,
-                        members=app.member_clusters(), manifests=manifests, state=state, store=self.states,
-                        lock=self.lock, settings=settings, progress=self.progress, timeline=timeline,
-                        baseline=baseline, fences=fences, reapply=reapply)
+            failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair,
+            reapply=reapply)
+        target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
+                        manifests=manifests, baseline=baseline)
+        engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,
+                        settings=settings, progress=self.progress, clock=self.options.clock, timeline=timeline,
+                        fences=fences)
         return await engine.run()
 
     async def roll_back(self, target: int, *, password: str, reason: str) -> RolloutResult:
@@ -206,8 +212,8 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
     Calls that do not depend on each other go out together: the password with the lock, and once
     the lock is held, the revision record with the stored state.
     """
-    timeline = timeline or Timeline()
     opts = options or RolloutOptions()
+    timeline = timeline or Timeline(opts.clock)
     check_strategy(app)
     _check_skips(app, opts.skip_clusters)
     session = _Session.open(app, fleet, registry, opts, progress)
@@ -252,9 +258,9 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         new, storing = True, asyncio.create_task(session.revisions.store(content))
     # A new revision: every member's fence takes our token while it is recorded, so the first step there need
     # not wait. (A re-apply fences a member only if it has something to write there.)
-    fences = {m: asyncio.create_task(fence(registry[m], app.metadata.name, app.namespace, session.lock.token,
-                                           session.lock.identity))
-              for m in app.member_clusters() if m not in opts.skip_clusters} if new else {}
+    fences = EarlyFences.start(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters],
+                               app=app.metadata.name, namespace=app.namespace, lock=session.lock) \
+        if new else EarlyFences()
     try:
         if storing is not None:
             await storing
@@ -295,9 +301,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                     await session.states.save(result.state)
         return result
     finally:
-        for task in fences.values():
-            task.cancel()
-        await asyncio.gather(*fences.values(), return_exceptions=True)
+        await fences.cancel()
         await session.lock.release()
         timeline.mark("released")
 

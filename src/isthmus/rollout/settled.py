@@ -2,7 +2,7 @@
 
 An apply is settled when the latest revision already holds this spec and these manifests, its
 rollout succeeded with no cluster skipped, and every member holds exactly the rendered objects
-(content hashes, inventory) and records that revision as the one it runs (:func:`member_runs`,
+(content hashes, inventory) and records that revision as the one it runs (:meth:`.memberview.MemberView.runs`,
 which the engine also asks before a ``finalize`` step). Then taking the lock,
 bumping every member's fence and rewriting the member records would change nothing but
 resourceVersions. Anything else, including a member that does not answer, is not settled and
@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ..kube import Action, ClusterConnection, ClusterRegistry, KubeObject, ObjectRef, Reach, across, unapplied
+from ..kube import Action, ClusterConnection, ClusterRegistry, KubeObject, ObjectRef, Reach, across
 from ..render import Manifests
+from .memberview import read_member
 from .progress import Phase, ProgressStore, RolloutState
-from .revisions import RevisionStore, read_member_revision
+from .revisions import RevisionStore
 
 __all__ = ["member_runs", "settled_state", "unchanged_reports"]
 
@@ -44,10 +45,8 @@ async def member_runs(conn: ClusterConnection, app: str, namespace: str, objects
                       revision: int) -> bool:
     """Whether the member holds exactly ``objects`` (content hashes, and an inventory listing just them) and
     records ``revision`` as the one it runs, with no rollout to it under way; reads only."""
-    found, record = await asyncio.gather(unapplied(conn, app, namespace, objects),
-                                         read_member_revision(conn, app, namespace))
-    return not found.changed and found.inventory == {ObjectRef.of(o) for o in objects} \
-        and record.revision == revision and record.target is None
+    view = await read_member(conn, app, namespace, objects, record=True)
+    return view.runs(objects, revision) is True
 
 
 def unchanged_reports(manifests: Manifests, members: Sequence[str]) -> dict[str, dict[ObjectRef, Action]]:

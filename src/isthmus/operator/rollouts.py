@@ -1,0 +1,128 @@
+"""The operator's calls into the members: the one rollout path, the drift check, and deletion.
+
+:func:`roll_out` is the only way the operator changes a member's objects: the same
+:func:`isthmus.rollout.apply_rollout` as ``isthmus apply`` (a revision, gated waves, the app's
+lock and its fencing token, held under this replica's identity). Members whose Reachable
+condition is False are skipped (the engine records the skip), and each member is reported by its
+own outcome (:func:`.rollup.applied_by_member`). :func:`check_drift` lists each kind once per
+member and dry-runs only what another field manager wrote (:func:`isthmus.kube.find_drift`).
+:func:`delete_in_waves` removes the app, datacenter waves in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from ..errors import IsthmusError, UserError
+from ..kube import ClusterRegistry, Drift, ObjectRef, Reach, across, find_drift
+from ..render import Manifests
+from ..rollout import RolloutOptions, RolloutResult, apply_rollout, delete_app, superuser_password
+from ..rollout.locking import TOKEN_ANNOTATION
+from ..rollout.results import Timeline
+from ..rollout.rolling import fill_password
+from ..rollout.steps import datacenter_waves
+from ..spec import CassandraCluster, Fleet
+from .members import MemberRegistry
+from .metrics import OperatorMetrics
+from .rollup import ByMember, EventType, OperatorEvent, applied_by_member
+from .settings import OperatorSettings
+
+__all__ = ["check_drift", "delete_in_waves", "roll_out"]
+
+log = logging.getLogger(__name__)
+
+
+def _down(app: CassandraCluster, members: MemberRegistry) -> dict[str, str]:
+    return {c: s.message for c in app.member_clusters() if (s := members.state(c)) is not None and s.status == "False"}
+
+
+async def roll_out(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
+                   members: MemberRegistry, settings: OperatorSettings, metrics: OperatorMetrics,
+                   repair: Mapping[str, frozenset[ObjectRef]] | None = None,
+                   timeline: Timeline | None = None) -> ByMember:
+    """Roll ``app`` out (``rendered`` with the password placeholder) to every reachable member; see the module doc."""
+    names = app.member_clusters()
+    down = _down(app, members)
+    result: RolloutResult | None = None
+    error = ""
+    if len(down) < len(names):
+        options = RolloutOptions(identity=settings.identity, lock_wait=0.0,
+                                 lock_duration=settings.leadership.lease_duration,
+                                 skip_clusters=frozenset(down), timeout=settings.reconcile.rollout_timeout,
+                                 repair={c: refs for c, refs in (repair or {}).items() if refs and c not in down})
+        try:
+            result = await apply_rollout(app, fleet, registry, options, rendered=rendered, timeline=timeline)
+            error = f"rollout {result.phase.value}: {result.state.message}"
+            log.info("%s/%s: revision %d %s (%d of %d member(s) written without reading first, %d state "
+                     "write(s))", app.namespace, app.metadata.name, result.state.revision, result.phase.value,
+                     result.stats.changed_only, len(names) - len(down), result.stats.state_writes)
+        except UserError:
+            raise
+        except IsthmusError as exc:  # the lock was lost or a fence refused us: stop writing, say why
+            error = f"{type(exc).__name__}: {exc}"
+    by_member = applied_by_member(names, down, result, error)
+    for name, out in by_member.outcomes.items():
+        if out.value is None:
+            metrics.rollout_steps.labels(name, out.reach.value.lower()).inc()
+            continue
+        for obj in out.value.outcomes:
+            metrics.rollout_steps.labels(name, obj.action.value).inc()
+    return by_member
+
+
+async def check_drift(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
+                      members: MemberRegistry, only: set[str] | None = None) -> dict[str, list[Drift]]:
+    """Per member (reachable, and among ``only`` if given): objects whose live state differs from the spec.
+    The engine's own fencing-token annotation is not drift."""
+    down = _down(app, members)
+    names = [c for c in app.member_clusters() if (only is None or c in only) and c not in down]
+    if not names:
+        return {}
+    password = await superuser_password(registry, fleet, app)
+    manifests = fill_password(rendered, password)
+    outcomes = await across({c: registry[c] for c in names}, lambda conn: find_drift(
+        conn, app.metadata.name, manifests.for_cluster(conn.name), ignore=(TOKEN_ANNOTATION,)))
+    found = {}
+    for name, out in outcomes.items():
+        members.observe(name, out.reach, out.error)
+        if out.value is not None:
+            found[name] = out.value
+    drifted = [f"{c}: {d}" for c, ds in sorted(found.items()) for d in ds]
+    if drifted:
+        log.info("%s/%s: drift: %s", app.namespace, app.metadata.name, "; ".join(drifted))
+    return found
+
+
+async def delete_in_waves(app: CassandraCluster, members: MemberRegistry, *,
+                          delete_volumes: bool) -> tuple[list[OperatorEvent], float | None]:
+    """Delete what ``app`` put in every registered member, datacenter waves in reverse; the events, and when
+    to try again (a member did not answer: the later waves wait)."""
+    events: list[OperatorEvent] = []
+    retry: float | None = None
+    dcs = {dc.name: dc for dc in app.spec.datacenters}
+    done: set[str] = set()
+    for wave in reversed(datacenter_waves(app)):
+        clusters = [dcs[n].cluster for n in wave if dcs[n].cluster not in done]
+        absent = [c for c in clusters if c not in members]
+        if absent:
+            events.append(OperatorEvent(EventType.WARNING, "CleanupSkipped",
+                                        f"{', '.join(absent)}: not a registered member; its objects stay"))
+        present = [c for c in dict.fromkeys(clusters) if c in members]
+        if not present:
+            continue
+        part = app.model_copy(update={"spec": app.spec.model_copy(
+            update={"datacenters": [dcs[n] for n in wave if dcs[n].cluster in present]})})
+        outcomes = await delete_app(part, members.registry(present), delete_volumes=delete_volumes)
+        for name, out in sorted(outcomes.items()):
+            members.observe(name, out.reach, out.error)
+            if out.reach is not Reach.DONE:
+                events.append(OperatorEvent(EventType.WARNING, "CleanupPending", f"{name}: {out.error}"))
+                retry = 10.0
+            elif out.value is not None:
+                done.add(name)
+                events.append(OperatorEvent(EventType.NORMAL, "Deleted", f"{name}: {len(out.value.outcomes)} "
+                                            f"object(s) deleted{' (volumes too)' if delete_volumes else ''}"))
+        if retry is not None:
+            break
+    return events, retry

@@ -124,7 +124,7 @@ class NodeView:
     pod: str
     cluster: str
     seen: Mapping[str, str]
-    """Asking datacenter -> state code (UN, DN, UJ...)."""
+    """Asking datacenter -> state code (UN, DN, UJ...); with several nodes asked there, the worst."""
     load: str
     owns: str
     schema: str
@@ -164,7 +164,9 @@ def summarise(reports: Sequence[NodeReport]) -> DatabaseView:
             continue
         for node in report.ring:
             row = rows.setdefault(node.address, {"node": node, "seen": {}})
-            row["seen"][report.datacenter] = node.code
+            seen = row["seen"]
+            if seen.get(report.datacenter, "UN") == "UN":  # a datacenter's worst view wins: one DN is DN
+                seen[report.datacenter] = node.code
             if report.address == node.address:
                 row["node"] = node  # a node's own line has its freshest load
     versions = {addr: version for r in reports for version, addrs in r.schema.items() for addr in addrs}

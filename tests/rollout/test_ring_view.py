@@ -140,3 +140,14 @@ def test_disagreeing_schemas_streams_repairs_and_silence_block() -> None:
 def test_one_exec_prints_every_section_in_order() -> None:
     assert NODETOOL_SCRIPT.index("nodetool status") < NODETOOL_SCRIPT.index("nodetool describecluster") \
         < NODETOOL_SCRIPT.index("nodetool netstats") < NODETOOL_SCRIPT.index("nodetool compactionstats")
+
+
+def test_the_ring_per_node_keeps_each_datacenters_worst_view() -> None:
+    from isthmus.rollout.dbgate import summarise
+
+    one = report("ring-dc-eu-r1-0", st=status(us="DN"))
+    other = report("ring-dc-eu-r2-0", st=status())  # the other dc-eu node has not convicted it yet
+    view = summarise([one, other])
+    us = next(n for n in view.nodes if n.address == "10.0.1.2")
+    assert us.seen == {"dc-eu": "DN"} and us.state == "DN" and us.datacenter == "dc-us"
+    assert view.asked == 2 and view.errors == ()

@@ -24,26 +24,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kube import ClusterConnection, KubeError, KubeObject, Reach, pod_exec
-from .gates import GateContext, GateResult, Observation, Verdict, observe, pod_ready
+from .gates import GateContext, GateResult, Observation, Verdict, observe, owner_set, pod_ready
 from .ringview import NODETOOL_SCRIPT, NodeReport, judge, parse_report
+from .steps import DC_LABEL
 
 __all__ = ["CASSANDRA_CONTAINER", "DC_LABEL", "DatabaseGate", "DatabaseView", "NodeView", "database_pods",
            "database_view", "has_runtime", "ring_reports", "summarise"]
 
 CASSANDRA_CONTAINER = "cassandra"
-DC_LABEL = "isthmus.dev/datacenter"
 
 
 def has_runtime(pod: KubeObject) -> bool:
     """A container runtime reports a container ID; simulated pods (kwok's fakes) have none: no process."""
     return any(s.get("containerID") for s in (pod.get("status") or {}).get("containerStatuses") or [])
-
-
-def _owner(pod: KubeObject) -> str:
-    for ref in pod["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == "StatefulSet":
-            return str(ref.get("name"))
-    return ""
 
 
 async def _ask(conn: ClusterConnection, namespace: str, pod: KubeObject, *, within: float,
@@ -107,7 +100,7 @@ class DatabaseGate:
         unreachable = {dc for dc, cluster in self.datacenters.items()
                        if ctx.observation.get(cluster) is None or ctx.observation[cluster].reach is not Reach.DONE}
         tolerated = {str((p.get("status") or {}).get("podIP")) for c, view in ctx.observation.items()
-                     for p in view.pods if (c, _owner(p)) in ctx.tolerated}
+                     for p in view.pods if (c, owner_set(p)) in ctx.tolerated}
         verdict = judge(reports, unreachable_datacenters=unreachable, tolerated=tolerated)
         if verdict.ok:
             return GateResult(self.name, Verdict.PASS, f"{len(reports)} nodes agree: every node UN, one schema")
@@ -124,7 +117,7 @@ class NodeView:
     pod: str
     cluster: str
     seen: Mapping[str, str]
-    """Asking datacenter -> state code (UN, DN, UJ...)."""
+    """Asking datacenter -> state code (UN, DN, UJ...); with several nodes asked there, the worst."""
     load: str
     owns: str
     schema: str
@@ -164,7 +157,9 @@ def summarise(reports: Sequence[NodeReport]) -> DatabaseView:
             continue
         for node in report.ring:
             row = rows.setdefault(node.address, {"node": node, "seen": {}})
-            row["seen"][report.datacenter] = node.code
+            seen = row["seen"]
+            if seen.get(report.datacenter, "UN") == "UN":  # a datacenter's worst view wins: one DN is DN
+                seen[report.datacenter] = node.code
             if report.address == node.address:
                 row["node"] = node  # a node's own line has its freshest load
     versions = {addr: version for r in reports for version, addrs in r.schema.items() for addr in addrs}

@@ -56,6 +56,7 @@ __all__ = [
     "failed_pods",
     "observe",
     "overall",
+    "owner_set",
     "pod_ready",
 ]
 
@@ -155,7 +156,8 @@ def failed_pods(pods: Sequence[KubeObject]) -> list[tuple[str, str]]:
     return out
 
 
-def _owner_set(pod: KubeObject) -> str:
+def owner_set(pod: KubeObject) -> str:
+    """The StatefulSet that owns ``pod`` (empty when none does)."""
     for ref in pod.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == "StatefulSet":
             return str(ref.get("name", ""))
@@ -209,7 +211,7 @@ class PodsReady:
     async def check(self, ctx: GateContext) -> GateResult:
         unready = [(v.cluster, p["metadata"]["name"]) for v in ctx.views() for p in v.pods
                    if not pod_ready(p) and (p.get("status") or {}).get("phase") != "Succeeded"
-                   and (v.cluster, _owner_set(p)) not in ctx.tolerated]
+                   and (v.cluster, owner_set(p)) not in ctx.tolerated]
         if not unready:
             return GateResult(self.name, Verdict.PASS)
         return GateResult(self.name, Verdict.WAIT, "not Ready: " + ", ".join(f"{c}/{n}" for c, n in unready),

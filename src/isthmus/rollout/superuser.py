@@ -40,8 +40,9 @@ from ..kube.portforward import PodPortForward
 from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
 from ..spec import CassandraCluster
-from .dbgate import CASSANDRA_CONTAINER, DC_LABEL, has_runtime
+from .dbgate import CASSANDRA_CONTAINER, has_runtime
 from .gates import pod_ready
+from .steps import DC_LABEL
 
 __all__ = ["DEFAULT_ROLE", "SuperuserError", "SuperuserOutcome", "ensure_superuser"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ MIN_VERSION = (3, 8, 0)
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 _TEMPLATE_TIMEOUT = 120.0
+_REAP_TIMEOUT = 10.0
 
 
 class HelmError(UserError):
@@ -107,6 +109,16 @@ def _helm_words(stderr: str) -> str:
     return " ".join(lines)[:2000]
 
 
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill ``proc`` and wait for its end, reading its pipes to their end: once a cancelled ``communicate`` stops
+    reading, a pipe whose buffer is full is paused, never sees its end, and ``proc.wait()`` alone never returns."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_REAP_TIMEOUT):
+            await proc.communicate()
+
+
 async def template(helm: HelmBinary, request: TemplateRequest) -> str:
     """``helm template`` of ``request``: the rendered YAML, or :class:`HelmError` with Helm's words."""
     chart = Path(request.chart)
@@ -127,13 +139,11 @@ async def template(helm: HelmBinary, request: TemplateRequest) -> str:
             async with asyncio.timeout(timeout):
                 out, err = await proc.communicate()
         except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
+            await _reap(proc)
             raise HelmError(f"helm template did not finish within {timeout:g}s", chart=request.chart,
                             cluster=request.cluster) from exc
         except BaseException:  # cancelled (another cluster's render failed): leave no helm behind
-            proc.kill()
-            await asyncio.shield(proc.wait())
+            await asyncio.shield(_reap(proc))
             raise
     if proc.returncode != 0:
         raise HelmError("helm template failed", chart=request.chart, cluster=request.cluster,

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UserError
 from ..helm import HelmBinary, TemplateRequest, find_helm, template
@@ -122,6 +123,19 @@ async def _stable(conn: ClusterConnection, release: ChartRelease, first: list[Ku
             for o in out]
 
 
+T = TypeVar("T")
+
+async def _all_or_none(*work: Coroutine[Any, Any, T]) -> list[T]:
+    """Every result, or the first failure once the rest are cancelled and have ended (no helm, no call left running
+    behind the caller's back while it closes its connections)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(w) for w in work]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
 async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterRegistry, *,
                          helm: HelmBinary | None = None, concurrency: int = 4) -> Manifests:
     """The release's manifests (real Secret values; mask them before storing), rendered by Helm per member."""
@@ -141,7 +155,7 @@ async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterR
                                   namespace=release.namespace, cluster=cluster,
                                   values=release.values_for(cluster, regions[cluster]),
                                   kube_version=caps.kube_version, api_versions=caps.api_versions)
-        first, second = await asyncio.gather(run(request), run(request))
+        first, second = await _all_or_none(run(request), run(request))
         absent = await register_custom_kinds(conn, first)
         if absent:
             raise UnservedKind(f"chart {release.spec.chart}, cluster {cluster}: the chart renders "
@@ -149,7 +163,7 @@ async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterR
                                "turn that part of the chart off in the values")
         return cluster, await _stable(conn, release, first, second)
 
-    rendered = dict(await asyncio.gather(*(one(c) for c in release.member_clusters())))
+    rendered = dict(await _all_or_none(*(one(c) for c in release.member_clusters())))
     return render(release, fleet, rendered=rendered)
 
 

@@ -19,15 +19,15 @@ from isthmus.kube import ClusterRegistry
 from isthmus.lab import Lab
 from isthmus.rollout import (
     Fenced,
+    GateVerdict,
     LeaseLock,
     LockHeld,
     LockLost,
     Outcome,
-    Phase,
     ProgressStore,
     RevisionNotFound,
     RolloutOptions,
-    Verdict,
+    RolloutPhase,
     apply_rollout,
     fence,
     history,
@@ -63,7 +63,7 @@ async def test_a_frozen_member_pauses_the_rollout_and_it_completes_after_thawing
     try:
         paused = await wait_state(registry, "fz", lambda s: "paused" in s.message and "c3" in s.message, within=30)
         held = paused.message.split()[2].rstrip(":")  # "paused before <step>: ..."
-        await witness.held(held, 5, Verdict.UNKNOWN)  # five more looks at the silent member, and no step started
+        await witness.held(held, 5, GateVerdict.UNKNOWN)  # five more looks at the silent member, and no step started
         during = await ProgressStore(registry["c1"], "fz").load()
         assert during is not None
         assert outcome(during, "rack/dc2/ra") is Outcome.PENDING and outcome(during, "rack/dc3/ra") is Outcome.PENDING
@@ -73,7 +73,7 @@ async def test_a_frozen_member_pauses_the_rollout_and_it_completes_after_thawing
     finally:
         lab3.thaw("c3")
     result = await asyncio.wait_for(task, 180)
-    assert result.phase is Phase.SUCCEEDED, result.state.to_dict()
+    assert result.phase is RolloutPhase.SUCCEEDED, result.state.to_dict()
     assert set(cpu_requests(lab3, "fz").values()) == {"600m"}
     assert any(f"paused before {held}: reachable: unknown (c3 is Unknown" in line for line in result.state.log)
 
@@ -187,7 +187,7 @@ async def test_a_not_ready_node_in_one_cluster_blocks_a_disruptive_step_in_anoth
     try:
         state = await wait_state(registry, "nrd", lambda s: s.revision == 2
                                  and outcome(s, "prepare/c1") is Outcome.DONE, within=30)
-        await witness.held("rack/dc1/ra", 5, Verdict.WAIT)  # held back five times by c2's NotReady node
+        await witness.held("rack/dc1/ra", 5, GateVerdict.WAIT)  # held back five times by c2's NotReady node
         state = await wait_state(registry, "nrd", lambda s: True)
         assert outcome(state, "rack/dc1/ra") is Outcome.PENDING, state.to_dict()
         assert cpu_requests(lab3, "nrd")["nrd-dc1-ra"] == "500m"
@@ -215,7 +215,7 @@ async def test_pods_that_never_become_ready_stop_the_rollout_and_it_rolls_back(
     started = time.monotonic()
     result = await apply_rollout(new, fleet, registry, FAST)
     elapsed = time.monotonic() - started
-    assert result.phase is Phase.ROLLED_BACK, (result.state.message, result.notes, result.state.log[-6:])
+    assert result.phase is RolloutPhase.ROLLED_BACK, (result.state.message, result.notes, result.state.log[-6:])
     assert any("failure budget" in n and "unschedulable" in n for n in result.notes), result.notes
     assert elapsed < 90  # stopped by the budget, well before the progress deadline
     after = {c: {n: s["metadata"]["annotations"]["isthmus.dev/content-hash"]

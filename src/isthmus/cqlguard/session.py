@@ -47,7 +47,7 @@ from collections import deque
 from isthmus.cqlguard.classify import Classification
 from isthmus.cqlguard.counters import LATENCY_BUCKETS, Counters
 from isthmus.cqlguard.flows import Flow, FlowTemplate, FlowVerdict, l7_action
-from isthmus.cqlguard.guard import Check, Guard, Step
+from isthmus.cqlguard.guard import Check, Disposition, Guard
 from isthmus.cqlguard.peer import Address, Peer
 from isthmus.cqlguard.policy import Identity
 from isthmus.cqlguard.protocol import (
@@ -235,21 +235,21 @@ class GuardSession:
             keyspace_in_doubt=conn.keyspace_in_doubt,
         )
         step = check.step
-        if step is Step.PASS:
+        if step is Disposition.PASS:
             conn.forward(request)
             sent.append(request.raw)
-        elif step is Step.FORWARD:
+        elif step is Disposition.FORWARD:
             conn.forward(check.request, changes_keyspace=check.changes_keyspace)
             sent.append(check.request.raw)
             known = self._remember(check)
             self._inflight[request.stream] = (known, wall, now)
             self.counters.count_request("allowed", known.action)
-        elif step is Step.DENY:
+        elif step is Disposition.DENY:
             assert check.decision is not None
             self._to_client(conn.deny(request, f"cqlguard: {check.decision.reason}"))
             self.counters.count_request("denied", l7_action(check.classification))
             self._flow(check, FlowVerdict.DENIED, wall, check.decision.rule, check.decision.reason)
-        elif step is Step.UNPREPARED:
+        elif step is Disposition.UNPREPARED:
             assert check.unprepared_id is not None
             self._to_client(conn.unprepared(request, check.unprepared_id))
             self.counters.count_request("error", "unknown")
@@ -265,7 +265,7 @@ class GuardSession:
             self._to_client(self.conn.deny(request, f"cqlguard: {reason}"))
             self.counters.count_request("error", "unknown")
             kind = request.opcode.name.lower()
-            self._flow(Check(Step.HOLD, request, kind), FlowVerdict.ERROR, wall, None, reason)
+            self._flow(Check(Disposition.HOLD, request, kind), FlowVerdict.ERROR, wall, None, reason)
             return
         self._held.append(request)
 

@@ -16,7 +16,7 @@ change (that is ``rollout``).
 """
 
 from .applying import (
-    Action,
+    ApplyAction,
     ApplyReport,
     ObjectOutcome,
     apply_objects,
@@ -79,8 +79,8 @@ from .watching import WatchSettings, watch_objects
 __all__ = [
     "FIELD_MANAGER",
     "HASH_ANNOTATION",
-    "Action",
     "ApiFailure",
+    "ApplyAction",
     "ApplyConflict",
     "ApplyReport",
     "BadRequest",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import UserError
-from ..kube import Action, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
+from ..kube import ApplyAction, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
 from ..render import RenderError
 from ..rollout import LockHeld, StatusReport, app_status
 from ..rollout.results import Timeline
@@ -48,18 +48,18 @@ from .rollup import (
     DriftSeen,
     EventType,
     OperatorEvent,
-    Outcome,
+    ReconcileOutcome,
     build_status,
     invalid_outcome,
     previous_status,
     rollout_events,
 )
 from .settings import DELETE_VOLUMES_ANNOTATION, OperatorSettings
-from .status import CassandraClusterStatus, Phase, now_rfc3339
+from .status import CassandraClusterStatus, StatusPhase, now_rfc3339
 from .triggers import RolloutNeed, Trigger, rollout_due, work_for
 from .watches import AppWatches, Change, ChangeKind, targets_for
 
-__all__ = ["EventType", "OperatorEvent", "Outcome", "Reconciler", "Trigger"]
+__all__ = ["EventType", "OperatorEvent", "ReconcileOutcome", "Reconciler", "Trigger"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Reconciler:
     watch_settings: WatchSettings | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _memory: dict[str, Memory] = field(default_factory=lambda: defaultdict(Memory))
-    _running: dict[str, asyncio.Task[Outcome]] = field(default_factory=dict)
+    _running: dict[str, asyncio.Task[ReconcileOutcome]] = field(default_factory=dict)
     _watches: AppWatches = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,7 +176,7 @@ class Reconciler:
             return True
         return memory.parsed is None or self.members.seen(memory.parsed.app.member_clusters()) != memory.members_seen
 
-    async def tick(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Outcome:
+    async def tick(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> ReconcileOutcome:
         """The timer: start a due rollout or drift check in the background, and refresh the status if needed.
 
         A rollout waits on gates and pods for minutes; run inline it would stop the timer, and with it
@@ -200,7 +200,7 @@ class Reconciler:
             outcome = await self.reconcile(body, fleets, trigger=Trigger.TIMER, apply=False)
         else:
             status = memory.status if memory.status is not None else previous_status(body)
-            outcome = Outcome(status, write=self.is_leader())
+            outcome = ReconcileOutcome(status, write=self.is_leader())
         pending, memory.pending_events = memory.pending_events, []
         return replace(outcome, events=(*pending, *outcome.events))
 
@@ -210,11 +210,11 @@ class Reconciler:
         self._running[key] = task
         task.add_done_callback(lambda t: self._finished(key, t))
 
-    async def _background(self, key: str, trigger: Trigger) -> Outcome:
+    async def _background(self, key: str, trigger: Trigger) -> ReconcileOutcome:
         return await self._in_turn(key, trigger)
 
     async def _in_turn(self, key: str, trigger: Trigger, body: Mapping[str, Any] | None = None,
-                       fleets: Sequence[Mapping[str, Any]] = ()) -> Outcome:
+                       fleets: Sequence[Mapping[str, Any]] = ()) -> ReconcileOutcome:
         """The one way a reconcile that may roll out runs, kopf's and the background's alike: one at a time per
         object, with ``body`` (default: the newest object seen, read once it is our turn)."""
         timeline = Timeline()
@@ -223,11 +223,11 @@ class Reconciler:
             if body is None:
                 body, fleets = memory.body, memory.fleets
             if body is None:
-                return Outcome(CassandraClusterStatus(), write=False)
+                return ReconcileOutcome(CassandraClusterStatus(), write=False)
             timeline.mark("turn")
             return await self._run(body, fleets, trigger=trigger, apply=True, timeline=timeline)
 
-    def _finished(self, key: str, task: asyncio.Task[Outcome]) -> None:
+    def _finished(self, key: str, task: asyncio.Task[ReconcileOutcome]) -> None:
         self._running.pop(key, None)
         if task.cancelled():
             return
@@ -244,7 +244,7 @@ class Reconciler:
     # -- one reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                        trigger: Trigger, apply: bool = True) -> Outcome:
+                        trigger: Trigger, apply: bool = True) -> ReconcileOutcome:
         """Apply (one at a time per object) or, with ``apply=False``, only refresh the status (never waits)."""
         self._remember(body, fleets)
         if apply:
@@ -252,14 +252,14 @@ class Reconciler:
         return await self._run(body, fleets, trigger=trigger, apply=False, timeline=Timeline())
 
     async def _run(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                   trigger: Trigger, apply: bool, timeline: Timeline) -> Outcome:
+                   trigger: Trigger, apply: bool, timeline: Timeline) -> ReconcileOutcome:
         key = _key(body)
         started = time.perf_counter()
         result = "error"
         try:
             if not self.is_leader():
                 result = "not-leader"
-                return Outcome(previous_status(body), write=False)
+                return ReconcileOutcome(previous_status(body), write=False)
             outcome = await self._reconcile_once(body, fleets, trigger=trigger, apply=apply, timeline=timeline)
             self._memory[key].status = outcome.status
             result = outcome.status.phase.value.lower()
@@ -269,7 +269,7 @@ class Reconciler:
             self.metrics.reconcile_duration.labels(label, result).observe(time.perf_counter() - started)
 
     async def _reconcile_once(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                              trigger: Trigger, apply: bool, timeline: Timeline) -> Outcome:
+                              trigger: Trigger, apply: bool, timeline: Timeline) -> ReconcileOutcome:
         key = _key(body)
         meta = body.get("metadata") or {}
         generation: int | None = meta.get("generation")
@@ -319,7 +319,7 @@ class Reconciler:
                 reason = "InvalidSpec" if isinstance(exc, RenderError) else type(exc).__name__
                 return self._invalid(body, previous.model_copy(update={"members": members}),
                                      Invalid(reason, str(exc)), generation, now,
-                                     phase=Phase.PENDING if isinstance(exc, LockHeld) else Phase.INVALID)
+                                     phase=StatusPhase.PENDING if isinstance(exc, LockHeld) else StatusPhase.INVALID)
             applied = by_member.outcomes
             if by_member.rolled_out:
                 memory.applied_generation = generation
@@ -350,7 +350,7 @@ class Reconciler:
             drift=DriftSeen(memory.drifted, drift_before) if report_only else None, now=now,
             counted=counted or applied is not None, keep=not counted,
             members=self.members.statuses(app.member_clusters(), previous.members, fresh=apply))
-        return Outcome(status, (*events, *more))
+        return ReconcileOutcome(status, (*events, *more))
 
     async def _status_report(self, memory: Memory, parsed: Parsed, registry: ClusterRegistry,
                              applied: Mapping[str, Applied] | None) -> StatusReport:
@@ -359,11 +359,11 @@ class Reconciler:
         same datacenters and reachable members, and not older than the resync interval)."""
         app = parsed.app
         shape = tuple((dc.name, dc.cluster) for dc in app.spec.datacenters)
-        wrote = any(o.ref.kind == "StatefulSet" and o.action is not Action.UNCHANGED
+        wrote = any(o.ref.kind == "StatefulSet" and o.action is not ApplyAction.UNCHANGED
                     for out in (applied or {}).values() if out.value is not None for o in out.value.outcomes)
         last = memory.report
         if last is not None and not memory.dirty and not wrote and memory.report_shape == shape \
-                and all(d.reach is Reach.DONE for d in last.datacenters) \
+                and all(d.reach is Reach.REACHED for d in last.datacenters) \
                 and self.members.seen(app.member_clusters()) == memory.members_seen \
                 and time.monotonic() - memory.report_read < self.settings.reconcile.resync_interval:
             return last
@@ -373,11 +373,11 @@ class Reconciler:
         return report
 
     def _invalid(self, body: Mapping[str, Any], previous: CassandraClusterStatus, exc: Invalid,
-                 generation: int | None, now: str, *, phase: Phase = Phase.INVALID) -> Outcome:
+                 generation: int | None, now: str, *, phase: StatusPhase = StatusPhase.INVALID) -> ReconcileOutcome:
         log.info("%s is invalid (%s): %s", _key(body), exc.reason, exc)
         return invalid_outcome(previous, exc.reason, str(exc), generation, now, phase=phase)
 
-    async def finalize(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Outcome:
+    async def finalize(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> ReconcileOutcome:
         """Remove what the app put in every member, datacenter waves in reverse; volumes stay unless asked."""
         key = _key(body)
         started = time.perf_counter()
@@ -401,12 +401,12 @@ class Reconciler:
                 except Invalid as exc:
                     events.append(OperatorEvent(EventType.WARNING, "CleanupSkipped",
                                                 f"the spec does not parse, so its members are unknown: {exc}"))
-                    return Outcome(previous, tuple(events))
+                    return ReconcileOutcome(previous, tuple(events))
                 found, retry = await delete_in_waves(app, self.members, delete_volumes=delete_volumes)
                 events += found
             self._memory.pop(key, None)
-            status = previous.model_copy(update={"phase": Phase.DELETING})
-            return Outcome(status, tuple(events), retry)
+            status = previous.model_copy(update={"phase": StatusPhase.DELETING})
+            return ReconcileOutcome(status, tuple(events), retry)
         finally:
             self.metrics.reconcile_duration.labels(Trigger.DELETE.value, "retry" if retry else "done").observe(
                 time.perf_counter() - started)

@@ -116,7 +116,7 @@ async def delete_in_waves(app: CassandraCluster, members: MemberRegistry, *,
         outcomes = await delete_app(part, members.registry(present), delete_volumes=delete_volumes)
         for name, out in sorted(outcomes.items()):
             members.observe(name, out.reach, out.error)
-            if out.reach is not Reach.DONE:
+            if out.reach is not Reach.REACHED:
                 events.append(OperatorEvent(EventType.WARNING, "CleanupPending", f"{name}: {out.error}"))
                 retry = 10.0
             elif out.value is not None:

@@ -23,22 +23,22 @@ from .gates import (
     Gate,
     GateContext,
     GateResult,
+    GateVerdict,
     NodesReady,
     PodsReady,
     Reachable,
     Soak,
-    Verdict,
     WorkloadsSettled,
 )
 from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
-from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .requirements import MissingCRD
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
 from .rollback import NothingToRollBack, rollback_app
 from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
 from .secrets import SecretUnavailable, superuser_password
-from .steps import Plan, Step, StepKind, check_strategy, plan_rollout
+from .steps import RolloutPlan, Step, StepKind, check_strategy, plan_rollout
 
 __all__ = [
     "DEFAULT_GATES",
@@ -53,6 +53,7 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "GateVerdict",
     "History",
     "LeaseLock",
     "LeaseState",
@@ -65,8 +66,6 @@ __all__ = [
     "NothingToResume",
     "NothingToRollBack",
     "Outcome",
-    "Phase",
-    "Plan",
     "PodsReady",
     "Progress",
     "ProgressStore",
@@ -76,6 +75,8 @@ __all__ = [
     "RevisionNotFound",
     "RevisionStore",
     "RolloutOptions",
+    "RolloutPhase",
+    "RolloutPlan",
     "RolloutResult",
     "RolloutState",
     "SecretUnavailable",
@@ -85,7 +86,6 @@ __all__ = [
     "StepFailed",
     "StepKind",
     "UnknownCluster",
-    "Verdict",
     "WorkloadsSettled",
     "app_status",
     "apply_rollout",

@@ -395,7 +395,7 @@ async def read_member_revision(conn: ClusterConnection, app: str, namespace: str
     def num(key: str) -> int | None:
         return int(data[key]) if data.get(key) else None
 
-    return MemberRevision(conn.name, Reach.DONE, num("revision"), num("target"),
+    return MemberRevision(conn.name, Reach.REACHED, num("revision"), num("target"),
                           float(data["updated"]) if data.get("updated") else None)
 
 
@@ -447,7 +447,7 @@ class History:
         """Per member: Running, Rolling (the target of an unfinished rollout), Unknown, or empty."""
         out = {}
         for cluster, m in sorted(self.members.items()):
-            if m.reach is not Reach.DONE:
+            if m.reach is not Reach.REACHED:
                 out[cluster] = "Unknown"
             elif m.revision == number and m.target is None:
                 out[cluster] = "Running"

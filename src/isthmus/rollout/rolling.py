@@ -27,7 +27,7 @@ from .deploying import Progress
 from .engine import Baseline, EarlyFences, Engine, EngineSettings, Target
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
-from .progress import Phase, ProgressStore, RolloutState
+from .progress import ProgressStore, RolloutPhase, RolloutState
 from .requirements import require_custom_kinds
 from .results import RolloutResult, Timeline
 from .revisions import Revision, RevisionStore, stage
@@ -259,7 +259,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
         result = await session.run(app, fill_password(masked, password), state, timeline, baseline, fences,
                                    reapply=not created)
         await _superuser(registry, app, password, result, session.states)
-        if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
+        if result.phase is RolloutPhase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
             else:
@@ -268,7 +268,7 @@ async def apply_rollout(app: CassandraCluster, fleet: Fleet, registry: ClusterRe
                 result.notes.append(f"revision {failed.state.revision} failed ({failed.state.message}); "
                                     f"rolled back to revision {state.previous}")
                 if result.ok:
-                    result.state.phase = Phase.ROLLED_BACK
+                    result.state.phase = RolloutPhase.ROLLED_BACK
                     await session.states.save(result.state)
         return result
     finally:

@@ -32,7 +32,7 @@ from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster
 from ..spec.errors import Problem, SpecError
 
-__all__ = ["Lane", "Plan", "Step", "StepKind", "Wave", "check_strategy", "datacenter_waves", "plan_rollout",
+__all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "datacenter_waves", "plan_rollout",
            "step_objects"]
 
 DC_LABEL = "isthmus.dev/datacenter"
@@ -96,7 +96,7 @@ class Wave:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RolloutPlan:
     app: str
     waves: tuple[Wave, ...]
     reverse: bool = False
@@ -132,7 +132,7 @@ class Plan:
             for w in self.waves]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+    def from_dict(cls, d: Mapping[str, Any]) -> RolloutPlan:
         return cls(str(d["app"]), tuple(
             Wave(str(w["name"]), tuple(Lane(str(ln["name"]), tuple(Step.from_dict(s) for s in ln["steps"]))
                                         for ln in w["lanes"]))
@@ -159,7 +159,7 @@ def datacenter_waves(app: CassandraCluster) -> list[list[str]]:
     return [[seed], *(rest[i:i + size] for i in range(0, len(rest), size))]
 
 
-def plan_rollout(app: CassandraCluster, *, reverse: bool = False) -> Plan:
+def plan_rollout(app: CassandraCluster, *, reverse: bool = False) -> RolloutPlan:
     """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
     members = app.member_clusters()
     dcs = {dc.name: dc for dc in app.spec.datacenters}
@@ -178,7 +178,7 @@ def plan_rollout(app: CassandraCluster, *, reverse: bool = False) -> Plan:
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
-    return Plan(app.metadata.name, tuple(waves), reverse)
+    return RolloutPlan(app.metadata.name, tuple(waves), reverse)
 
 
 def _is_workload(obj: KubeObject) -> bool:

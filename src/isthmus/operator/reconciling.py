@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import UserError
 from ..kube import ApplyAction, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
 from ..render import RenderError
-from ..rollout import LockHeld, StatusReport, app_status
+from ..rollout import LockHeld, RolloutOptions, StatusReport, app_status
 from ..rollout.results import Timeline
 from ..spec import CassandraCluster, Fleet
 from ..spec.cassandra import DriftPolicy
@@ -42,7 +42,7 @@ from .inputs import Invalid, parse_app, spec_revision
 from .members import MemberRegistry
 from .memory import Memory, Parsed, parse_once
 from .metrics import OperatorMetrics
-from .rollouts import check_drift, delete_in_waves, roll_out
+from .rollouts import check_drift, delete_in_waves, roll_out, rollout_options
 from .rollup import (
     Applied,
     DriftSeen,
@@ -84,9 +84,12 @@ class Reconciler:
     _memory: dict[str, Memory] = field(default_factory=lambda: defaultdict(Memory))
     _running: dict[str, asyncio.Task[ReconcileOutcome]] = field(default_factory=dict)
     _watches: AppWatches = field(init=False)
+    rollout_options: RolloutOptions = field(init=False)
+    """Every rollout's options, built once from :attr:`settings` (:func:`.rollouts.rollout_options`)."""
 
     def __post_init__(self) -> None:
         self._watches = AppWatches(self._on_change, self.watch_settings)
+        self.rollout_options = rollout_options(self.settings)
 
     @asynccontextmanager
     async def _turn(self, key: str) -> AsyncIterator[None]:
@@ -312,7 +315,7 @@ class Reconciler:
         if work.rollout is RolloutNeed.ALWAYS or (work.rollout is RolloutNeed.IF_DRIFTED and any(found.values())):
             try:
                 by_member = await roll_out(app, parsed.fleet, registry, parsed.manifests, members=self.members,
-                                           settings=self.settings, metrics=self.metrics, repair=repair,
+                                           options=self.rollout_options, metrics=self.metrics, repair=repair,
                                            timeline=timeline)
             except UserError as exc:  # raised before any write: a render error, the lock held elsewhere...
                 members = self.members.statuses(app.member_clusters(), previous.members, fresh=True)

@@ -13,20 +13,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..kube import ClusterRegistry, KubeObject, ObjectRef
+from ..kube import ClusterRegistry, KubeObject
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..spec import CassandraCluster, Fleet
-from .clock import SYSTEM, Clock
 from .dbgate import DatabaseGate
 from .deploying import Progress
-from .engine import Baseline, EarlyFences, Engine, EngineSettings, Target
-from .gates import DEFAULT_GATES, Gate
-from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
+from .engine import Baseline, EarlyFences, Engine
+from .locking import LeaseLock
 from .progress import ProgressStore, RolloutPhase, RolloutState
 from .requirements import require_custom_kinds
 from .results import RolloutResult, Timeline
@@ -35,6 +32,7 @@ from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
 from .steps import check_strategy, plan_rollout
 from .superuser import SuperuserError, ensure_superuser
+from .target import EngineSettings, RolloutOptions, Target
 
 __all__ = ["NothingToResume", "RolloutOptions", "apply_rollout", "fill_password", "resume_rollout"]
 
@@ -49,29 +47,6 @@ class UnknownCluster(UserError):
 
 def _quiet(_cluster: str, _message: str) -> None:
     return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutOptions:
-    identity: str | None = None
-    """Who is rolling out (recorded in the lock, the revision and the state); default user@host/pid."""
-    lock_wait: float = 0.0
-    """Seconds to wait for another holder's lock before refusing (naming the holder)."""
-    lock_duration: float = DEFAULT_DURATION
-    poll_interval: float = 1.0
-    force_conflicts: bool = False
-    prune: bool = True
-    skip_clusters: frozenset[str] = frozenset()
-    timeout: float | None = None
-    gates: tuple[Gate, ...] = DEFAULT_GATES
-    lock_waiting: Callable[[LeaseState], None] | None = None
-    unless_settled: bool = False
-    """Read first, and write nothing at all (no lock, no fence, no record) when every member already runs
-    this very revision; see :mod:`.settled`."""
-    repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
-    """Drift correction: per member, objects to write again although their content hash matches."""
-    clock: Clock = SYSTEM
-    """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
 
 
 def fill_password(manifests: Manifests, password: str) -> Manifests:
@@ -126,14 +101,8 @@ class _Session:
     async def run(self, app: CassandraCluster, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
                   fences: EarlyFences | None = None, *, reapply: bool = False) -> RolloutResult:
-        strategy = app.spec.rollout
-        settings = EngineSettings(
-            poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
-            prune=self.options.prune,
-            skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, _database_gate(app)),
-            soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
-            failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair,
-            reapply=reapply)
+        settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=(_database_gate(app),),
+                                  reapply=reapply)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,

@@ -31,10 +31,11 @@ from .gates import (
     WorkloadsSettled,
 )
 from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
+from .memberrevisions import History, history
 from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .requirements import MissingCRD
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
-from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
+from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore
 from .rollback import NothingToRollBack, rollback_app
 from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
 from .secrets import SecretUnavailable, superuser_password

@@ -52,11 +52,11 @@ from .deploying import Progress
 from .gates import observe
 from .gating import Gatekeeper, unreverted
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
+from .memberrevisions import record_member_revision
 from .memberview import MemberView, read_member, read_workloads
 from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState, StepRecord
 from .recording import StateWriter
 from .results import EngineStats, RolloutResult, StepFailed, Timeline
-from .revisions import record_member_revision
 from .steps import Step, StepKind, step_objects
 from .target import Baseline, EngineSettings, Target
 from .writing import StepWriter

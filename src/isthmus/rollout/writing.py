@@ -32,9 +32,9 @@ from ..kube import (
 )
 from ..kube.inventory import read_inventory
 from .deciding import changed_since
+from .memberrevisions import member_record_name, record_member_revision
 from .memberview import RecordedRevision
 from .results import EngineStats
-from .revisions import member_record_name, record_member_revision
 from .steps import Step, StepKind
 from .target import EngineSettings, Target
 

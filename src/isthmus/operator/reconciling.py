@@ -15,8 +15,8 @@ the status shows can have changed (then it does no work at all). kopf's own hand
 same turn (:meth:`Reconciler._in_turn`), one reconcile per object at a time.
 
 Drift: a watch per member and kind of object the app owns (:mod:`.watches`) reports changes made
-by someone else; ``drift_debounce`` later a drift check of those members runs. Then a rollout of
-the same revision puts it back, objects edited in place written again with their fields taken
+by someone else; ``drift_debounce`` later a drift check of those members runs (:mod:`.driftchecks`).
+Then a rollout of the same revision puts it back, objects edited in place written again with their fields taken
 over (``spec.rollout.drift: correct``), or a ``Drifted`` condition names it (``report``).
 """
 
@@ -38,6 +38,7 @@ from ..rollout import LockHeld, RolloutOptions, StatusReport, app_status
 from ..rollout.results import Timeline
 from ..spec import CassandraCluster, Fleet
 from ..spec.cassandra import DriftPolicy
+from .driftchecks import DriftChecks
 from .inputs import Invalid, parse_app, spec_revision
 from .members import MemberRegistry
 from .memory import Memory, Parsed, parse_once
@@ -57,15 +58,10 @@ from .rollup import (
 from .settings import DELETE_VOLUMES_ANNOTATION, OperatorSettings
 from .status import CassandraClusterStatus, StatusPhase, now_rfc3339
 from .triggers import RolloutNeed, Trigger, rollout_due, work_for
-from .watches import AppWatches, Change, ChangeKind, targets_for
 
 __all__ = ["EventType", "OperatorEvent", "ReconcileOutcome", "Reconciler", "Trigger"]
 
 log = logging.getLogger(__name__)
-
-
-MIN_CHECK_INTERVAL = 2.0
-"""Seconds between the starts of two drift checks that watches asked for."""
 
 
 @dataclass
@@ -83,12 +79,13 @@ class Reconciler:
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _memory: dict[str, Memory] = field(default_factory=lambda: defaultdict(Memory))
     _running: dict[str, asyncio.Task[ReconcileOutcome]] = field(default_factory=dict)
-    _watches: AppWatches = field(init=False)
+    _drift: DriftChecks = field(init=False)
     rollout_options: RolloutOptions = field(init=False)
     """Every rollout's options, built once from :attr:`settings` (:func:`.rollouts.rollout_options`)."""
 
     def __post_init__(self) -> None:
-        self._watches = AppWatches(self._on_change, self.watch_settings)
+        self._drift = DriftChecks(self._memory, self.members, self._check_suspects,
+                                  debounce=self.settings.reconcile.drift_debounce, settings=self.watch_settings)
         self.rollout_options = rollout_options(self.settings)
 
     @asynccontextmanager
@@ -114,53 +111,15 @@ class Reconciler:
             raise Invalid("UnregisteredMember", f"the Fleet's control plane {control} is not a registered member "
                           "and the operator has no connection to it; nothing was applied") from exc
 
-    # -- watches on the members ----------------------------------------------------------------
+    # -- drift checks the watches ask for -----------------------------------------------------------
 
-    def _watch(self, key: str, parsed: Parsed) -> None:
-        app = parsed.app
-        connections = {}
-        for name in app.member_clusters():
-            state = self.members.state(name)
-            if state is not None and state.connection is not None:
-                connections[name] = state.connection
-        self._watches.want(key, targets_for(app.metadata.name, app.namespace, parsed.kinds, connections))
-
-    def _on_change(self, change: Change) -> None:
-        memory = self._memory.get(change.key)
-        if memory is None:
-            return
-        if change.kind == "StatefulSet":
-            memory.dirty = True
-        if change.change is not ChangeKind.FOREIGN:
-            return
-        log.info("%s: %s %s in %s %s by someone else; checking for drift", change.key, change.kind, change.name,
-                 change.cluster, "deleted" if change.event == "DELETED" else "changed")
-        memory.suspects.add(change.cluster)
-        self._schedule_check(change.key)
-
-    def _schedule_check(self, key: str) -> None:
-        """A drift check of the suspect members, ``drift_debounce`` from now, and never sooner than
-        ``MIN_CHECK_INTERVAL`` after the last one began (a controller that keeps touching an object costs
-        a bounded number of checks)."""
-        memory = self._memory.get(key)
-        if memory is None or memory.check is not None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = max(self.settings.reconcile.drift_debounce, memory.last_check + MIN_CHECK_INTERVAL - time.monotonic())
-        memory.check = loop.call_later(delay, self._start_check, key)
-
-    def _start_check(self, key: str) -> None:
-        memory = self._memory.get(key)
-        if memory is None:
-            return
-        memory.check = None
-        memory.last_check = time.monotonic()
-        if memory.suspects and key not in self._running:  # else the running one reschedules when it ends
+    def _check_suspects(self, key: str) -> None:
+        if key not in self._running:  # else the running one reschedules when it ends
             self._start(key, Trigger.WATCH)
 
     def watch_count(self) -> int:
         """How many watches are open on members' objects, for every app."""
-        return self._watches.count()
+        return self._drift.count()
 
     # -- the timer ------------------------------------------------------------------------------
 
@@ -242,7 +201,7 @@ class Reconciler:
         if memory is not None:
             memory.pending_events += task.result().events
             if memory.suspects:
-                self._schedule_check(key)
+                self._drift.schedule(key)
 
     # -- one reconcile --------------------------------------------------------------------------
 
@@ -286,12 +245,12 @@ class Reconciler:
             registry = self._registry(app, fleet)
         except Invalid as exc:
             if parsed is not None:
-                self._watch(key, parsed)  # the members still registered keep their watches, the others lose them
+                self._drift.watch(key, parsed)  # the members still registered keep their watches, the others lose them
             known = parsed.app if parsed is not None else exc.app
             members = self.members.statuses(known.member_clusters(), previous.members, fresh=True) \
                 if known is not None else previous.members
             return self._invalid(body, previous.model_copy(update={"members": members}), exc, generation, now)
-        self._watch(key, parsed)
+        self._drift.watch(key, parsed)
         timeline.mark("parsed")
 
         events: list[OperatorEvent] = []
@@ -330,7 +289,7 @@ class Reconciler:
                     memory.drifted = {c: [] for c in memory.drifted or {}}
                 elif any((memory.drifted or {}).values()):  # drift seen before: is it still there?
                     memory.suspects |= set(memory.drifted or {})
-                    self._schedule_check(key)
+                    self._drift.schedule(key)
             events += rollout_events(applied, found, settled=settled, rolled_out=by_member.rolled_out)
 
         report = await self._status_report(memory, parsed, registry, applied)
@@ -389,11 +348,7 @@ class Reconciler:
         delete_volumes = str(annotations.get(DELETE_VOLUMES_ANNOTATION, "")).lower() == "true"
         events: list[OperatorEvent] = []
         retry: float | None = None
-        memory = self._memory.get(key)
-        if memory is not None and memory.check is not None:
-            memory.check.cancel()
-            memory.check = None
-        await self._watches.drop(key)  # the deletions below are ours, not drift
+        await self._drift.drop(key)  # the deletions below are ours, not drift
         running = self._running.pop(key, None)
         if running is not None:
             running.cancel()
@@ -416,11 +371,7 @@ class Reconciler:
 
     async def close(self) -> None:
         """Stop the watches and pending checks (the process is stopping or no longer leads)."""
-        for memory in self._memory.values():
-            if memory.check is not None:
-                memory.check.cancel()
-                memory.check = None
-        await self._watches.close()
+        await self._drift.close()
 
 
 def _key(body: Mapping[str, Any]) -> str:

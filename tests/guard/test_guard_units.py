@@ -198,7 +198,10 @@ def test_follow_reads_new_lines_across_rotation(tmp_path: Path) -> None:
     thread = threading.Thread(target=follow)
     thread.start()
     try:
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while got != ["first"]:  # the follower read the file to its end: it follows it now
+            assert time.monotonic() < deadline, "the follower did not read the first line"
+            time.sleep(0.01)
         writer.write(_flow(FlowVerdict.ALLOWED, "second"))
         path.rename(tmp_path / "old.jsonl")
         writer.write(_flow(FlowVerdict.ALLOWED, "third"))

@@ -34,6 +34,7 @@ from isthmus.rollout import (
     lock_status,
     rollback_app,
 )
+from isthmus.rollout.clock import FakeClock
 
 pytestmark = pytest.mark.lab
 ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
@@ -124,11 +125,13 @@ async def test_two_concurrent_applies_one_refuses_naming_the_holder(lab3: Lab, r
 
 async def test_an_expired_holder_taken_over_cannot_write(lab3: Lab, registry: ClusterRegistry) -> None:
     c1, c2 = registry["c1"], registry["c2"]
-    old = LeaseLock(c1, "fnc", "old-holder", duration=2)
+    clock = FakeClock(epoch=time.time() - 1000.0)  # both holders' time: lease times near the real ones
+    old = LeaseLock(c1, "fnc", "old-holder", duration=2, clock=clock)
     old_token = await old.acquire()
     await fence(c2, "fnc", "fnc", old_token, old.identity)
-    await asyncio.sleep(2.5)  # the old holder stalls; its lease expires
-    new = LeaseLock(c1, "fnc", "new-holder", duration=15)
+    await clock.advance(2.5)  # the old holder stalls; its lease expires (by its own clock and by the new one's)
+    assert not old.held
+    new = LeaseLock(c1, "fnc", "new-holder", duration=15, clock=clock)
     new_token = await new.acquire()
     assert new_token == old_token + 1
     await fence(c2, "fnc", "fnc", new_token, new.identity)

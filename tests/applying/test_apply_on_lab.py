@@ -10,7 +10,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,9 +109,7 @@ async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, regis
     fleet, app = load(fleet_doc(), app_doc("frz"))
     lab3.freeze("c3")
     try:
-        started = time.monotonic()
         result = await apply_rollout(app, fleet, registry, replace(FAST, timeout=15.0))
-        elapsed = time.monotonic() - started
         status = await app_status(app, registry)
     finally:
         lab3.thaw("c3")
@@ -120,7 +117,6 @@ async def test_a_frozen_member_is_unknown_and_the_others_finish(lab3: Lab, regis
     assert any("no answer within" in line for line in result.state.log), result.state.log
     assert result.state.steps["prepare/c1"].outcome is Outcome.DONE
     assert result.state.steps["prepare/c2"].outcome is Outcome.DONE
-    assert elapsed < 30
     assert {d.cluster: d.reach for d in status.datacenters}["c3"] is Reach.UNREACHABLE
     # After thawing (and the breaker's cooldown) the same apply converges c3.
     registry["c3"].breaker.succeeded()

@@ -215,12 +215,10 @@ async def test_pods_that_never_become_ready_stop_the_rollout_and_it_rolls_back(
     broken["spec"]["resources"]["cpu"] = "5000"  # type: ignore[index]  # no node has that: unschedulable
     broken["spec"]["rollout"] = strategy  # type: ignore[index]
     _, new = load(fleet_doc(), broken)
-    started = time.monotonic()
     result = await apply_rollout(new, fleet, registry, FAST)
-    elapsed = time.monotonic() - started
     assert result.phase is RolloutPhase.ROLLED_BACK, (result.state.message, result.notes, result.state.log[-6:])
     assert any("failure budget" in n and "unschedulable" in n for n in result.notes), result.notes
-    assert elapsed < 90  # stopped by the budget, well before the progress deadline
+    assert not any("progress deadline" in n for n in result.notes), result.notes  # the budget stopped it first
     after = {c: {n: s["metadata"]["annotations"]["isthmus.dev/content-hash"]
                  for n, s in statefulsets(lab3, c, "bad").items()} for c in ("c1", "c2", "c3")}
     assert after == before

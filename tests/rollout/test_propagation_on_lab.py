@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
@@ -40,16 +39,13 @@ async def test_a_change_that_rolls_no_pods_lands_everywhere_in_the_prepare_wave_
     lab3.node_not_ready("c2", "c2-region-2b-1")  # every gate would now wait, anywhere
     try:
         _, grant = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"]))
-        started = time.monotonic()
         result = await asyncio.wait_for(apply_rollout(grant, fleet, registry, FAST), 60)
-        took = time.monotonic() - started
         assert result.phase is RolloutPhase.SUCCEEDED, result.state.to_dict()
         assert all("shop.order_items" in policy(lab3, c, "prp") for c in ("c1", "c2", "c3"))
         assert generations(lab3, "prp") == before  # no StatefulSet written: no pod rolled
         racks = [s for s in result.state.plan.steps if s.kind.value == "rack"]
         assert racks and all(result.state.steps[s.id].note.startswith("unchanged") for s in racks)
         assert result.stats.gate_evaluations == 0 and result.stats.converge_seconds == 0
-        assert took < 30, f"took {took:.1f}s"
         # The persisted state (writes grouped, not one per step boundary) is complete.
         stored = await ProgressStore(registry["c1"], "prp").load()
         assert stored is not None and stored.phase is RolloutPhase.SUCCEEDED and stored.current is None

@@ -141,6 +141,7 @@ def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
 def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
                 request_timeout: CallTimeout = 10.0, output: OutputOpt = OutputFormat.TABLE) -> None:
     """List the app's revisions and which one each member cluster runs (Unknown when it does not answer)."""
+    from ..kube import Reach
     from ..rollout import history
 
     target = load_target(files, app_name)
@@ -163,7 +164,7 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
                       *(states.get(m, "") for m in members), "\n".join(info.summary))
     out_console.print(table)
     for cluster, member in sorted(hist.members.items()):
-        if member.reach.value != "Done":
+        if member.reach is not Reach.REACHED:
             out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)
         else:
             out_console.print(f"{cluster}: runs revision {member.revision or '-'}"

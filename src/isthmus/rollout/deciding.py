@@ -60,7 +60,8 @@ class StepDecision:
 
 @dataclass(frozen=True, kw_only=True)
 class StepSettings:
-    """What of the run's settings a decision depends on."""
+    """What of the run's settings a decision depends on: a narrow view, built once per run from the engine's
+    :class:`~.target.EngineSettings` and the revision, so the pure decision and its tests need no whole run."""
 
     skip_clusters: frozenset[str] = frozenset()
     repair: Mapping[str, frozenset[ObjectRef]] | None = None

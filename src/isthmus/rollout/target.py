@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..kube import KubeObject, ObjectRef
 from ..render import Manifests
@@ -15,7 +16,7 @@ from .clock import SYSTEM, Clock
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseState
 
-__all__ = ["Baseline", "EngineSettings", "RolloutOptions", "Target"]
+__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "RolloutOptions", "Target"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,19 @@ class RolloutOptions:
     """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
 
 
+class EngineStrategy(Protocol):
+    """What the engine reads of an app's rollout strategy (the spec's ``spec.rollout``, as it is)."""
+
+    @property
+    def soak_seconds(self) -> float: ...
+
+    @property
+    def progress_deadline_seconds(self) -> float: ...
+
+    @property
+    def failure_budget(self) -> int: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
@@ -75,7 +89,7 @@ class EngineSettings:
     Nothing is copied: the properties read through to where each value was chosen."""
 
     options: RolloutOptions = field(default_factory=RolloutOptions)
-    strategy: RolloutStrategy = field(default_factory=RolloutStrategy)
+    strategy: EngineStrategy = field(default_factory=RolloutStrategy)
     app_gates: tuple[Gate, ...] = ()
     """Gates the app brings beside the caller's (a Cassandra ring's :class:`~.dbgate.DatabaseGate`)."""
     reapply: bool = False

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
-from isthmus.kube import Action, ClusterRegistry
+from isthmus.kube import ApplyAction, ClusterRegistry
 from isthmus.lab import Lab
 from isthmus.rollout import RolloutOptions, apply_rollout
 
@@ -70,7 +70,7 @@ async def test_apply_creates_the_discovery_objects_in_each_member(lab3: Lab, reg
         assert client["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "isthmus"
         assert len(notes["isthmus.dev/content-hash"]) == 16
         assert {("ServiceExport", f"dsc-dc{i}-seeds"), ("Service", "dsc-client")} <= inventory(lab3, cluster, "dsc")
-        created = {str(ref) for ref, action in result.reports[cluster].items() if action is Action.CREATED}
+        created = {str(ref) for ref, action in result.reports[cluster].items() if action is ApplyAction.CREATED}
         assert f"ServiceExport dsc/dsc-dc{i}-seeds" in created
     # Through server-side apply, by Isthmus' field manager, like every other object of the app.
     export = json.loads(lab3.kubectl("c2", "get", "serviceexport", "dsc-dc2-seeds", "-n", "dsc", "-o", "json",
@@ -94,7 +94,7 @@ async def test_removing_a_datacenter_prunes_its_discovery_objects(lab3: Lab, reg
     _, smaller = load(fleet_doc(), doc)
     result = await apply_rollout(smaller, fleet, registry, FAST)
     assert result.ok, result.state.to_dict()
-    pruned = {str(ref) for ref, action in result.reports["c2"].items() if action is Action.PRUNED}
+    pruned = {str(ref) for ref, action in result.reports["c2"].items() if action is ApplyAction.PRUNED}
     assert {"ServiceExport dpr/dpr-dc2b-seeds", "ServiceExport dpr/dpr-dc2b-client"} <= pruned
     assert exports(lab3, "c2", "dpr") == {"dpr-client", "dpr-dc2-seeds", "dpr-dc2-client"}
     assert ("ServiceExport", "dpr-dc2b-seeds") not in inventory(lab3, "c2", "dpr")

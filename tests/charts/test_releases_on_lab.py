@@ -16,9 +16,9 @@ from isthmus.lab import Lab
 from isthmus.render.charts import parse_rendered
 from isthmus.rollout import (
     Outcome,
-    Phase,
     ProgressStore,
     RolloutOptions,
+    RolloutPhase,
     app_status,
     apply_rollout,
     history,
@@ -154,7 +154,7 @@ async def test_a_change_goes_cluster_by_cluster_and_a_broken_one_is_rolled_back_
                                                       "nodeSelector": {"lab.isthmus.dev/no-such": "node"}},
                                      rollout=strategy))
     third = await apply_rollout(v3, fleet, registry, FAST, rendered=await render_release(v3, fleet, registry))
-    assert third.phase is Phase.ROLLED_BACK, third.state.message
+    assert third.phase is RolloutPhase.ROLLED_BACK, third.state.message
     assert any("revision 3 failed" in n and "unschedulable" in n and "rolled back to revision 2" in n
                for n in third.notes), third.notes
     for cluster in CLUSTERS:

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from isthmus.cqlguard.classify import (
-    Action,
     Classified,
+    CqlAction,
     LexError,
     Statement,
     TokenKind,
@@ -18,10 +18,10 @@ from isthmus.cqlguard.classify import (
     tokenize,
 )
 
-A = Action
+A = CqlAction
 S = Statement
 
-TABLE: list[tuple[str, list[tuple[Action, str | None, str | None]]]] = [
+TABLE: list[tuple[str, list[tuple[CqlAction, str | None, str | None]]]] = [
     ("SELECT * FROM ks.t", [(A.SELECT, "ks", "t")]),
     ("select a, b from t where k = 1", [(A.SELECT, "cur", "t")]),
     ("SELECT JSON * FROM ks.t", [(A.SELECT, "ks", "t")]),
@@ -83,7 +83,7 @@ TABLE: list[tuple[str, list[tuple[Action, str | None, str | None]]]] = [
 
 
 @pytest.mark.parametrize(("query", "expected"), TABLE)
-def test_classification_table(query: str, expected: list[tuple[Action, str | None, str | None]]) -> None:
+def test_classification_table(query: str, expected: list[tuple[CqlAction, str | None, str | None]]) -> None:
     result = classify(query, keyspace="cur")
     assert isinstance(result, Classified), result
     assert result.statements == tuple(S(*e) for e in expected)
@@ -159,7 +159,7 @@ def test_lex_errors(text: str) -> None:
 
 # ------------------------------------------------------------------------------ bypasses
 
-BYPASS: list[tuple[str, str | None, list[tuple[Action, str | None, str | None]]]] = [
+BYPASS: list[tuple[str, str | None, list[tuple[CqlAction, str | None, str | None]]]] = [
     # comments hiding or faking keywords
     ("SELECT * /* FROM public.t */ FROM secret.t", None, [(A.SELECT, "secret", "t")]),
     ("SELECT * -- FROM public.t\n FROM secret.t", None, [(A.SELECT, "secret", "t")]),
@@ -194,7 +194,8 @@ BYPASS: list[tuple[str, str | None, list[tuple[Action, str | None, str | None]]]
 
 
 @pytest.mark.parametrize(("query", "keyspace", "expected"), BYPASS)
-def test_bypass_suite(query: str, keyspace: str | None, expected: list[tuple[Action, str | None, str | None]]) -> None:
+def test_bypass_suite(query: str, keyspace: str | None,
+                      expected: list[tuple[CqlAction, str | None, str | None]]) -> None:
     result = classify(query, keyspace=keyspace)
     assert isinstance(result, Classified), result
     assert result.statements == tuple(S(*e) for e in expected)
@@ -235,7 +236,7 @@ HIDDEN_BY_LINE_ENDS = [
 
 
 @pytest.mark.parametrize(("query", "expected"), HIDDEN_BY_LINE_ENDS)
-def test_a_carriage_return_ends_a_line_comment(query: str, expected: list[tuple[Action, str, str]]) -> None:
+def test_a_carriage_return_ends_a_line_comment(query: str, expected: list[tuple[CqlAction, str, str]]) -> None:
     assert classify(query) == Classified(tuple(S(*e) for e in expected), batch=query.startswith("BEGIN"))
 
 

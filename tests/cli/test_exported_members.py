@@ -9,7 +9,7 @@ import types
 import pytest
 
 PACKAGES = ["isthmus.spec", "isthmus.netplan", "isthmus.render", "isthmus.kube", "isthmus.rollout",
-            "isthmus.operator", "isthmus.cqlguard", "isthmus.lab", "isthmus.observe"]
+            "isthmus.operator", "isthmus.cqlguard", "isthmus.lab", "isthmus.pictures"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -120,7 +120,11 @@ def test_sighup_reloads_the_policy_without_dropping_the_session(
         assert connections >= 1
 
         _rewrite_unnoticed(g.policy, AFTER)
-        time.sleep(2.5)  # more than the file poller's interval: it must not have reloaded
+        checks = g.metric("isthmus_cqlguard_policy_checks_total")
+        deadline = time.monotonic() + 10
+        while g.metric("isthmus_cqlguard_policy_checks_total") < checks + 2:  # a whole look after the rewrite
+            assert time.monotonic() < deadline, "the policy file poller did not look at the file"
+            time.sleep(0.1)
         with pytest.raises(Unauthorized, match="cqlguard"):
             session.execute("INSERT INTO guardks.open (k, v) VALUES (70, 'unnoticed')")
         assert g.metric('isthmus_cqlguard_policy_reloads_total{result="success"}') == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from isthmus.cqlguard.flows import Flow, FlowFilter, FlowLog, FlowVerdict, FlowWriter, read_flows
-from isthmus.cqlguard.guard import Guard, Step
+from isthmus.cqlguard.guard import Disposition, Guard
 from isthmus.cqlguard.policy import Identity, Policy
 from isthmus.cqlguard.protocol import CQLConnection, Request
 from isthmus.cqlguard.proxy import tls_principal
@@ -70,7 +70,7 @@ def _request(conn: CQLConnection, data: bytes) -> Request:
     return event
 
 
-def _check(guard: Guard, conn: CQLConnection, request: Request) -> Step:
+def _check(guard: Guard, conn: CQLConnection, request: Request) -> Disposition:
     return guard.check(
         request, ME, connection_keyspace=conn.keyspace, keyspace_in_doubt=conn.keyspace_in_doubt
     ).step
@@ -80,40 +80,40 @@ def test_unqualified_requests_wait_while_a_use_is_in_flight() -> None:
     guard = Guard(POLICY, upstream="u")
     conn = _established()
     use = guard.check(_request(conn, w.query("USE a", stream=1)), ME, connection_keyspace=None)
-    assert use.step is Step.FORWARD and use.changes_keyspace
+    assert use.step is Disposition.FORWARD and use.changes_keyspace
     conn.forward_to_server(use.request, changes_keyspace=True)
     unqualified = _request(conn, w.query("SELECT * FROM t", stream=2))
-    assert _check(guard, conn, unqualified) is Step.HOLD
-    assert _check(guard, conn, _request(conn, w.query("SELECT * FROM b.t", stream=3))) is Step.FORWARD
+    assert _check(guard, conn, unqualified) is Disposition.HOLD
+    assert _check(guard, conn, _request(conn, w.query("SELECT * FROM b.t", stream=3))) is Disposition.FORWARD
     conn.receive_server_data(w.result_set_keyspace("a", stream=1))
     released = guard.check(unqualified, ME, connection_keyspace=conn.keyspace, keyspace_in_doubt=False)
-    assert released.step is Step.FORWARD and released.request.keyspace == "a"
+    assert released.step is Disposition.FORWARD and released.request.keyspace == "a"
 
 
 def test_preparing_a_use_does_not_change_the_keyspace_but_executing_it_does() -> None:
     guard = Guard(POLICY, upstream="u")
     conn = _established()
     prepare = guard.check(_request(conn, w.prepare("USE b", stream=1)), ME, connection_keyspace=None)
-    assert prepare.step is Step.FORWARD and not prepare.changes_keyspace
+    assert prepare.step is Disposition.FORWARD and not prepare.changes_keyspace
     conn.forward_to_server(prepare.request)
     [prepared] = conn.receive_server_data(w.result_prepared(b"id-use-b", stream=1))
     guard.learn(prepared)
     execute = guard.check(_request(conn, w.execute(b"id-use-b", stream=2)), ME, connection_keyspace=None)
-    assert execute.step is Step.FORWARD and execute.changes_keyspace
+    assert execute.step is Disposition.FORWARD and execute.changes_keyspace
 
 
 def test_unknown_prepared_ids_are_answered_unprepared_and_known_ones_rechecked() -> None:
     guard = Guard(POLICY, upstream="u")
     conn = _established()
     check = guard.check(_request(conn, w.execute(b"never-seen", stream=1)), ME, connection_keyspace=None)
-    assert check.step is Step.UNPREPARED and check.unprepared_id == b"never-seen"
+    assert check.step is Disposition.UNPREPARED and check.unprepared_id == b"never-seen"
     prepare = guard.check(_request(conn, w.prepare("SELECT * FROM b.t", stream=2)), ME, connection_keyspace=None)
     conn.forward_to_server(prepare.request)
     [prepared] = conn.receive_server_data(w.result_prepared(b"id-bt", stream=2))
     guard.learn(prepared)
-    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=3))) is Step.FORWARD
+    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=3))) is Disposition.FORWARD
     guard.policy = Policy.from_yaml("rules: []")  # hot reload: the next EXECUTE is decided anew
-    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=4))) is Step.DENY
+    assert _check(guard, conn, _request(conn, w.execute(b"id-bt", stream=4))) is Disposition.DENY
 
 
 def test_prepared_ids_are_per_upstream_node() -> None:
@@ -124,7 +124,7 @@ def test_prepared_ids_are_per_upstream_node() -> None:
     [prepared] = conn.receive_server_data(w.result_prepared(b"id", stream=1))
     guard_a.learn(prepared)
     guard_b = Guard(POLICY, upstream="node-b", prepared=guard_a.prepared)
-    assert _check(guard_b, conn, _request(conn, w.execute(b"id", stream=2))) is Step.UNPREPARED
+    assert _check(guard_b, conn, _request(conn, w.execute(b"id", stream=2))) is Disposition.UNPREPARED
 
 
 def test_v5_keyspace_flag_wins_over_the_connection_keyspace() -> None:
@@ -133,7 +133,7 @@ def test_v5_keyspace_flag_wins_over_the_connection_keyspace() -> None:
     data = w.segment(w.query("SELECT * FROM t", version=5, stream=1, keyspace="secret"))
     [request] = conn.receive_client_data(data)
     assert isinstance(request, Request)
-    assert guard.check(request, ME, connection_keyspace="a").step is Step.DENY
+    assert guard.check(request, ME, connection_keyspace="a").step is Disposition.DENY
 
 
 def test_tls_principal_prefers_spiffe_then_subject() -> None:
@@ -198,7 +198,10 @@ def test_follow_reads_new_lines_across_rotation(tmp_path: Path) -> None:
     thread = threading.Thread(target=follow)
     thread.start()
     try:
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while got != ["first"]:  # the follower read the file to its end: it follows it now
+            assert time.monotonic() < deadline, "the follower did not read the first line"
+            time.sleep(0.01)
         writer.write(_flow(FlowVerdict.ALLOWED, "second"))
         path.rename(tmp_path / "old.jsonl")
         writer.write(_flow(FlowVerdict.ALLOWED, "third"))

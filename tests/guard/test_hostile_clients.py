@@ -239,7 +239,14 @@ def test_a_client_that_does_not_read_is_bounded_then_closed(guard_schema: Any, t
             _startup_v4(sock)
             requests = b"".join(w.query("SELECT * FROM guardks.big", version=4, stream=i) for i in range(1, 400))
             sock.sendall(requests)
-            time.sleep(1.5)
+
+            def stopped_reading_upstream() -> bool:
+                return any(not p._upstream_reading for p in guard.server._pumps)
+
+            deadline = time.monotonic() + 10
+            while not guard.run(stopped_reading_upstream):  # the client's buffer passed the mark
+                assert time.monotonic() < deadline, "the guard did not stop reading Cassandra for the slow client"
+                time.sleep(0.05)
 
             def buffered() -> list[int]:
                 return [p.client_transport.get_write_buffer_size() for p in guard.server._pumps]

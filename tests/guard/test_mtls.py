@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from isthmus.cqlguard.settings import TLSSettings
 from isthmus.lab.cassandra import CassandraNode
-from isthmus.lab.pki import Authority, Credential, subject
+from isthmus.lab.pki import Credential, PemAuthority, subject
 
 from .conftest import RunningGuard, running_guard
 
@@ -68,7 +68,7 @@ def _cred(root: Path, name: str) -> Credential:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
-    ca = Authority.new("isthmus test CA")
+    ca = PemAuthority.new("isthmus test CA")
     ca.write(ca_files := _cred(root, "ca"))
     server = _cred(root, "server")
     ca.issue(server, subject("cqlguard", "acme"), ExtendedKeyUsageOID.SERVER_AUTH,
@@ -82,7 +82,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         clients[name] = (cred.cert, cred.key)
     # The same subject and SPIFFE ID, from a CA the guard does not trust.
     stranger = _cred(root, "stranger")
-    Authority.new("some other CA").issue(stranger, subject("app", "acme"), ExtendedKeyUsageOID.CLIENT_AUTH,
+    PemAuthority.new("some other CA").issue(stranger, subject("app", "acme"), ExtendedKeyUsageOID.CLIENT_AUTH,
                                          [x509.UniformResourceIdentifier(APP_SPIFFE)])
     clients["stranger"] = (stranger.cert, stranger.key)
     ca_path, server_cert_path, server_key_path = ca_files.cert, server.cert, server.key

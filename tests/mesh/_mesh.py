@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from isthmus.netplan import Plan, plan
+from isthmus.netplan import NetworkPlan, plan
 from isthmus.render.cilium import CiliumCA
 from isthmus.render.istio import IstioIntermediateCA
 from isthmus.spec import CassandraCluster, Fleet, load_files
@@ -30,18 +30,18 @@ def with_network(fleet: Fleet, **changes: Any) -> Fleet:
     return fleet.model_copy(update={"spec": fleet.spec.model_copy(update={"network": network})})
 
 
-def planned(fleet: Fleet) -> Plan:
+def planned(fleet: Fleet) -> NetworkPlan:
     return plan(fleet)
 
 
-def istio_cas(p: Plan, root: str = CERT.format("root")) -> dict[str, IstioIntermediateCA]:
+def istio_cas(p: NetworkPlan, root: str = CERT.format("root")) -> dict[str, IstioIntermediateCA]:
     return {c.name: IstioIntermediateCA(root_cert_pem=root, ca_cert_pem=CERT.format(c.name),
                                         ca_key_pem=KEY.format(c.name),
                                         cert_chain_pem=CERT.format(c.name) + root)
             for c in p.clusters}
 
 
-def kubeconfigs(p: Plan) -> dict[str, str]:
+def kubeconfigs(p: NetworkPlan) -> dict[str, str]:
     return {c.name: f"apiVersion: v1\nkind: Config\nclusters:\n- name: {c.name}\n  cluster:\n"
                     f"    server: https://{c.name}.example:6443\nusers:\n- name: istio-reader\n"
                     f"  user: {{token: TOKEN-{c.name}}}\n" for c in p.clusters}

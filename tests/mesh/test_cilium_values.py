@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from isthmus.netplan import Plan, calculate_mtu
+from isthmus.netplan import NetworkPlan, calculate_mtu
 from isthmus.render import RenderError
 from isthmus.render.cilium import (
     CA_SECRET_NAME,
@@ -29,36 +29,36 @@ Values = dict[str, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def plan() -> Plan:
+def plan() -> NetworkPlan:
     return planned(example()[0])
 
 
 @pytest.fixture(scope="module")
-def values(plan: Plan) -> Values:
+def values(plan: NetworkPlan) -> Values:
     return {c.name: cilium_values(plan, c.name) for c in plan.clusters}
 
 
-def test_rendering_is_byte_stable(plan: Plan) -> None:
+def test_rendering_is_byte_stable(plan: NetworkPlan) -> None:
     first = json.dumps([cilium_values(plan, c.name) for c in plan.clusters], sort_keys=True)
     again = planned(example()[0])
     assert json.dumps([cilium_values(again, c.name) for c in again.clusters], sort_keys=True) == first
     assert render_cilium(plan, CA).to_yaml("eu-west") == render_cilium(again, CA).to_yaml("eu-west")
 
 
-def test_cluster_ids_are_distinct_and_from_the_plan(plan: Plan, values: Values) -> None:
+def test_cluster_ids_are_distinct_and_from_the_plan(plan: NetworkPlan, values: Values) -> None:
     ids = [v["cluster"]["id"] for v in values.values()]
     assert len(set(ids)) == len(ids)
     assert all(values[c.name]["cluster"] == {"name": c.name, "id": c.cluster_id} for c in plan.clusters)
 
 
-def test_peer_lists_are_identical_and_name_every_cluster(plan: Plan, values: Values) -> None:
+def test_peer_lists_are_identical_and_name_every_cluster(plan: NetworkPlan, values: Values) -> None:
     lists = [v["clustermesh"]["config"]["clusters"] for v in values.values()]
     assert all(peers == lists[0] for peers in lists)
     assert [p["name"] for p in lists[0]] == sorted(c.name for c in plan.clusters)
     assert all(p["port"] == 2379 and p["address"] == f"{p['name']}.mesh.isthmus.local" for p in lists[0])
 
 
-def test_pod_cidr_and_mask_are_the_plan(plan: Plan, values: Values) -> None:
+def test_pod_cidr_and_mask_are_the_plan(plan: NetworkPlan, values: Values) -> None:
     for c in plan.clusters:
         operator = values[c.name]["ipam"]["operator"]
         assert values[c.name]["ipam"]["mode"] == "cluster-pool"
@@ -66,7 +66,7 @@ def test_pod_cidr_and_mask_are_the_plan(plan: Plan, values: Values) -> None:
         assert operator["clusterPoolIPv4MaskSize"] == c.pod_mask_size
 
 
-def test_mtu_is_the_mesh_device_mtu_and_gives_the_plans_route_mtu(plan: Plan, values: Values) -> None:
+def test_mtu_is_the_mesh_device_mtu_and_gives_the_plans_route_mtu(plan: NetworkPlan, values: Values) -> None:
     net = plan.network
     for v in values.values():
         assert v["MTU"] == plan.mesh_mtu.underlay_mtu == 1460  # ap-south's underlay, everywhere
@@ -107,7 +107,7 @@ def test_clustermesh_settings(values: Values) -> None:
     assert mesh["mcsapi"]["enabled"] is True and mesh["enableEndpointSliceSynchronization"] is True
 
 
-def test_node_port_exposure_and_known_addresses(plan: Plan) -> None:
+def test_node_port_exposure_and_known_addresses(plan: NetworkPlan) -> None:
     v = cilium_values(plan, "eu-west", exposure=ApiServerExposure.NODE_PORT,
                       apiserver_ips={"us-east": ["10.142.0.9", "10.142.0.5"]})
     assert v["clustermesh"]["apiserver"]["service"] == {"type": "NodePort", "nodePort": 32379}
@@ -145,7 +145,7 @@ def test_values_never_carry_key_material(values: Values) -> None:
     assert "PRIVATE KEY" not in json.dumps(values) and "tls" not in values["eu-west"]
 
 
-def test_ca_secret_is_what_the_chart_looks_up(plan: Plan) -> None:
+def test_ca_secret_is_what_the_chart_looks_up(plan: NetworkPlan) -> None:
     m = render_cilium(plan, CA)
     secrets = [m.for_cluster(c.name) for c in plan.clusters]
     assert all(s == secrets[0] for s in secrets)
@@ -172,7 +172,7 @@ def test_istio_only_plan_has_no_cilium_values() -> None:
         cilium_values(p, "eu-west")
 
 
-def test_unknown_cluster_is_a_render_error(plan: Plan) -> None:
+def test_unknown_cluster_is_a_render_error(plan: NetworkPlan) -> None:
     with pytest.raises(RenderError, match="not in the plan"):
         cilium_values(plan, "mars")
 

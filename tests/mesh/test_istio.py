@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from isthmus.netplan import Plan
+from isthmus.netplan import NetworkPlan
 from isthmus.render import RenderError
 from isthmus.render.istio import (
     FLAT_NETWORK,
@@ -23,7 +23,7 @@ Obj = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def plan() -> Plan:
+def plan() -> NetworkPlan:
     return planned(with_network(example()[0], mesh=Mesh.ISTIO))
 
 
@@ -31,19 +31,19 @@ def _kinds(objs: tuple[Obj, ...], kind: str) -> list[Obj]:
     return [o for o in objs if o["kind"] == kind]
 
 
-def test_values_name_mesh_cluster_and_network(plan: Plan) -> None:
+def test_values_name_mesh_cluster_and_network(plan: NetworkPlan) -> None:
     v = istio_values(plan, "eu-west")
     assert v == {"global": {"meshID": "global", "multiCluster": {"clusterName": "eu-west"},
                             "network": "net-europe-west1"}}
 
 
-def test_one_network_per_region_on_istio_only_and_one_flat_network_with_cilium(plan: Plan) -> None:
+def test_one_network_per_region_on_istio_only_and_one_flat_network_with_cilium(plan: NetworkPlan) -> None:
     assert len(set(istio_networks(plan).values())) == 3
     both = planned(with_network(example()[0], mesh=Mesh.BOTH))
     assert set(istio_networks(both).values()) == {FLAT_NETWORK}
 
 
-def test_rendered_objects_per_cluster(plan: Plan) -> None:
+def test_rendered_objects_per_cluster(plan: NetworkPlan) -> None:
     m = render_istio(plan, cas=istio_cas(plan), kubeconfigs=kubeconfigs(plan))
     for c in plan.clusters:
         objs = m.for_cluster(c.name)
@@ -72,7 +72,7 @@ def test_no_eastwest_gateway_on_one_flat_network() -> None:
     assert not any(o["kind"] == "Gateway" for c in m.clusters for o in m.for_cluster(c))
 
 
-def test_byte_stable_and_hashes_hide_keys_and_tokens(plan: Plan) -> None:
+def test_byte_stable_and_hashes_hide_keys_and_tokens(plan: NetworkPlan) -> None:
     a = render_istio(plan, cas=istio_cas(plan), kubeconfigs=kubeconfigs(plan))
     b = render_istio(plan, cas=istio_cas(plan), kubeconfigs=kubeconfigs(plan))
     assert a.to_yaml("us-east") == b.to_yaml("us-east")
@@ -82,21 +82,21 @@ def test_byte_stable_and_hashes_hide_keys_and_tokens(plan: Plan) -> None:
     assert hashes[0] == hashes[1]
 
 
-def test_intermediates_must_share_one_root(plan: Plan) -> None:
+def test_intermediates_must_share_one_root(plan: NetworkPlan) -> None:
     cas = istio_cas(plan)
     cas["eu-west"] = istio_cas(plan, root=CERT.format("other-root"))["eu-west"]
     with pytest.raises(RenderError, match="one root"):
         render_istio(plan, cas=cas, kubeconfigs=kubeconfigs(plan))
 
 
-def test_missing_kubeconfig_is_named(plan: Plan) -> None:
+def test_missing_kubeconfig_is_named(plan: NetworkPlan) -> None:
     configs = kubeconfigs(plan)
     del configs["ap-south"]
     with pytest.raises(RenderError, match="ap-south"):
         render_istio(plan, cas=istio_cas(plan), kubeconfigs=configs)
 
 
-def test_remote_secrets_left_out_when_made_elsewhere(plan: Plan) -> None:
+def test_remote_secrets_left_out_when_made_elsewhere(plan: NetworkPlan) -> None:
     m = render_istio(plan, cas=istio_cas(plan), kubeconfigs=None)
     for c in plan.clusters:
         names = {o["metadata"]["name"] for o in m.for_cluster(c.name) if o["kind"] == "Secret"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from isthmus.netplan import Plan
+from isthmus.netplan import NetworkPlan
 from isthmus.render.cilium import cilium_values
 from isthmus.render.meshcheck import (
     MeshCheckError,
@@ -22,12 +22,12 @@ from isthmus.spec import Mesh
 from ._mesh import example, planned, with_network
 
 
-def _with_cluster(plan: Plan, which: str, **changes: Any) -> Plan:
+def _with_cluster(plan: NetworkPlan, which: str, **changes: Any) -> NetworkPlan:
     clusters = tuple(dataclasses.replace(c, **changes) if c.name == which else c for c in plan.clusters)
     return dataclasses.replace(plan, clusters=clusters)
 
 
-def _rules(plan: Plan) -> set[MeshRule]:
+def _rules(plan: NetworkPlan) -> set[MeshRule]:
     return {v.rule for v in check_mesh(plan)}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from isthmus.observe.netmap import draw_network, link_label
+from isthmus.pictures.netmap import draw_network, link_label
 
 from ._mesh import example, planned
 

@@ -22,7 +22,7 @@ import yaml
 from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.lab import Lab
 from isthmus.lab.errors import LabError
-from isthmus.netplan import Plan, plan
+from isthmus.netplan import NetworkPlan, plan
 from isthmus.render.discovery import render_discovery
 from isthmus.render.istio import render_istio
 from isthmus.render.netpolicy import PolicyFlavor, render_policies
@@ -38,7 +38,7 @@ NOT_OFFLINE = {"CiliumNetworkPolicy", "ServiceExport"}
 Obj = dict[str, Any]
 
 
-def _specs(mesh: Mesh) -> tuple[Fleet, CassandraCluster, Plan]:
+def _specs(mesh: Mesh) -> tuple[Fleet, CassandraCluster, NetworkPlan]:
     doc: dict[str, Any] = copy.deepcopy(fleet_doc())
     doc["spec"]["network"]["mesh"] = mesh.value
     fleet, app = load(doc, app_doc(APP))

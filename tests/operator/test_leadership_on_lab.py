@@ -31,7 +31,7 @@ async def test_one_leads_the_standby_takes_over_and_the_deposed_one_knows(lab3: 
         started = time.monotonic()
         await asyncio.wait_for(b.acquire(), 10)
         took = time.monotonic() - started
-        assert 2.0 < took < 6.0, took
+        assert took > 2.0, took  # not before a's lease ran out (how soon after: wait_for's bound, not a measure)
         assert b.is_leader and not a.is_leader, "a's own clock tells it its term is over"
         with pytest.raises(LeadershipLost):
             await asyncio.wait_for(a.keep(), 10)

@@ -75,10 +75,10 @@ async def test_one_failed_member_is_reported_failed_and_the_others_as_they_are(
         parsed = parse_once(body, [fleet_doc()], Memory())
         registry = reconciler.members.registry(["c1", "c2", "c3"])
         by_member = await roll_out(parsed.app, parsed.fleet, registry, parsed.manifests,
-                                   members=reconciler.members, settings=reconciler.settings,
+                                   members=reconciler.members, options=reconciler.rollout_options,
                                    metrics=reconciler.metrics)
         assert {c: o.reach for c, o in by_member.outcomes.items()} == {
-            "c1": Reach.DONE, "c2": Reach.FAILED, "c3": Reach.DONE}
+            "c1": Reach.REACHED, "c2": Reach.FAILED, "c3": Reach.REACHED}
         assert not by_member.rolled_out and "prepare/c2" in by_member.outcomes["c2"].error
         # The same revision carries on where it stopped: c1's prepare is done, so nothing is repeated there.
         assert by_member.outcomes["c1"].value == ApplyReport("c1", ())

@@ -39,7 +39,7 @@ def test_add_rotate_and_remove_take_effect_on_sync() -> None:
     assert not reg.sync([MemberSecret("c1", "m1", kubeconfig("https://127.0.0.1:1")),
                          MemberSecret("c2", "m2", kubeconfig("https://127.0.0.1:2"))]), "same Secrets: no change"
 
-    reg.observe("c2", Reach.DONE)
+    reg.observe("c2", Reach.REACHED)
     changes = reg.sync([MemberSecret("c1", "m1", kubeconfig("https://127.0.0.1:1")),
                         MemberSecret("c2", "m2", kubeconfig("https://127.0.0.1:2", user="rotated"))])
     assert changes.rotated == ("c2",)
@@ -70,9 +70,9 @@ def test_reachable_flips_with_observations_and_keeps_last_seen() -> None:
     reg.sync([MemberSecret("c1", "m1", kubeconfig("https://127.0.0.1:1"))])
     [(_, cond)] = reg.conditions(["c1"])
     assert cond.status == "Unknown"
-    reg.observe("c1", Reach.DONE)
+    reg.observe("c1", Reach.REACHED)
     clock.now = 1030.0
-    reg.observe("c1", Reach.UNKNOWN, "no answer within 5s")
+    reg.observe("c1", Reach.UNREACHABLE, "no answer within 5s")
     [(_, cond)] = reg.conditions(["c1"])
     assert (cond.status, cond.reason, cond.message) == ("False", "Unreachable", "no answer within 5s")
     assert cond.last_seen_time == "1970-01-01T00:16:40Z" and cond.last_transition_time == "1970-01-01T00:17:10Z"

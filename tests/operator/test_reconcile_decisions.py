@@ -64,9 +64,9 @@ def rack(health: Health) -> ObjectHealth:
 
 
 def test_roll_up() -> None:
-    healthy = DatacenterStatus("c1", "dc1", Reach.DONE, (rack(Health.HEALTHY),))
-    moving = DatacenterStatus("c2", "dc2", Reach.DONE, (rack(Health.PROGRESSING),))
-    lost = DatacenterStatus("c3", "dc3", Reach.UNKNOWN, error="no answer within 3s")
+    healthy = DatacenterStatus("c1", "dc1", Reach.REACHED, (rack(Health.HEALTHY),))
+    moving = DatacenterStatus("c2", "dc2", Reach.REACHED, (rack(Health.PROGRESSING),))
+    lost = DatacenterStatus("c3", "dc3", Reach.UNREACHABLE, error="no answer within 3s")
 
     phase, conds, _ = roll_up(StatusReport("a", (healthy,)), None, 1)
     assert phase.value == "Ready" and [c.status for c in conds] == ["True", "False", "False"]
@@ -74,7 +74,8 @@ def test_roll_up() -> None:
     phase, conds, _ = roll_up(StatusReport("a", (healthy, moving)), None, 1)
     assert phase.value == "Progressing" and {c.type: c.status for c in conds}["Progressing"] == "True"
 
-    applied: dict[str, ClusterOutcome[Any]] = {"c3": ClusterOutcome("c3", Reach.UNKNOWN, error="no answer within 3s")}
+    applied: dict[str, ClusterOutcome[Any]] = {
+        "c3": ClusterOutcome("c3", Reach.UNREACHABLE, error="no answer within 3s")}
     phase, conds, message = roll_up(StatusReport("a", (healthy, lost)), applied, 2)
     degraded = {c.type: c for c in conds}["Degraded"]
     assert phase.value == "Degraded" and degraded.reason == "MemberUnreachable" and "dc3 on c3: Unknown" in message
@@ -82,11 +83,11 @@ def test_roll_up() -> None:
 
 
 def test_a_missing_rack_or_an_unfinished_rollout_is_never_ready() -> None:
-    one_of_two = DatacenterStatus("c3", "dc3", Reach.DONE, (rack(Health.HEALTHY),))
+    one_of_two = DatacenterStatus("c3", "dc3", Reach.REACHED, (rack(Health.HEALTHY),))
     phase, conds, message = roll_up(StatusReport("a", (one_of_two,)), None, 4, racks={"dc3": 2})
     assert phase.value == "Progressing" and {c.type: c.status for c in conds}["Ready"] == "False"
     assert "dc3 on c3: Progressing" in message
-    healthy = DatacenterStatus("c1", "dc1", Reach.DONE, (rack(Health.HEALTHY),))
+    healthy = DatacenterStatus("c1", "dc1", Reach.REACHED, (rack(Health.HEALTHY),))
     phase, conds, message = roll_up(StatusReport("a", (healthy,)), None, 4, racks={"dc1": 1}, rolled_out=False)
     assert phase.value == "Progressing" and "generation 4 is still rolling out" in message
 
@@ -132,9 +133,9 @@ def test_when_the_timer_starts_a_background_reconcile() -> None:
 
 
 def test_a_failed_member_is_reported_failed_and_the_others_as_they_are() -> None:
-    from isthmus.kube import Action, ObjectRef
+    from isthmus.kube import ApplyAction, ObjectRef
     from isthmus.operator.rollup import applied_by_member
-    from isthmus.rollout import Outcome, Phase, RolloutResult, RolloutState, plan_rollout
+    from isthmus.rollout import Outcome, RolloutPhase, RolloutResult, RolloutState, plan_rollout
 
     app = parse_app(body(app_doc("shop")))
     state = RolloutState.new(app="shop", kind="apply", revision=2, previous=1, plan=plan_rollout(app))
@@ -142,15 +143,16 @@ def test_a_failed_member_is_reported_failed_and_the_others_as_they_are() -> None
         if step.kind.value == "prepare" or step.datacenter == "dc1" or step.id == "finalize/c1":
             state.steps[step.id].outcome = Outcome.DONE
     state.steps["rack/dc2/ra"].outcome, state.steps["rack/dc2/ra"].note = Outcome.FAILED, "1 pod(s) failed"
-    state.phase, state.message = Phase.FAILED, "step rack/dc2/ra in c2 failed: 1 pod(s) failed"
+    state.phase, state.message = RolloutPhase.FAILED, "step rack/dc2/ra in c2 failed: 1 pod(s) failed"
     sts = ObjectRef("apps/v1", "StatefulSet", "shop", "shop-dc1-ra")
-    result = RolloutResult(state, {"c1": {sts: Action.CONFIGURED}, "c2": {}, "c3": {}})
+    result = RolloutResult(state, {"c1": {sts: ApplyAction.CONFIGURED}, "c2": {}, "c3": {}})
     by = applied_by_member(["c1", "c2", "c3"], {}, result, f"rollout Failed: {state.message}")
-    assert {c: o.reach for c, o in by.outcomes.items()} == {"c1": Reach.DONE, "c2": Reach.FAILED, "c3": Reach.DONE}
+    assert {c: o.reach for c, o in by.outcomes.items()} == {
+        "c1": Reach.REACHED, "c2": Reach.FAILED, "c3": Reach.REACHED}
     assert by.outcomes["c2"].error == (f"rollout Failed: {state.message}: rack/dc2/ra: 1 pod(s) failed")
-    assert by.outcomes["c1"].value is not None and by.outcomes["c1"].value.count(Action.CONFIGURED) == 1
+    assert by.outcomes["c1"].value is not None and by.outcomes["c1"].value.count(ApplyAction.CONFIGURED) == 1
     assert not by.rolled_out
     # A member skipped as unreachable is Unknown; a rollout that never ran fails every other member.
     lost = applied_by_member(["c1", "c2"], {"c2": "no answer"}, None, "LockLost: taken over")
     assert {c: (o.reach, o.error) for c, o in lost.outcomes.items()} == {
-        "c1": (Reach.FAILED, "LockLost: taken over"), "c2": (Reach.UNKNOWN, "skipped, unreachable: no answer")}
+        "c1": (Reach.FAILED, "LockLost: taken over"), "c2": (Reach.UNREACHABLE, "skipped, unreachable: no answer")}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.cqlguard.classify import Action, Classified, Statement, Unclassifiable, classify
-from isthmus.cqlguard.policy import BUILTIN_RULE, Identity, Policy, PolicyError, Verdict
+from isthmus.cqlguard.classify import Classified, CqlAction, Statement, Unclassifiable, classify
+from isthmus.cqlguard.policy import BUILTIN_RULE, Identity, Policy, PolicyError, PolicyVerdict
 
 DOC = """
 rules:
@@ -46,11 +46,11 @@ def policy() -> Policy:
     return Policy.from_yaml(DOC, source="test.yaml")
 
 
-def verdict(policy: Policy, who: Identity, query: str, keyspace: str | None = None) -> Verdict:
+def verdict(policy: Policy, who: Identity, query: str, keyspace: str | None = None) -> PolicyVerdict:
     return policy.decide(who, classify(query, keyspace=keyspace)).verdict
 
 
-ALLOWED, DENIED = Verdict.ALLOWED, Verdict.DENIED
+ALLOWED, DENIED = PolicyVerdict.ALLOWED, PolicyVerdict.DENIED
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ ALLOWED, DENIED = Verdict.ALLOWED, Verdict.DENIED
         (APP, "SELECT * FROM sales.orders; DROP TABLE sales.orders", None, DENIED),
     ],
 )
-def test_decisions(policy: Policy, who: Identity, query: str, keyspace: str | None, expected: Verdict) -> None:
+def test_decisions(policy: Policy, who: Identity, query: str, keyspace: str | None, expected: PolicyVerdict) -> None:
     assert verdict(policy, who, query, keyspace) is expected
 
 
@@ -103,9 +103,9 @@ def test_star_never_crosses_the_dot() -> None:
         }
     )
     who = Identity(user="u")
-    assert p.decide(who, Classified((Statement(Action.SELECT, "sales", "t"),))).allowed
-    assert not p.decide(who, Classified((Statement(Action.SELECT, "sales.x", "t"),))).allowed
-    assert not p.decide(who, Classified((Statement(Action.SELECT, "sales", "t.x"),))).allowed
+    assert p.decide(who, Classified((Statement(CqlAction.SELECT, "sales", "t"),))).allowed
+    assert not p.decide(who, Classified((Statement(CqlAction.SELECT, "sales.x", "t"),))).allowed
+    assert not p.decide(who, Classified((Statement(CqlAction.SELECT, "sales", "t.x"),))).allowed
 
 
 def test_decision_carries_rule_and_reason(policy: Policy) -> None:

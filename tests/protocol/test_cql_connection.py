@@ -13,6 +13,7 @@ from isthmus.cqlguard.protocol import (
     BatchPrepared,
     BatchQuery,
     ConnectionConfig,
+    ConnectionPhase,
     CQLConnection,
     Error,
     ErrorCode,
@@ -20,7 +21,6 @@ from isthmus.cqlguard.protocol import (
     FrameTooLarge,
     Framing,
     Opcode,
-    Phase,
     Prepare,
     PreparedResult,
     ProtocolError,
@@ -36,7 +36,7 @@ from isthmus.cqlguard.protocol import (
 )
 
 
-def state(conn: CQLConnection) -> tuple[Phase, Framing, Framing]:
+def state(conn: CQLConnection) -> tuple[ConnectionPhase, Framing, Framing]:
     """(phase, client framing, server framing), read fresh (keeps mypy from over-narrowing)."""
     return conn.phase, conn.client_framing, conn.server_framing
 
@@ -59,7 +59,7 @@ def handshake(conn: CQLConnection, version: int, compression: str | None = None)
     assert conn.forward_to_server(req) == req.raw
     resp = one_response(conn, w.ready(version))
     assert conn.forward_to_client(resp) == resp.raw  # READY itself is never framed
-    assert conn.phase is Phase.ESTABLISHED
+    assert conn.phase is ConnectionPhase.ESTABLISHED
 
 
 class Mirror:
@@ -93,12 +93,12 @@ def test_v4_startup_ready_query_result() -> None:
     req = one_request(conn, w.startup(4))
     assert req.opcode is Opcode.STARTUP and req.version == 4 and req.stream == 0
     assert req.message == Startup(options=(("CQL_VERSION", "3.0.0"),), compression=None)
-    assert conn.phase is Phase.STARTING
+    assert conn.phase is ConnectionPhase.STARTING
     conn.forward_to_server(req)
     resp = one_response(conn, w.ready(4))
     assert resp.message == Ready() and resp.request is req
     conn.forward_to_client(resp)
-    assert state(conn) == (Phase.ESTABLISHED, Framing.ENVELOPES, Framing.ENVELOPES)
+    assert state(conn) == (ConnectionPhase.ESTABLISHED, Framing.ENVELOPES, Framing.ENVELOPES)
     assert conn.version == 4
 
     q = one_request(conn, w.query("SELECT * FROM ks.t", stream=7))
@@ -209,14 +209,14 @@ def test_auth_flow_extracts_user_and_never_shows_password() -> None:
     conn.forward_to_server(one_request(conn, w.startup(4)))
     resp = one_response(conn, w.authenticate(4))
     conn.forward_to_client(resp)
-    assert conn.phase is Phase.AUTHENTICATING
+    assert conn.phase is ConnectionPhase.AUTHENTICATING
     auth = one_request(conn, w.auth_response("alice", "s3cret-pw", stream=0))
     assert auth.message == AuthResponse(user="alice")
     assert "s3cret" not in repr(auth)
     assert conn.user is None  # not before the server agrees
     conn.forward_to_server(auth)
     one_response(conn, w.auth_success(4))
-    assert conn.user == "alice" and state(conn)[0] is Phase.ESTABLISHED
+    assert conn.user == "alice" and state(conn)[0] is ConnectionPhase.ESTABLISHED
 
 
 def test_sasl_plain_parsed_like_cassandra() -> None:
@@ -294,7 +294,7 @@ def test_snappy_startup_is_refused_by_the_proxy() -> None:
     conn = CQLConnection()
     [reply] = conn.receive_client_data(w.startup(4, compression="snappy", stream=2))
     assert isinstance(reply, ProxyReply) and "snappy" in reply.reason
-    assert conn.phase is Phase.HANDSHAKE  # the client may retry without compression
+    assert conn.phase is ConnectionPhase.HANDSHAKE  # the client may retry without compression
     # the reply is a v4 ERROR 0x000A on the same stream
     assert reply.data[:5] == bytes([0x84, 0, 0, 2, 0x00])
     assert struct.unpack(">i", reply.data[9:13])[0] == ErrorCode.PROTOCOL_ERROR
@@ -325,7 +325,7 @@ def test_driver_downgrade_v5_error_then_v4_retry() -> None:
     resp = one_response(conn, w.frame(4, 0, 0x00, err_body, response=True))
     assert isinstance(resp.message, Error) and resp.message.code == ErrorCode.PROTOCOL_ERROR
     conn.forward_to_client(resp)
-    assert conn.phase is Phase.HANDSHAKE and conn.version is None
+    assert conn.phase is ConnectionPhase.HANDSHAKE and conn.version is None
     assert conn.client_framing is Framing.ENVELOPES
     handshake(conn, 4)
     assert conn.version == 4 and conn.server_framing is Framing.ENVELOPES
@@ -421,7 +421,7 @@ def test_v5_auth_switches_after_authenticate() -> None:
     conn = CQLConnection()
     conn.forward_to_server(one_request(conn, w.startup(5, compression="lz4")))
     conn.forward_to_client(one_response(conn, w.authenticate(5)))
-    assert conn.client_framing is Framing.SEGMENTS and conn.phase is Phase.AUTHENTICATING
+    assert conn.client_framing is Framing.SEGMENTS and conn.phase is ConnectionPhase.AUTHENTICATING
     auth = one_request(conn, w.lz4_segment(w.auth_response("bob", "hunter2", version=5)))
     conn.forward_to_server(auth)
     one_response(conn, w.lz4_segment(w.auth_success(5)))

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from isthmus.cqlguard.guard import Guard, Step
+from isthmus.cqlguard.guard import Disposition, Guard
 from isthmus.cqlguard.policy import Identity, Policy
 from isthmus.cqlguard.protocol import (
     Batch,
@@ -114,7 +114,7 @@ def test_the_keyspace_flag_is_honoured_on_every_version(version: int) -> None:
     req = request(conn, version, query_frame("SELECT * FROM t", version, 0x80, w.string("secret")))
     assert isinstance(req.message, Query) and req.message.keyspace == "secret"
     check = guard.check(req, ME, connection_keyspace=conn.keyspace)
-    assert check.step is Step.DENY
+    assert check.step is Disposition.DENY
     assert "select on secret.t" in check.decision.reason  # type: ignore[union-attr]
 
 
@@ -127,7 +127,7 @@ def test_batch_options_are_decoded_as_query_options(version: int) -> None:
     rest = struct.pack(">i", 5000) + w.string("secret")
     req = request(conn, version, batch_frame(["INSERT INTO t (k) VALUES (1)"], version, 0x84, rest))
     assert isinstance(req.message, Batch) and req.message.keyspace == "secret"
-    assert guard.check(req, ME, connection_keyspace=conn.keyspace).step is Step.DENY
+    assert guard.check(req, ME, connection_keyspace=conn.keyspace).step is Disposition.DENY
 
 
 def test_batch_values_and_paging_state_are_read_where_cassandra_reads_them() -> None:

@@ -13,11 +13,11 @@ from isthmus.rollout import (
     DEFAULT_GATES,
     GateContext,
     GateResult,
+    GateVerdict,
     Outcome,
     ProgressStore,
     RolloutOptions,
     RolloutState,
-    Verdict,
 )
 from isthmus.rollout.gates import overall
 
@@ -31,7 +31,7 @@ class Witness:
     name = "witness"
 
     def __init__(self) -> None:
-        self.verdicts: dict[str, list[Verdict]] = {}
+        self.verdicts: dict[str, list[GateVerdict]] = {}
         self._seen = asyncio.Event()
 
     def options(self, **kw: Any) -> RolloutOptions:
@@ -41,9 +41,9 @@ class Witness:
         results = [await g.check(ctx) for g in DEFAULT_GATES]
         self.verdicts.setdefault(ctx.step.id, []).append(overall(results))
         self._seen.set()
-        return GateResult(self.name, Verdict.PASS)
+        return GateResult(self.name, GateVerdict.PASS)
 
-    async def held(self, step: str, times: int, verdict: Verdict, within: float = 60.0) -> None:
+    async def held(self, step: str, times: int, verdict: GateVerdict, within: float = 60.0) -> None:
         """Wait until the gates gave ``step`` ``verdict`` ``times`` times more than when this was called."""
         start = self.verdicts.get(step, []).count(verdict)
         async with asyncio.timeout(within):

@@ -11,10 +11,10 @@ from isthmus.rollout import (
     DEFAULT_GATES,
     ClusterView,
     GateContext,
-    Plan,
+    GateVerdict,
+    RolloutPlan,
     Step,
     StepKind,
-    Verdict,
     plan_rollout,
 )
 from isthmus.rollout.gates import evaluate, failed_pods, overall
@@ -30,7 +30,7 @@ def app_with(**rollout: object):  # type: ignore[no-untyped-def]
     return load(fleet_doc(), doc)
 
 
-def ids(plan: Plan) -> list[str]:
+def ids(plan: RolloutPlan) -> list[str]:
     return [s.id for s in plan.steps]
 
 
@@ -41,7 +41,7 @@ def test_default_plan_is_prepare_then_seed_then_one_dc_at_a_time_rack_by_rack() 
     assert ids(plan) == ["prepare/c1", "prepare/c2", "prepare/c3", "rack/dc1/ra", "rack/dc1/rb", "rack/dc2/ra",
                          "rack/dc2/rb", "rack/dc3/ra", "rack/dc3/rb", "finalize/c1", "finalize/c2", "finalize/c3"]
     assert [s.disruptive for s in plan.steps][:4] == [False, False, False, True]
-    assert Plan.from_dict(plan.to_dict()) == plan
+    assert RolloutPlan.from_dict(plan.to_dict()) == plan
 
 
 def test_canary_goes_first_then_waves_of_max_concurrent_in_order() -> None:
@@ -119,48 +119,48 @@ def ctx(views: dict[str, ClusterView], **kw: object) -> GateContext:
 
 
 def healthy(cluster: str) -> ClusterView:
-    return ClusterView(cluster, Reach.DONE, (sts(f"pl-{cluster}-ra"),), (pod(f"pl-{cluster}-ra-0"),),
+    return ClusterView(cluster, Reach.REACHED, (sts(f"pl-{cluster}-ra"),), (pod(f"pl-{cluster}-ra-0"),),
                        (node(f"{cluster}-n0"),))
 
 
-async def verdict(context: GateContext) -> tuple[Verdict, list[str]]:
+async def verdict(context: GateContext) -> tuple[GateVerdict, list[str]]:
     results = await evaluate(DEFAULT_GATES, context)
-    return overall(results), [str(r) for r in results if r.verdict is not Verdict.PASS]
+    return overall(results), [str(r) for r in results if r.verdict is not GateVerdict.PASS]
 
 
 async def test_gates_pass_when_everything_everywhere_is_healthy() -> None:
-    assert (await verdict(ctx({c: healthy(c) for c in ("c1", "c2")})))[0] is Verdict.PASS
+    assert (await verdict(ctx({c: healthy(c) for c in ("c1", "c2")})))[0] is GateVerdict.PASS
 
 
 async def test_a_not_ready_node_in_another_cluster_blocks() -> None:
-    views = {"c1": healthy("c1"), "c2": ClusterView("c2", Reach.DONE, (), (), (node("c2-n0", ready=False),))}
+    views = {"c1": healthy("c1"), "c2": ClusterView("c2", Reach.REACHED, (), (), (node("c2-n0", ready=False),))}
     result, why = await verdict(ctx(views))
-    assert result is Verdict.WAIT and "c2/c2-n0" in why[0]
+    assert result is GateVerdict.WAIT and "c2/c2-n0" in why[0]
 
 
 async def test_an_unreachable_member_is_unknown_not_a_wait() -> None:
-    views = {"c1": healthy("c1"), "c2": ClusterView("c2", Reach.UNKNOWN, error="no answer within 3s")}
+    views = {"c1": healthy("c1"), "c2": ClusterView("c2", Reach.UNREACHABLE, error="no answer within 3s")}
     result, why = await verdict(ctx(views))
-    assert result is Verdict.UNKNOWN and "no answer" in why[0]
+    assert result is GateVerdict.UNKNOWN and "no answer" in why[0]
 
 
 async def test_an_unobserved_generation_is_never_healthy() -> None:
-    views = {"c1": ClusterView("c1", Reach.DONE, (sts("pl-dc1-ra", gen=2, observed=1),), (), ())}
+    views = {"c1": ClusterView("c1", Reach.REACHED, (sts("pl-dc1-ra", gen=2, observed=1),), (), ())}
     result, why = await verdict(ctx(views))
-    assert result is Verdict.WAIT and "generation" in why[0]
+    assert result is GateVerdict.WAIT and "generation" in why[0]
 
 
 async def test_soak_waits_after_the_previous_disruptive_step() -> None:
     views = {"c1": healthy("c1")}
-    assert (await verdict(ctx(views, last_disruptive_done=95.0, soak_seconds=10)))[0] is Verdict.WAIT
-    assert (await verdict(ctx(views, last_disruptive_done=80.0, soak_seconds=10)))[0] is Verdict.PASS
+    assert (await verdict(ctx(views, last_disruptive_done=95.0, soak_seconds=10)))[0] is GateVerdict.WAIT
+    assert (await verdict(ctx(views, last_disruptive_done=80.0, soak_seconds=10)))[0] is GateVerdict.PASS
 
 
 async def test_a_rollback_tolerates_the_racks_it_is_about_to_revert() -> None:
-    broken = ClusterView("c1", Reach.DONE, (sts("pl-dc1-ra", ready=0),), (pod("pl-dc1-ra-0", ready=False),), ())
-    assert (await verdict(ctx({"c1": broken})))[0] is Verdict.WAIT
+    broken = ClusterView("c1", Reach.REACHED, (sts("pl-dc1-ra", ready=0),), (pod("pl-dc1-ra-0", ready=False),), ())
+    assert (await verdict(ctx({"c1": broken})))[0] is GateVerdict.WAIT
     tolerated = frozenset({("c1", "pl-dc1-ra")})
-    assert (await verdict(ctx({"c1": broken}, tolerated=tolerated)))[0] is Verdict.PASS
+    assert (await verdict(ctx({"c1": broken}, tolerated=tolerated)))[0] is GateVerdict.PASS
 
 
 def test_failed_pods_are_unschedulable_or_crash_looping() -> None:

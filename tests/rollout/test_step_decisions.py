@@ -18,17 +18,17 @@ from isthmus.rollout import (
     FakeClock,
     GateContext,
     GateResult,
+    GateVerdict,
     MemberOutcome,
     Outcome,
-    Phase,
+    RolloutPhase,
     RolloutState,
     Step,
     StepFailed,
     StepKind,
-    Verdict,
     plan_rollout,
 )
-from isthmus.rollout.deciding import Choice, Decision, StepSettings, changed_since, decide
+from isthmus.rollout.deciding import Choice, StepDecision, StepSettings, changed_since, decide
 from isthmus.rollout.gating import Gatekeeper
 from isthmus.rollout.memberview import MemberView, RecordedRevision
 from isthmus.rollout.progress import StepRecord
@@ -94,7 +94,7 @@ def test_a_rack_converges_unless_its_statefulset_already_holds_the_content() -> 
     # Interrupted after it was marked Running: converge as before, whatever the live content says.
     assert decide(RACK, StepRecord(Outcome.RUNNING), sts_only(everything), PLAIN, objects(RACK)).choice \
         is Choice.CONVERGE
-    assert decide(RACK, StepRecord(Outcome.RUNNING), MemberView("c1"), PLAIN, objects(RACK)) == Decision(
+    assert decide(RACK, StepRecord(Outcome.RUNNING), MemberView("c1"), PLAIN, objects(RACK)) == StepDecision(
         Choice.CONVERGE)  # nothing to read for that
     # Named for repair (drift correction): a real, gated step although the hash matches.
     repair = StepSettings(revision=2, repair={"c1": frozenset({STS})})
@@ -178,7 +178,7 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, *verdicts: Verdict) -> None:
+    def __init__(self, *verdicts: GateVerdict) -> None:
         self.verdicts, self.asked = list(verdicts), 0
 
     async def check(self, ctx: GateContext) -> GateResult:
@@ -189,7 +189,7 @@ class Scripted:
 
 async def observe_nothing(connections: Mapping[str, ClusterConnection], app: str,
                           namespace: str) -> dict[str, ClusterView]:
-    return {"c1": ClusterView("c1", Reach.DONE)}
+    return {"c1": ClusterView("c1", Reach.REACHED)}
 
 
 def keeper(gate: Scripted, clock: FakeClock, said: list[str], **kw: Any) -> Gatekeeper:
@@ -205,7 +205,7 @@ def keeper(gate: Scripted, clock: FakeClock, said: list[str], **kw: Any) -> Gate
 
 
 async def test_gates_that_keep_waiting_fail_the_step_at_the_progress_deadline_and_not_before() -> None:
-    clock, said, gate = FakeClock(), [], Scripted(Verdict.WAIT)
+    clock, said, gate = FakeClock(), [], Scripted(GateVerdict.WAIT)
     task = asyncio.create_task(keeper(gate, clock, said).wait(RACK, None, [], {}))  # type: ignore[arg-type]
     for _ in range(10):  # ten polls of one second: 10 s waited is within the deadline, the step still waits
         await clock.until_sleeping()
@@ -221,7 +221,7 @@ async def test_gates_that_keep_waiting_fail_the_step_at_the_progress_deadline_an
 
 async def test_time_paused_on_a_silent_member_does_not_count_against_the_deadline() -> None:
     clock, said = FakeClock(), []
-    gate = Scripted(*[Verdict.UNKNOWN] * 30, Verdict.WAIT, Verdict.PASS)
+    gate = Scripted(*[GateVerdict.UNKNOWN] * 30, GateVerdict.WAIT, GateVerdict.PASS)
     task = asyncio.create_task(keeper(gate, clock, said).wait(RACK, None, [], {}))  # type: ignore[arg-type]
     while not task.done():
         await clock.until_sleeping()
@@ -237,7 +237,7 @@ async def test_time_paused_on_a_silent_member_does_not_count_against_the_deadlin
 async def test_a_failing_gate_fails_the_step_at_once_and_soak_waits_on_the_clock() -> None:
     clock, said = FakeClock(), []
     with pytest.raises(StepFailed, match="gate refused: scripted: fail"):
-        await keeper(Scripted(Verdict.FAIL), clock, said).wait(RACK, None, [], {})  # type: ignore[arg-type]
+        await keeper(Scripted(GateVerdict.FAIL), clock, said).wait(RACK, None, [], {})  # type: ignore[arg-type]
     assert clock.now == 1000.0
     from isthmus.rollout import Soak
 
@@ -262,7 +262,7 @@ def test_one_failed_member_does_not_mark_the_others_failed() -> None:
             state.steps[step.id].outcome = Outcome.DONE
     state.steps["finalize/c1"].outcome = Outcome.DONE
     state.steps["rack/dc2/ra"].outcome, state.steps["rack/dc2/ra"].note = Outcome.FAILED, "2 pod(s) failed"
-    state.phase = Phase.FAILED
+    state.phase = RolloutPhase.FAILED
     got = member_results(state, ["c1", "c2", "c3"])
     assert {m: r.outcome for m, r in got.items()} == {
         "c1": MemberOutcome.ROLLED_OUT, "c2": MemberOutcome.FAILED, "c3": MemberOutcome.PENDING}

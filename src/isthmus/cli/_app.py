@@ -11,7 +11,7 @@ import typer.core
 from .. import __version__
 from ..console import out_console
 
-__all__ = ["Output", "OutputOpt", "app"]
+__all__ = ["OutputFormat", "OutputOpt", "app"]
 
 def _value_name(param: Any, ctx: Any) -> str | None:
     """What a help screen shows after an option or argument: its metavar, its choices, or its name.
@@ -44,13 +44,13 @@ app = typer.Typer(
 )
 
 
-class Output(StrEnum):
+class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"
 
 
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table for people, json|yaml for scripts")]
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json|yaml for scripts")]
 
 
 def _version(value: bool) -> None:

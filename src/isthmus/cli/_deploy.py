@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..console import dump, err_console, out_console
 from ..errors import UserError
-from ._app import Output, OutputOpt, app
+from ._app import OutputFormat, OutputOpt, app
 
 __all__ = ["DeployTarget", "is_chart", "load_target", "print_result", "rendered_release", "result_doc"]
 
@@ -205,7 +205,7 @@ def diff(
     outcomes = _run(work)
     changed = False
     for name, outcome in outcomes.items():
-        if outcome.reach is not Reach.DONE:
+        if outcome.reach is not Reach.REACHED:
             out_console.print(f"[bold]{name}[/]: [red]{outcome.reach.value}[/] ({outcome.error})", highlight=False)
             continue
         diffs = [d for d in outcome.value if d.changed]
@@ -213,7 +213,7 @@ def diff(
         for d in diffs:
             changed = True
             out_console.print(d.text, markup=False, highlight=False, end="")
-    if any(o.reach is not Reach.DONE for o in outcomes.values()):
+    if any(o.reach is not Reach.REACHED for o in outcomes.values()):
         raise typer.Exit(1)
     raise typer.Exit(1 if changed else 0)
 
@@ -225,7 +225,7 @@ def _requests(registry: Any, clusters: list[str]) -> dict[str, dict[str, int]]:
 
 
 def _apply_table(result: Any, clusters: list[str], requests: dict[str, dict[str, int]]) -> Table:
-    from ..kube import Action
+    from ..kube import ApplyAction
     from ..rollout import MemberOutcome, Outcome
 
     table = Table("cluster", "result", "created", "configured", "unchanged", "pruned", "steps", "API requests",
@@ -247,7 +247,7 @@ def _apply_table(result: Any, clusters: list[str], requests: dict[str, dict[str,
             verdict, note = "[yellow]pending[/]", ""
         done = sum(1 for r in records if r.outcome in (Outcome.DONE, Outcome.SKIPPED))
         table.add_row(name, verdict, *(str(counts[a]) for a in
-                      (Action.CREATED, Action.CONFIGURED, Action.UNCHANGED, Action.PRUNED)),
+                      (ApplyAction.CREATED, ApplyAction.CONFIGURED, ApplyAction.UNCHANGED, ApplyAction.PRUNED)),
                       f"{done}/{len(records)}", str(requests[name]["requests"]), str(requests[name]["writes"]),
                       note)
     return table
@@ -261,9 +261,10 @@ LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait fo
 
 def print_result(result: Any) -> None:
     """The rollout's outcome as the lines people read (stdout): phase, message, notes."""
-    from ..rollout import Phase
+    from ..rollout import RolloutPhase
 
-    colour = {Phase.SUCCEEDED: "green", Phase.ROLLED_BACK: "yellow", Phase.PAUSED: "yellow"}.get(result.phase, "red")
+    colours = {RolloutPhase.SUCCEEDED: "green", RolloutPhase.ROLLED_BACK: "yellow", RolloutPhase.PAUSED: "yellow"}
+    colour = colours.get(result.phase, "red")
     out_console.print(f"rollout of revision {result.state.revision}: [{colour}]{result.phase.value}[/]",
                       highlight=False)
     if result.state.message:
@@ -298,7 +299,7 @@ def apply_cmd(
     skip_cluster: SkipCluster = None,
     identity: AsIdentity = None,
     lock_wait: LockWait = 0.0,
-    output: OutputOpt = Output.TABLE,
+    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Roll the spec out: a new revision, gated steps rack by rack, under the app's lock (resumable)."""
     from ..rollout import RolloutOptions, apply_rollout, wait_healthy
@@ -330,7 +331,7 @@ def apply_cmd(
         result, status = _run(lambda: work(progress))
     elapsed = time.monotonic() - started
     requests = _requests(registry, clusters)
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         doc = result_doc(result, elapsed, requests)
         if status is not None:
             doc["status"] = status.to_dict()
@@ -397,7 +398,7 @@ def status(
     app_name: AppName = None,
     kubeconfig: Kubeconfig = None,
     request_timeout: CallTimeout = 10.0,
-    output: OutputOpt = Output.TABLE,
+    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Show every datacenter's health, per cluster (an unreachable one is Unknown), and the ring per node."""
     from ..rollout import app_status
@@ -415,7 +416,7 @@ def status(
                                     database_view(members, app.metadata.name, app.namespace))
 
     report, ring = _run_closing(registry, both)
-    if output is Output.TABLE:
+    if output is OutputFormat.TABLE:
         _print_status(report, chart=is_chart(target))
         if ring is not None:
             _print_ring(ring)
@@ -455,9 +456,9 @@ def delete(
     with _live(clusters) as progress:
         outcomes = _run(lambda: work(progress))
     for name, o in outcomes.items():
-        if o.reach is Reach.DONE:
+        if o.reach is Reach.REACHED:
             out_console.print(f"{name}: deleted {len(o.value.outcomes)} object(s)")
         else:
             out_console.print(f"{name}: [red]{o.reach.value}[/] ({o.error})")
-    if any(o.reach is not Reach.DONE for o in outcomes.values()):
+    if any(o.reach is not Reach.REACHED for o in outcomes.values()):
         raise typer.Exit(1)

@@ -26,12 +26,12 @@ from rich.table import Table
 
 from ..console import dump, err_console, out_console
 from ..errors import UserError
-from ._app import Output, OutputOpt, app
+from ._app import OutputFormat, OutputOpt, app
 from ._plan import _read_lock, lock_path_for
 
 if TYPE_CHECKING:
     from ..kube.preflight import PreflightReport
-    from ..netplan import Plan
+    from ..netplan import NetworkPlan
     from ..pki import Authority
     from ..render.cilium import CiliumCA
     from ..render.firewall import FirewallReport
@@ -60,7 +60,7 @@ class _Inputs:
     fleet: Fleet
     fleet_file: Path
     app: CassandraCluster | None
-    plan: Plan
+    plan: NetworkPlan
 
 
 def _inputs(files: Sequence[Path], app_name: str | None = None) -> _Inputs:
@@ -131,7 +131,7 @@ def _firewall_table(report: FirewallReport) -> Table:
 @explain_app.command("firewall")
 def explain_firewall(
     files: SpecFiles,
-    output: OutputOpt = Output.TABLE,
+    output: OutputOpt = OutputFormat.TABLE,
     rules: Annotated[bool, typer.Option("--rules", help="Print the cloud-neutral rule set (plain text) instead")]
     = False,
     exposure: Annotated[str, typer.Option("--clustermesh-exposure", help="LoadBalancer or NodePort: how peers "
@@ -145,7 +145,7 @@ def explain_firewall(
     if rules:
         sys.stdout.write(report.to_text())  # plain text, never wrapped: it is meant to be copied
         sys.stdout.flush()
-    elif output is Output.TABLE:
+    elif output is OutputFormat.TABLE:
         out_console.print(_firewall_table(report))
         if not report.rules:
             out_console.print("One cluster: no traffic crosses a firewall between clusters.")
@@ -175,7 +175,7 @@ def explain_network(
 ) -> None:
     """The connected fleet: what carries pod traffic between clusters, each cluster's IDs and CIDRs, and
     (with an app spec) the name a client dials in each cluster."""
-    from ..observe.netmap import link_label
+    from ..pictures.netmap import link_label
     from ..render.discovery import client_addresses
 
     inputs = _inputs(files, app_name)
@@ -197,7 +197,7 @@ def explain_network(
             names.add_row(a.cluster, a.mode.value, f"{a.host}:{a.port}", a.behaviour)
         out_console.print(names)
     if picture is not None:
-        from ..observe.netmap import draw_network
+        from ..pictures.netmap import draw_network
 
         _write(picture, "")
         try:
@@ -415,7 +415,7 @@ def preflight(
                                                     "$KUBECONFIG")] = None,
     request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds a cluster may take to "
                                                    "answer before it counts as unreachable")] = 5.0,
-    output: OutputOpt = Output.TABLE,
+    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Check the live clusters against the plan before deploying: reachability, CIDRs, cluster IDs, MTU, DNS.
 
@@ -435,7 +435,7 @@ def preflight(
             await registry.close()
 
     report = asyncio.run(work())
-    if output is Output.TABLE:
+    if output is OutputFormat.TABLE:
         clusters, findings = _preflight_tables(report)
         out_console.print(clusters)
         if findings is not None:

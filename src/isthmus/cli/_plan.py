@@ -10,7 +10,7 @@ import yaml
 
 from ..console import dump, err_console, out_console
 from ..errors import UserError
-from ._app import Output, OutputOpt, app
+from ._app import OutputFormat, OutputOpt, app
 
 if TYPE_CHECKING:
     from .. import netplan
@@ -39,7 +39,7 @@ def lock_path_for(spec: Path) -> Path:
 @app.command()
 def plan(
     spec_file: Annotated[Path, typer.Option("--file", "-f", metavar="FILE", help="Fleet spec (YAML)")],
-    output: OutputOpt = Output.TABLE,
+    output: OutputOpt = OutputFormat.TABLE,
     check: Annotated[bool, typer.Option("--check", help="Validate already-assigned CIDRs and IDs")] = False,
     report: Annotated[Path | None, typer.Option(help="Also write a markdown report here")] = None,
     map_: Annotated[Path | None, typer.Option("--map", help="Also draw the address map (PNG) here")] = None,
@@ -49,13 +49,13 @@ def plan(
 ) -> None:
     """Plan pod/service CIDRs, cluster IDs, MTU and capacity for a Fleet, before any cluster exists."""
     from .. import netplan
-    from ..observe import planview
+    from ..pictures import planview
     from ..spec import load_file, require_fleet
 
     fleet = require_fleet(load_file(spec_file))
     if check:
         found = netplan.check(fleet)
-        if output is Output.TABLE:
+        if output is OutputFormat.TABLE:
             planview.print_check(found, out_console)
         else:
             dump(found.to_dict(), output.value)
@@ -71,7 +71,7 @@ def plan(
         raise UserError(f"{lock_file}: the plan changes the lock; run `isthmus plan -f {spec_file}` and commit it")
     if write_lock and not locked and (previous is None or previous.to_dict() != new_lock):
         _write(lock_file, _LOCK_HEADER + yaml.safe_dump(new_lock, sort_keys=False))
-    if output is Output.TABLE:
+    if output is OutputFormat.TABLE:
         planview.print_plan(result, out_console)
     else:
         dump(result.to_dict(), output.value)
@@ -79,7 +79,7 @@ def plan(
         _write(report, planview.markdown(result))
         err_console.print(f"report written to {report}")
     if map_ is not None:
-        from ..observe import planmap
+        from ..pictures import planmap
 
         _write(map_, "")
         planmap.draw(result, map_)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..console import dump, err_console, out_console
 from ..errors import UserError
-from ._app import Output, OutputOpt, app
+from ._app import OutputFormat, OutputOpt, app
 from ._deploy import (
     AppName,
     AsIdentity,
@@ -44,13 +44,13 @@ def _when(ts: float | None) -> str:
 
 
 @rollout_app.command("plan")
-def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = Output.TABLE) -> None:
+def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputFormat.TABLE) -> None:
     """Print the steps `apply` would run, in order, before anything runs (no cluster is contacted)."""
     from ..rollout import plan_rollout
 
     target = load_target(files, app_name)
     plan = plan_rollout(target.app)
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         dump(plan.to_dict(), output.value)
         return
     strategy = target.app.spec.rollout
@@ -75,7 +75,7 @@ def _state_table(state: Any) -> Table:
 
 @rollout_app.command("status")
 def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
-               request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+               request_timeout: CallTimeout = 10.0, output: OutputOpt = OutputFormat.TABLE) -> None:
     """Show the current (or last) rollout, step by step, from the control-plane cluster."""
     from ..rollout import ProgressStore
 
@@ -86,7 +86,7 @@ def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
     state = _run_closing(registry, store.load)
     if state is None:
         raise UserError(f"app {target.app.metadata.name} has no rollout yet; `isthmus apply` starts one")
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         dump(state.to_dict(), output.value)
         return
     out_console.print(_state_table(state))
@@ -98,7 +98,7 @@ def status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
         out_console.print(f"  {line}", markup=False, highlight=False)
 
 
-def _run_flow(target: Any, registry: Any, options: Any, output: Output,
+def _run_flow(target: Any, registry: Any, options: Any, output: OutputFormat,
               flow: Callable[[Callable[[str, str], None]], Awaitable[Any]]) -> None:
     """Run one rollout flow with a live line per member, then print (or dump) its result."""
     started = time.monotonic()
@@ -113,7 +113,7 @@ def _run_flow(target: Any, registry: Any, options: Any, output: Output,
 
     with _live(target.app.member_clusters()) as progress:
         result = _run(lambda: work(progress))
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         dump(result_doc(result, time.monotonic() - started), output.value)
     else:
         print_result(result)
@@ -127,7 +127,7 @@ def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
                lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the lock "
                                                        "(a killed holder's lease must expire first)")] = 30.0,
                timeout: Annotated[float, typer.Option(help="Seconds the rollout may take; then it pauses")] = 600.0,
-               output: OutputOpt = Output.TABLE) -> None:
+               output: OutputOpt = OutputFormat.TABLE) -> None:
     """Continue the persisted rollout where it stopped; completed steps are not repeated."""
     from ..rollout import RolloutOptions, resume_rollout
 
@@ -141,8 +141,9 @@ def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
 
 @app.command("history")
 def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
-                request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+                request_timeout: CallTimeout = 10.0, output: OutputOpt = OutputFormat.TABLE) -> None:
     """List the app's revisions and which one each member cluster runs (Unknown when it does not answer)."""
+    from ..kube import Reach
     from ..rollout import history
 
     target = load_target(files, app_name)
@@ -151,7 +152,7 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
 
     hist = _run_closing(registry, lambda: history(registry, target.fleet.spec.control_plane, members,
                                                   target.app.metadata.name, target.app.namespace))
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         dump(hist.to_dict(), output.value)
         return
     if hist.control_plane_error:
@@ -165,7 +166,7 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
                       *(states.get(m, "") for m in members), "\n".join(info.summary))
     out_console.print(table)
     for cluster, member in sorted(hist.members.items()):
-        if member.reach.value != "Done":
+        if member.reach is not Reach.REACHED:
             out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)
         else:
             out_console.print(f"{cluster}: runs revision {member.revision or '-'}"
@@ -180,7 +181,7 @@ def rollback_cmd(files: Files,
                  skip_cluster: SkipCluster = None, identity: AsIdentity = None, lock_wait: LockWait = 0.0,
                  timeout: Annotated[float, typer.Option(help="Seconds the rollback may take; then it pauses")]
                  = 600.0,
-                 output: OutputOpt = Output.TABLE) -> None:
+                 output: OutputOpt = OutputFormat.TABLE) -> None:
     """Roll an earlier revision forward through the same gates, in reverse wave order."""
     from ..rollout import RolloutOptions, rollback_app
 
@@ -194,7 +195,7 @@ def rollback_cmd(files: Files,
 
 @lock_app.command("status")
 def lock_status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
-                    request_timeout: CallTimeout = 10.0, output: OutputOpt = Output.TABLE) -> None:
+                    request_timeout: CallTimeout = 10.0, output: OutputOpt = OutputFormat.TABLE) -> None:
     """Who holds the app's lock, until when, and the latest fencing token."""
     from ..rollout import lock_status
 
@@ -204,7 +205,7 @@ def lock_status_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconf
     state = _run_closing(registry, lambda: lock_status(registry[target.fleet.spec.control_plane],
                                                        target.app.metadata.name))
     now = time.time()
-    if output is not Output.TABLE:
+    if output is not OutputFormat.TABLE:
         dump(state.to_dict(now) if state else {"app": target.app.metadata.name, "holder": None}, output.value)
         return
     if state is None or state.holder is None:

@@ -9,20 +9,20 @@ Nothing in these modules performs I/O. The asyncio pump that moves bytes between
 """
 
 from isthmus.cqlguard.classify import Classified, Statement, Unclassifiable, classify
-from isthmus.cqlguard.policy import Decision, Identity, Policy, PolicyError, Verdict
+from isthmus.cqlguard.policy import Identity, Policy, PolicyDecision, PolicyError, PolicyVerdict
 from isthmus.cqlguard.protocol import ConnectionConfig, CQLConnection, ProtocolError
 
 __all__ = [
     "CQLConnection",
     "Classified",
     "ConnectionConfig",
-    "Decision",
     "Identity",
     "Policy",
+    "PolicyDecision",
     "PolicyError",
+    "PolicyVerdict",
     "ProtocolError",
     "Statement",
     "Unclassifiable",
-    "Verdict",
     "classify",
 ]

@@ -31,14 +31,14 @@ from functools import lru_cache
 
 from isthmus.cqlguard.classify import (
     GLOBAL_ACTIONS,
-    Action,
     Classification,
     Classified,
+    CqlAction,
     Unclassifiable,
     classify,
     merge,
 )
-from isthmus.cqlguard.policy import Decision, Identity, Policy
+from isthmus.cqlguard.policy import Identity, Policy, PolicyDecision
 from isthmus.cqlguard.protocol import (
     Batch,
     BatchPrepared,
@@ -51,7 +51,7 @@ from isthmus.cqlguard.protocol import (
     Response,
 )
 
-__all__ = ["Check", "Guard", "PreparedStatements", "Step", "classify_cached"]
+__all__ = ["Check", "Disposition", "Guard", "PreparedStatements", "classify_cached"]
 
 _CLASSIFY_CACHE = 8192
 _DECISION_CACHE = 8192
@@ -74,7 +74,7 @@ def classify_cached(query: str, keyspace: str | None) -> Classification:
     return _classify_memo(query, keyspace)
 
 
-class Step(Enum):
+class Disposition(Enum):
     """What the session does with a request."""
 
     FORWARD = "forward"  # policy allowed it: send it to the server
@@ -92,11 +92,11 @@ class Check:
     ``kind`` is the opcode in lower case (``query``, ``prepare``, ``execute``, ``batch``).
     """
 
-    step: Step
+    step: Disposition
     request: Request
     kind: str
     classification: Classification | None = None
-    decision: Decision | None = None
+    decision: PolicyDecision | None = None
     changes_keyspace: bool = False
     unprepared_id: bytes | None = None
 
@@ -158,7 +158,7 @@ def _uses_connection_keyspace(classification: Classification) -> bool:
 
 
 def _is_use(classification: Classification) -> bool:
-    return isinstance(classification, Classified) and any(s.action is Action.USE for s in classification.statements)
+    return isinstance(classification, Classified) and any(s.action is CqlAction.USE for s in classification.statements)
 
 
 class Guard:
@@ -171,7 +171,7 @@ class Guard:
         self._policy = policy
         #: ``Policy.decide`` memo shared by every connection, keyed by what the policy reads. (A
         #: session's fast path keeps its own map from the request's bytes to a rendered decision.)
-        self._decisions: dict[tuple[Identity, Classification], Decision] = {}
+        self._decisions: dict[tuple[Identity, Classification], PolicyDecision] = {}
         self.upstream = upstream
         self.prepared = prepared if prepared is not None else PreparedStatements()
         #: Bumped by every policy swap: whoever keeps decisions (the session's per-connection fast
@@ -203,22 +203,22 @@ class Guard:
         if isinstance(message, Execute):
             entry = self.prepared._get(self.upstream, message.prepared_id)
             if entry is None:
-                return Check(Step.UNPREPARED, request, kind, unprepared_id=message.prepared_id)
+                return Check(Disposition.UNPREPARED, request, kind, unprepared_id=message.prepared_id)
             return self._decide(request, kind, identity, entry.classification)
         if not isinstance(message, Query | Prepare | Batch):
-            return Check(Step.PASS, request, kind)
+            return Check(Disposition.PASS, request, kind)
         keyspace = message.keyspace or connection_keyspace
         if keyspace != request.keyspace:
             request = dataclasses.replace(request, keyspace=keyspace)
         if keyspace_in_doubt and message.keyspace is None and self._needs_keyspace(message):
-            return Check(Step.HOLD, request, kind)
+            return Check(Disposition.HOLD, request, kind)
         if isinstance(message, Batch):
             children: list[Classification] = []
             for child in message.statements:
                 if isinstance(child, BatchPrepared):
                     entry = self.prepared._get(self.upstream, child.prepared_id)
                     if entry is None:
-                        return Check(Step.UNPREPARED, request, kind, unprepared_id=child.prepared_id)
+                        return Check(Disposition.UNPREPARED, request, kind, unprepared_id=child.prepared_id)
                     children.append(entry.classification)
                 else:
                     children.append(classify_cached(child.query, keyspace))
@@ -234,10 +234,10 @@ class Guard:
                 self._decisions = {}
             decision = self._decisions[key] = self._policy.decide(identity, classification)
         if not decision.allowed:
-            return Check(Step.DENY, request, kind, classification, decision)
+            return Check(Disposition.DENY, request, kind, classification, decision)
         # Preparing a USE changes nothing; running one (QUERY, or EXECUTE of a prepared USE) does.
         changes = not isinstance(request.message, Prepare) and _is_use(classification)
-        return Check(Step.FORWARD, request, kind, classification, decision, changes_keyspace=changes)
+        return Check(Disposition.FORWARD, request, kind, classification, decision, changes_keyspace=changes)
 
     @staticmethod
     def _needs_keyspace(message: Query | Prepare | Batch) -> bool:

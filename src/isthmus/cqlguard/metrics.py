@@ -18,6 +18,7 @@ lets several guards (tests, benchmarks) live in one process.
 ``isthmus_cqlguard_protocol_errors_total{peer}``           malformed input that closed a connection
 ``isthmus_cqlguard_timeouts_total{kind}``                  idle / slow_client closes
 ``isthmus_cqlguard_policy_reloads_total{result}``          success / failure
+``isthmus_cqlguard_policy_checks_total``                   looks at the policy file (changed or not)
 ========================================================  =======================================
 """
 
@@ -60,6 +61,7 @@ class GuardMetrics(Counters):
         )
         self.timeouts = Counter(f"{_PREFIX}_timeouts", "Connections closed by a timeout", ("kind",), registry=r)
         self.policy_reloads = Counter(f"{_PREFIX}_policy_reloads", "Policy file reloads", ("result",), registry=r)
+        self.policy_checks = Counter(f"{_PREFIX}_policy_checks", "Looks at the policy file, changed or not", registry=r)
         for peer in ("client", "upstream"):
             self.protocol_errors.labels(peer=peer)
         for kind in ("idle", "slow_client"):

@@ -46,9 +46,9 @@ from pydantic import ValidationError
 
 from isthmus.cqlguard.classify import (
     GLOBAL_ACTIONS,
-    Action,
     Classification,
     Classified,
+    CqlAction,
     Statement,
     Unclassifiable,
 )
@@ -57,17 +57,17 @@ from isthmus.spec.policy import ACTION_GROUPS, Allowance, IdentitySelector, Poli
 __all__ = [
     "ACTION_GROUPS",
     "BUILTIN_RULE",
-    "Decision",
     "Identity",
     "Policy",
+    "PolicyDecision",
     "PolicyDocument",
     "PolicyError",
-    "Verdict",
+    "PolicyVerdict",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_KEYSPACE_LEVEL = frozenset({Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
+_KEYSPACE_LEVEL = frozenset({CqlAction.CREATE_KEYSPACE, CqlAction.ALTER_KEYSPACE, CqlAction.DROP_KEYSPACE})
 BUILTIN_RULE = "builtin:driver-system-tables"
 _BUILTIN_TABLES = (
     ("system", "local"),
@@ -82,7 +82,7 @@ class PolicyError(ValueError):
     """The policy document is invalid; the message says where and why, one problem a line."""
 
 
-class Verdict(Enum):
+class PolicyVerdict(Enum):
     ALLOWED = "allowed"
     DENIED = "denied"
 
@@ -112,14 +112,14 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
+class PolicyDecision:
+    verdict: PolicyVerdict
     rule: str | None
     reason: str
 
     @property
     def allowed(self) -> bool:
-        return self.verdict is Verdict.ALLOWED
+        return self.verdict is PolicyVerdict.ALLOWED
 
 
 # ---------------------------------------------------------------------------- decisions
@@ -154,7 +154,7 @@ def _match(name: str, pattern: str) -> bool:
 
 def _allows(allowance: Allowance, statement: Statement) -> bool:
     action, ks, table = statement.action, statement.keyspace, statement.table
-    if action is Action.USE:
+    if action is CqlAction.USE:
         return ks is not None and any(_match(ks, kp) for kp, _ in allowance.patterns())
     if action not in allowance.expanded():
         return False
@@ -171,7 +171,7 @@ def _allows(allowance: Allowance, statement: Statement) -> bool:
 
 def _builtin(statement: Statement) -> bool:
     return (
-        statement.action is Action.SELECT
+        statement.action is CqlAction.SELECT
         and statement.keyspace is not None
         and statement.table is not None
         and any(statement.keyspace == k and _match(statement.table, t) for k, t in _BUILTIN_TABLES)
@@ -207,22 +207,22 @@ class Policy:
     def from_file(cls, path: Path) -> Policy:
         return cls.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
 
-    def decide(self, identity: Identity, classification: Classification) -> Decision:
+    def decide(self, identity: Identity, classification: Classification) -> PolicyDecision:
         if isinstance(classification, Unclassifiable):
-            return Decision(Verdict.DENIED, None, f"unclassifiable statement: {classification.reason}")
+            return PolicyDecision(PolicyVerdict.DENIED, None, f"unclassifiable statement: {classification.reason}")
         if not classification.statements:
-            return Decision(Verdict.DENIED, None, "no statement")
+            return PolicyDecision(PolicyVerdict.DENIED, None, "no statement")
         rules = [r for r in self.document.rules if _identity_matches(r.identities, identity)]
         used: list[str] = []
         for statement in classification.statements:
             rule = self._rule_for(rules, statement)
             if rule is None:
                 what = "batch statement " if isinstance(classification, Classified) and classification.batch else ""
-                return Decision(Verdict.DENIED, None, f"no rule allows {what}{statement} for {identity}")
+                return PolicyDecision(PolicyVerdict.DENIED, None, f"no rule allows {what}{statement} for {identity}")
             if rule not in used:
                 used.append(rule)
         names = ", ".join(used)
-        return Decision(Verdict.ALLOWED, names, f"allowed by {names}")
+        return PolicyDecision(PolicyVerdict.ALLOWED, names, f"allowed by {names}")
 
     @staticmethod
     def _rule_for(rules: list[Rule], statement: Statement) -> str | None:

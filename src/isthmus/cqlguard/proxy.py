@@ -198,10 +198,12 @@ class GuardServer:
                     log.error("policy %s unreadable, keeping the current one: %s", self.settings.policy_path, exc)
                     self.metrics.policy_reloads.labels(result="failure").inc()
                     self._policy_stamp = None
+                self.metrics.policy_checks.inc()
                 continue
             if stamp != self._policy_stamp:
                 self.reload_policy()
                 self._policy_stamp = stamp
+            self.metrics.policy_checks.inc()  # after any reload: a test that sees it sees the reload's outcome
 
     # -------------------------------------------------------------------- flows
 

@@ -18,7 +18,7 @@ back-pressure and time-outs belong to the pump (:mod:`isthmus.cqlguard.pump`), w
 The fast path: an EXECUTE of a prepared id, or a QUERY text in a keyspace, that this session
 already allowed under the same policy (``Guard.generation``) and the same user, is decided
 from its header and key alone (:meth:`CQLConnection.fast_request`) and goes on as the client
-framed it; its decision, flow template and metric key were rendered once (:class:`_Known`).
+framed it; its decision, flow template and metric key were rendered once (:mod:`.known`).
 Anything else is decoded and checked. ``tests/guard/test_session.py`` shows with hypothesis
 that both paths give the same bytes, flow lines and counters for well-formed requests (every
 option flag, v4/v5, lz4, USE, reloads).
@@ -47,27 +47,22 @@ from collections import deque
 from isthmus.cqlguard.classify import Classification
 from isthmus.cqlguard.counters import LATENCY_BUCKETS, Counters
 from isthmus.cqlguard.flows import Flow, FlowTemplate, FlowVerdict, l7_action
-from isthmus.cqlguard.guard import Check, Guard, Step
+from isthmus.cqlguard.guard import Check, Disposition, Guard
+from isthmus.cqlguard.known import KnownDecision, KnownDecisions
 from isthmus.cqlguard.peer import Address, Peer
 from isthmus.cqlguard.policy import Identity
 from isthmus.cqlguard.protocol import (
     Chunk,
     ConnectionConfig,
     CQLConnection,
-    Execute,
     Opcode,
     ProtocolError,
     ProxyReply,
-    Query,
     Request,
 )
 
 __all__ = ["GuardSession", "Output", "Peer"]
 
-#: Fast-path maps per session: at most this many entries each (then they start afresh), and
-#: QUERY texts up to this long.
-_HOT_ENTRIES = 4096
-_HOT_QUERY_CHARS = 4096
 _EXECUTE = int(Opcode.EXECUTE)
 
 
@@ -91,27 +86,6 @@ class Output:
         self.error: ProtocolError | None = None
         self.progress = False
         self.holding = False
-
-
-class _Known:
-    """A forwarded decision, rendered once: its check, flow line template and metric key.
-
-    One per decision; kept in the session's fast-path maps when the same request may come
-    again (an EXECUTE of a prepared id, a QUERY text in a keyspace).
-    """
-
-    __slots__ = ("action", "classification", "counter", "decision", "kind", "template")
-
-    def __init__(self, check: Check, template: FlowTemplate | None, counters: Counters) -> None:
-        # Not the check itself: its request holds the whole frame (bound values and all), and up to
-        # _HOT_ENTRIES of these stay per session.
-        assert check.decision is not None
-        self.kind, self.classification, self.decision = check.kind, check.classification, check.decision
-        self.template = template
-        self.action = l7_action(check.classification)
-        #: Its key in ``Counters.requests`` (present: the fast path adds to it directly).
-        self.counter = ("allowed", self.action)
-        counters.requests.setdefault(self.counter, 0)
 
 
 class GuardSession:
@@ -143,12 +117,9 @@ class GuardSession:
         self._fast_path = fast_path
         self._identity = Identity(address=peer.address, principal=peer.principal, subject=peer.subject)
         #: Forwarded requests awaiting their answer: (decision, wall time, monotonic start).
-        self._inflight: dict[int, tuple[_Known, float, float]] = {}
+        self._inflight: dict[int, tuple[KnownDecision, float, float]] = {}
         self._held: deque[Request] = deque()
-        self._hot_exec: dict[bytes, _Known] = {}
-        self._hot_query: dict[tuple[bytes, str | None], _Known] = {}
-        self._hot_generation = guard.generation
-        self._hot_prepared = guard.prepared.changes
+        self._known = KnownDecisions(guard)
         #: Requests decided on the fast path so far.
         self.fast_decisions = 0
         # What the current call produced (see Output).
@@ -190,11 +161,8 @@ class GuardSession:
         inflight = self._inflight
         requests = self.counters.requests
         up = self._up
-        if self._hot_generation != self.guard.generation:
-            self._forget_hot()
-        if self._hot_prepared != self.guard.prepared.changes:  # an id now stands for another statement
-            self._hot_exec.clear()
-            self._hot_prepared = self.guard.prepared.changes
+        self._known.refresh()
+        hot_exec, hot_query = self._known.executes, self._known.queries  # (cleared in place, never replaced)
         fast_path = self._fast_path
         for wire, envelopes in chunks:
             sent: list[bytes] = []
@@ -204,9 +172,9 @@ class GuardSession:
                 if fast is not None:
                     stream, opcode, key = fast
                     if opcode == _EXECUTE:
-                        known = self._hot_exec.get(key)
+                        known = hot_exec.get(key)
                     else:
-                        known = None if conn.keyspace_in_doubt else self._hot_query.get((key, conn.keyspace))
+                        known = None if conn.keyspace_in_doubt else hot_query.get((key, conn.keyspace))
                     if known is not None:
                         conn.forward_fast(stream)
                         inflight[stream] = (known, wall, now)
@@ -235,21 +203,21 @@ class GuardSession:
             keyspace_in_doubt=conn.keyspace_in_doubt,
         )
         step = check.step
-        if step is Step.PASS:
+        if step is Disposition.PASS:
             conn.forward(request)
             sent.append(request.raw)
-        elif step is Step.FORWARD:
+        elif step is Disposition.FORWARD:
             conn.forward(check.request, changes_keyspace=check.changes_keyspace)
             sent.append(check.request.raw)
             known = self._remember(check)
             self._inflight[request.stream] = (known, wall, now)
             self.counters.count_request("allowed", known.action)
-        elif step is Step.DENY:
+        elif step is Disposition.DENY:
             assert check.decision is not None
             self._to_client(conn.deny(request, f"cqlguard: {check.decision.reason}"))
             self.counters.count_request("denied", l7_action(check.classification))
             self._flow(check, FlowVerdict.DENIED, wall, check.decision.rule, check.decision.reason)
-        elif step is Step.UNPREPARED:
+        elif step is Disposition.UNPREPARED:
             assert check.unprepared_id is not None
             self._to_client(conn.unprepared(request, check.unprepared_id))
             self.counters.count_request("error", "unknown")
@@ -265,7 +233,7 @@ class GuardSession:
             self._to_client(self.conn.deny(request, f"cqlguard: {reason}"))
             self.counters.count_request("error", "unknown")
             kind = request.opcode.name.lower()
-            self._flow(Check(Step.HOLD, request, kind), FlowVerdict.ERROR, wall, None, reason)
+            self._flow(Check(Disposition.HOLD, request, kind), FlowVerdict.ERROR, wall, None, reason)
             return
         self._held.append(request)
 
@@ -291,29 +259,10 @@ class GuardSession:
                                       f"refused, connection closed: {exc}")
                 self._flows.append(flow.to_line())
 
-    # ------------------------------------------------------------- fast-path decisions
-
-    def _forget_hot(self) -> None:
-        self._hot_exec.clear()
-        self._hot_query.clear()
-        self._hot_generation = self.guard.generation
-
-    def _remember(self, check: Check) -> _Known:
-        """A :class:`_Known` for an allowed check, kept for the fast path when it may repeat."""
-        if self._hot_generation != self.guard.generation:
-            self._forget_hot()
-        known = _Known(check, self._template(check) if self._record_flows else None, self.counters)
-        message = check.request.message
-        if check.changes_keyspace:
-            return known
-        if isinstance(message, Execute):
-            if len(self._hot_exec) >= _HOT_ENTRIES:
-                self._hot_exec.clear()
-            self._hot_exec[message.prepared_id] = known
-        elif isinstance(message, Query) and message.keyspace is None and len(message.query) <= _HOT_QUERY_CHARS:
-            if len(self._hot_query) >= _HOT_ENTRIES:
-                self._hot_query.clear()
-            self._hot_query[(message.query.encode("utf-8"), check.request.keyspace)] = known
+    def _remember(self, check: Check) -> KnownDecision:
+        """A :class:`KnownDecision` for an allowed check, kept for the fast path when it may repeat."""
+        known = KnownDecision(check, self._template(check) if self._record_flows else None, self.counters)
+        self._known.remember(check, known)
         return known
 
     def _identity_now(self) -> Identity:
@@ -321,7 +270,7 @@ class GuardSession:
         if user != self._identity.user:
             peer = self.peer
             self._identity = Identity(address=peer.address, user=user, principal=peer.principal, subject=peer.subject)
-            self._forget_hot()
+            self._known.forget()
         return self._identity
 
     # ---------------------------------------------------------------- upstream -> client

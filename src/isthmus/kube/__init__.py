@@ -16,7 +16,7 @@ change (that is ``rollout``).
 """
 
 from .applying import (
-    Action,
+    ApplyAction,
     ApplyReport,
     ObjectOutcome,
     apply_objects,
@@ -81,8 +81,8 @@ __all__ = [
     "FIELD_MANAGER",
     "HASH_ANNOTATION",
     "JUDGED_KINDS",
-    "Action",
     "ApiFailure",
+    "ApplyAction",
     "ApplyConflict",
     "ApplyReport",
     "BadRequest",

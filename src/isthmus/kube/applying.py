@@ -27,7 +27,7 @@ from .live import fetch_owned, holds, kind_key, live_objects
 from .objects import KubeObject, ObjectRef, resource_class, to_resource
 
 __all__ = [
-    "Action",
+    "ApplyAction",
     "ApplyReport",
     "ObjectOutcome",
     "apply_objects",
@@ -38,7 +38,7 @@ __all__ = [
 Progress = Callable[[str], None]
 
 
-class Action(StrEnum):
+class ApplyAction(StrEnum):
     CREATED = "created"
     CONFIGURED = "configured"
     UNCHANGED = "unchanged"
@@ -49,7 +49,7 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class ObjectOutcome:
     ref: ObjectRef
-    action: Action
+    action: ApplyAction
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,12 @@ class ApplyReport:
     cluster: str
     outcomes: tuple[ObjectOutcome, ...] = field(default_factory=tuple)
 
-    def count(self, action: Action) -> int:
+    def count(self, action: ApplyAction) -> int:
         return sum(1 for o in self.outcomes if o.action is action)
 
     @property
     def changed(self) -> bool:
-        return any(o.action is not Action.UNCHANGED for o in self.outcomes)
+        return any(o.action is not ApplyAction.UNCHANGED for o in self.outcomes)
 
 
 async def _apply_one(conn: ClusterConnection, obj: KubeObject, force: bool) -> KubeObject:
@@ -116,11 +116,11 @@ async def apply_objects(
         ref = ObjectRef.of(obj)
         current = live.get(ref)
         if holds(current, obj):
-            return ObjectOutcome(ref, Action.UNCHANGED)
+            return ObjectOutcome(ref, ApplyAction.UNCHANGED)
         await _apply_one(conn, obj, force_conflicts)
         if ref.kind == "CustomResourceDefinition":
             await _wait_established(conn, ref.name)
-        return ObjectOutcome(ref, Action.CREATED if current is None else Action.CONFIGURED)
+        return ObjectOutcome(ref, ApplyAction.CREATED if current is None else ApplyAction.CONFIGURED)
 
     # The inventory names an object before the object exists, so an apply cut short (a crash, a
     # timeout) never leaves behind something a later prune cannot find. It is written beside the
@@ -141,7 +141,7 @@ async def apply_objects(
 
     if prune:
         stale = previous - set(desired)
-        outcomes += [ObjectOutcome(r, Action.PRUNED) for r in await _delete(conn, app, stale, live, say)]
+        outcomes += [ObjectOutcome(r, ApplyAction.PRUNED) for r in await _delete(conn, app, stale, live, say)]
     await write_inventory(conn, app, namespace, set(desired) | (set() if prune else previous), recorded)
     return ApplyReport(conn.name, tuple(outcomes))
 
@@ -177,7 +177,7 @@ async def delete_objects(
     live = await fetch_owned(conn, app, {kind_key(r) for r in previous})
     deleted = await _delete(conn, app, previous, live, say)
     await delete_inventory(conn, app, namespace)
-    return ApplyReport(conn.name, tuple(ObjectOutcome(r, Action.DELETED) for r in deleted))
+    return ApplyReport(conn.name, tuple(ObjectOutcome(r, ApplyAction.DELETED) for r in deleted))
 
 
 async def delete_volume_claims(conn: ClusterConnection, *, app: str, namespace: str) -> list[ObjectRef]:

@@ -19,9 +19,11 @@ T = TypeVar("T")
 
 
 class Reach(StrEnum):
-    DONE = "Done"
-    UNKNOWN = "Unknown"
-    FAILED = "Failed"
+    """Whether a cluster was reached. The values are the ones written to status (``reach``), kept as they were."""
+
+    REACHED = "Done"  # the API server answered and the work finished
+    UNREACHABLE = "Unknown"  # no answer: nothing is known about the cluster
+    FAILED = "Failed"  # reached, but the API server refused the work (it says nothing about reach)
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ async def across(
     async def one(conn: ClusterConnection) -> ClusterOutcome[T]:
         async with gate:
             try:
-                return ClusterOutcome(conn.name, Reach.DONE, await work(conn))
+                return ClusterOutcome(conn.name, Reach.REACHED, await work(conn))
             except ClusterUnreachable as exc:
-                return ClusterOutcome(conn.name, Reach.UNKNOWN, error=exc.reason)
+                return ClusterOutcome(conn.name, Reach.UNREACHABLE, error=exc.reason)
             except IsthmusError as exc:
                 return ClusterOutcome(conn.name, Reach.FAILED, error=str(exc))
 

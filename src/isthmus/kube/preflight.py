@@ -35,7 +35,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import ConfigMap, Node, Service
 
-from ..netplan import ClusterPlan, Plan
+from ..netplan import ClusterPlan, NetworkPlan
 from ..spec.fleet import Mesh
 from .connection import ClusterConnection
 from .fanout import Reach, across
@@ -43,11 +43,11 @@ from .fetching import get_object
 
 __all__ = [
     "DEFAULT_DNS_DOMAIN",
-    "Check",
     "ClusterFacts",
+    "PreflightCheck",
     "PreflightFinding",
     "PreflightReport",
-    "Severity",
+    "PreflightSeverity",
     "gather_facts",
     "judge",
     "preflight",
@@ -62,12 +62,12 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
 
-class Severity(StrEnum):
+class PreflightSeverity(StrEnum):
     BLOCKER = "blocker"
     WARNING = "warning"
 
 
-class Check(StrEnum):
+class PreflightCheck(StrEnum):
     """What a finding is about, so a message, a test and the docs can point at one."""
 
     REACHABLE = "reachable"
@@ -81,8 +81,8 @@ class Check(StrEnum):
 @dataclass(frozen=True)
 class PreflightFinding:
     cluster: str
-    check: Check
-    severity: Severity
+    check: PreflightCheck
+    severity: PreflightSeverity
     message: str
 
     def __str__(self) -> str:
@@ -131,11 +131,11 @@ class PreflightReport:
 
     @property
     def blockers(self) -> tuple[PreflightFinding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.BLOCKER)
+        return tuple(f for f in self.findings if f.severity is PreflightSeverity.BLOCKER)
 
     @property
     def warnings(self) -> tuple[PreflightFinding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+        return tuple(f for f in self.findings if f.severity is PreflightSeverity.WARNING)
 
     @property
     def ok(self) -> bool:
@@ -255,7 +255,7 @@ def _judge_services(planned: ClusterPlan, facts: ClusterFacts) -> list[Preflight
     wrong_api = [a for a in api_ips if not _inside(a, services)]
     if wrong_api:
         out.append(PreflightFinding(
-            facts.name, Check.SERVICE_CIDR, Severity.BLOCKER,
+            facts.name, PreflightCheck.SERVICE_CIDR, PreflightSeverity.BLOCKER,
             f"the kubernetes Service has ClusterIP {wrong_api[0]}, outside the planned service CIDR {planned_text}: "
             "the API server's --service-cluster-ip-range differs from the plan; set spec.clusters[].serviceCIDR "
             "to the cluster's real range and re-plan"))
@@ -263,13 +263,13 @@ def _judge_services(planned: ClusterPlan, facts: ClusterFacts) -> list[Preflight
              for a in ips if a.version in families and not _inside(a, services)]
     if stray:
         out.append(PreflightFinding(
-            facts.name, Check.SERVICE_CIDR, Severity.BLOCKER,
+            facts.name, PreflightCheck.SERVICE_CIDR, PreflightSeverity.BLOCKER,
             f"{len(stray)} Service ClusterIP(s) outside the planned service CIDR {planned_text}: {_few(stray)}; "
             "the plan's serviceCIDR is not the cluster's"))
     unplanned = sorted({a.version for ips in facts.cluster_ips.values() for a in ips} - families)
     if unplanned:
         out.append(PreflightFinding(
-            facts.name, Check.SERVICE_CIDR, Severity.WARNING,
+            facts.name, PreflightCheck.SERVICE_CIDR, PreflightSeverity.WARNING,
             f"the cluster has IPv{unplanned[0]} ClusterIPs but the plan gives it no IPv{unplanned[0]} service CIDR; "
             "check ipFamily"))
     return out
@@ -284,26 +284,26 @@ def _judge_pods(planned: ClusterPlan, facts: ClusterFacts, everyone: Mapping[str
                for node, ips in sorted(other.node_ips.items()) for a in ips if _inside(a, pods)]
     if clashes:
         out.append(PreflightFinding(
-            facts.name, Check.POD_CIDR, Severity.BLOCKER,
+            facts.name, PreflightCheck.POD_CIDR, PreflightSeverity.BLOCKER,
             f"the planned pod CIDR {planned_text} holds node addresses: {_few(clashes)}; pods and nodes would share "
             "addresses and routes; choose a pod CIDR (or podSupernet/avoid) away from the node networks"))
     in_services = [f"{name} ({a})" for name, ips in sorted(facts.cluster_ips.items()) for a in ips
                    if _inside(a, pods)]
     if in_services:
         out.append(PreflightFinding(
-            facts.name, Check.POD_CIDR, Severity.BLOCKER,
+            facts.name, PreflightCheck.POD_CIDR, PreflightSeverity.BLOCKER,
             f"the planned pod CIDR {planned_text} holds Service ClusterIPs: {_few(in_services)}"))
     outside = [f"{node} ({cidr})" for node, cidrs in sorted(facts.node_pod_cidrs.items()) for cidr in cidrs
                if not any(_subnet(cidr, p) for p in pods)]
     if outside:
         out.append(PreflightFinding(
-            facts.name, Check.POD_CIDR, Severity.BLOCKER,
+            facts.name, PreflightCheck.POD_CIDR, PreflightSeverity.BLOCKER,
             f"nodes already have pod CIDRs outside the planned {planned_text}: {_few(outside)}; the cluster's "
             "--cluster-cidr is not the plan's podCIDR: set spec.clusters[].podCIDR to it and re-plan"))
     return out
 
 
-def _judge_cilium(plan: Plan, planned: ClusterPlan, facts: ClusterFacts) -> list[PreflightFinding]:
+def _judge_cilium(plan: NetworkPlan, planned: ClusterPlan, facts: ClusterFacts) -> list[PreflightFinding]:
     config = facts.cilium_config
     if config is None:
         return []
@@ -312,23 +312,23 @@ def _judge_cilium(plan: Plan, planned: ClusterPlan, facts: ClusterFacts) -> list
     live_name = config.get("cluster-name", "").strip()
     if live_id not in ("", "0") and planned.cluster_id is not None and live_id != str(planned.cluster_id):
         out.append(PreflightFinding(
-            facts.name, Check.CLUSTER_ID, Severity.BLOCKER,
+            facts.name, PreflightCheck.CLUSTER_ID, PreflightSeverity.BLOCKER,
             f"Cilium runs with cluster-id {live_id} but the plan gives {planned.cluster_id}; changing a live cluster "
             f"ID re-identifies every endpoint: set clusterID: {live_id} for {planned.name} in the spec"))
     elif live_id in ("", "0") and planned.cluster_id is not None:
         out.append(PreflightFinding(
-            facts.name, Check.CLUSTER_ID, Severity.WARNING,
+            facts.name, PreflightCheck.CLUSTER_ID, PreflightSeverity.WARNING,
             f"Cilium runs without a cluster ID; joining the mesh as ID {planned.cluster_id} restarts its agents"))
     if live_name and live_name != "default" and live_name != planned.name:
         out.append(PreflightFinding(
-            facts.name, Check.CLUSTER_ID, Severity.BLOCKER,
+            facts.name, PreflightCheck.CLUSTER_ID, PreflightSeverity.BLOCKER,
             f"Cilium runs with cluster-name {live_name!r} but the Fleet calls this cluster {planned.name!r}; rename "
             "the Fleet's cluster or reinstall Cilium"))
     live_mtu = config.get("mtu", "").strip()
     want = plan.mesh_mtu.underlay_mtu
     if live_mtu not in ("", "0") and live_mtu != str(want):
         out.append(PreflightFinding(
-            facts.name, Check.MTU, Severity.BLOCKER,
+            facts.name, PreflightCheck.MTU, PreflightSeverity.BLOCKER,
             f"Cilium runs with MTU {live_mtu} but the mesh is planned at underlay MTU {want} (route MTU "
             f"{plan.mesh_mtu.route_mtu}); set underlayMTU to match, or the clusters disagree on packet sizes"))
     return out
@@ -336,17 +336,17 @@ def _judge_cilium(plan: Plan, planned: ClusterPlan, facts: ClusterFacts) -> list
 
 def _judge_dns(facts: ClusterFacts) -> list[PreflightFinding]:
     if facts.dns_domain is None:
-        return [PreflightFinding(facts.name, Check.DNS_DOMAIN, Severity.WARNING,
+        return [PreflightFinding(facts.name, PreflightCheck.DNS_DOMAIN, PreflightSeverity.WARNING,
                                  f"the DNS domain is unknown (no kube-system/coredns ConfigMap with a kubernetes "
                                  f"zone); assuming {DEFAULT_DNS_DOMAIN}")]
     if facts.dns_domain != DEFAULT_DNS_DOMAIN:
-        return [PreflightFinding(facts.name, Check.DNS_DOMAIN, Severity.WARNING,
+        return [PreflightFinding(facts.name, PreflightCheck.DNS_DOMAIN, PreflightSeverity.WARNING,
                                  f"the DNS domain is {facts.dns_domain}, not {DEFAULT_DNS_DOMAIN}: rendered client "
                                  "names and Istio hosts assume cluster.local")]
     return []
 
 
-def judge(plan: Plan, facts: Mapping[str, ClusterFacts]) -> tuple[PreflightFinding, ...]:
+def judge(plan: NetworkPlan, facts: Mapping[str, ClusterFacts]) -> tuple[PreflightFinding, ...]:
     """Every finding of the clusters in ``facts`` against ``plan`` (pure)."""
     out: list[PreflightFinding] = []
     for planned in plan.clusters:
@@ -366,31 +366,32 @@ def judge(plan: Plan, facts: Mapping[str, ClusterFacts]) -> tuple[PreflightFindi
             continue
         if live_id in owners:
             out.append(PreflightFinding(
-                name, Check.CLUSTER_ID, Severity.BLOCKER,
+                name, PreflightCheck.CLUSTER_ID, PreflightSeverity.BLOCKER,
                 f"Cilium cluster-id {live_id} is live in both {owners[live_id]} and {name}: identities would "
                 "collide across the mesh; give one of them another ID (reinstalling its Cilium)"))
         owners.setdefault(live_id, name)
     return tuple(out)
 
 
-async def preflight(plan: Plan, connections: Mapping[str, ClusterConnection]) -> PreflightReport:
+async def preflight(plan: NetworkPlan, connections: Mapping[str, ClusterConnection]) -> PreflightReport:
     """Read every cluster concurrently and judge it; an unanswered or refusing cluster is a blocker."""
     outcomes = await across(connections, gather_facts)
     findings: list[PreflightFinding] = []
     facts: dict[str, ClusterFacts] = {}
     for name, outcome in outcomes.items():
-        if outcome.reach is Reach.DONE and outcome.value is not None:
+        if outcome.reach is Reach.REACHED and outcome.value is not None:
             facts[name] = outcome.value
             continue
         timeout = connections[name].settings.timeout
         why = (f"the API server did not answer ({outcome.error}; timeout {timeout:g}s)"
-               if outcome.reach is Reach.UNKNOWN else f"the API server refused the preflight reads: {outcome.error}")
-        findings.append(PreflightFinding(name, Check.REACHABLE, Severity.BLOCKER, why))
+               if outcome.reach is Reach.UNREACHABLE
+               else f"the API server refused the preflight reads: {outcome.error}")
+        findings.append(PreflightFinding(name, PreflightCheck.REACHABLE, PreflightSeverity.BLOCKER, why))
     missing = [c.name for c in plan.clusters if c.name not in connections]
-    findings += [PreflightFinding(n, Check.REACHABLE, Severity.BLOCKER, "no connection to this cluster")
-                 for n in missing]
+    findings += [PreflightFinding(n, PreflightCheck.REACHABLE, PreflightSeverity.BLOCKER,
+                                  "no connection to this cluster") for n in missing]
     findings += judge(plan, facts)
     order = {c.name: i for i, c in enumerate(plan.clusters)}
-    findings.sort(key=lambda f: (order.get(f.cluster, len(order)), f.severity is not Severity.BLOCKER))
+    findings.sort(key=lambda f: (order.get(f.cluster, len(order)), f.severity is not PreflightSeverity.BLOCKER))
     return PreflightReport(fleet=plan.fleet, findings=tuple(findings), facts=facts,
                            clusters=tuple(c.name for c in plan.clusters))

@@ -46,7 +46,7 @@ ClusterArg = Annotated[str, typer.Argument(help="Cluster name, e.g. c1.")]
 NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. c1-region-1a-1.")]
 
 
-class OutputFormat(StrEnum):
+class LabOutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
 
@@ -124,13 +124,13 @@ def down(name: NameOpt = "default", state_dir: StateDirOpt = None) -> None:
 def status(
     name: NameOpt = "default",
     state_dir: StateDirOpt = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = (
-        OutputFormat.TABLE
+    output: Annotated[LabOutputFormat, typer.Option("--output", "-o", help="table or json")] = (
+        LabOutputFormat.TABLE
     ),
 ) -> None:
     """Show each cluster's components and whether they run."""
     st = _lab(name, state_dir).status()
-    if output is OutputFormat.JSON:
+    if output is LabOutputFormat.JSON:
         console.dump(st.to_json(), "json")
         return
     table = Table(title=f"lab {st.name} ({st.phase})  KUBECONFIG={st.kubeconfig}")

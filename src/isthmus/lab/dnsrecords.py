@@ -39,11 +39,11 @@ __all__ = [
     "CLUSTER_DOMAIN",
     "Answer",
     "ClusterObjects",
-    "Endpoint",
+    "DnsZone",
     "Records",
+    "ServiceEndpoint",
     "ServiceInfo",
     "Srv",
-    "Zone",
     "build_zone",
     "exports_count",
     "objects_from",
@@ -77,7 +77,7 @@ class ServiceInfo:
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class ServiceEndpoint:
     """One endpoint of a Service (from an EndpointSlice), with the slice's ports."""
 
     namespace: str
@@ -93,7 +93,7 @@ class ClusterObjects:
     """A snapshot of one cluster: its Services, endpoints and exported ``(namespace, name)``s."""
 
     services: tuple[ServiceInfo, ...] = ()
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[ServiceEndpoint, ...] = ()
     exports: frozenset[tuple[str, str]] = frozenset()
 
 
@@ -127,7 +127,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Zone:
+class DnsZone:
     """Every name the lab DNS of one cluster answers, and their ancestors inside the zones."""
 
     records: Mapping[str, Records]
@@ -183,7 +183,7 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo | None:
     )
 
 
-def parse_endpoints(obj: Mapping[str, Any]) -> tuple[Endpoint, ...]:
+def parse_endpoints(obj: Mapping[str, Any]) -> tuple[ServiceEndpoint, ...]:
     """The IPv4 endpoints of one EndpointSlice (none for a slice of no Service)."""
     meta = obj.get("metadata") or {}
     service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
@@ -198,7 +198,7 @@ def parse_endpoints(obj: Mapping[str, Any]) -> tuple[Endpoint, ...]:
         for addr in ep.get("addresses") or []:
             ip = _ipv4(addr)
             if ip is not None:
-                out.append(Endpoint(namespace=str(meta.get("namespace")), service=str(service), address=ip,
+                out.append(ServiceEndpoint(namespace=str(meta.get("namespace")), service=str(service), address=ip,
                                     ready=ready, hostname=str(hostname).lower() if hostname else None,
                                     ports=ports))
     return tuple(out)
@@ -224,7 +224,7 @@ def _dashed(ip: IPv4Address) -> str:
     return str(ip).replace(".", "-")
 
 
-def _published(svc: ServiceInfo, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+def _published(svc: ServiceInfo, endpoints: Iterable[ServiceEndpoint]) -> list[ServiceEndpoint]:
     return [e for e in endpoints if e.ready or svc.publish_not_ready]
 
 
@@ -238,17 +238,17 @@ class _Builder:
     def srv(self, name: str, port: int, target: str) -> None:
         self.records.setdefault(name, Records()).srv.add(Srv(0, 100, port, target))
 
-    def zone(self) -> Zone:
+    def zone(self) -> DnsZone:
         names: set[str] = set()
         for name in self.records:
             labels = name.split(".")
             for i in range(len(labels)):
                 names.add(".".join(labels[i:]))
-        return Zone(records=self.records, names=frozenset(names))
+        return DnsZone(records=self.records, names=frozenset(names))
 
 
 def _local(b: _Builder, objects: ClusterObjects) -> None:
-    by_service: dict[tuple[str, str], list[Endpoint]] = {}
+    by_service: dict[tuple[str, str], list[ServiceEndpoint]] = {}
     for e in objects.endpoints:
         by_service.setdefault((e.namespace, e.service), []).append(e)
     for svc in objects.services:
@@ -270,7 +270,7 @@ def _local(b: _Builder, objects: ClusterObjects) -> None:
 
 def _clusterset(b: _Builder, clusters: Mapping[str, ClusterObjects]) -> None:
     for cluster, objects in sorted(clusters.items()):
-        by_service: dict[tuple[str, str], list[Endpoint]] = {}
+        by_service: dict[tuple[str, str], list[ServiceEndpoint]] = {}
         for e in objects.endpoints:
             by_service.setdefault((e.namespace, e.service), []).append(e)
         for svc in objects.services:
@@ -290,7 +290,7 @@ def _clusterset(b: _Builder, clusters: Mapping[str, ClusterObjects]) -> None:
                     b.srv(f"_{p.name}._{p.protocol}.{base}", p.port, base)
 
 
-def build_zone(local: str, clusters: Mapping[str, ClusterObjects], *, mesh: Mesh) -> Zone:
+def build_zone(local: str, clusters: Mapping[str, ClusterObjects], *, mesh: Mesh) -> DnsZone:
     """The names the DNS of cluster ``local`` answers, given every cluster's objects."""
     b = _Builder()
     if local in clusters:

@@ -45,7 +45,7 @@ import dns.rrset
 import httpx
 
 from ..spec.fleet import Mesh
-from .dnsrecords import AnswerKind, ClusterObjects, Zone, build_zone, exports_count, objects_from
+from .dnsrecords import AnswerKind, ClusterObjects, DnsZone, build_zone, exports_count, objects_from
 from .netns import run_in_netns
 from .podnet import LabNetwork
 from .state import StateDir
@@ -150,7 +150,7 @@ class _Source:
     exports: ObjectWatch | None
 
 
-def respond(zone: Zone, wire: bytes, *, tcp: bool) -> bytes | None:
+def respond(zone: DnsZone, wire: bytes, *, tcp: bool) -> bytes | None:
     """The reply to one DNS message (None for garbage, which gets no reply)."""
     try:
         request = dns.message.from_wire(wire)
@@ -203,7 +203,7 @@ class DnsServer:
         self._dirty = threading.Event()
         self._dirty.set()
         self._zone_lock = threading.Lock()
-        self._zone = Zone(records={}, names=frozenset())
+        self._zone = DnsZone(records={}, names=frozenset())
         self._clients: list[httpx.Client] = []
         self._sources: list[_Source] = []
         dirs = StateDir(Path(state_dir))
@@ -222,7 +222,7 @@ class DnsServer:
                 if exports_count(self.mesh) else None,
             ))
 
-    def zone(self) -> Zone:
+    def zone(self) -> DnsZone:
         """The current zone, rebuilt from the watched objects when any of them changed."""
         with self._zone_lock:
             if self._dirty.is_set():

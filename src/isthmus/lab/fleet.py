@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Network
 from typing import Any
 
-from ..netplan import Plan
+from ..netplan import NetworkPlan
 from ..spec import Fleet
 from .errors import LabError
 from .specs import LabClusterSpec, check_lab_specs, complete_network
@@ -22,7 +22,7 @@ from .specs import LabClusterSpec, check_lab_specs, complete_network
 __all__ = ["cassandra_document", "fleet_document", "specs_from_fleet"]
 
 
-def specs_from_fleet(fleet: Fleet, plan: Plan) -> tuple[LabClusterSpec, ...]:
+def specs_from_fleet(fleet: Fleet, plan: NetworkPlan) -> tuple[LabClusterSpec, ...]:
     """The lab clusters for ``fleet``: its regions, zones and node counts, the plan's CIDRs and MTUs."""
     specs = []
     for cluster in fleet.spec.clusters:

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ..pki import Authority as _Authority
 from ..pki import subject
 
-__all__ = ["CLIENTS", "Authority", "ClusterPKI", "Credential", "make_cluster_pki", "subject"]
+__all__ = ["CLIENTS", "ClusterPKI", "Credential", "PemAuthority", "make_cluster_pki", "subject"]
 
 #: client name -> (common name, organisation or None)
 CLIENTS: dict[str, tuple[str, str | None]] = {
@@ -86,7 +86,7 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class Authority(_Authority):
+class PemAuthority(_Authority):
     """A certificate authority (:class:`isthmus.pki.Authority`) that writes what it makes as PEM files."""
 
     def write(self, cred: Credential) -> None:
@@ -106,7 +106,7 @@ def make_cluster_pki(directory: Path, *, cluster: str, service_ip: ipaddress.IPv
     ``127.0.0.1``, ``localhost``, ``kubernetes.default.svc`` (and friends) and ``service_ip``."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = ClusterPKI.at(directory)
-    ca = Authority.new(f"isthmus-lab-{cluster}-ca")
+    ca = PemAuthority.new(f"isthmus-lab-{cluster}-ca")
     ca.write(pki.ca)
 
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",

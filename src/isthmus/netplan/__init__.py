@@ -1,6 +1,6 @@
 """The pure network planner: cluster IDs, pod/service CIDRs, MTU and capacity for a fleet.
 
-Owns every network decision the CLI and the operator act on: ``plan(fleet, lock) -> Plan`` for a
+Owns every network decision the CLI and the operator act on: ``plan(fleet, lock) -> NetworkPlan`` for a
 fleet still to be planned, ``check(fleet) -> CheckReport`` for one whose CIDRs and IDs are already
 assigned, and ``calculate_mtu`` for the MTU arithmetic alone. Must not do I/O: no files, sockets,
 asyncio or subprocesses — callers read the spec and the lock and write the results.
@@ -17,7 +17,7 @@ from .errors import LockError, PlanError
 from .lock import Lock, LockedCluster
 from .mtu import MTUResult
 from .mtu import calculate as calculate_mtu
-from .planning import ClusterPlan, NetworkSummary, Plan, plan
+from .planning import ClusterPlan, NetworkPlan, NetworkSummary, plan
 
 __all__ = [
     "CheckReport",
@@ -27,8 +27,8 @@ __all__ = [
     "LockError",
     "LockedCluster",
     "MTUResult",
+    "NetworkPlan",
     "NetworkSummary",
-    "Plan",
     "PlanError",
     "Severity",
     "calculate_mtu",

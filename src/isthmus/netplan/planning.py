@@ -1,7 +1,7 @@
-"""The planner: ``plan(fleet, lock) -> Plan``, pure — spec and lock in, an immutable plan out.
+"""The planner: ``plan(fleet, lock) -> NetworkPlan``, pure — spec and lock in, an immutable plan out.
 
 Owns: putting IDs, addresses, MTU and capacity together for a fleet, reconciling the spec with the
-lock (the spec wins, with a warning; the lock otherwise never moves), and the ``Plan`` value the CLI
+lock (the spec wins, with a warning; the lock otherwise never moves), and the ``NetworkPlan`` value the CLI
 prints (``to_dict``) and the renderer consumes. Must not: do I/O — the CLI reads the spec and the
 lock, calls ``plan`` and writes ``plan.lock.to_dict()`` back.
 
@@ -34,7 +34,7 @@ from .ids import IDRequest, assign_cluster_ids
 from .lock import Lock, LockedCluster
 from .mtu import IPV6_MIN_MTU, MTUResult, calculate
 
-__all__ = ["ClusterPlan", "NetworkSummary", "Plan", "mesh_mtu", "plan"]
+__all__ = ["ClusterPlan", "NetworkPlan", "NetworkSummary", "mesh_mtu", "plan"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class ClusterPlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class NetworkPlan:
     """Everything decided for a fleet; ``lock`` is the lock to write back next to the spec."""
 
     fleet: str
@@ -230,7 +230,7 @@ def _released(entry: LockedCluster) -> str:
     return f"cluster {entry.name} is no longer in the spec: released {held} (not reused before the next plan)"
 
 
-def plan(fleet: Fleet, lock: Lock | None = None) -> Plan:
+def plan(fleet: Fleet, lock: Lock | None = None) -> NetworkPlan:
     """Plan IDs, CIDRs, MTU and capacity for ``fleet``, keeping everything recorded in ``lock``.
 
     Raises ``PlanError`` when no plan satisfies the spec; the message says why in numbers.
@@ -341,7 +341,7 @@ def plan(fleet: Fleet, lock: Lock | None = None) -> Plan:
         locked.append(
             LockedCluster(c.name, ids[c.name], got.pod_cidr, got.service_cidr, got.pod_cidr_v6, got.service_cidr_v6)
         )
-    return Plan(
+    return NetworkPlan(
         fleet=fleet.metadata.name,
         clusters=tuple(clusters),
         mesh_mtu=mtu,

@@ -89,7 +89,7 @@ def install(
     replicas: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Apply the CRDs and the operator (namespace, RBAC, Deployment, Service) to one cluster."""
-    from ..kube import Action, KubeError, apply_objects, default_kubeconfig
+    from ..kube import ApplyAction, KubeError, apply_objects, default_kubeconfig
     from ..kube.members import control_plane_connection
     from .manifests import NAME, install_objects
 
@@ -106,7 +106,7 @@ def install(
             await conn.close()
         for outcome in report.outcomes:
             out_console.print(f"{outcome.ref}: {outcome.action.value}")
-        changed = sum(1 for o in report.outcomes if o.action is not Action.UNCHANGED)
+        changed = sum(1 for o in report.outcomes if o.action is not ApplyAction.UNCHANGED)
         err_console.print(f"isthmus operator installed in {context} ({changed} object(s) changed)")
 
     asyncio.run(work())

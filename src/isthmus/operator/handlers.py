@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from .crds import GROUP, VERSION
-from .reconciling import EventType, Outcome, Reconciler, Trigger
+from .reconciling import EventType, ReconcileOutcome, Reconciler, Trigger
 from .settings import FINALIZER, OperatorSettings
 
 __all__ = ["build_registry"]
@@ -28,7 +28,7 @@ def _fleets(kwargs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [body for name in index for body in index[name]]
 
 
-def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
+def _publish(body: kopf.Body, patch: kopf.Patch, outcome: ReconcileOutcome) -> None:
     if not outcome.write:
         return
     status = outcome.status.to_json()

@@ -155,9 +155,9 @@ class MemberRegistry:
         """Record what a call to ``name`` showed: Done is Reachable, Unknown is not; Failed says nothing."""
         if name not in self._members:
             return
-        if reach is Reach.DONE:
+        if reach is Reach.REACHED:
             self._set(name, "True", "Answered", "")
-        elif reach is Reach.UNKNOWN:
+        elif reach is Reach.UNREACHABLE:
             self._set(name, "False", "Unreachable", error)
 
     def _set(self, name: str, status: ConditionStatus, reason: str, message: str) -> None:

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from .members import MemberRegistry
 
-__all__ = ["Health", "OperatorMetrics", "serve"]
+__all__ = ["OperatorMetrics", "Probes", "serve"]
 
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -79,14 +79,14 @@ class OperatorMetrics:
 
 
 @dataclass
-class Health:
+class Probes:
     """What /healthz and /readyz answer: alive while the loop turns; ready once members are listed."""
 
     ready: bool = False
     detail: Callable[[], str] = lambda: ""
 
 
-async def serve(metrics: OperatorMetrics, health: Health, *, host: str, port: int) -> web.AppRunner:
+async def serve(metrics: OperatorMetrics, health: Probes, *, host: str, port: int) -> web.AppRunner:
     """Start the HTTP endpoints on ``host:port``; the caller cleans the returned runner up."""
 
     async def metrics_view(_request: web.Request) -> web.Response:

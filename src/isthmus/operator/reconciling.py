@@ -15,8 +15,8 @@ the status shows can have changed (then it does no work at all). kopf's own hand
 same turn (:meth:`Reconciler._in_turn`), one reconcile per object at a time.
 
 Drift: a watch per member and kind of object the app owns (:mod:`.watches`) reports changes made
-by someone else; ``drift_debounce`` later a drift check of those members runs. Then a rollout of
-the same revision puts it back, objects edited in place written again with their fields taken
+by someone else; ``drift_debounce`` later a drift check of those members runs (:mod:`.driftchecks`).
+Then a rollout of the same revision puts it back, objects edited in place written again with their fields taken
 over (``spec.rollout.drift: correct``), or a ``Drifted`` condition names it (``report``).
 """
 
@@ -32,40 +32,36 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import UserError
-from ..kube import Action, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
+from ..kube import ApplyAction, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
 from ..render import RenderError
-from ..rollout import LockHeld, StatusReport, app_status
+from ..rollout import LockHeld, RolloutOptions, StatusReport, app_status
 from ..rollout.results import Timeline
 from ..spec import CassandraCluster, Fleet
 from ..spec.cassandra import DriftPolicy
+from .driftchecks import DriftChecks
 from .inputs import Invalid, parse_app, spec_revision
 from .members import MemberRegistry
 from .memory import Memory, Parsed, parse_once
 from .metrics import OperatorMetrics
-from .rollouts import check_drift, delete_in_waves, roll_out
+from .rollouts import check_drift, delete_in_waves, roll_out, rollout_options
 from .rollup import (
     Applied,
     DriftSeen,
     EventType,
     OperatorEvent,
-    Outcome,
+    ReconcileOutcome,
     build_status,
     invalid_outcome,
     previous_status,
     rollout_events,
 )
 from .settings import DELETE_VOLUMES_ANNOTATION, OperatorSettings
-from .status import CassandraClusterStatus, Phase, now_rfc3339
+from .status import CassandraClusterStatus, StatusPhase, now_rfc3339
 from .triggers import RolloutNeed, Trigger, rollout_due, work_for
-from .watches import AppWatches, Change, ChangeKind, targets_for
 
-__all__ = ["EventType", "OperatorEvent", "Outcome", "Reconciler", "Trigger"]
+__all__ = ["EventType", "OperatorEvent", "ReconcileOutcome", "Reconciler", "Trigger"]
 
 log = logging.getLogger(__name__)
-
-
-MIN_CHECK_INTERVAL = 2.0
-"""Seconds between the starts of two drift checks that watches asked for."""
 
 
 @dataclass
@@ -82,11 +78,15 @@ class Reconciler:
     watch_settings: WatchSettings | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _memory: dict[str, Memory] = field(default_factory=lambda: defaultdict(Memory))
-    _running: dict[str, asyncio.Task[Outcome]] = field(default_factory=dict)
-    _watches: AppWatches = field(init=False)
+    _running: dict[str, asyncio.Task[ReconcileOutcome]] = field(default_factory=dict)
+    _drift: DriftChecks = field(init=False)
+    rollout_options: RolloutOptions = field(init=False)
+    """Every rollout's options, built once from :attr:`settings` (:func:`.rollouts.rollout_options`)."""
 
     def __post_init__(self) -> None:
-        self._watches = AppWatches(self._on_change, self.watch_settings)
+        self._drift = DriftChecks(self._memory, self.members, self._check_suspects,
+                                  debounce=self.settings.reconcile.drift_debounce, settings=self.watch_settings)
+        self.rollout_options = rollout_options(self.settings)
 
     @asynccontextmanager
     async def _turn(self, key: str) -> AsyncIterator[None]:
@@ -111,53 +111,15 @@ class Reconciler:
             raise Invalid("UnregisteredMember", f"the Fleet's control plane {control} is not a registered member "
                           "and the operator has no connection to it; nothing was applied") from exc
 
-    # -- watches on the members ----------------------------------------------------------------
+    # -- drift checks the watches ask for -----------------------------------------------------------
 
-    def _watch(self, key: str, parsed: Parsed) -> None:
-        app = parsed.app
-        connections = {}
-        for name in app.member_clusters():
-            state = self.members.state(name)
-            if state is not None and state.connection is not None:
-                connections[name] = state.connection
-        self._watches.want(key, targets_for(app.metadata.name, app.namespace, parsed.kinds, connections))
-
-    def _on_change(self, change: Change) -> None:
-        memory = self._memory.get(change.key)
-        if memory is None:
-            return
-        if change.kind == "StatefulSet":
-            memory.dirty = True
-        if change.change is not ChangeKind.FOREIGN:
-            return
-        log.info("%s: %s %s in %s %s by someone else; checking for drift", change.key, change.kind, change.name,
-                 change.cluster, "deleted" if change.event == "DELETED" else "changed")
-        memory.suspects.add(change.cluster)
-        self._schedule_check(change.key)
-
-    def _schedule_check(self, key: str) -> None:
-        """A drift check of the suspect members, ``drift_debounce`` from now, and never sooner than
-        ``MIN_CHECK_INTERVAL`` after the last one began (a controller that keeps touching an object costs
-        a bounded number of checks)."""
-        memory = self._memory.get(key)
-        if memory is None or memory.check is not None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = max(self.settings.reconcile.drift_debounce, memory.last_check + MIN_CHECK_INTERVAL - time.monotonic())
-        memory.check = loop.call_later(delay, self._start_check, key)
-
-    def _start_check(self, key: str) -> None:
-        memory = self._memory.get(key)
-        if memory is None:
-            return
-        memory.check = None
-        memory.last_check = time.monotonic()
-        if memory.suspects and key not in self._running:  # else the running one reschedules when it ends
+    def _check_suspects(self, key: str) -> None:
+        if key not in self._running:  # else the running one reschedules when it ends
             self._start(key, Trigger.WATCH)
 
     def watch_count(self) -> int:
         """How many watches are open on members' objects, for every app."""
-        return self._watches.count()
+        return self._drift.count()
 
     # -- the timer ------------------------------------------------------------------------------
 
@@ -176,7 +138,7 @@ class Reconciler:
             return True
         return memory.parsed is None or self.members.seen(memory.parsed.app.member_clusters()) != memory.members_seen
 
-    async def tick(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Outcome:
+    async def tick(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> ReconcileOutcome:
         """The timer: start a due rollout or drift check in the background, and refresh the status if needed.
 
         A rollout waits on gates and pods for minutes; run inline it would stop the timer, and with it
@@ -200,7 +162,7 @@ class Reconciler:
             outcome = await self.reconcile(body, fleets, trigger=Trigger.TIMER, apply=False)
         else:
             status = memory.status if memory.status is not None else previous_status(body)
-            outcome = Outcome(status, write=self.is_leader())
+            outcome = ReconcileOutcome(status, write=self.is_leader())
         pending, memory.pending_events = memory.pending_events, []
         return replace(outcome, events=(*pending, *outcome.events))
 
@@ -210,11 +172,11 @@ class Reconciler:
         self._running[key] = task
         task.add_done_callback(lambda t: self._finished(key, t))
 
-    async def _background(self, key: str, trigger: Trigger) -> Outcome:
+    async def _background(self, key: str, trigger: Trigger) -> ReconcileOutcome:
         return await self._in_turn(key, trigger)
 
     async def _in_turn(self, key: str, trigger: Trigger, body: Mapping[str, Any] | None = None,
-                       fleets: Sequence[Mapping[str, Any]] = ()) -> Outcome:
+                       fleets: Sequence[Mapping[str, Any]] = ()) -> ReconcileOutcome:
         """The one way a reconcile that may roll out runs, kopf's and the background's alike: one at a time per
         object, with ``body`` (default: the newest object seen, read once it is our turn)."""
         timeline = Timeline()
@@ -223,11 +185,11 @@ class Reconciler:
             if body is None:
                 body, fleets = memory.body, memory.fleets
             if body is None:
-                return Outcome(CassandraClusterStatus(), write=False)
+                return ReconcileOutcome(CassandraClusterStatus(), write=False)
             timeline.mark("turn")
             return await self._run(body, fleets, trigger=trigger, apply=True, timeline=timeline)
 
-    def _finished(self, key: str, task: asyncio.Task[Outcome]) -> None:
+    def _finished(self, key: str, task: asyncio.Task[ReconcileOutcome]) -> None:
         self._running.pop(key, None)
         if task.cancelled():
             return
@@ -239,12 +201,12 @@ class Reconciler:
         if memory is not None:
             memory.pending_events += task.result().events
             if memory.suspects:
-                self._schedule_check(key)
+                self._drift.schedule(key)
 
     # -- one reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                        trigger: Trigger, apply: bool = True) -> Outcome:
+                        trigger: Trigger, apply: bool = True) -> ReconcileOutcome:
         """Apply (one at a time per object) or, with ``apply=False``, only refresh the status (never waits)."""
         self._remember(body, fleets)
         if apply:
@@ -252,14 +214,14 @@ class Reconciler:
         return await self._run(body, fleets, trigger=trigger, apply=False, timeline=Timeline())
 
     async def _run(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                   trigger: Trigger, apply: bool, timeline: Timeline) -> Outcome:
+                   trigger: Trigger, apply: bool, timeline: Timeline) -> ReconcileOutcome:
         key = _key(body)
         started = time.perf_counter()
         result = "error"
         try:
             if not self.is_leader():
                 result = "not-leader"
-                return Outcome(previous_status(body), write=False)
+                return ReconcileOutcome(previous_status(body), write=False)
             outcome = await self._reconcile_once(body, fleets, trigger=trigger, apply=apply, timeline=timeline)
             self._memory[key].status = outcome.status
             result = outcome.status.phase.value.lower()
@@ -269,7 +231,7 @@ class Reconciler:
             self.metrics.reconcile_duration.labels(label, result).observe(time.perf_counter() - started)
 
     async def _reconcile_once(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *,
-                              trigger: Trigger, apply: bool, timeline: Timeline) -> Outcome:
+                              trigger: Trigger, apply: bool, timeline: Timeline) -> ReconcileOutcome:
         key = _key(body)
         meta = body.get("metadata") or {}
         generation: int | None = meta.get("generation")
@@ -283,12 +245,12 @@ class Reconciler:
             registry = self._registry(app, fleet)
         except Invalid as exc:
             if parsed is not None:
-                self._watch(key, parsed)  # the members still registered keep their watches, the others lose them
+                self._drift.watch(key, parsed)  # the members still registered keep their watches, the others lose them
             known = parsed.app if parsed is not None else exc.app
             members = self.members.statuses(known.member_clusters(), previous.members, fresh=True) \
                 if known is not None else previous.members
             return self._invalid(body, previous.model_copy(update={"members": members}), exc, generation, now)
-        self._watch(key, parsed)
+        self._drift.watch(key, parsed)
         timeline.mark("parsed")
 
         events: list[OperatorEvent] = []
@@ -312,14 +274,14 @@ class Reconciler:
         if work.rollout is RolloutNeed.ALWAYS or (work.rollout is RolloutNeed.IF_DRIFTED and any(found.values())):
             try:
                 by_member = await roll_out(app, parsed.fleet, registry, parsed.manifests, members=self.members,
-                                           settings=self.settings, metrics=self.metrics, repair=repair,
+                                           options=self.rollout_options, metrics=self.metrics, repair=repair,
                                            timeline=timeline)
             except UserError as exc:  # raised before any write: a render error, the lock held elsewhere...
                 members = self.members.statuses(app.member_clusters(), previous.members, fresh=True)
                 reason = "InvalidSpec" if isinstance(exc, RenderError) else type(exc).__name__
                 return self._invalid(body, previous.model_copy(update={"members": members}),
                                      Invalid(reason, str(exc)), generation, now,
-                                     phase=Phase.PENDING if isinstance(exc, LockHeld) else Phase.INVALID)
+                                     phase=StatusPhase.PENDING if isinstance(exc, LockHeld) else StatusPhase.INVALID)
             applied = by_member.outcomes
             if by_member.rolled_out:
                 memory.applied_generation = generation
@@ -327,7 +289,7 @@ class Reconciler:
                     memory.drifted = {c: [] for c in memory.drifted or {}}
                 elif any((memory.drifted or {}).values()):  # drift seen before: is it still there?
                     memory.suspects |= set(memory.drifted or {})
-                    self._schedule_check(key)
+                    self._drift.schedule(key)
             events += rollout_events(applied, found, settled=settled, rolled_out=by_member.rolled_out)
 
         report = await self._status_report(memory, parsed, registry, applied)
@@ -350,7 +312,7 @@ class Reconciler:
             drift=DriftSeen(memory.drifted, drift_before) if report_only else None, now=now,
             counted=counted or applied is not None, keep=not counted,
             members=self.members.statuses(app.member_clusters(), previous.members, fresh=apply))
-        return Outcome(status, (*events, *more))
+        return ReconcileOutcome(status, (*events, *more))
 
     async def _status_report(self, memory: Memory, parsed: Parsed, registry: ClusterRegistry,
                              applied: Mapping[str, Applied] | None) -> StatusReport:
@@ -359,11 +321,11 @@ class Reconciler:
         same datacenters and reachable members, and not older than the resync interval)."""
         app = parsed.app
         shape = tuple((dc.name, dc.cluster) for dc in app.spec.datacenters)
-        wrote = any(o.ref.kind == "StatefulSet" and o.action is not Action.UNCHANGED
+        wrote = any(o.ref.kind == "StatefulSet" and o.action is not ApplyAction.UNCHANGED
                     for out in (applied or {}).values() if out.value is not None for o in out.value.outcomes)
         last = memory.report
         if last is not None and not memory.dirty and not wrote and memory.report_shape == shape \
-                and all(d.reach is Reach.DONE for d in last.datacenters) \
+                and all(d.reach is Reach.REACHED for d in last.datacenters) \
                 and self.members.seen(app.member_clusters()) == memory.members_seen \
                 and time.monotonic() - memory.report_read < self.settings.reconcile.resync_interval:
             return last
@@ -373,11 +335,11 @@ class Reconciler:
         return report
 
     def _invalid(self, body: Mapping[str, Any], previous: CassandraClusterStatus, exc: Invalid,
-                 generation: int | None, now: str, *, phase: Phase = Phase.INVALID) -> Outcome:
+                 generation: int | None, now: str, *, phase: StatusPhase = StatusPhase.INVALID) -> ReconcileOutcome:
         log.info("%s is invalid (%s): %s", _key(body), exc.reason, exc)
         return invalid_outcome(previous, exc.reason, str(exc), generation, now, phase=phase)
 
-    async def finalize(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> Outcome:
+    async def finalize(self, body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> ReconcileOutcome:
         """Remove what the app put in every member, datacenter waves in reverse; volumes stay unless asked."""
         key = _key(body)
         started = time.perf_counter()
@@ -386,11 +348,7 @@ class Reconciler:
         delete_volumes = str(annotations.get(DELETE_VOLUMES_ANNOTATION, "")).lower() == "true"
         events: list[OperatorEvent] = []
         retry: float | None = None
-        memory = self._memory.get(key)
-        if memory is not None and memory.check is not None:
-            memory.check.cancel()
-            memory.check = None
-        await self._watches.drop(key)  # the deletions below are ours, not drift
+        await self._drift.drop(key)  # the deletions below are ours, not drift
         running = self._running.pop(key, None)
         if running is not None:
             running.cancel()
@@ -401,23 +359,19 @@ class Reconciler:
                 except Invalid as exc:
                     events.append(OperatorEvent(EventType.WARNING, "CleanupSkipped",
                                                 f"the spec does not parse, so its members are unknown: {exc}"))
-                    return Outcome(previous, tuple(events))
+                    return ReconcileOutcome(previous, tuple(events))
                 found, retry = await delete_in_waves(app, self.members, delete_volumes=delete_volumes)
                 events += found
             self._memory.pop(key, None)
-            status = previous.model_copy(update={"phase": Phase.DELETING})
-            return Outcome(status, tuple(events), retry)
+            status = previous.model_copy(update={"phase": StatusPhase.DELETING})
+            return ReconcileOutcome(status, tuple(events), retry)
         finally:
             self.metrics.reconcile_duration.labels(Trigger.DELETE.value, "retry" if retry else "done").observe(
                 time.perf_counter() - started)
 
     async def close(self) -> None:
         """Stop the watches and pending checks (the process is stopping or no longer leads)."""
-        for memory in self._memory.values():
-            if memory.check is not None:
-                memory.check.cancel()
-                memory.check = None
-        await self._watches.close()
+        await self._drift.close()
 
 
 def _key(body: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from ..errors import IsthmusError, UserError
 from ..kube import ClusterRegistry, Drift, ObjectRef, Reach, across, find_drift
@@ -28,7 +29,7 @@ from .metrics import OperatorMetrics
 from .rollup import ByMember, EventType, OperatorEvent, applied_by_member
 from .settings import OperatorSettings
 
-__all__ = ["check_drift", "delete_in_waves", "roll_out"]
+__all__ = ["check_drift", "delete_in_waves", "roll_out", "rollout_options"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,15 @@ def _down(app: CassandraCluster, members: MemberRegistry) -> dict[str, str]:
     return {c: s.message for c in app.member_clusters() if (s := members.state(c)) is not None and s.status == "False"}
 
 
+def rollout_options(settings: OperatorSettings) -> RolloutOptions:
+    """The operator's options for every rollout, built once from its settings (this replica's identity, its
+    Lease's duration for the app's lock, the rollout timeout); each rollout adds only what it skips and repairs."""
+    return RolloutOptions(identity=settings.identity, lock_wait=0.0, lock_duration=settings.leadership.lease_duration,
+                          timeout=settings.reconcile.rollout_timeout)
+
+
 async def roll_out(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
-                   members: MemberRegistry, settings: OperatorSettings, metrics: OperatorMetrics,
+                   members: MemberRegistry, options: RolloutOptions, metrics: OperatorMetrics,
                    repair: Mapping[str, frozenset[ObjectRef]] | None = None,
                    timeline: Timeline | None = None) -> ByMember:
     """Roll ``app`` out (``rendered`` with the password placeholder) to every reachable member; see the module doc."""
@@ -47,12 +55,10 @@ async def roll_out(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistr
     result: RolloutResult | None = None
     error = ""
     if len(down) < len(names):
-        options = RolloutOptions(identity=settings.identity, lock_wait=0.0,
-                                 lock_duration=settings.leadership.lease_duration,
-                                 skip_clusters=frozenset(down), timeout=settings.reconcile.rollout_timeout,
-                                 repair={c: refs for c, refs in (repair or {}).items() if refs and c not in down})
+        this_run = replace(options, skip_clusters=frozenset(down),
+                           repair={c: refs for c, refs in (repair or {}).items() if refs and c not in down})
         try:
-            result = await apply_rollout(app, fleet, registry, options, rendered=rendered, timeline=timeline)
+            result = await apply_rollout(app, fleet, registry, this_run, rendered=rendered, timeline=timeline)
             error = f"rollout {result.phase.value}: {result.state.message}"
             log.info("%s/%s: revision %d %s (%d of %d member(s) written without reading first, %d state "
                      "write(s))", app.namespace, app.metadata.name, result.state.revision, result.phase.value,
@@ -116,7 +122,7 @@ async def delete_in_waves(app: CassandraCluster, members: MemberRegistry, *,
         outcomes = await delete_app(part, members.registry(present), delete_volumes=delete_volumes)
         for name, out in sorted(outcomes.items()):
             members.observe(name, out.reach, out.error)
-            if out.reach is not Reach.DONE:
+            if out.reach is not Reach.REACHED:
                 events.append(OperatorEvent(EventType.WARNING, "CleanupPending", f"{name}: {out.error}"))
                 retry = 10.0
             elif out.value is not None:

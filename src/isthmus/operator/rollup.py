@@ -22,8 +22,8 @@ from .status import (
     Condition,
     DatacenterStatusModel,
     MemberStatus,
-    Phase,
     RackStatus,
+    StatusPhase,
     merge_conditions,
     rfc3339,
 )
@@ -33,7 +33,7 @@ __all__ = [
     "ByMember",
     "EventType",
     "OperatorEvent",
-    "Outcome",
+    "ReconcileOutcome",
     "applied_by_member",
     "apply_summary",
     "cond",
@@ -61,7 +61,7 @@ class OperatorEvent:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ReconcileOutcome:
     """What one reconcile hands back to its kopf handler: the status to write and the events to post."""
 
     status: CassandraClusterStatus
@@ -93,7 +93,8 @@ def health(dc: DatacenterStatus, racks: int) -> Health:
 
 
 def roll_up(report: StatusReport, applied: Mapping[str, ClusterOutcome[Any]] | None, generation: int | None, *,
-            racks: Mapping[str, int] | None = None, rolled_out: bool = True) -> tuple[Phase, list[Condition], str]:
+            racks: Mapping[str, int] | None = None,
+            rolled_out: bool = True) -> tuple[StatusPhase, list[Condition], str]:
     """Phase, the Ready/Progressing/Degraded conditions and a one-line message from live health.
 
     ``racks``: racks each datacenter should have; ``rolled_out``: the rollout of ``generation`` reached
@@ -105,7 +106,7 @@ def roll_up(report: StatusReport, applied: Mapping[str, ClusterOutcome[Any]] | N
     unknown = [d for d in dcs if states[d.datacenter] is Health.UNKNOWN]
     degraded = [d for d in dcs if states[d.datacenter] is Health.DEGRADED]
     moving = [d for d in dcs if states[d.datacenter] in (Health.PROGRESSING, Health.MISSING)]
-    failed = {n: o for n, o in (applied or {}).items() if o.reach is not Reach.DONE}
+    failed = {n: o for n, o in (applied or {}).items() if o.reach is not Reach.REACHED}
     ready = bool(dcs) and len(healthy) == len(dcs) and not failed and rolled_out
     parts = [f"{len(healthy)}/{len(dcs)} datacenters healthy"]
     parts += [f"{d.datacenter} on {d.cluster}: {states[d.datacenter].value}{f' ({d.error})' if d.error else ''}"
@@ -114,7 +115,7 @@ def roll_up(report: StatusReport, applied: Mapping[str, ClusterOutcome[Any]] | N
     if not rolled_out and not failed:
         parts.append(f"generation {generation} is still rolling out")
     message = "; ".join(parts)
-    if unknown or any(o.reach is Reach.UNKNOWN for o in failed.values()):
+    if unknown or any(o.reach is Reach.UNREACHABLE for o in failed.values()):
         deg_reason = "MemberUnreachable"
     elif failed:
         deg_reason = "ApplyFailed"
@@ -130,8 +131,8 @@ def roll_up(report: StatusReport, applied: Mapping[str, ClusterOutcome[Any]] | N
              ", ".join(f"{d.datacenter}: {states[d.datacenter].value}" for d in moving), generation),
         cond("Degraded", is_degraded, deg_reason, message if is_degraded else "", generation),
     ]
-    phase = (Phase.READY if ready else Phase.DEGRADED if is_degraded else Phase.PROGRESSING if progressing
-             else Phase.PENDING)
+    phase = (StatusPhase.READY if ready else StatusPhase.DEGRADED if is_degraded
+             else StatusPhase.PROGRESSING if progressing else StatusPhase.PENDING)
     return phase, conditions, message
 
 
@@ -149,7 +150,7 @@ def applied_by_member(members: Sequence[str], down: Mapping[str, str], result: R
     (the lock was lost, a fence refused us) every other member failed with ``error``; otherwise each
     member's own outcome."""
     outcomes: dict[str, Applied] = {
-        c: ClusterOutcome(c, Reach.UNKNOWN, error=f"skipped, unreachable: {why}") for c, why in down.items()}
+        c: ClusterOutcome(c, Reach.UNREACHABLE, error=f"skipped, unreachable: {why}") for c, why in down.items()}
     judged = result.members() if result is not None else {}
     for name in members:
         if name in down:
@@ -165,7 +166,7 @@ def applied_by_member(members: Sequence[str], down: Mapping[str, str], result: R
         elif mine.outcome is MemberOutcome.PAUSED:  # the rollout stopped at a step of this member
             outcomes[name] = ClusterOutcome(name, Reach.FAILED, report, error=f"{error}")
         else:  # rolled out, or not reached yet (the rollout stopped elsewhere)
-            outcomes[name] = ClusterOutcome(name, Reach.DONE, report)
+            outcomes[name] = ClusterOutcome(name, Reach.REACHED, report)
     ok = result is not None and result.ok and not down
     return ByMember(outcomes, ok)
 
@@ -213,13 +214,13 @@ def build_status(report: StatusReport, applied: Mapping[str, Applied] | None, ge
     )
     if keep:
         status = keep_times(status, previous)
-    if phase is Phase.READY and previous.phase is not Phase.READY:
+    if phase is StatusPhase.READY and previous.phase is not StatusPhase.READY:
         events.append(OperatorEvent(EventType.NORMAL, "Ready", message))
     return status, events
 
 
 def invalid_outcome(previous: CassandraClusterStatus, reason: str, message: str, generation: int | None, now: str,
-                    *, phase: Phase = Phase.INVALID) -> Outcome:
+                    *, phase: StatusPhase = StatusPhase.INVALID) -> ReconcileOutcome:
     """A spec that cannot be applied: every condition False with ``reason``; an event when that is news."""
     conditions = [cond(t, False, reason, message, generation) for t in ("Ready", "Progressing", "Degraded")]
     status = previous.model_copy(update={
@@ -230,7 +231,7 @@ def invalid_outcome(previous: CassandraClusterStatus, reason: str, message: str,
     events: tuple[OperatorEvent, ...] = ()
     if old is None or old.reason != reason or old.message != message:
         events = (OperatorEvent(EventType.WARNING, reason, message),)
-    return Outcome(status, events)
+    return ReconcileOutcome(status, events)
 
 
 def rollout_events(applied: Mapping[str, Applied], found: Mapping[str, Sequence[Drift]], *, settled: bool,
@@ -244,8 +245,8 @@ def rollout_events(applied: Mapping[str, Applied], found: Mapping[str, Sequence[
     elif summary:
         events.append(OperatorEvent(EventType.NORMAL, "DriftCorrected" if settled else "Applied", summary))
     for name, out in sorted(applied.items()):
-        if out.reach is not Reach.DONE:
-            events.append(OperatorEvent(EventType.WARNING, "MemberUnreachable" if out.reach is Reach.UNKNOWN
+        if out.reach is not Reach.REACHED:
+            events.append(OperatorEvent(EventType.WARNING, "MemberUnreachable" if out.reach is Reach.UNREACHABLE
                                         else "RolloutFailed", f"{name}: {out.error}"))
     return events
 

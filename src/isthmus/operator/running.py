@@ -27,7 +27,7 @@ from ..kube.members import control_plane_connection, list_member_secrets, watch_
 from .handlers import build_registry
 from .leadership import Leadership, LeadershipLost
 from .members import MemberRegistry
-from .metrics import Health, OperatorMetrics, serve
+from .metrics import OperatorMetrics, Probes, serve
 from .reconciling import Reconciler
 from .settings import OperatorSettings
 
@@ -99,7 +99,7 @@ async def run_operator(settings: OperatorSettings) -> int:
     members = MemberRegistry(conn_settings)
     leadership = Leadership(control, settings.namespace, settings.identity, settings.leadership)
     metrics = OperatorMetrics(members=members, is_leader=lambda: leadership.is_leader)
-    health = Health(detail=lambda: f"{'leader' if leadership.is_leader else 'standby'} {settings.identity}")
+    health = Probes(detail=lambda: f"{'leader' if leadership.is_leader else 'standby'} {settings.identity}")
     runner = None
     if settings.serving.metrics_port:
         runner = await serve(metrics, health, host=settings.serving.host, port=settings.serving.metrics_port)

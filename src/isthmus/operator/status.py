@@ -31,8 +31,8 @@ __all__ = [
     "ConditionStatus",
     "DatacenterStatusModel",
     "MemberStatus",
-    "Phase",
     "RackStatus",
+    "StatusPhase",
     "merge_conditions",
     "now_rfc3339",
     "rfc3339",
@@ -41,7 +41,7 @@ __all__ = [
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
-class Phase(StrEnum):
+class StatusPhase(StrEnum):
     PENDING = "Pending"
     INVALID = "Invalid"
     PROGRESSING = "Progressing"
@@ -98,7 +98,7 @@ class CassandraClusterStatus(StatusModel):
     """``status`` of a CassandraCluster, written only by the leading operator replica."""
 
     observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled")
-    phase: Phase = Phase.PENDING
+    phase: StatusPhase = StatusPhase.PENDING
     revision: str = Field(default="", description="Hash of the spec last applied to every member")
     ready_datacenters: str = Field(default="", alias="readyDCs", description="Healthy DCs / all DCs, e.g. 3/3")
     message: str = ""

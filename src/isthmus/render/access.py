@@ -54,7 +54,7 @@ import yaml
 
 from ..image import RELEASED
 from ..spec.cassandra import AccessEnforcement, CassandraCluster
-from ..spec.policy import ACTION_GROUPS, Action
+from ..spec.policy import ACTION_GROUPS, CqlAction
 from .cassandra_config import CQL_PORT, POD_IP_MARKER, SUPERUSER_USERNAME
 from .errors import RenderError
 
@@ -135,7 +135,7 @@ def superuser_rule() -> dict[str, Any]:
     """The superuser (and the default login until it is disabled) may do anything from the pod's loopback."""
     return {"name": SUPERUSER_RULE,
             "identities": {"cidrs": ["127.0.0.0/8"], "users": [SUPERUSER_USERNAME, _DEFAULT_ROLE]},
-            "allow": [{"actions": [a.value for a in Action if a is not Action.USE], "tables": ["*.*"]}]}
+            "allow": [{"actions": [a.value for a in CqlAction if a is not CqlAction.USE], "tables": ["*.*"]}]}
 
 
 def policy_yaml(app: CassandraCluster) -> str:
@@ -223,18 +223,19 @@ def add_guard(app: CassandraCluster, pod_spec: Mapping[str, Any], *, ipv6: bool 
 # of the parser); the others take no query_table and are expressed only where cqlguard scopes them
 # to nothing either (global actions), since dropping a table scope would widen access.
 _CILIUM_TABLE_ACTIONS: Final = {
-    Action.SELECT: "select", Action.INSERT: "insert", Action.UPDATE: "update", Action.DELETE: "delete",
-    Action.TRUNCATE: "truncate-table", Action.CREATE_TABLE: "create-table", Action.ALTER_TABLE: "alter-table",
-    Action.DROP_TABLE: "drop-table",
+    CqlAction.SELECT: "select", CqlAction.INSERT: "insert", CqlAction.UPDATE: "update", CqlAction.DELETE: "delete",
+    CqlAction.TRUNCATE: "truncate-table", CqlAction.CREATE_TABLE: "create-table", CqlAction.ALTER_TABLE: "alter-table",
+    CqlAction.DROP_TABLE: "drop-table",
 }
 _CILIUM_KEYSPACE_ACTIONS: Final = {
-    Action.CREATE_KEYSPACE: "create-keyspace", Action.ALTER_KEYSPACE: "alter-keyspace",
-    Action.DROP_KEYSPACE: "drop-keyspace",
+    CqlAction.CREATE_KEYSPACE: "create-keyspace", CqlAction.ALTER_KEYSPACE: "alter-keyspace",
+    CqlAction.DROP_KEYSPACE: "drop-keyspace",
 }
 _CILIUM_GLOBAL_ACTIONS: Final = {
-    Action.CREATE_ROLE: "create-role", Action.ALTER_ROLE: "alter-role", Action.DROP_ROLE: "drop-role",
-    Action.CREATE_USER: "create-user", Action.ALTER_USER: "alter-user", Action.DROP_USER: "drop-user",
-    Action.LIST_ROLES: "list-roles", Action.LIST_USERS: "list-users", Action.LIST_PERMISSIONS: "list-permissions",
+    CqlAction.CREATE_ROLE: "create-role", CqlAction.ALTER_ROLE: "alter-role", CqlAction.DROP_ROLE: "drop-role",
+    CqlAction.CREATE_USER: "create-user", CqlAction.ALTER_USER: "alter-user", CqlAction.DROP_USER: "drop-user",
+    CqlAction.LIST_ROLES: "list-roles", CqlAction.LIST_USERS: "list-users",
+    CqlAction.LIST_PERMISSIONS: "list-permissions",
 }
 # What cqlguard lets any identity read (policy.BUILTIN_RULE): drivers read these on connect.
 _BUILTIN_L7: Final = (
@@ -259,10 +260,10 @@ def _regex(pattern: str) -> str:
     return "".join("[^.]*" if c == "*" else "[^.]" if c == "?" else re.escape(c) for c in pattern)
 
 
-def _actions(names: Sequence[str]) -> list[Action]:
-    out: list[Action] = []
+def _actions(names: Sequence[str]) -> list[CqlAction]:
+    out: list[CqlAction] = []
     for name in names:
-        for action in sorted(ACTION_GROUPS[name]) if name in ACTION_GROUPS else [Action(name)]:
+        for action in sorted(ACTION_GROUPS[name]) if name in ACTION_GROUPS else [CqlAction(name)]:
             if action not in out:
                 out.append(action)
     return out
@@ -272,7 +273,7 @@ def _allowance_l7(where: str, allowance: Mapping[str, Any]) -> list[dict[str, st
     tables: list[str] = list(allowance.get("tables", []))
     out: list[dict[str, str]] = []
     for action in _actions(allowance["actions"]):
-        if action is Action.USE:
+        if action is CqlAction.USE:
             continue  # the parser never denies USE
         if action in _CILIUM_TABLE_ACTIONS:
             out += [{"query_action": _CILIUM_TABLE_ACTIONS[action],

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from ..netplan import ClusterPlan, Plan
+from ..netplan import ClusterPlan, NetworkPlan
 from ..spec.fleet import Encryption, RoutingMode
 from .errors import RenderError
 from .hashing import stamp
@@ -139,7 +139,7 @@ def _b64(text: str) -> str:
 
 
 def clustermesh_peers(
-    plan: Plan,
+    plan: NetworkPlan,
     *,
     domain: str = MESH_DOMAIN,
     exposure: ApiServerExposure = ApiServerExposure.LOAD_BALANCER,
@@ -175,7 +175,7 @@ def _ipam(cluster: ClusterPlan) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def cilium_values(
-    plan: Plan,
+    plan: NetworkPlan,
     cluster: str,
     *,
     domain: str = MESH_DOMAIN,
@@ -255,7 +255,7 @@ def cilium_ca_secret(ca: CiliumCA, *, release: str = CILIUM_RELEASE,
     return stamp(secret(_b64(ca.key_pem)), hashed_as=secret(""))
 
 
-def render_cilium(plan: Plan, ca: CiliumCA) -> Manifests:
+def render_cilium(plan: NetworkPlan, ca: CiliumCA) -> Manifests:
     """The Kubernetes objects Cilium needs before Helm runs: the shared CA Secret in every cluster."""
     return Manifests.build((c.name, cilium_ca_secret(ca)) for c in plan.clusters)
 

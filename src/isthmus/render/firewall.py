@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from ..netplan import ClusterPlan, Plan
+from ..netplan import ClusterPlan, NetworkPlan
 from ..spec.fleet import Encryption, Fleet, Mesh, RoutingMode, TunnelProtocol
 from .cassandra_config import CQL_PORT, INTRA_NODE_PORT, TLS_INTRA_NODE_PORT
 from .cilium import CLUSTERMESH_APISERVER_PORT, CLUSTERMESH_NODE_PORT, ApiServerExposure
@@ -162,7 +162,8 @@ def _pods(cluster: ClusterPlan) -> list[str]:
     return cidrs or [f"<pods of {cluster.name}>"]
 
 
-def _pair_rules(src: ClusterPlan, dst: ClusterPlan, plan: Plan, exposure: ApiServerExposure) -> list[FirewallRule]:
+def _pair_rules(src: ClusterPlan, dst: ClusterPlan, plan: NetworkPlan,
+                exposure: ApiServerExposure) -> list[FirewallRule]:
     net = plan.network
     rules: list[FirewallRule] = []
 
@@ -215,7 +216,7 @@ def _pair_rules(src: ClusterPlan, dst: ClusterPlan, plan: Plan, exposure: ApiSer
     return rules
 
 
-def firewall_rules(plan: Plan, fleet: Fleet, *,
+def firewall_rules(plan: NetworkPlan, fleet: Fleet, *,
                    apiserver_exposure: ApiServerExposure = ApiServerExposure.LOAD_BALANCER) -> FirewallReport:
     """Every flow between every ordered pair of the plan's clusters, in spec order."""
     net = plan.network

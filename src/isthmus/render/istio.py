@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..netplan import Plan
+from ..netplan import NetworkPlan
 from ..spec.fleet import Mesh
 from .errors import RenderError
 from .hashing import stamp
@@ -84,27 +84,27 @@ class IstioIntermediateCA:
             raise RenderError("Istio CA: ca_key_pem is not a PEM private key")
 
 
-def istio_networks(plan: Plan) -> dict[str, str]:
+def istio_networks(plan: NetworkPlan) -> dict[str, str]:
     """The Istio network of every cluster: one per region on an Istio-only mesh, one in all otherwise."""
     if plan.network.mesh is Mesh.ISTIO:
         return {c.name: "net-" + _LABEL_VALUE.sub("-", c.region).strip("-.")[:59] for c in plan.clusters}
     return {c.name: FLAT_NETWORK for c in plan.clusters}
 
 
-def _network(plan: Plan, cluster: str) -> str:
+def _network(plan: NetworkPlan, cluster: str) -> str:
     networks = istio_networks(plan)
     if cluster not in networks:
         raise RenderError(f"cluster {cluster!r} is not in the plan of fleet {plan.fleet}")
     return networks[cluster]
 
 
-def istio_values(plan: Plan, cluster: str, *, mesh_id: str | None = None) -> dict[str, Any]:
+def istio_values(plan: NetworkPlan, cluster: str, *, mesh_id: str | None = None) -> dict[str, Any]:
     """Values for the ``istiod`` Helm chart of ``cluster`` (mesh ID defaults to the fleet name)."""
     return {"global": {"meshID": mesh_id or plan.fleet, "multiCluster": {"clusterName": cluster},
                        "network": _network(plan, cluster)}}
 
 
-def istio_namespace(plan: Plan, cluster: str) -> dict[str, Any]:
+def istio_namespace(plan: NetworkPlan, cluster: str) -> dict[str, Any]:
     """``istio-system``, labelled with the cluster's network (istiod reads it from there)."""
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ISTIO_NAMESPACE, "labels": {**_MANAGED, NETWORK_LABEL: _network(plan, cluster)}}}
@@ -156,7 +156,7 @@ def cacerts_secret(ca: IstioIntermediateCA) -> dict[str, Any]:
     return stamp(secret(ca.ca_key_pem), hashed_as=secret(""))
 
 
-def render_istio(plan: Plan, *, cas: Mapping[str, IstioIntermediateCA],
+def render_istio(plan: NetworkPlan, *, cas: Mapping[str, IstioIntermediateCA],
                  kubeconfigs: Mapping[str, str] | None) -> Manifests:
     """Per cluster: the labelled ``istio-system``, ``cacerts``, a remote secret per peer, and the
     east-west Gateway when the clusters are on more than one network.

@@ -25,7 +25,7 @@ from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from ..netplan import Plan
+from ..netplan import NetworkPlan
 from ..spec.cassandra import CassandraCluster
 from ..spec.fleet import CLUSTER_NAME_PATTERN, Mesh, RoutingMode
 from .errors import RenderError
@@ -78,7 +78,7 @@ class MeshCheckError(RenderError):
         super().__init__(f"the mesh refuses this plan: {self.violations[0]}{more}")
 
 
-def _cilium_checks(plan: Plan) -> list[MeshViolation]:
+def _cilium_checks(plan: NetworkPlan) -> list[MeshViolation]:
     out: list[MeshViolation] = []
     limit = plan.network.max_connected_clusters
     if len(plan.clusters) > limit:
@@ -108,7 +108,7 @@ def _inside(net: IPv4Network | IPv6Network, supernet: IPv4Network | IPv6Network 
     return False
 
 
-def check_mesh(plan: Plan, *, app: CassandraCluster | None = None) -> tuple[MeshViolation, ...]:
+def check_mesh(plan: NetworkPlan, *, app: CassandraCluster | None = None) -> tuple[MeshViolation, ...]:
     """Every mesh rule ``plan`` (and ``app``, if given) breaks; empty when it fits."""
     net = plan.network
     out: list[MeshViolation] = []
@@ -179,7 +179,7 @@ def check_cilium_values(values: Mapping[str, Mapping[str, Any]]) -> tuple[MeshVi
     return tuple(out)
 
 
-def require_mesh_fit(plan: Plan, *, app: CassandraCluster | None = None,
+def require_mesh_fit(plan: NetworkPlan, *, app: CassandraCluster | None = None,
                      values: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Raise :class:`MeshCheckError` when :func:`check_mesh` or :func:`check_cilium_values` finds anything."""
     violations = [*check_mesh(plan, app=app), *(check_cilium_values(values) if values is not None else ())]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from ..netplan import Plan
+from ..netplan import NetworkPlan
 from ..spec.cassandra import CassandraCluster
 from ..spec.fleet import Fleet, Mesh
 from .access import DEPRECATED_ANNOTATION, client_port, legacy_l7_enabled, legacy_l7_grants
@@ -179,7 +179,7 @@ def _k8s_ports(ports: Sequence[int]) -> list[dict[str, Any]]:
     return [{"port": p, "protocol": "TCP"} for p in ports]
 
 
-def _kubernetes(app: CassandraCluster, cluster: str, members: Sequence[str], plan: Plan,
+def _kubernetes(app: CassandraCluster, cluster: str, members: Sequence[str], plan: NetworkPlan,
                 access: ClientAccess) -> list[dict[str, Any]]:
     api = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"}
     remote_cidrs: list[str] = []
@@ -235,7 +235,7 @@ def _istio(app: CassandraCluster, access: ClientAccess, trust_domain: str) -> li
     return [peer, internode, clients]
 
 
-def render_policies(app: CassandraCluster, fleet: Fleet, plan: Plan, *, flavor: PolicyFlavor | None = None,
+def render_policies(app: CassandraCluster, fleet: Fleet, plan: NetworkPlan, *, flavor: PolicyFlavor | None = None,
                     mesh: Mesh | None = None, trust_domain: str = "cluster.local") -> Manifests:
     """The policy objects of ``app`` in each cluster hosting one of its datacenters.
 

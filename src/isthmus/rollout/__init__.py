@@ -23,23 +23,24 @@ from .gates import (
     Gate,
     GateContext,
     GateResult,
+    GateVerdict,
     NodesReady,
     PodsReady,
     Reachable,
     Soak,
-    Verdict,
     WorkloadsSettled,
 )
 from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
-from .progress import Outcome, Phase, ProgressStore, RolloutState
+from .memberrevisions import History, history
+from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .releasing import SecretsLost, release_status, render_release
 from .requirements import MissingCRD
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
-from .revisions import History, Revision, RevisionInfo, RevisionNotFound, RevisionStore, history
+from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore
 from .rollback import NothingToRollBack, rollback_app
 from .rolling import NothingToResume, RolloutOptions, UnknownCluster, apply_rollout, resume_rollout
 from .secrets import SecretUnavailable, superuser_password
-from .steps import Plan, Step, StepKind, check_strategy, plan_rollout
+from .steps import RolloutPlan, Step, StepKind, check_strategy, plan_rollout
 
 __all__ = [
     "DEFAULT_GATES",
@@ -54,6 +55,7 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "GateVerdict",
     "History",
     "LeaseLock",
     "LeaseState",
@@ -66,8 +68,6 @@ __all__ = [
     "NothingToResume",
     "NothingToRollBack",
     "Outcome",
-    "Phase",
-    "Plan",
     "PodsReady",
     "Progress",
     "ProgressStore",
@@ -77,6 +77,8 @@ __all__ = [
     "RevisionNotFound",
     "RevisionStore",
     "RolloutOptions",
+    "RolloutPhase",
+    "RolloutPlan",
     "RolloutResult",
     "RolloutState",
     "SecretUnavailable",
@@ -87,7 +89,6 @@ __all__ = [
     "StepFailed",
     "StepKind",
     "UnknownCluster",
-    "Verdict",
     "WorkloadsSettled",
     "app_status",
     "apply_rollout",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kube import ClusterConnection, KubeError, KubeObject, Reach, pod_exec
-from .gates import GateContext, GateResult, Observation, Verdict, observe, owner_set, pod_ready
+from .gates import GateContext, GateResult, GateVerdict, Observation, observe, owner_set, pod_ready
 from .ringview import NODETOOL_SCRIPT, NodeReport, judge, parse_report
 from .steps import DC_LABEL
 
@@ -64,7 +64,7 @@ def database_pods(observation: Observation) -> dict[str, list[KubeObject]]:
     """The pods to ask, per member: Ready, run by a container runtime, not being deleted."""
     return {cluster: [p for p in view.pods if pod_ready(p) and has_runtime(p)
                       and not p["metadata"].get("deletionTimestamp")]
-            for cluster, view in observation.items() if view.reach is Reach.DONE}
+            for cluster, view in observation.items() if view.reach is Reach.REACHED}
 
 
 async def ring_reports(connections: Mapping[str, ClusterConnection], namespace: str,
@@ -93,18 +93,18 @@ class DatabaseGate:
     async def check(self, ctx: GateContext) -> GateResult:
         pods = database_pods(ctx.observation)
         if not any(pods.values()):
-            return GateResult(self.name, Verdict.PASS, "no database process to ask (no pod runs in a container "
+            return GateResult(self.name, GateVerdict.PASS, "no database process to ask (no pod runs in a container "
                                                        "runtime)")
         reports = await ring_reports(ctx.connections, ctx.namespace, {c: ps for c, ps in pods.items() if ps},
                                      within=self.within, concurrency=self.concurrency)
         unreachable = {dc for dc, cluster in self.datacenters.items()
-                       if ctx.observation.get(cluster) is None or ctx.observation[cluster].reach is not Reach.DONE}
+                       if ctx.observation.get(cluster) is None or ctx.observation[cluster].reach is not Reach.REACHED}
         tolerated = {str((p.get("status") or {}).get("podIP")) for c, view in ctx.observation.items()
                      for p in view.pods if (c, owner_set(p)) in ctx.tolerated}
         verdict = judge(reports, unreachable_datacenters=unreachable, tolerated=tolerated)
         if verdict.ok:
-            return GateResult(self.name, Verdict.PASS, f"{len(reports)} nodes agree: every node UN, one schema")
-        return GateResult(self.name, Verdict.WAIT, str(verdict), verdict.clusters)
+            return GateResult(self.name, GateVerdict.PASS, f"{len(reports)} nodes agree: every node UN, one schema")
+        return GateResult(self.name, GateVerdict.WAIT, str(verdict), verdict.clusters)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from .memberview import MemberView, RecordedRevision
 from .progress import Outcome, StepRecord
 from .steps import Step, StepKind
 
-__all__ = ["Choice", "Decision", "StepSettings", "changed_since", "decide"]
+__all__ = ["Choice", "StepDecision", "StepSettings", "changed_since", "decide"]
 
 
 class Choice(StrEnum):
@@ -49,7 +49,7 @@ class Choice(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class StepDecision:
     choice: Choice
     note: str = ""
     """Recorded on the step (``unchanged: ...``, ``skipped by ...``)."""
@@ -60,7 +60,8 @@ class Decision:
 
 @dataclass(frozen=True, kw_only=True)
 class StepSettings:
-    """What of the run's settings a decision depends on."""
+    """What of the run's settings a decision depends on: a narrow view, built once per run from the engine's
+    :class:`~.target.EngineSettings` and the revision, so the pure decision and its tests need no whole run."""
 
     skip_clusters: frozenset[str] = frozenset()
     repair: Mapping[str, frozenset[ObjectRef]] | None = None
@@ -77,31 +78,31 @@ HOLDS_ALL = "unchanged: the member holds all of it"
 
 
 def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSettings,
-           objects: Sequence[KubeObject]) -> Decision:
+           objects: Sequence[KubeObject]) -> StepDecision:
     """The next thing to do with ``step`` (whose desired objects are ``objects``), see the module doc."""
     if record.outcome in (Outcome.DONE, Outcome.SKIPPED):
-        return Decision(Choice.SKIP)
+        return StepDecision(Choice.SKIP)
     if step.cluster in settings.skip_clusters:
-        return Decision(Choice.SKIP, SKIPPED_NOTE)
+        return StepDecision(Choice.SKIP, SKIPPED_NOTE)
     repair = (settings.repair or {}).get(step.cluster, frozenset())
     if step.kind is StepKind.RELEASE:  # a chart in one member: unchanged only when it holds every object
         if record.outcome is Outcome.RUNNING or repair:
-            return Decision(Choice.GATE)
+            return StepDecision(Choice.GATE)
         held = view.holds(objects)
         if held is None:
-            return Decision(Choice.GATE, look=True)
-        return Decision(Choice.UNCHANGED, NOTHING_TO_ROLL) if held else Decision(Choice.GATE)
+            return StepDecision(Choice.GATE, look=True)
+        return StepDecision(Choice.UNCHANGED, NOTHING_TO_ROLL) if held else StepDecision(Choice.GATE)
     quiet = _rolls_no_pods(step, record, view, repair, objects)
     if not quiet:
-        return Decision(Choice.CONVERGE if step.kind is StepKind.RACK else Choice.GATE, look=quiet is None)
+        return StepDecision(Choice.CONVERGE if step.kind is StepKind.RACK else Choice.GATE, look=quiet is None)
     if step.kind is StepKind.RACK:
-        return Decision(Choice.UNCHANGED, NOTHING_TO_ROLL)
+        return StepDecision(Choice.UNCHANGED, NOTHING_TO_ROLL)
     if not settings.reapply or repair:
-        return Decision(Choice.APPLY)
+        return StepDecision(Choice.APPLY)
     held = view.holds(objects) if step.kind is StepKind.PREPARE else view.runs(objects, settings.revision)
     if held is None:
-        return Decision(Choice.APPLY, look=True)
-    return Decision(Choice.UNCHANGED, HOLDS_ALL) if held else Decision(Choice.APPLY)
+        return StepDecision(Choice.APPLY, look=True)
+    return StepDecision(Choice.UNCHANGED, HOLDS_ALL) if held else StepDecision(Choice.APPLY)
 
 
 def _rolls_no_pods(step: Step, record: StepRecord, view: MemberView, repair: frozenset[ObjectRef],

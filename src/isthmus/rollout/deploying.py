@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..kube import (
-    Action,
+    ApplyAction,
     ApplyReport,
     ClusterConnection,
     ClusterOutcome,
@@ -99,7 +99,7 @@ class DatacenterStatus:
 
     @property
     def health(self) -> Health:
-        return Health.UNKNOWN if self.reach is not Reach.DONE else rollup(r.health for r in self.racks)
+        return Health.UNKNOWN if self.reach is not Reach.REACHED else rollup(r.health for r in self.racks)
 
     @property
     def ready(self) -> int:
@@ -153,12 +153,12 @@ async def app_status(app: AnyApp, registry: ClusterRegistry) -> StatusReport:
     now = time.time()
     for dc in app.spec.datacenters:
         outcome = outcomes[dc.cluster]
-        if outcome.reach is not Reach.DONE or outcome.value is None:
+        if outcome.reach is not Reach.REACHED or outcome.value is None:
             rows.append(DatacenterStatus(dc.cluster, dc.name, outcome.reach, error=outcome.error))
             continue
         mine = [s for s in outcome.value if (s["metadata"].get("labels") or {}).get(DC_LABEL) == dc.name]
         racks = tuple(sorted((statefulset_health(s) for s in mine), key=lambda h: h.name))
-        rows.append(DatacenterStatus(dc.cluster, dc.name, Reach.DONE, racks, seen_at=now))
+        rows.append(DatacenterStatus(dc.cluster, dc.name, Reach.REACHED, racks, seen_at=now))
     return StatusReport(app.metadata.name, tuple(rows))
 
 
@@ -190,7 +190,8 @@ async def delete_app(
                                       progress=lambda msg: progress(conn.name, msg))
         if delete_volumes:
             claims = await delete_volume_claims(conn, app=app.metadata.name, namespace=app.namespace)
-            report = ApplyReport(conn.name, report.outcomes + tuple(ObjectOutcome(r, Action.DELETED) for r in claims))
+            deleted = tuple(ObjectOutcome(r, ApplyAction.DELETED) for r in claims)
+            report = ApplyReport(conn.name, report.outcomes + deleted)
         progress(conn.name, "deleted")
         return report
 

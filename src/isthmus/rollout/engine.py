@@ -1,6 +1,6 @@
 """Executing a rollout plan: each step decided, then skipped, recorded, gated, applied or converged.
 
-The engine walks a :class:`~.steps.Plan` wave by wave (lanes of a wave concurrently, steps of a
+The engine walks a :class:`~.steps.RolloutPlan` wave by wave (lanes of a wave concurrently, steps of a
 lane in order). For each step, a pure decision (:func:`.deciding.decide`, from the step, its
 record, what the member holds and the settings) says what to do:
 
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import IsthmusError
 from ..kube import (
-    Action,
+    ApplyAction,
     ApplyReport,
     ClusterConnection,
     ClusterOutcome,
@@ -47,17 +47,17 @@ from ..kube import (
 )
 from .clock import SYSTEM, Clock
 from .converging import Convergence
-from .deciding import Choice, Decision, StepSettings, decide
+from .deciding import Choice, StepDecision, StepSettings, decide
 from .deploying import Progress
 from .gates import observe
 from .gating import Gatekeeper, unreverted
 from .locking import TOKEN_ANNOTATION, Fenced, LeaseLock, LockLost, fence
+from .memberrevisions import record_member_revision
 from .memberview import MemberView, read_member, read_workloads
-from .progress import Outcome, Phase, ProgressStore, RolloutState, StepRecord
+from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState, StepRecord
 from .recording import StateWriter
 from .releasing import run_release
 from .results import EngineStats, RolloutResult, StepFailed, Timeline
-from .revisions import record_member_revision
 from .steps import Step, StepKind, step_objects
 from .target import Baseline, EngineSettings, Target
 from .writing import StepWriter
@@ -112,7 +112,7 @@ class Engine:
         self.clock = clock
         self.stats = EngineStats()
         self.timeline = timeline or Timeline(clock)
-        self.reports: dict[str, dict[ObjectRef, Action]] = {}
+        self.reports: dict[str, dict[ObjectRef, ApplyAction]] = {}
         self._writer = StateWriter(store, state, progress, self.stats, settings.poll_interval, clock)
         self._gatekeeper = Gatekeeper(
             app=self.app, namespace=self.namespace, gates=settings.gates, poll_interval=settings.poll_interval,
@@ -170,7 +170,7 @@ class Engine:
         if self.state.kind == "rollback":
             wanted = {c: self.manifests.for_cluster(c) for c in self.members}
             self._gatekeeper.tolerated = unreverted(await observe(self._conns(), self.app, self.namespace), wanted)
-        self.state.phase, self.state.message = Phase.RUNNING, ""
+        self.state.phase, self.state.message = RolloutPhase.RUNNING, ""
         self.state.holder, self.state.token = self.lock.identity, self.lock.token
         for name in sorted(self.settings.skip_clusters):
             if name not in self.state.skipped:
@@ -199,12 +199,12 @@ class Engine:
         if self._fatal is not None:
             raise self._fatal
         if self._failure is not None:
-            self.state.phase, self.state.message = Phase.FAILED, str(self._failure)
+            self.state.phase, self.state.message = RolloutPhase.FAILED, str(self._failure)
         elif self._stop is not None:
-            self.state.phase = Phase.PAUSED
+            self.state.phase = RolloutPhase.PAUSED
             self.state.message = f"paused at {self.state.current}: {self._stop}; `isthmus rollout resume` continues"
         else:
-            self.state.phase, self.state.message = Phase.SUCCEEDED, f"revision {self.state.revision} rolled out"
+            self.state.phase, self.state.message = RolloutPhase.SUCCEEDED, f"revision {self.state.revision} rolled out"
         self.state.event(f"{self.state.phase.value}: {self.state.message}")
         await self._writer.save()
         self.timeline.mark("state written")
@@ -255,14 +255,14 @@ class Engine:
             return MemberView(step.cluster)
         return outcome.value if outcome is not None and outcome.value is not None else MemberView(step.cluster)
 
-    async def _decision(self, step: Step, rec: StepRecord, objects: list[KubeObject]) -> Decision:
+    async def _decision(self, step: Step, rec: StepRecord, objects: list[KubeObject]) -> StepDecision:
         view = MemberView(step.cluster)
         decision = decide(step, rec, view, self._decide, objects)
         if decision.look and step.kind is StepKind.RELEASE:  # does the member hold the release already?
             try:
                 view = view.merged(await read_member(self.registry[step.cluster], self.app, self.namespace, objects))
             except ClusterUnreachable:
-                return Decision(Choice.GATE)
+                return StepDecision(Choice.GATE)
             return decide(step, rec, view, self._decide, objects)
         if decision.look and step.kind is not StepKind.PREPARE:  # does it roll pods? The StatefulSets tell
             view = await self._view(step)
@@ -273,7 +273,7 @@ class Engine:
                 view = view.merged(await read_member(self.registry[step.cluster], self.app, self.namespace, objects,
                                                      record=step.kind is StepKind.FINALIZE))
             except ClusterUnreachable:
-                return Decision(Choice.APPLY)
+                return StepDecision(Choice.APPLY)
             decision = decide(step, rec, view, self._decide, objects)
         return decision
 
@@ -333,7 +333,7 @@ class Engine:
     def _unchanged(self, step: Step, rec: StepRecord, objects: Sequence[KubeObject], note: str) -> None:
         """Done without a write: every object of the step is reported unchanged; recorded with the next write."""
         rec.outcome, rec.finished, rec.note = Outcome.DONE, self.clock.wall(), note
-        self._merge(ApplyReport(step.cluster, tuple(ObjectOutcome(ObjectRef.of(o), Action.UNCHANGED)
+        self._merge(ApplyReport(step.cluster, tuple(ObjectOutcome(ObjectRef.of(o), ApplyAction.UNCHANGED)
                                                     for o in objects)))
         self._say(step.cluster, f"{step.id}: unchanged, done")
         self._writer.changed()
@@ -377,10 +377,10 @@ class Engine:
                                                continuous=step.cluster in self._continuous, ran_all=ran_all)
         self.stats.apply_seconds += self.clock.monotonic() - started
         self._merge(report)
-        rec.writes += sum(1 for o in report.outcomes if o.action is not Action.UNCHANGED)
+        rec.writes += sum(1 for o in report.outcomes if o.action is not ApplyAction.UNCHANGED)
 
     def _merge(self, report: ApplyReport) -> None:
         mine = self.reports.setdefault(report.cluster, {})
         for o in report.outcomes:
-            if mine.get(o.ref) in (None, Action.UNCHANGED):
+            if mine.get(o.ref) in (None, ApplyAction.UNCHANGED):
                 mine[o.ref] = o.action

@@ -45,12 +45,12 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "GateVerdict",
     "NodesReady",
     "Observation",
     "PodsReady",
     "Reachable",
     "Soak",
-    "Verdict",
     "WorkloadsSettled",
     "evaluate",
     "failed_pods",
@@ -61,20 +61,20 @@ __all__ = [
 ]
 
 
-class Verdict(StrEnum):
+class GateVerdict(StrEnum):
     PASS = "pass"
     WAIT = "wait"
     UNKNOWN = "unknown"
     FAIL = "fail"
 
 
-_RANK = {Verdict.PASS: 0, Verdict.WAIT: 1, Verdict.UNKNOWN: 2, Verdict.FAIL: 3}
+_RANK = {GateVerdict.PASS: 0, GateVerdict.WAIT: 1, GateVerdict.UNKNOWN: 2, GateVerdict.FAIL: 3}
 
 
 @dataclass(frozen=True)
 class GateResult:
     gate: str
-    verdict: Verdict
+    verdict: GateVerdict
     reason: str = ""
     clusters: tuple[str, ...] = ()
 
@@ -168,11 +168,11 @@ class Reachable:
     name = "reachable"
 
     async def check(self, ctx: GateContext) -> GateResult:
-        silent = [v for v in ctx.views() if v.reach is not Reach.DONE]
+        silent = [v for v in ctx.views() if v.reach is not Reach.REACHED]
         if not silent:
-            return GateResult(self.name, Verdict.PASS)
+            return GateResult(self.name, GateVerdict.PASS)
         reason = "; ".join(f"{v.cluster} is {v.reach.value}: {v.error}" for v in silent)
-        verdict = Verdict.UNKNOWN if all(v.reach is Reach.UNKNOWN for v in silent) else Verdict.WAIT
+        verdict = GateVerdict.UNKNOWN if all(v.reach is Reach.UNREACHABLE for v in silent) else GateVerdict.WAIT
         return GateResult(self.name, verdict, reason, tuple(v.cluster for v in silent))
 
 
@@ -182,8 +182,8 @@ class NodesReady:
     async def check(self, ctx: GateContext) -> GateResult:
         sick = [(v.cluster, n["metadata"]["name"]) for v in ctx.views() for n in v.nodes if not node_ready(n)]
         if not sick:
-            return GateResult(self.name, Verdict.PASS)
-        return GateResult(self.name, Verdict.WAIT, "NotReady: " + ", ".join(f"{c}/{n}" for c, n in sick),
+            return GateResult(self.name, GateVerdict.PASS)
+        return GateResult(self.name, GateVerdict.WAIT, "NotReady: " + ", ".join(f"{c}/{n}" for c, n in sick),
                           tuple(sorted({c for c, _ in sick})))
 
 
@@ -200,8 +200,8 @@ class WorkloadsSettled:
                 if h.health is not Health.HEALTHY:
                     busy.append((v.cluster, h.name, h.reason or h.health.value))
         if not busy:
-            return GateResult(self.name, Verdict.PASS)
-        return GateResult(self.name, Verdict.WAIT, "; ".join(f"{c}/{n}: {r}" for c, n, r in busy),
+            return GateResult(self.name, GateVerdict.PASS)
+        return GateResult(self.name, GateVerdict.WAIT, "; ".join(f"{c}/{n}: {r}" for c, n, r in busy),
                           tuple(sorted({c for c, _, _ in busy})))
 
 
@@ -213,8 +213,8 @@ class PodsReady:
                    if not pod_ready(p) and (p.get("status") or {}).get("phase") != "Succeeded"
                    and (v.cluster, owner_set(p)) not in ctx.tolerated]
         if not unready:
-            return GateResult(self.name, Verdict.PASS)
-        return GateResult(self.name, Verdict.WAIT, "not Ready: " + ", ".join(f"{c}/{n}" for c, n in unready),
+            return GateResult(self.name, GateVerdict.PASS)
+        return GateResult(self.name, GateVerdict.WAIT, "not Ready: " + ", ".join(f"{c}/{n}" for c, n in unready),
                           tuple(sorted({c for c, _ in unready})))
 
 
@@ -223,11 +223,11 @@ class Soak:
 
     async def check(self, ctx: GateContext) -> GateResult:
         if ctx.last_disruptive_done is None or ctx.soak_seconds <= 0:
-            return GateResult(self.name, Verdict.PASS)
+            return GateResult(self.name, GateVerdict.PASS)
         left = ctx.last_disruptive_done + ctx.soak_seconds - ctx.now
         if left <= 0:
-            return GateResult(self.name, Verdict.PASS)
-        return GateResult(self.name, Verdict.WAIT, f"soaking {left:.0f}s more")
+            return GateResult(self.name, GateVerdict.PASS)
+        return GateResult(self.name, GateVerdict.WAIT, f"soaking {left:.0f}s more")
 
 
 DEFAULT_GATES: tuple[Gate, ...] = (Reachable(), NodesReady(), WorkloadsSettled(), PodsReady(), Soak())
@@ -237,8 +237,8 @@ async def evaluate(gates: Sequence[Gate], ctx: GateContext) -> list[GateResult]:
     return [await g.check(ctx) for g in gates]
 
 
-def overall(results: Sequence[GateResult]) -> Verdict:
-    return max((r.verdict for r in results), key=_RANK.__getitem__, default=Verdict.PASS)
+def overall(results: Sequence[GateResult]) -> GateVerdict:
+    return max((r.verdict for r in results), key=_RANK.__getitem__, default=GateVerdict.PASS)
 
 
 async def observe_one(conn: ClusterConnection, app: str, namespace: str) -> ClusterView:
@@ -249,10 +249,10 @@ async def observe_one(conn: ClusterConnection, app: str, namespace: str) -> Clus
             list_objects(conn, "v1", "Pod", namespace=namespace, labels=labels),
             list_objects(conn, "v1", "Node"))
     except ClusterUnreachable as exc:
-        return ClusterView(conn.name, Reach.UNKNOWN, error=exc.reason)
+        return ClusterView(conn.name, Reach.UNREACHABLE, error=exc.reason)
     except IsthmusError as exc:  # an answer we cannot use (403, 500): not Unknown, but not judgeable either
         return ClusterView(conn.name, Reach.FAILED, error=str(exc))
-    return ClusterView(conn.name, Reach.DONE, tuple(sts), tuple(pods), tuple(nodes))
+    return ClusterView(conn.name, Reach.REACHED, tuple(sts), tuple(pods), tuple(nodes))
 
 
 async def observe(connections: Mapping[str, ClusterConnection], app: str, namespace: str) -> dict[str, ClusterView]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..kube import ClusterConnection, Conflict, KubeObject, NotFound, diff_objects
 from ..kube.objects import content_hash
 from .clock import SYSTEM, Clock
-from .gates import Gate, GateContext, Observation, Verdict, evaluate, observe, overall
+from .gates import Gate, GateContext, GateVerdict, Observation, evaluate, observe, overall
 from .results import EngineStats, StepFailed
 from .steps import Step, StepKind
 
@@ -92,14 +92,14 @@ class Gatekeeper:
                 results = await evaluate(self.gates, ctx)
                 self.stats.gate_evaluations += 1
                 verdict = overall(results)
-                if verdict is Verdict.PASS:
+                if verdict is GateVerdict.PASS:
                     if shown:
                         self.say(step.cluster, f"{step.id}: gates pass, continuing", True)
                     return
-                why = "; ".join(str(r) for r in results if r.verdict is not Verdict.PASS)
-                if verdict is Verdict.FAIL:
+                why = "; ".join(str(r) for r in results if r.verdict is not GateVerdict.PASS)
+                if verdict is GateVerdict.FAIL:
                     raise StepFailed(step, f"gate refused: {why}")
-                if verdict is Verdict.UNKNOWN:
+                if verdict is GateVerdict.UNKNOWN:
                     message = f"paused before {step.id}: {why}; continuing when it answers"
                     unknown_for += clock.monotonic() - t0 + self.poll_interval
                 else:
@@ -111,9 +111,9 @@ class Gatekeeper:
                     if waited > self.progress_deadline:
                         raise StepFailed(step, f"gates not satisfied within {self.progress_deadline:g}s: {why}")
                 if message != shown:
-                    self.say(step.cluster, message, verdict is Verdict.UNKNOWN or not shown)
+                    self.say(step.cluster, message, verdict is GateVerdict.UNKNOWN or not shown)
                     shown = message
-                    if verdict is Verdict.UNKNOWN:
+                    if verdict is GateVerdict.UNKNOWN:
                         await self.paused(message)
                 await clock.sleep(self.poll_interval)
         finally:

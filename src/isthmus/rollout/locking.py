@@ -47,6 +47,7 @@ from ..kube import (
     write_config_map,
 )
 from ..kube.leases import LeaseObserver, LeaseRecord, Term, lease_object, read_lease, write_lease
+from .clock import SYSTEM, Clock
 
 __all__ = [
     "CONTROL_NAMESPACE",
@@ -174,14 +175,15 @@ async def lock_status(conn: ClusterConnection, app: str) -> LeaseState | None:
 class LeaseLock:
     """The lock of one app, as held (or wanted) by ``identity``.
 
-    ``clock`` is wall time (lease times are wall times every holder compares); validity of our
-    own lease is also tracked on the monotonic clock, so a stalled process notices it overslept.
+    ``clock`` gives wall time (lease times are wall times every holder compares) and the monotonic
+    time on which the validity of our own lease is tracked, so a stalled process notices it overslept
+    (tests share one :class:`~.clock.FakeClock` between holders and move it instead of sleeping).
     Renewing and releasing write against the version this holder last wrote (one round trip);
     a conflict means someone else touched the Lease, and it is read to see whether it is still ours.
     """
 
     def __init__(self, conn: ClusterConnection, app: str, identity: str | None = None, *,
-                 duration: float = DEFAULT_DURATION, clock: Callable[[], float] = time.time) -> None:
+                 duration: float = DEFAULT_DURATION, clock: Clock = SYSTEM) -> None:
         self.conn, self.app = conn, app
         self.identity = identity or default_identity()
         self.duration = duration
@@ -191,7 +193,7 @@ class LeaseLock:
         self._resource_version = ""
         self._transitions = 0
         self._acquired_at: float | None = None
-        self._term = Term(duration)
+        self._term = Term(duration, monotonic=clock.monotonic)
         self._confirmed_at = -1e9  # monotonic: when the server last said the lease is ours
         self._verifying: asyncio.Future[None] | None = None
 
@@ -210,26 +212,26 @@ class LeaseLock:
         is taken with one write against the version that release left (a compare-and-swap: anyone
         who took it since makes it fail, and the Lease is then read and judged as usual).
         """
-        deadline = time.monotonic() + wait
+        deadline = self.clock.monotonic() + wait
         await ensure_namespace(self.conn, CONTROL_NAMESPACE)
         released = self.conn.session.released_leases.pop((CONTROL_NAMESPACE, lock_name(self.app)), None)
         left = LeaseState.of_record(self.app, released) if released is not None else None
-        observer = LeaseObserver(wall=self.clock)
+        observer = LeaseObserver(monotonic=self.clock.monotonic, wall=self.clock.wall)
         while True:
             state = left if left is not None else await lock_status(self.conn, self.app)
             left = None
-            now = self.clock()
+            now = self.clock.wall()
             remaining = observer.observe(state.record() if state is not None else None)
             if state is not None and remaining > 0 and state.holder != self.identity:
-                if time.monotonic() >= deadline:
+                if self.clock.monotonic() >= deadline:
                     raise LockHeld(self.app, state, remaining)
                 if waiting is not None:
                     waiting(state)
-                await asyncio.sleep(min(poll, max(0.05, deadline - time.monotonic())))
+                await self.clock.sleep(min(poll, max(0.05, deadline - self.clock.monotonic())))
                 continue
             token = (state.token if state else 0) + 1
             transitions = (state.transitions + 1) if state else 0
-            started = time.monotonic()
+            started = self.clock.monotonic()
             obj = _lease(self.app, holder=self.identity, token=token, now=now, acquired=now,
                          duration=self.duration, transitions=transitions,
                          resource_version=state.resource_version if state else "")
@@ -246,7 +248,7 @@ class LeaseLock:
     async def _write_ours(self, *, holder: str | None) -> None:
         """PUT the Lease as ours (or released) against the version we last wrote; re-read on a conflict."""
         while True:
-            obj = _lease(self.app, holder=holder, token=self.token, now=self.clock(),
+            obj = _lease(self.app, holder=holder, token=self.token, now=self.clock.wall(),
                          acquired=self._acquired_at if holder else None, duration=self.duration,
                          transitions=self._transitions, resource_version=self._resource_version)
             try:
@@ -264,7 +266,7 @@ class LeaseLock:
         """Extend our lease (compare-and-swap); :class:`LockLost` when it is no longer ours."""
         if self.token == 0:
             raise LockLost(self.app, self.identity, "never acquired")
-        started = time.monotonic()
+        started = self.clock.monotonic()
         if not self._resource_version:
             state = await lock_status(self.conn, self.app)
             self._check_mine(state)
@@ -283,14 +285,14 @@ class LeaseLock:
         """
         if not self.held:
             raise LockLost(self.app, self.identity, f"lease not renewed within {self.duration:g}s")
-        if time.monotonic() - self._confirmed_at < VERIFIED_FOR:
+        if self.clock.monotonic() - self._confirmed_at < VERIFIED_FOR:
             return
         if self._verifying is not None:
             await asyncio.shield(self._verifying)
             return
         loop = asyncio.get_running_loop()
         self._verifying = future = loop.create_future()
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             self._check_mine(await lock_status(self.conn, self.app))
         except BaseException as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from ..kube import ClusterConnection, KubeObject, ObjectRef, fetch_owned, holds, live_objects
 from ..kube.inventory import read_inventory
 from ..kube.objects import content_hash
-from .revisions import read_member_revision
+from .memberrevisions import read_member_revision
 
 __all__ = ["MemberView", "RecordedRevision", "read_member", "read_workloads"]
 

@@ -25,14 +25,14 @@ from typing import Any
 
 from ..kube import ClusterConnection, bookkeeping_labels, read_config_map, write_config_map
 from .locking import CONTROL_NAMESPACE, Fenced
-from .steps import Plan
+from .steps import RolloutPlan
 
-__all__ = ["Outcome", "Phase", "ProgressStore", "RolloutState", "StepRecord", "state_name"]
+__all__ = ["Outcome", "ProgressStore", "RolloutPhase", "RolloutState", "StepRecord", "state_name"]
 
 LOG_KEEP = 200
 
 
-class Phase(StrEnum):
+class RolloutPhase(StrEnum):
     RUNNING = "Running"
     PAUSED = "Paused"
     FAILED = "Failed"
@@ -41,7 +41,7 @@ class Phase(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK)
+        return self in (RolloutPhase.SUCCEEDED, RolloutPhase.ROLLED_BACK)
 
 
 class Outcome(StrEnum):
@@ -79,9 +79,9 @@ class RolloutState:
     """``apply`` or ``rollback``."""
     revision: int
     previous: int | None
-    plan: Plan
+    plan: RolloutPlan
     steps: dict[str, StepRecord]
-    phase: Phase = Phase.RUNNING
+    phase: RolloutPhase = RolloutPhase.RUNNING
     message: str = ""
     holder: str = ""
     token: int = 0
@@ -94,7 +94,7 @@ class RolloutState:
     superuser_pending: bool = False
 
     @classmethod
-    def new(cls, *, app: str, kind: str, revision: int, previous: int | None, plan: Plan) -> RolloutState:
+    def new(cls, *, app: str, kind: str, revision: int, previous: int | None, plan: RolloutPlan) -> RolloutState:
         return cls(app, kind, revision, previous, plan, {s.id: StepRecord() for s in plan.steps})
 
     def record(self, step_id: str) -> StepRecord:
@@ -125,8 +125,9 @@ class RolloutState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RolloutState:
-        return cls(str(d["app"]), str(d["kind"]), int(d["revision"]), d.get("previous"), Plan.from_dict(d["plan"]),
-                   {k: StepRecord.from_dict(v) for k, v in d["steps"].items()}, Phase(d["phase"]),
+        return cls(str(d["app"]), str(d["kind"]), int(d["revision"]), d.get("previous"),
+                   RolloutPlan.from_dict(d["plan"]),
+                   {k: StepRecord.from_dict(v) for k, v in d["steps"].items()}, RolloutPhase(d["phase"]),
                    str(d.get("message", "")), str(d.get("holder", "")), int(d.get("token", 0)),
                    list(d.get("skipped", [])), float(d.get("created", 0)), float(d.get("updated", 0)),
                    list(d.get("log", [])), bool(d.get("superuserPending", False)))

@@ -67,7 +67,7 @@ from ..render.manifests import object_key
 from ..spec import ChartRelease, Fleet
 from .deploying import DatacenterStatus, StatusReport
 from .gates import failed_pods, pod_ready
-from .revisions import read_member_revision, record_member_revision
+from .memberrevisions import read_member_revision, record_member_revision
 from .steps import Step
 
 if TYPE_CHECKING:
@@ -334,9 +334,9 @@ async def release_status(release: ChartRelease, registry: ClusterRegistry) -> St
     now = time.time()
     for cluster in release.member_clusters():
         outcome = outcomes[cluster]
-        if outcome.reach is not Reach.DONE or outcome.value is None:
+        if outcome.reach is not Reach.REACHED or outcome.value is None:
             rows.append(DatacenterStatus(cluster, release.metadata.name, outcome.reach, error=outcome.error))
         else:
-            rows.append(DatacenterStatus(cluster, release.metadata.name, Reach.DONE, tuple(outcome.value),
+            rows.append(DatacenterStatus(cluster, release.metadata.name, Reach.REACHED, tuple(outcome.value),
                                          seen_at=now))
     return StatusReport(release.metadata.name, tuple(rows))

@@ -42,6 +42,6 @@ async def require_custom_kinds(registry: ClusterRegistry, members: Iterable[str]
     if not wanted:
         return
     outcomes = await across(wanted, lambda conn: absent_kinds(conn, manifests.for_cluster(conn.name)))
-    absent = {name: o.value for name, o in outcomes.items() if o.reach is Reach.DONE and o.value}
+    absent = {name: o.value for name, o in outcomes.items() if o.reach is Reach.REACHED and o.value}
     if absent:
         raise MissingCRD(missing_crd_message(app, absent))

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..errors import IsthmusError
-from ..kube import Action, ObjectRef
+from ..kube import ApplyAction, ObjectRef
 from .clock import SYSTEM, Clock
-from .progress import Outcome, Phase, RolloutState
+from .progress import Outcome, RolloutPhase, RolloutState
 from .steps import Step
 
 __all__ = ["EngineStats", "MemberOutcome", "MemberResult", "RolloutResult", "StepFailed", "Timeline",
@@ -109,25 +109,25 @@ def member_results(state: RolloutState, members: Sequence[str]) -> dict[str, Mem
 @dataclass
 class RolloutResult:
     state: RolloutState
-    reports: dict[str, dict[ObjectRef, Action]] = field(default_factory=dict)
+    reports: dict[str, dict[ObjectRef, ApplyAction]] = field(default_factory=dict)
     stats: EngineStats = field(default_factory=EngineStats)
     notes: list[str] = field(default_factory=list)
     timeline: Timeline = field(default_factory=Timeline)
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> RolloutPhase:
         return self.state.phase
 
     @property
     def ok(self) -> bool:
-        return self.state.phase is Phase.SUCCEEDED
+        return self.state.phase is RolloutPhase.SUCCEEDED
 
     def members(self) -> dict[str, MemberResult]:
         """Per member of the plan, how far the run got there (see :func:`member_results`)."""
         return member_results(self.state, sorted({s.cluster for s in self.state.plan.steps}))
 
-    def counts(self, cluster: str) -> dict[Action, int]:
-        out = dict.fromkeys(Action, 0)
+    def counts(self, cluster: str) -> dict[ApplyAction, int]:
+        out = dict.fromkeys(ApplyAction, 0)
         for action in self.reports.get(cluster, {}).values():
             out[action] += 1
         return out

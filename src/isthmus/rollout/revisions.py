@@ -1,4 +1,5 @@
-"""Immutable revisions of an app, kept in the control-plane cluster, and which one each member runs.
+"""Immutable revisions of an app, kept in the control-plane cluster (which one each member runs is
+:mod:`.memberrevisions`).
 
 A revision is what one apply (or rollback) meant: the spec, the rendered manifests of every
 member (the superuser password replaced by ``SUPERUSER_PASSWORD_PLACEHOLDER``: never stored),
@@ -12,9 +13,6 @@ and never changed; then the index ConfigMap ``isthmus-revisions-<app>`` (one sma
 revision), updated by compare-and-swap, which is the commit point: a revision exists once the
 index lists it. (Revisions recorded before content naming have chunks
 ``isthmus-rev-<app>-<n>-<chunk>``; both are read.)
-
-Each member records the revision it runs in ConfigMap ``isthmus-revision-<app>`` of the app's
-namespace, so that stays knowable while the control plane is unreachable.
 """
 
 from __future__ import annotations
@@ -26,19 +24,15 @@ import gzip
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from ..kube import (
     ClusterConnection,
-    ClusterRegistry,
-    ClusterUnreachable,
     KubeObject,
-    Reach,
     StaleWrite,
-    across,
     bookkeeping_labels,
     config_map,
     create_record,
@@ -54,15 +48,12 @@ from .locking import CONTROL_NAMESPACE
 
 __all__ = [
     "CHUNK_BYTES",
-    "MemberRevision",
     "Revision",
     "RevisionInfo",
     "RevisionNotFound",
     "RevisionStore",
     "Staged",
     "manifests_digest",
-    "read_member_revision",
-    "record_member_revision",
     "stage",
     "summarize",
 ]
@@ -368,115 +359,4 @@ class RevisionStore:
         await asyncio.gather(*(one(i, p) for i, p in enumerate(content.pieces)))
 
 
-# -- what each member runs ------------------------------------------------------------------------
-
-def member_record_name(app: str) -> str:
-    return f"isthmus-revision-{app}"
-
-
-@dataclass(frozen=True)
-class MemberRevision:
-    """One member's own record: the revision it fully runs, and the one being rolled out to it."""
-
-    cluster: str
-    reach: Reach
-    revision: int | None = None
-    target: int | None = None
-    updated: float | None = None
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cluster": self.cluster, "reach": self.reach.value, "revision": self.revision,
-                "target": self.target, "updated": self.updated, "error": self.error}
-
-
-async def read_member_revision(conn: ClusterConnection, app: str, namespace: str) -> MemberRevision:
-    live = await read_config_map(conn, member_record_name(app), namespace)
-    data = (live or {}).get("data") or {}
-
-    def num(key: str) -> int | None:
-        return int(data[key]) if data.get(key) else None
-
-    return MemberRevision(conn.name, Reach.DONE, num("revision"), num("target"),
-                          float(data["updated"]) if data.get("updated") else None)
-
-
-async def record_member_revision(conn: ClusterConnection, app: str, namespace: str, *,
-                                 revision: int | None = None, target: int | None = None) -> bool:
-    """Set ``target`` when a rollout starts touching the member, ``revision`` when it is done there.
-
-    Nothing is written when the record already says so (only its time would change); returns
-    whether it wrote.
-    """
-
-    def change(data: dict[str, str] | None) -> dict[str, str] | None:
-        new = dict(data or {})
-        if revision is not None:
-            new["revision"] = str(revision)
-            new.pop("target", None)
-        if target is not None and not (new.get("revision") == str(target) and "target" not in new):
-            new["target"] = str(target)  # (not when it already runs that revision: a re-apply)
-        old = dict(data or {})
-        if data is not None and {k: v for k, v in new.items() if k != "updated"} == \
-                {k: v for k, v in old.items() if k != "updated"}:
-            return None
-        new["updated"] = f"{time.time():.3f}"
-        return new
-
-    return bool(await write_config_map(conn, member_record_name(app), namespace,
-                                       labels=bookkeeping_labels(app, "member-revision"), change=change))
-
-
-async def member_revisions(registry: ClusterRegistry, clusters: Sequence[str], app: str,
-                           namespace: str) -> dict[str, MemberRevision]:
-    conns = {c: registry[c] for c in clusters}
-    outcomes = await across(conns, lambda conn: read_member_revision(conn, app, namespace))
-    return {c: (o.value if o.value is not None else MemberRevision(c, o.reach, error=o.error))
-            for c, o in outcomes.items()}
-
-
-@dataclass(frozen=True)
-class History:
-    """The app's revisions (empty when the control plane did not answer) and what each member runs."""
-
-    app: str
-    revisions: tuple[RevisionInfo, ...]
-    members: dict[str, MemberRevision]
-    control_plane: str
-    control_plane_error: str = ""
-
-    def state_of(self, number: int) -> dict[str, str]:
-        """Per member: Running, Rolling (the target of an unfinished rollout), Unknown, or empty."""
-        out = {}
-        for cluster, m in sorted(self.members.items()):
-            if m.reach is not Reach.DONE:
-                out[cluster] = "Unknown"
-            elif m.revision == number and m.target is None:
-                out[cluster] = "Running"
-            elif m.target == number:
-                out[cluster] = "Rolling"
-            elif m.revision == number:
-                out[cluster] = "Running (rolling on)"
-            else:
-                out[cluster] = ""
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "controlPlane": self.control_plane, "controlPlaneError": self.control_plane_error,
-                "members": {c: m.to_dict() for c, m in sorted(self.members.items())},
-                "revisions": [{**r.to_dict(), "clusters": self.state_of(r.number)} for r in self.revisions]}
-
-
-async def history(registry: ClusterRegistry, control_plane: str, members: Sequence[str], app: str,
-                  namespace: str) -> History:
-    error = ""
-    try:
-        infos = await RevisionStore(registry[control_plane], app).entries()
-    except ClusterUnreachable as exc:
-        infos, error = [], exc.reason
-    return History(app, tuple(infos), await member_revisions(registry, members, app, namespace), control_plane,
-                   error)
-
-
-__all__ += ["History", "blob_chunk_name", "chunk_name", "history", "index_name", "manifests_doc", "member_record_name",
-            "member_revisions"]
+__all__ += ["blob_chunk_name", "chunk_name", "index_name", "manifests_doc"]

@@ -13,22 +13,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..kube import ClusterRegistry, KubeObject, ObjectRef
+from ..kube import ClusterRegistry, KubeObject
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..render.charts import mask_secrets
 from ..spec import CassandraCluster, ChartRelease, Fleet
-from .clock import SYSTEM, Clock
 from .dbgate import DatabaseGate
 from .deploying import Progress
-from .engine import Baseline, EarlyFences, Engine, EngineSettings, Target
-from .gates import DEFAULT_GATES, Gate
-from .locking import DEFAULT_DURATION, LeaseLock, LeaseState
-from .progress import Phase, ProgressStore, RolloutState
+from .engine import Baseline, EarlyFences, Engine
+from .locking import LeaseLock
+from .progress import ProgressStore, RolloutPhase, RolloutState
 from .releasing import restore_secrets
 from .requirements import require_custom_kinds
 from .results import RolloutResult, Timeline
@@ -37,6 +34,7 @@ from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
 from .steps import check_strategy, plan_rollout
 from .superuser import SuperuserError, ensure_superuser
+from .target import EngineSettings, RolloutOptions, Target
 
 __all__ = ["NothingToResume", "RolloutOptions", "apply_rollout", "fill_password", "resume_rollout"]
 
@@ -51,29 +49,6 @@ class UnknownCluster(UserError):
 
 def _quiet(_cluster: str, _message: str) -> None:
     return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutOptions:
-    identity: str | None = None
-    """Who is rolling out (recorded in the lock, the revision and the state); default user@host/pid."""
-    lock_wait: float = 0.0
-    """Seconds to wait for another holder's lock before refusing (naming the holder)."""
-    lock_duration: float = DEFAULT_DURATION
-    poll_interval: float = 1.0
-    force_conflicts: bool = False
-    prune: bool = True
-    skip_clusters: frozenset[str] = frozenset()
-    timeout: float | None = None
-    gates: tuple[Gate, ...] = DEFAULT_GATES
-    lock_waiting: Callable[[LeaseState], None] | None = None
-    unless_settled: bool = False
-    """Read first, and write nothing at all (no lock, no fence, no record) when every member already runs
-    this very revision; see :mod:`.settled`."""
-    repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
-    """Drift correction: per member, objects to write again although their content hash matches."""
-    clock: Clock = SYSTEM
-    """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
 
 
 def fill_password(manifests: Manifests, password: str) -> Manifests:
@@ -146,15 +121,9 @@ class _Session:
     async def run(self, app: AnyApp, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
                   fences: EarlyFences | None = None, *, reapply: bool = False) -> RolloutResult:
-        strategy = app.spec.rollout
         database = (_database_gate(app),) if isinstance(app, CassandraCluster) else ()
-        settings = EngineSettings(
-            poll_interval=self.options.poll_interval, force_conflicts=self.options.force_conflicts,
-            prune=self.options.prune,
-            skip_clusters=self.options.skip_clusters, gates=(*self.options.gates, *database),
-            soak_seconds=strategy.soak_seconds, progress_deadline=strategy.progress_deadline_seconds,
-            failure_budget=strategy.failure_budget, timeout=self.options.timeout, repair=self.options.repair,
-            reapply=reapply)
+        settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=database,
+                                  reapply=reapply)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,
@@ -288,7 +257,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                                    timeline, baseline, fences,
                                    reapply=not created)
         await _superuser(registry, app, password, result, session.states)
-        if result.phase is Phase.FAILED and app.spec.rollout.on_failure == "rollback":
+        if result.phase is RolloutPhase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
             else:
@@ -297,7 +266,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                 result.notes.append(f"revision {failed.state.revision} failed ({failed.state.message}); "
                                     f"rolled back to revision {state.previous}")
                 if result.ok:
-                    result.state.phase = Phase.ROLLED_BACK
+                    result.state.phase = RolloutPhase.ROLLED_BACK
                     await session.states.save(result.state)
         return result
     finally:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ..kube import Action, ClusterConnection, ClusterRegistry, KubeObject, ObjectRef, Reach, across
+from ..kube import ApplyAction, ClusterConnection, ClusterRegistry, KubeObject, ObjectRef, Reach, across
 from ..render import Manifests
 from .memberview import read_member
-from .progress import Phase, ProgressStore, RolloutState
+from .progress import ProgressStore, RolloutPhase, RolloutState
 from .revisions import RevisionStore
 
 __all__ = ["member_runs", "settled_state", "unchanged_reports"]
@@ -29,14 +29,14 @@ async def settled_state(registry: ClusterRegistry, members: Sequence[str], manif
     """The finished rollout that already put ``manifests`` (of revision ``digest``) everywhere, else None."""
     latest, stored = await asyncio.gather(revisions.latest(), states.load())
     if latest is None or latest.digest != digest or stored is None or stored.revision != latest.number \
-            or stored.phase is not Phase.SUCCEEDED or stored.skipped:
+            or stored.phase is not RolloutPhase.SUCCEEDED or stored.skipped:
         return None
 
     async def holds(conn: ClusterConnection) -> bool:
         return await member_runs(conn, app, namespace, manifests.for_cluster(conn.name), latest.number)
 
     outcomes = await across({m: registry[m] for m in members}, holds)
-    if all(o.reach is Reach.DONE and o.value for o in outcomes.values()):
+    if all(o.reach is Reach.REACHED and o.value for o in outcomes.values()):
         return stored
     return None
 
@@ -49,6 +49,6 @@ async def member_runs(conn: ClusterConnection, app: str, namespace: str, objects
     return view.runs(objects, revision) is True
 
 
-def unchanged_reports(manifests: Manifests, members: Sequence[str]) -> dict[str, dict[ObjectRef, Action]]:
+def unchanged_reports(manifests: Manifests, members: Sequence[str]) -> dict[str, dict[ObjectRef, ApplyAction]]:
     """What a settled apply reports: every object of every member, unchanged."""
-    return {m: {ObjectRef.of(o): Action.UNCHANGED for o in manifests.for_cluster(m)} for m in members}
+    return {m: {ObjectRef.of(o): ApplyAction.UNCHANGED for o in manifests.for_cluster(m)} for m in members}

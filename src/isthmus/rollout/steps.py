@@ -35,7 +35,7 @@ from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
 
-__all__ = ["Lane", "Plan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
+__all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
            "plan_release", "plan_rollout", "step_objects"]
 
 DC_LABEL = "isthmus.dev/datacenter"
@@ -104,7 +104,7 @@ class Wave:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RolloutPlan:
     app: str
     waves: tuple[Wave, ...]
     reverse: bool = False
@@ -140,7 +140,7 @@ class Plan:
             for w in self.waves]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+    def from_dict(cls, d: Mapping[str, Any]) -> RolloutPlan:
         return cls(str(d["app"]), tuple(
             Wave(str(w["name"]), tuple(Lane(str(ln["name"]), tuple(Step.from_dict(s) for s in ln["steps"]))
                                         for ln in w["lanes"]))
@@ -183,7 +183,7 @@ def cluster_waves(release: ChartRelease) -> list[list[str]]:
     return [[seed], *(rest[i:i + size] for i in range(0, len(rest), size))]
 
 
-def plan_release(release: ChartRelease, *, reverse: bool = False) -> Plan:
+def plan_release(release: ChartRelease, *, reverse: bool = False) -> RolloutPlan:
     """A ChartRelease's plan: a ``release`` step per cluster, in waves of clusters (gated), then ``finalize``
     per member (prune, record the revision). A rollback plan visits the waves in reverse order."""
     waves = cluster_waves(release)
@@ -193,10 +193,10 @@ def plan_release(release: ChartRelease, *, reverse: bool = False) -> Plan:
                 tuple(Lane(c, (Step(StepKind.RELEASE, c),)) for c in names)) for i, names in enumerate(waves)]
     members = release.member_clusters()
     out.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
-    return Plan(release.metadata.name, tuple(out), reverse)
+    return RolloutPlan(release.metadata.name, tuple(out), reverse)
 
 
-def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False) -> Plan:
+def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False) -> RolloutPlan:
     """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
     if isinstance(app, ChartRelease):
         return plan_release(app, reverse=reverse)
@@ -217,7 +217,7 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False)
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
-    return Plan(app.metadata.name, tuple(waves), reverse)
+    return RolloutPlan(app.metadata.name, tuple(waves), reverse)
 
 
 def _is_workload(obj: KubeObject) -> bool:

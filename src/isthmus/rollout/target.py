@@ -1,17 +1,22 @@
 """What one run of the engine is given: the app's objects for each member, what they ran before, and
-the settings the run keeps to. Pure values.
+the settings the run keeps to (the caller's options and the app's strategy, composed, never copied).
+Pure values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..kube import KubeObject, ObjectRef
 from ..render import Manifests
+from ..spec.cassandra import RolloutStrategy
+from .clock import SYSTEM, Clock
 from .gates import DEFAULT_GATES, Gate
+from .locking import DEFAULT_DURATION, LeaseState
 
-__all__ = ["Baseline", "EngineSettings", "Target"]
+__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "RolloutOptions", "Target"]
 
 
 @dataclass(frozen=True)
@@ -36,18 +41,96 @@ class Target:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EngineSettings:
+class RolloutOptions:
+    """What the caller (a CLI command, the operator) chooses for a rollout: one bag, handed down as it is.
+
+    The engine reads it through :class:`EngineSettings`, which adds only what the app's own strategy says."""
+
+    identity: str | None = None
+    """Who is rolling out (recorded in the lock, the revision and the state); default user@host/pid."""
+    lock_wait: float = 0.0
+    """Seconds to wait for another holder's lock before refusing (naming the holder)."""
+    lock_duration: float = DEFAULT_DURATION
     poll_interval: float = 1.0
     force_conflicts: bool = False
     prune: bool = True
     skip_clusters: frozenset[str] = frozenset()
-    gates: tuple[Gate, ...] = DEFAULT_GATES
-    soak_seconds: float = 0.0
-    progress_deadline: float = 600.0
-    failure_budget: int = 0
     timeout: float | None = None
     """Seconds the whole run may take; then it pauses (resumable)."""
+    gates: tuple[Gate, ...] = DEFAULT_GATES
+    lock_waiting: Callable[[LeaseState], None] | None = None
+    unless_settled: bool = False
+    """Read first, and write nothing at all (no lock, no fence, no record) when every member already runs
+    this very revision; see :mod:`.settled`."""
     repair: Mapping[str, frozenset[ObjectRef]] = field(default_factory=dict)
-    """Per member, objects to write again (taking conflicting fields over) although their hash matches."""
+    """Drift correction: per member, objects to write again (taking conflicting fields over) although their
+    content hash matches."""
+    clock: Clock = SYSTEM
+    """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
+
+
+class EngineStrategy(Protocol):
+    """What the engine reads of an app's rollout strategy (the spec's ``spec.rollout``, as it is)."""
+
+    @property
+    def soak_seconds(self) -> float: ...
+
+    @property
+    def progress_deadline_seconds(self) -> float: ...
+
+    @property
+    def failure_budget(self) -> int: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
+    rollout strategy as it is, the gates the app adds (the database's own) and whether this is a re-apply.
+    Nothing is copied: the properties read through to where each value was chosen."""
+
+    options: RolloutOptions = field(default_factory=RolloutOptions)
+    strategy: EngineStrategy = field(default_factory=RolloutStrategy)
+    app_gates: tuple[Gate, ...] = ()
+    """Gates the app brings beside the caller's (a Cassandra ring's :class:`~.dbgate.DatabaseGate`)."""
     reapply: bool = False
     """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
+
+    @property
+    def gates(self) -> tuple[Gate, ...]:
+        return (*self.options.gates, *self.app_gates)
+
+    @property
+    def poll_interval(self) -> float:
+        return self.options.poll_interval
+
+    @property
+    def force_conflicts(self) -> bool:
+        return self.options.force_conflicts
+
+    @property
+    def prune(self) -> bool:
+        return self.options.prune
+
+    @property
+    def skip_clusters(self) -> frozenset[str]:
+        return self.options.skip_clusters
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @property
+    def repair(self) -> Mapping[str, frozenset[ObjectRef]]:
+        return self.options.repair
+
+    @property
+    def soak_seconds(self) -> float:
+        return self.strategy.soak_seconds
+
+    @property
+    def progress_deadline(self) -> float:
+        return self.strategy.progress_deadline_seconds
+
+    @property
+    def failure_budget(self) -> int:
+        return self.strategy.failure_budget

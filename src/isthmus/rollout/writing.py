@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..kube import (
-    Action,
+    ApplyAction,
     ApplyReport,
     ClusterConnection,
     KubeObject,
@@ -32,9 +32,9 @@ from ..kube import (
 )
 from ..kube.inventory import read_inventory
 from .deciding import changed_since
+from .memberrevisions import member_record_name, record_member_revision
 from .memberview import RecordedRevision
 from .results import EngineStats
-from .revisions import member_record_name, record_member_revision
 from .steps import Step, StepKind
 from .target import EngineSettings, Target
 
@@ -67,7 +67,8 @@ class StepWriter:
             report = await self._changed_only(step, conn, objects, continuous) or await apply()
             await record_member_revision(conn, app, namespace, target=self.revision)
         elif quiet and ran_all and await self._nothing_to_prune(step, conn, objects):
-            report = ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.UNCHANGED) for o in objects))
+            unchanged = tuple(ObjectOutcome(ObjectRef.of(o), ApplyAction.UNCHANGED) for o in objects)
+            report = ApplyReport(conn.name, unchanged)
         else:
             report = await apply()
         return await self._repair(conn, objects, report)
@@ -95,15 +96,15 @@ class StepWriter:
         written = set(await apply_exactly(conn, changed, force=self.settings.force_conflicts))
         self.changed_only.add(cluster)
         self.stats.changed_only += 1
-        return ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), Action.CONFIGURED if ObjectRef.of(o)
-                                                          in written else Action.UNCHANGED) for o in objects))
+        return ApplyReport(conn.name, tuple(ObjectOutcome(ObjectRef.of(o), ApplyAction.CONFIGURED if ObjectRef.of(o)
+                                                          in written else ApplyAction.UNCHANGED) for o in objects))
 
     async def _repair(self, conn: ClusterConnection, objects: list[KubeObject], report: ApplyReport) -> ApplyReport:
         wanted = self.settings.repair.get(conn.name, frozenset())
-        untouched = {o.ref for o in report.outcomes if o.action is Action.UNCHANGED}
+        untouched = {o.ref for o in report.outcomes if o.action is ApplyAction.UNCHANGED}
         again = [o for o in objects if ObjectRef.of(o) in wanted and ObjectRef.of(o) in untouched]
         if not again:
             return report
         fixed = set(await reapply_objects(conn, again))
-        return ApplyReport(report.cluster, tuple(ObjectOutcome(o.ref, Action.CONFIGURED) if o.ref in fixed else o
+        return ApplyReport(report.cluster, tuple(ObjectOutcome(o.ref, ApplyAction.CONFIGURED) if o.ref in fixed else o
                                                  for o in report.outcomes))

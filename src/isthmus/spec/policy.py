@@ -19,8 +19,8 @@ __all__ = [
     "ACTION_GROUPS",
     "GLOBAL_ACTIONS",
     "KEYSPACE_ACTIONS",
-    "Action",
     "Allowance",
+    "CqlAction",
     "IdentitySelector",
     "PolicyDocument",
     "Rule",
@@ -30,7 +30,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PATTERN_PART = re.compile(r"[A-Za-z0-9_*?]+")
 
 
-class Action(StrEnum):
+class CqlAction(StrEnum):
     SELECT = "select"
     INSERT = "insert"
     UPDATE = "update"
@@ -76,32 +76,34 @@ class Action(StrEnum):
 #: Actions with no keyspace/table target (role, permission and introspection statements).
 GLOBAL_ACTIONS = frozenset(
     {
-        Action.CREATE_ROLE,
-        Action.ALTER_ROLE,
-        Action.DROP_ROLE,
-        Action.CREATE_USER,
-        Action.ALTER_USER,
-        Action.DROP_USER,
-        Action.CREATE_IDENTITY,
-        Action.DROP_IDENTITY,
-        Action.GRANT,
-        Action.REVOKE,
-        Action.LIST_ROLES,
-        Action.LIST_USERS,
-        Action.LIST_PERMISSIONS,
-        Action.DESCRIBE,
+        CqlAction.CREATE_ROLE,
+        CqlAction.ALTER_ROLE,
+        CqlAction.DROP_ROLE,
+        CqlAction.CREATE_USER,
+        CqlAction.ALTER_USER,
+        CqlAction.DROP_USER,
+        CqlAction.CREATE_IDENTITY,
+        CqlAction.DROP_IDENTITY,
+        CqlAction.GRANT,
+        CqlAction.REVOKE,
+        CqlAction.LIST_ROLES,
+        CqlAction.LIST_USERS,
+        CqlAction.LIST_PERMISSIONS,
+        CqlAction.DESCRIBE,
     }
 )
 #: Actions whose target is a keyspace (``table`` is None).
-KEYSPACE_ACTIONS = frozenset({Action.USE, Action.CREATE_KEYSPACE, Action.ALTER_KEYSPACE, Action.DROP_KEYSPACE})
+KEYSPACE_ACTIONS = frozenset({
+    CqlAction.USE, CqlAction.CREATE_KEYSPACE, CqlAction.ALTER_KEYSPACE, CqlAction.DROP_KEYSPACE,
+})
 
 #: Shorthands accepted in ``actions``.
-ACTION_GROUPS: Mapping[str, frozenset[Action]] = {
-    "read": frozenset({Action.SELECT}),
-    "write": frozenset({Action.INSERT, Action.UPDATE, Action.DELETE}),
+ACTION_GROUPS: Mapping[str, frozenset[CqlAction]] = {
+    "read": frozenset({CqlAction.SELECT}),
+    "write": frozenset({CqlAction.INSERT, CqlAction.UPDATE, CqlAction.DELETE}),
     "schema": frozenset(
         a
-        for a in Action
+        for a in CqlAction
         if a.value.startswith(("create_", "alter_", "drop_"))
         and a not in GLOBAL_ACTIONS
         and not a.value.endswith("_keyspace")
@@ -132,7 +134,7 @@ class Allowance(_Model):
     @field_validator("actions")
     @classmethod
     def _known_actions(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
-        known = {a.value for a in Action} | set(ACTION_GROUPS)
+        known = {a.value for a in CqlAction} | set(ACTION_GROUPS)
         unknown = [a for a in actions if a not in known]
         if unknown:
             raise ValueError(f"unknown action(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -153,10 +155,10 @@ class Allowance(_Model):
             raise ValueError("tables is required unless every action is global (roles, permissions, describe)")
         return self
 
-    def expanded(self) -> frozenset[Action]:
-        out: set[Action] = set()
+    def expanded(self) -> frozenset[CqlAction]:
+        out: set[CqlAction] = set()
         for name in self.actions:
-            out |= ACTION_GROUPS[name] if name in ACTION_GROUPS else {Action(name)}
+            out |= ACTION_GROUPS[name] if name in ACTION_GROUPS else {CqlAction(name)}
         return frozenset(out)
 
     def patterns(self) -> tuple[tuple[str, str], ...]:

@@ -7,9 +7,9 @@ Must not: touch the network, the protocol codec or policy decisions (see ``polic
 from isthmus.cqlguard.classify.classifier import (
     GLOBAL_ACTIONS,
     KEYSPACE_ACTIONS,
-    Action,
     Classification,
     Classified,
+    CqlAction,
     Statement,
     Unclassifiable,
     classify,
@@ -20,9 +20,9 @@ from isthmus.cqlguard.classify.lexer import LexError, Token, TokenKind, tokenize
 __all__ = [
     "GLOBAL_ACTIONS",
     "KEYSPACE_ACTIONS",
-    "Action",
     "Classification",
     "Classified",
+    "CqlAction",
     "LexError",
     "Statement",
     "Token",

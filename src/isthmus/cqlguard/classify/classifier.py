@@ -18,14 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from isthmus.cqlguard.classify.lexer import LexError, Token, TokenKind, tokenize
-from isthmus.spec.policy import GLOBAL_ACTIONS, KEYSPACE_ACTIONS, Action
+from isthmus.spec.policy import GLOBAL_ACTIONS, KEYSPACE_ACTIONS, CqlAction
 
 __all__ = [
     "GLOBAL_ACTIONS",
     "KEYSPACE_ACTIONS",
-    "Action",
     "Classification",
     "Classified",
+    "CqlAction",
     "Statement",
     "Unclassifiable",
     "classify",
@@ -34,7 +34,7 @@ __all__ = [
 
 
 
-_BATCH_CHILD_ACTIONS = frozenset({Action.INSERT, Action.UPDATE, Action.DELETE})
+_BATCH_CHILD_ACTIONS = frozenset({CqlAction.INSERT, CqlAction.UPDATE, CqlAction.DELETE})
 
 #: Cassandra's reserved keywords (``ReservedKeywords.java``): never a bare name.
 _RESERVED = frozenset(
@@ -109,7 +109,7 @@ _LITERAL_WORDS = frozenset({"true", "false"})
 class Statement:
     """One thing a query does: ``action`` on ``keyspace``.``table`` (either may be None)."""
 
-    action: Action
+    action: CqlAction
     keyspace: str | None
     table: str | None
 
@@ -290,20 +290,20 @@ def _statement(p: _Parser) -> tuple[Statement, ...]:
     match word.value:
         case "select":
             p.skip_to_word("from")
-            return (Statement(Action.SELECT, *p.qualified()),)
+            return (Statement(CqlAction.SELECT, *p.qualified()),)
         case "insert":
             p.expect("into")
-            return (Statement(Action.INSERT, *p.qualified()),)
+            return (Statement(CqlAction.INSERT, *p.qualified()),)
         case "update":
-            return (Statement(Action.UPDATE, *p.qualified()),)
+            return (Statement(CqlAction.UPDATE, *p.qualified()),)
         case "delete":
             p.skip_to_word("from")
-            return (Statement(Action.DELETE, *p.qualified()),)
+            return (Statement(CqlAction.DELETE, *p.qualified()),)
         case "truncate":
             p.accept("table", "columnfamily")
-            return (Statement(Action.TRUNCATE, *p.qualified()),)
+            return (Statement(CqlAction.TRUNCATE, *p.qualified()),)
         case "use":
-            return (Statement(Action.USE, p.name(), None),)
+            return (Statement(CqlAction.USE, p.name(), None),)
         case "create":
             return _create(p)
         case "alter":
@@ -311,13 +311,13 @@ def _statement(p: _Parser) -> tuple[Statement, ...]:
         case "drop":
             return _drop(p)
         case "grant":
-            return (Statement(Action.GRANT, None, None),)
+            return (Statement(CqlAction.GRANT, None, None),)
         case "revoke":
-            return (Statement(Action.REVOKE, None, None),)
+            return (Statement(CqlAction.REVOKE, None, None),)
         case "list":
             return (_list(p),)
         case "describe" | "desc":
-            return (Statement(Action.DESCRIBE, None, None),)
+            return (Statement(CqlAction.DESCRIBE, None, None),)
     raise _Fail(f"unknown statement {word.value.upper()}")
 
 
@@ -344,10 +344,10 @@ def _create(p: _Parser) -> tuple[Statement, ...]:
     match kind.value:
         case "keyspace" | "schema":
             p.if_not_exists()
-            return (Statement(Action.CREATE_KEYSPACE, p.name(), None),)
+            return (Statement(CqlAction.CREATE_KEYSPACE, p.name(), None),)
         case "table" | "columnfamily":
             p.if_not_exists()
-            return (Statement(Action.CREATE_TABLE, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_TABLE, *p.qualified()),)
         case "custom" | "index":
             if kind.value == "custom":
                 p.expect("index")
@@ -355,34 +355,34 @@ def _create(p: _Parser) -> tuple[Statement, ...]:
             if not p.at_word("on"):
                 p.name()
             p.expect("on")
-            return (Statement(Action.CREATE_INDEX, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_INDEX, *p.qualified()),)
         case "materialized":
             p.expect("view")
             p.if_not_exists()
-            view = Statement(Action.CREATE_MATERIALIZED_VIEW, *p.qualified())
+            view = Statement(CqlAction.CREATE_MATERIALIZED_VIEW, *p.qualified())
             p.expect("as")
             p.expect("select")
             p.skip_to_word("from")
-            return (view, Statement(Action.SELECT, *p.qualified()))
+            return (view, Statement(CqlAction.SELECT, *p.qualified()))
         case "type":
             p.if_not_exists()
-            return (Statement(Action.CREATE_TYPE, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_TYPE, *p.qualified()),)
         case "function":
             p.if_not_exists()
-            return (Statement(Action.CREATE_FUNCTION, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_FUNCTION, *p.qualified()),)
         case "aggregate":
             p.if_not_exists()
-            return (Statement(Action.CREATE_AGGREGATE, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_AGGREGATE, *p.qualified()),)
         case "trigger":
             p.if_not_exists()
             p.name()
             p.expect("on")
-            return (Statement(Action.CREATE_TRIGGER, *p.qualified()),)
+            return (Statement(CqlAction.CREATE_TRIGGER, *p.qualified()),)
         case "role":
-            return (Statement(Action.CREATE_ROLE, None, None),)
+            return (Statement(CqlAction.CREATE_ROLE, None, None),)
         case "user":
-            return (Statement(Action.CREATE_USER, None, None),)
-    return (Statement(Action.CREATE_IDENTITY, None, None),)
+            return (Statement(CqlAction.CREATE_USER, None, None),)
+    return (Statement(CqlAction.CREATE_IDENTITY, None, None),)
 
 
 def _alter(p: _Parser) -> tuple[Statement, ...]:
@@ -390,21 +390,21 @@ def _alter(p: _Parser) -> tuple[Statement, ...]:
     match kind.value if kind.kind is TokenKind.IDENT else "":
         case "keyspace" | "schema":
             p.if_exists()
-            return (Statement(Action.ALTER_KEYSPACE, p.name(), None),)
+            return (Statement(CqlAction.ALTER_KEYSPACE, p.name(), None),)
         case "table" | "columnfamily":
             p.if_exists()
-            return (Statement(Action.ALTER_TABLE, *p.qualified()),)
+            return (Statement(CqlAction.ALTER_TABLE, *p.qualified()),)
         case "materialized":
             p.expect("view")
             p.if_exists()
-            return (Statement(Action.ALTER_MATERIALIZED_VIEW, *p.qualified()),)
+            return (Statement(CqlAction.ALTER_MATERIALIZED_VIEW, *p.qualified()),)
         case "type":
             p.if_exists()
-            return (Statement(Action.ALTER_TYPE, *p.qualified()),)
+            return (Statement(CqlAction.ALTER_TYPE, *p.qualified()),)
         case "role":
-            return (Statement(Action.ALTER_ROLE, None, None),)
+            return (Statement(CqlAction.ALTER_ROLE, None, None),)
         case "user":
-            return (Statement(Action.ALTER_USER, None, None),)
+            return (Statement(CqlAction.ALTER_USER, None, None),)
     raise _Fail(f"unknown ALTER {kind.value.upper()}")
 
 
@@ -413,43 +413,43 @@ def _drop(p: _Parser) -> tuple[Statement, ...]:
     match kind.value if kind.kind is TokenKind.IDENT else "":
         case "keyspace" | "schema":
             p.if_exists()
-            return (Statement(Action.DROP_KEYSPACE, p.name(), None),)
+            return (Statement(CqlAction.DROP_KEYSPACE, p.name(), None),)
         case "table" | "columnfamily":
             p.if_exists()
-            return (Statement(Action.DROP_TABLE, *p.qualified()),)
+            return (Statement(CqlAction.DROP_TABLE, *p.qualified()),)
         case "index":
             p.if_exists()
-            return (Statement(Action.DROP_INDEX, *p.qualified()),)
+            return (Statement(CqlAction.DROP_INDEX, *p.qualified()),)
         case "materialized":
             p.expect("view")
             p.if_exists()
-            return (Statement(Action.DROP_MATERIALIZED_VIEW, *p.qualified()),)
+            return (Statement(CqlAction.DROP_MATERIALIZED_VIEW, *p.qualified()),)
         case "type":
             p.if_exists()
-            return (Statement(Action.DROP_TYPE, *p.qualified()),)
+            return (Statement(CqlAction.DROP_TYPE, *p.qualified()),)
         case "function":
             p.if_exists()
-            return (Statement(Action.DROP_FUNCTION, *p.qualified()),)
+            return (Statement(CqlAction.DROP_FUNCTION, *p.qualified()),)
         case "aggregate":
             p.if_exists()
-            return (Statement(Action.DROP_AGGREGATE, *p.qualified()),)
+            return (Statement(CqlAction.DROP_AGGREGATE, *p.qualified()),)
         case "trigger":
             p.if_exists()
             p.name()
             p.expect("on")
-            return (Statement(Action.DROP_TRIGGER, *p.qualified()),)
+            return (Statement(CqlAction.DROP_TRIGGER, *p.qualified()),)
         case "role":
-            return (Statement(Action.DROP_ROLE, None, None),)
+            return (Statement(CqlAction.DROP_ROLE, None, None),)
         case "user":
-            return (Statement(Action.DROP_USER, None, None),)
+            return (Statement(CqlAction.DROP_USER, None, None),)
         case "identity":
-            return (Statement(Action.DROP_IDENTITY, None, None),)
+            return (Statement(CqlAction.DROP_IDENTITY, None, None),)
     raise _Fail(f"unknown DROP {kind.value.upper()}")
 
 
 def _list(p: _Parser) -> Statement:
     if p.accept("roles"):
-        return Statement(Action.LIST_ROLES, None, None)
+        return Statement(CqlAction.LIST_ROLES, None, None)
     if p.accept("users", "superusers"):
-        return Statement(Action.LIST_USERS, None, None)
-    return Statement(Action.LIST_PERMISSIONS, None, None)
+        return Statement(CqlAction.LIST_USERS, None, None)
+    return Statement(CqlAction.LIST_PERMISSIONS, None, None)

@@ -11,10 +11,10 @@ forbids I/O modules here). Every malformed input raises :class:`ProtocolError`.
 from isthmus.cqlguard.protocol.connection import (
     Chunk,
     ConnectionConfig,
+    ConnectionPhase,
     CQLConnection,
     FastRequest,
     Framing,
-    Phase,
     PreparedStatement,
 )
 from isthmus.cqlguard.protocol.constants import ErrorCode, HeaderFlag, Opcode
@@ -66,6 +66,7 @@ __all__ = [
     "Chunk",
     "CompressionError",
     "ConnectionConfig",
+    "ConnectionPhase",
     "Error",
     "ErrorCode",
     "Event",
@@ -76,7 +77,6 @@ __all__ = [
     "HeaderFlag",
     "Opcode",
     "Options",
-    "Phase",
     "Prepare",
     "PreparedResult",
     "PreparedStatement",

@@ -101,7 +101,9 @@ from isthmus.cqlguard.protocol.relay import ServerRelay
 from isthmus.cqlguard.protocol.segments import SegmentBuffer, frame_envelopes
 from isthmus.cqlguard.protocol.wire import Reader
 
-__all__ = ["CQLConnection", "Chunk", "ConnectionConfig", "FastRequest", "Framing", "Phase", "PreparedStatement"]
+__all__ = [
+    "CQLConnection", "Chunk", "ConnectionConfig", "ConnectionPhase", "FastRequest", "Framing", "PreparedStatement",
+]
 
 #: The one compression the proxy can read (see the module docstring about snappy).
 SUPPORTED_COMPRESSION = frozenset({"lz4"})
@@ -144,7 +146,7 @@ _FAST_QUERY_OK = _FAST_EXECUTE_OK & ~int(QueryFlag.KEYSPACE)
 _SMALL_RESULT = 1024
 
 
-class Phase(Enum):
+class ConnectionPhase(Enum):
     HANDSHAKE = "handshake"
     STARTING = "starting"
     AUTHENTICATING = "authenticating"
@@ -157,21 +159,21 @@ class Framing(Enum):
 
 
 #: Requests a client may send in each phase.
-_CLIENT_OPCODES: dict[Phase, frozenset[Opcode]] = {
-    Phase.HANDSHAKE: frozenset({Opcode.OPTIONS, Opcode.STARTUP}),
-    Phase.STARTING: frozenset({Opcode.OPTIONS}),
-    Phase.AUTHENTICATING: frozenset({Opcode.OPTIONS, Opcode.AUTH_RESPONSE}),
-    Phase.ESTABLISHED: frozenset(
+_CLIENT_OPCODES: dict[ConnectionPhase, frozenset[Opcode]] = {
+    ConnectionPhase.HANDSHAKE: frozenset({Opcode.OPTIONS, Opcode.STARTUP}),
+    ConnectionPhase.STARTING: frozenset({Opcode.OPTIONS}),
+    ConnectionPhase.AUTHENTICATING: frozenset({Opcode.OPTIONS, Opcode.AUTH_RESPONSE}),
+    ConnectionPhase.ESTABLISHED: frozenset(
         {Opcode.OPTIONS, Opcode.QUERY, Opcode.PREPARE, Opcode.EXECUTE, Opcode.BATCH, Opcode.REGISTER}
     ),
 }
 
 #: (phase, opcode of the request answered, response opcode) -> next phase.
-_SERVER_TRANSITIONS: dict[tuple[Phase, Opcode, Opcode], Phase] = {
-    (Phase.STARTING, Opcode.STARTUP, Opcode.READY): Phase.ESTABLISHED,
-    (Phase.STARTING, Opcode.STARTUP, Opcode.AUTHENTICATE): Phase.AUTHENTICATING,
-    (Phase.STARTING, Opcode.STARTUP, Opcode.ERROR): Phase.HANDSHAKE,
-    (Phase.AUTHENTICATING, Opcode.AUTH_RESPONSE, Opcode.AUTH_SUCCESS): Phase.ESTABLISHED,
+_SERVER_TRANSITIONS: dict[tuple[ConnectionPhase, Opcode, Opcode], ConnectionPhase] = {
+    (ConnectionPhase.STARTING, Opcode.STARTUP, Opcode.READY): ConnectionPhase.ESTABLISHED,
+    (ConnectionPhase.STARTING, Opcode.STARTUP, Opcode.AUTHENTICATE): ConnectionPhase.AUTHENTICATING,
+    (ConnectionPhase.STARTING, Opcode.STARTUP, Opcode.ERROR): ConnectionPhase.HANDSHAKE,
+    (ConnectionPhase.AUTHENTICATING, Opcode.AUTH_RESPONSE, Opcode.AUTH_SUCCESS): ConnectionPhase.ESTABLISHED,
 }
 
 
@@ -294,7 +296,7 @@ class CQLConnection:
 
     def __init__(self, config: ConnectionConfig | None = None) -> None:
         self._config = config or ConnectionConfig()
-        self._phase = Phase.HANDSHAKE
+        self._phase = ConnectionPhase.HANDSHAKE
         self._version: int | None = None
         self._compression: str | None = None
         self._client_in = _Inbound(max_body=self._config.max_frame_body)
@@ -316,7 +318,7 @@ class CQLConnection:
     # ------------------------------------------------------------------ read-only state
 
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> ConnectionPhase:
         return self._phase
 
     @property
@@ -394,7 +396,7 @@ class CQLConnection:
         A v4 lz4 body is decompressed to read the key. What the key names must have been
         decided before, on a decoded request: this method checks framing, not policy.
         """
-        if self._phase is not Phase.ESTABLISHED:
+        if self._phase is not ConnectionPhase.ESTABLISHED:
             return None
         version, flags, stream, opcode, _length = _HEADER.unpack_from(raw)
         if version != self._version or stream < 0 or flags & ~_FAST_FLAGS or stream in self._pending:
@@ -499,7 +501,7 @@ class CQLConnection:
         the client.
         """
         relay = self._relay
-        if relay is None and self._phase is Phase.ESTABLISHED and self._switch_on_forward is None:
+        if relay is None and self._phase is ConnectionPhase.ESTABLISHED and self._switch_on_forward is None:
             rest = self._server_in.hand_over()
             if rest is not None:
                 relay = self._relay = ServerRelay(
@@ -594,7 +596,7 @@ class CQLConnection:
             opcode = Opcode(header.opcode)
         except ValueError:
             raise ProtocolError(f"unknown opcode {header.opcode:#04x}") from None
-        if self._phase is Phase.HANDSHAKE:
+        if self._phase is ConnectionPhase.HANDSHAKE:
             refusal = self._refuse_version(header)
             if refusal is not None:
                 return refusal
@@ -620,7 +622,7 @@ class CQLConnection:
                     header,
                     f"Unsupported compression algorithm '{message.compression}': this proxy supports lz4",
                 )
-            self._phase = Phase.STARTING
+            self._phase = ConnectionPhase.STARTING
             self._version = header.version
             self._compression = message.compression
         elif isinstance(message, AuthResponse):
@@ -670,7 +672,7 @@ class CQLConnection:
             opcode = Opcode(header.opcode)
         except ValueError:
             raise ProtocolError(f"unknown opcode {header.opcode:#04x} from the server") from None
-        handshaking = self._phase in (Phase.HANDSHAKE, Phase.STARTING)
+        handshaking = self._phase in (ConnectionPhase.HANDSHAKE, ConnectionPhase.STARTING)
         if not handshaking and header.version != self._version:
             raise ProtocolError(f"server sent v{header.version} on a v{self._version} connection")
         request: Request | None = None
@@ -714,10 +716,10 @@ class CQLConnection:
         nxt = _SERVER_TRANSITIONS.get((self._phase, request.opcode, response.opcode))
         if nxt is None:
             return
-        if nxt is Phase.HANDSHAKE:  # STARTUP refused (e.g. version downgrade): start over
+        if nxt is ConnectionPhase.HANDSHAKE:  # STARTUP refused (e.g. version downgrade): start over
             self._version = None
             self._compression = None
-        elif self._phase is Phase.STARTING and self._version is not None and self._version >= 5:
+        elif self._phase is ConnectionPhase.STARTING and self._version is not None and self._version >= 5:
             compressed = self._compression == "lz4"
             self._server_in.switch_to_segments(compressed=compressed)
             self._server_out = Framing.SEGMENTS
@@ -779,7 +781,7 @@ class CQLConnection:
         text = message[:_MAX_ERROR_MESSAGE]
         body = encode_error_body(code, text, unprepared_id=unprepared_id)
         flags = HeaderFlag.NONE
-        if version < 5 and self._compression == "lz4" and self._phase is not Phase.HANDSHAKE:
+        if version < 5 and self._compression == "lz4" and self._phase is not ConnectionPhase.HANDSHAKE:
             body = compress_body(body)
             flags = HeaderFlag.COMPRESSION
         if len(body) > self._config.max_frame_body:

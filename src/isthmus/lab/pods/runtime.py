@@ -36,7 +36,7 @@ from .imagefs import ImageLayer, cassandra_image, isthmus_image
 from .status import ContainerState, PodView, backoff_delay, expand, pod_status, rfc3339
 from .volumes import VolumeNotReady, prepare_volumes, run_provisioner
 
-__all__ = ["PodNet", "PodNetwork", "PodWorker", "Runtime", "RuntimeSettings"]
+__all__ = ["PodNet", "PodNetworkProvider", "PodWorker", "Runtime", "RuntimeSettings"]
 
 log = logging.getLogger("isthmus.lab.pods")
 
@@ -57,7 +57,7 @@ class PodNet(Protocol):
     def netns_path(self) -> Path: ...
 
 
-class PodNetwork(Protocol):
+class PodNetworkProvider(Protocol):
     """What the runtime needs of the lab's pod network (:class:`isthmus.lab.podnet.LabNetwork`)."""
 
     def add_pod(self, cluster: str, key: str, ip: ipaddress.IPv4Address, *, namespace: str = ...) -> PodNet: ...
@@ -555,7 +555,7 @@ def _chrooted(pid: int) -> bool:
 class Runtime:
     """The pod runtime of one lab cluster (``python -m isthmus.lab.pods``)."""
 
-    def __init__(self, settings: RuntimeSettings, api: RuntimeApi, network: PodNetwork, *,
+    def __init__(self, settings: RuntimeSettings, api: RuntimeApi, network: PodNetworkProvider, *,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.settings = settings

@@ -6,7 +6,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..netplan import CheckReport, ClusterPlan, Plan
+from ..netplan import CheckReport, ClusterPlan, NetworkPlan
 
 __all__ = ["markdown", "print_check", "print_plan"]
 
@@ -34,7 +34,7 @@ _HEADERS = ["cluster", "region", "ID", "nodes", "pod CIDR", "service CIDR", "rou
             "nodes addable"]
 
 
-def print_plan(plan: Plan, console: Console) -> None:
+def print_plan(plan: NetworkPlan, console: Console) -> None:
     net = plan.network
     title = (f"Fleet [bold]{plan.fleet}[/]: {net.routing.value}"
              f"{'/' + net.tunnel_protocol.value if net.routing.value == 'tunnel' else ''}, "
@@ -73,7 +73,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["---"] * len(headers)), *(line(r) for r in rows)])
 
 
-def markdown(plan: Plan) -> str:
+def markdown(plan: NetworkPlan) -> str:
     net = plan.network
     mtu = plan.mesh_mtu
     parts = [

@@ -17,13 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
-from ..netplan import ClusterPlan, Plan
+from ..netplan import ClusterPlan, NetworkPlan
 from ..spec.fleet import Encryption, Mesh, RoutingMode
 
 __all__ = ["draw_network", "link_label"]
 
 
-def link_label(plan: Plan) -> str:
+def link_label(plan: NetworkPlan) -> str:
     """What joins two clusters, e.g. ``"VXLAN + WireGuard, MTU 1330"``."""
     net = plan.network
     carrier = net.tunnel_protocol.value.upper() if net.routing is RoutingMode.TUNNEL else "native routing"
@@ -43,7 +43,7 @@ def _box_text(c: ClusterPlan) -> str:
     return "\n".join(lines)
 
 
-def draw_network(plan: Plan, path: Path, *, title: str | None = None) -> Path:
+def draw_network(plan: NetworkPlan, path: Path, *, title: str | None = None) -> Path:
     """Draw ``plan``'s clusters and links into ``path`` (PNG, SVG or PDF by suffix); returns ``path``."""
     clusters = list(plan.clusters)
     count = len(clusters)

@@ -20,16 +20,16 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from ..netplan import Plan
+from ..netplan import NetworkPlan
 
-__all__ = ["Segment", "draw", "segments"]
+__all__ = ["Span", "draw", "segments"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 FREE, AVOID, CLUSTER = "free", "avoid", "cluster"
 
 
 @dataclass(frozen=True)
-class Segment:
+class Span:
     start: int
     end: int  # exclusive
     kind: str
@@ -40,7 +40,7 @@ class Segment:
         return self.end - self.start
 
 
-def segments(supernet: Network, used: Sequence[tuple[Network, str, str]]) -> list[Segment]:
+def segments(supernet: Network, used: Sequence[tuple[Network, str, str]]) -> list[Span]:
     """Split ``supernet`` into used and free segments in address order (used ranges clipped to it)."""
     lo, hi = int(supernet.network_address), int(supernet.broadcast_address) + 1
     spans = sorted(
@@ -48,18 +48,18 @@ def segments(supernet: Network, used: Sequence[tuple[Network, str, str]]) -> lis
         for n, kind, label in used
         if n.version == supernet.version and n.overlaps(supernet)
     )
-    out: list[Segment] = []
+    out: list[Span] = []
     cursor = lo
     for start, end, kind, label in spans:
         start = max(start, cursor)
         if start >= end:
             continue
         if start > cursor:
-            out.append(Segment(cursor, start, FREE, ""))
-        out.append(Segment(start, end, kind, label))
+            out.append(Span(cursor, start, FREE, ""))
+        out.append(Span(start, end, kind, label))
         cursor = end
     if cursor < hi:
-        out.append(Segment(cursor, hi, FREE, ""))
+        out.append(Span(cursor, hi, FREE, ""))
     return out
 
 
@@ -69,7 +69,7 @@ def _prefix_text(size: int, version: int) -> str:
     return f"/{bits - int(math.log2(size))}" if exact else f"{size:,} addrs"
 
 
-def _draw_row(ax: Axes, y: float, supernet: Network, segs: list[Segment], colours: dict[str, str]) -> None:
+def _draw_row(ax: Axes, y: float, supernet: Network, segs: list[Span], colours: dict[str, str]) -> None:
     total = sum(max(1.0, math.log2(s.size) - 6) for s in segs)
     x = 0.0
     for seg in segs:
@@ -100,7 +100,7 @@ def _draw_row(ax: Axes, y: float, supernet: Network, segs: list[Segment], colour
     ax.text(1.0, y - 0.33, "to scale", fontsize=6, ha="right", color="#555555")
 
 
-def draw(plan: Plan, path: Path) -> None:
+def draw(plan: NetworkPlan, path: Path) -> None:
     """Write a PNG of the plan's address map to ``path``."""
     palette = plt.get_cmap("tab10")
     colours = {c.name: matplotlib.colors.to_hex(palette(i % 10)) for i, c in enumerate(plan.clusters)}

@@ -142,7 +142,7 @@ def resume_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = 
 @app.command("history")
 def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig = None,
                 request_timeout: CallTimeout = 10.0, output: OutputOpt = OutputFormat.TABLE) -> None:
-    """List the app's revisions and which one each member cluster runs (Unknown when it does not answer)."""
+    """List the app's revisions, which one each member runs (Unknown when it does not answer), and its repairs."""
     from ..kube import Reach
     from ..rollout import history
 
@@ -165,6 +165,14 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
         table.add_row(str(info.number), _when(info.created), info.author, info.origin,
                       *(states.get(m, "") for m in members), "\n".join(info.summary))
     out_console.print(table)
+    if hist.repairs:
+        repairs = Table("repair", "started", "updated", "by", "keyspaces", "datacenters", "nodes", "phase", "message",
+                        box=box.SIMPLE_HEAVY, title=f"repairs of {target.app.metadata.name}", title_justify="left")
+        for rep in reversed(hist.repairs):
+            repairs.add_row(str(rep.number), _when(rep.created), _when(rep.updated), rep.holder,
+                            ", ".join(rep.keyspaces) or "all", ", ".join(rep.datacenters) or "all",
+                            f"{rep.done}/{rep.total}", rep.phase.value, rep.message)
+        out_console.print(repairs)
     for cluster, member in sorted(hist.members.items()):
         if member.reach is not Reach.REACHED:
             out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)

@@ -34,6 +34,8 @@ from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, Lock
 from .memberrevisions import History, history
 from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .releasing import SecretsLost, release_status, render_release
+from .repairing import RepairOptions, RepairResult, RepairSummary, RepairUnavailable, run_repair
+from .repairplan import BadRepair, RepairNode, RepairPlan, plan_repair
 from .requirements import MissingCRD
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore
@@ -44,6 +46,7 @@ from .steps import RolloutPlan, Step, StepKind, check_strategy, plan_rollout
 
 __all__ = [
     "DEFAULT_GATES",
+    "BadRepair",
     "BreakRefused",
     "Clock",
     "ClusterView",
@@ -72,6 +75,12 @@ __all__ = [
     "Progress",
     "ProgressStore",
     "Reachable",
+    "RepairNode",
+    "RepairOptions",
+    "RepairPlan",
+    "RepairResult",
+    "RepairSummary",
+    "RepairUnavailable",
     "Revision",
     "RevisionInfo",
     "RevisionNotFound",
@@ -99,12 +108,14 @@ __all__ = [
     "fence",
     "history",
     "lock_status",
+    "plan_repair",
     "plan_rollout",
     "release_status",
     "render_app",
     "render_release",
     "resume_rollout",
     "rollback_app",
+    "run_repair",
     "superuser_password",
     "wait_healthy",
 ]

@@ -1,6 +1,8 @@
 """Which revision each member runs, recorded by the member itself, and the app's history that joins those
 records with the control plane's index of revisions (:mod:`.revisions`).
 
+The history also lists the app's repairs (:mod:`.repairing`), kept beside the rollout state.
+
 Each member records the revision it runs in ConfigMap ``isthmus-revision-<app>`` of the app's
 namespace, so that stays knowable while the control plane is unreachable: ``revision`` once a rollout is
 done there, ``target`` while one is under way.
@@ -8,6 +10,7 @@ done there, ``target`` while one is under way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from ..kube import (
     read_config_map,
     write_config_map,
 )
+from .repairing import RepairSummary, repair_history
 from .revisions import RevisionInfo, RevisionStore
 
 __all__ = ["History", "MemberRevision", "history", "member_record_name", "member_revisions", "read_member_revision",
@@ -103,6 +107,8 @@ class History:
     members: dict[str, MemberRevision]
     control_plane: str
     control_plane_error: str = ""
+    repairs: tuple[RepairSummary, ...] = ()
+    """The app's repairs (``isthmus repair``), oldest first."""
 
     def state_of(self, number: int) -> dict[str, str]:
         """Per member: Running, Rolling (the target of an unfinished rollout), Unknown, or empty."""
@@ -123,15 +129,17 @@ class History:
     def to_dict(self) -> dict[str, Any]:
         return {"app": self.app, "controlPlane": self.control_plane, "controlPlaneError": self.control_plane_error,
                 "members": {c: m.to_dict() for c, m in sorted(self.members.items())},
-                "revisions": [{**r.to_dict(), "clusters": self.state_of(r.number)} for r in self.revisions]}
+                "revisions": [{**r.to_dict(), "clusters": self.state_of(r.number)} for r in self.revisions],
+                "repairs": [r.to_dict() for r in self.repairs]}
 
 
 async def history(registry: ClusterRegistry, control_plane: str, members: Sequence[str], app: str,
                   namespace: str) -> History:
     error = ""
+    control = registry[control_plane]
     try:
-        infos = await RevisionStore(registry[control_plane], app).entries()
+        infos, repairs = await asyncio.gather(RevisionStore(control, app).entries(), repair_history(control, app))
     except ClusterUnreachable as exc:
-        infos, error = [], exc.reason
+        infos, repairs, error = [], (), exc.reason
     return History(app, tuple(infos), await member_revisions(registry, members, app, namespace), control_plane,
-                   error)
+                   error, tuple(repairs))

@@ -27,7 +27,7 @@ from ..kube import ClusterConnection, bookkeeping_labels, read_config_map, write
 from .locking import CONTROL_NAMESPACE, Fenced
 from .steps import RolloutPlan
 
-__all__ = ["Outcome", "ProgressStore", "RolloutPhase", "RolloutState", "StepRecord", "state_name"]
+__all__ = ["FencedDocument", "Outcome", "ProgressStore", "RolloutPhase", "RolloutState", "StepRecord", "state_name"]
 
 LOG_KEEP = 200
 
@@ -146,7 +146,40 @@ def _stored_token(data: dict[str, str] | None) -> int:
     return int(json.loads(raw).get("token", 0)) if raw else 0
 
 
-class ProgressStore:
+class FencedDocument:
+    """One JSON document in ConfigMap ``name`` of the control plane's ``isthmus-system``, written by
+    compare-and-swap and refused (:class:`Fenced`) when a newer lock holder's token is stored.
+
+    The machinery under :class:`ProgressStore`, shared with the repair's progress (:mod:`.repairing`).
+    """
+
+    def __init__(self, conn: ClusterConnection, app: str, name: str, component: str) -> None:
+        self.conn, self.app = conn, app
+        self.name, self.component = name, component
+        self.saves = 0
+        self._lock = asyncio.Lock()
+
+    async def load_document(self) -> Any | None:
+        live = await read_config_map(self.conn, self.name, CONTROL_NAMESPACE)
+        raw = ((live or {}).get("data") or {}).get("state")
+        return json.loads(raw) if raw else None
+
+    async def save_document(self, document: Mapping[str, Any], token: int) -> None:
+        async with self._lock:
+            text = json.dumps(document, indent=1)
+
+            def change(data: dict[str, str] | None) -> dict[str, str]:
+                stored = _stored_token(data)
+                if stored > token:
+                    raise Fenced(self.conn.name, self.app, token, stored)
+                return {"state": text, "token": str(token)}
+
+            await write_config_map(self.conn, self.name, CONTROL_NAMESPACE,
+                                   labels=bookkeeping_labels(self.app, self.component), change=change)
+            self.saves += 1
+
+
+class ProgressStore(FencedDocument):
     """Loads and saves the rollout state of one app in the control-plane cluster ``conn``.
 
     A save is one compare-and-swap write against the version last read or written (see
@@ -155,27 +188,13 @@ class ProgressStore:
     """
 
     def __init__(self, conn: ClusterConnection, app: str) -> None:
-        self.conn, self.app = conn, app
-        self.saves = 0
-        self._lock = asyncio.Lock()
+        super().__init__(conn, app, state_name(app), "rollout-state")
 
     async def load(self) -> RolloutState | None:
-        live = await read_config_map(self.conn, state_name(self.app), CONTROL_NAMESPACE)
-        raw = ((live or {}).get("data") or {}).get("state")
-        return RolloutState.from_dict(json.loads(raw)) if raw else None
+        doc = await self.load_document()
+        return RolloutState.from_dict(doc) if doc else None
 
     async def save(self, state: RolloutState) -> None:
         """Write ``state`` unless a holder with a newer fencing token has written since (:class:`Fenced`)."""
-        async with self._lock:
-            state.updated = time.time()
-            document = json.dumps(state.to_dict(), indent=1)
-
-            def change(data: dict[str, str] | None) -> dict[str, str]:
-                stored = _stored_token(data)
-                if stored > state.token:
-                    raise Fenced(self.conn.name, self.app, state.token, stored)
-                return {"state": document, "token": str(state.token)}
-
-            await write_config_map(self.conn, state_name(self.app), CONTROL_NAMESPACE,
-                                   labels=bookkeeping_labels(self.app, "rollout-state"), change=change)
-            self.saves += 1
+        state.updated = time.time()
+        await self.save_document(state.to_dict(), state.token)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from isthmus.rollout.repairing import RepairStore
+from isthmus.rollout.repairstate import RepairStore
 
 from .conftest import ISTHMUS, Ring, cql
 

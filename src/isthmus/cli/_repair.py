@@ -53,12 +53,14 @@ def repair_cmd(
 ) -> None:
     """Run `nodetool repair -pr -full` node by node, DC by DC, each behind the database gate; resumable."""
     from ..rollout import RepairOptions, run_repair
+    from ..rollout.repairplan import check_selection
     from ..spec import CassandraCluster
 
     target = load_target(files, app_name)
     if not isinstance(target.app, CassandraCluster):
         raise UserError(f"app {target.app.metadata.name} is a {type(target.app).__name__}; only a "
                         "CassandraCluster has a ring to repair")
+    check_selection(target.app, dc or ())  # a --dc the spec lacks: refused before any cluster is contacted
     registry = _registry(target, kubeconfig, request_timeout)
     options = RepairOptions(identity=identity, lock_wait=lock_wait, gate_timeout=gate_timeout,
                             node_timeout=node_timeout, poll_interval=poll)

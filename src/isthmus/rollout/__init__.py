@@ -34,8 +34,9 @@ from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, Lock
 from .memberrevisions import History, history
 from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .releasing import SecretsLost, release_status, render_release
-from .repairing import RepairOptions, RepairResult, RepairSummary, RepairUnavailable, run_repair
+from .repairing import RepairOptions, RepairResult, RepairUnavailable, run_repair
 from .repairplan import BadRepair, RepairNode, RepairPlan, plan_repair
+from .repairstate import RepairSummary
 from .requirements import MissingCRD
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore

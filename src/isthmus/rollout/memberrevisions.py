@@ -1,7 +1,7 @@
 """Which revision each member runs, recorded by the member itself, and the app's history that joins those
 records with the control plane's index of revisions (:mod:`.revisions`).
 
-The history also lists the app's repairs (:mod:`.repairing`), kept beside the rollout state.
+The history also lists the app's repairs (:mod:`.repairstate`), kept beside the rollout state.
 
 Each member records the revision it runs in ConfigMap ``isthmus-revision-<app>`` of the app's
 namespace, so that stays knowable while the control plane is unreachable: ``revision`` once a rollout is
@@ -26,7 +26,7 @@ from ..kube import (
     read_config_map,
     write_config_map,
 )
-from .repairing import RepairSummary, repair_history
+from .repairstate import RepairSummary, repair_history
 from .revisions import RevisionInfo, RevisionStore
 
 __all__ = ["History", "MemberRevision", "history", "member_record_name", "member_revisions", "read_member_revision",

@@ -12,12 +12,11 @@ of ``isthmus apply``, renewed in the background and verified before each node), 
    timeout; a failure stops the repair and names the node, the command and Cassandra's message.
 
 A member that does not answer is Unknown: its datacenter's nodes are left not done, with the reason, and
-the repair goes on elsewhere and ends Paused (not Succeeded). The progress (which nodes finished) is the
-ConfigMap ``isthmus-repair-<app>`` in the control plane, written through the rollout state's fenced
-compare-and-swap (:class:`~.progress.FencedDocument`) before and after every node. Running the same repair
+the repair goes on elsewhere and ends Paused (not Succeeded). The progress (which nodes finished) is
+:mod:`.repairstate`'s, written before and after every node. Running the same repair
 (same keyspaces, same datacenters) again continues an unfinished one without repeating finished nodes; a
-different one starts anew. Finished and superseded repairs are kept in the same document, newest last;
-``isthmus history`` lists them (:func:`repair_history`).
+different one starts anew. The ring is reached through :class:`RingAccess` (:class:`KubeRing`: the member
+API servers), so that the walk, its waits (on the injected clock) and its resume are tested without one.
 
 Must not: write to members (a repair changes no object), or parse nodetool (that is :mod:`.repairplan`'s).
 """
@@ -26,35 +25,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import IsthmusError, UserError
-from ..kube import ClusterConnection, ClusterRegistry, ClusterUnreachable, KubeError, Reach, pod_exec
+from ..kube import ClusterRegistry, ClusterUnreachable, ExecResult, KubeError, Reach, pod_exec
 from ..spec import CassandraCluster, Fleet
 from .clock import SYSTEM, Clock
 from .dbgate import CASSANDRA_CONTAINER, DatabaseGate, database_pods
 from .gates import GateContext, GateVerdict, observe, pod_ready
 from .locking import DEFAULT_DURATION, LeaseLock, LockLost
-from .progress import FencedDocument, Outcome, RolloutPhase, StepRecord
+from .progress import Outcome, RolloutPhase, StepRecord
 from .repairplan import (
     RepairNode,
-    RepairPlan,
     check_keyspaces,
     check_selection,
     nodetool_failure,
     parse_keyspaces,
     plan_repair,
 )
+from .repairstate import RepairState, RepairStore
 from .steps import Step, StepKind
 
-__all__ = ["RepairOptions", "RepairResult", "RepairState", "RepairStore", "RepairSummary", "RepairUnavailable",
-           "repair_history", "repair_state_name", "run_repair"]
+__all__ = ["KubeRing", "Look", "RepairOptions", "RepairResult", "RepairRun", "RepairUnavailable", "RingAccess",
+           "run_repair"]
 
-PAST_KEEP = 50
-LOG_KEEP = 200
 Say = Callable[[str, str], None]
 
 
@@ -62,110 +58,6 @@ class RepairUnavailable(UserError):
     """The ring could not be asked what it holds (no node answered); nothing ran."""
 
     exit_code = 1
-
-
-def repair_state_name(app: str) -> str:
-    return f"isthmus-repair-{app}"
-
-
-@dataclass(frozen=True)
-class RepairSummary:
-    """One repair as ``isthmus history`` lists it."""
-
-    number: int
-    phase: RolloutPhase
-    keyspaces: tuple[str, ...]
-    datacenters: tuple[str, ...]
-    done: int
-    total: int
-    holder: str
-    created: float
-    updated: float
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "phase": self.phase.value, "keyspaces": list(self.keyspaces),
-                "datacenters": list(self.datacenters), "done": self.done, "total": self.total,
-                "holder": self.holder, "created": self.created, "updated": self.updated, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RepairSummary:
-        return cls(int(d["number"]), RolloutPhase(d["phase"]), tuple(d.get("keyspaces", ())),
-                   tuple(d.get("datacenters", ())), int(d.get("done", 0)), int(d.get("total", 0)),
-                   str(d.get("holder", "")), float(d.get("created", 0)), float(d.get("updated", 0)),
-                   str(d.get("message", "")))
-
-
-@dataclass
-class RepairState:
-    """The current (or last) repair and its nodes' records; mutable, saved at every node boundary."""
-
-    app: str
-    number: int
-    plan: RepairPlan
-    nodes: dict[str, StepRecord]
-    phase: RolloutPhase = RolloutPhase.RUNNING
-    message: str = ""
-    holder: str = ""
-    token: int = 0
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-    log: list[str] = field(default_factory=list)
-    past: list[RepairSummary] = field(default_factory=list)
-
-    @classmethod
-    def new(cls, plan: RepairPlan, *, number: int, past: Sequence[RepairSummary] = (),
-            now: float | None = None) -> RepairState:
-        stamp = time.time() if now is None else now
-        return cls(plan.app, number, plan, {n.id: StepRecord() for n in plan.nodes}, created=stamp, updated=stamp,
-                   past=list(past)[-PAST_KEEP:])
-
-    @property
-    def done(self) -> tuple[str, ...]:
-        return tuple(n.id for n in self.plan.nodes if self.nodes[n.id].outcome is Outcome.DONE)
-
-    def event(self, message: str) -> None:
-        self.log.append(f"{time.strftime('%H:%M:%S')} {message}")
-        del self.log[:-LOG_KEEP]
-
-    def summary(self) -> RepairSummary:
-        return RepairSummary(self.number, self.phase, self.plan.keyspaces, self.plan.datacenters, len(self.done),
-                             len(self.plan.nodes), self.holder, self.created, self.updated, self.message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "number": self.number, "phase": self.phase.value, "message": self.message,
-                "holder": self.holder, "token": self.token, "created": self.created, "updated": self.updated,
-                "plan": self.plan.to_dict(), "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
-                "done": list(self.done), "log": self.log, "past": [p.to_dict() for p in self.past]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RepairState:
-        return cls(str(d["app"]), int(d["number"]), RepairPlan.from_dict(d["plan"]),
-                   {k: StepRecord.from_dict(v) for k, v in d["nodes"].items()}, RolloutPhase(d["phase"]),
-                   str(d.get("message", "")), str(d.get("holder", "")), int(d.get("token", 0)),
-                   float(d.get("created", 0)), float(d.get("updated", 0)), list(d.get("log", [])),
-                   [RepairSummary.from_dict(p) for p in d.get("past", [])])
-
-
-class RepairStore(FencedDocument):
-    """The app's repair progress in the control plane, fenced like the rollout state (:mod:`.progress`)."""
-
-    def __init__(self, conn: ClusterConnection, app: str) -> None:
-        super().__init__(conn, app, repair_state_name(app), "repair-state")
-
-    async def load(self) -> RepairState | None:
-        doc = await self.load_document()
-        return RepairState.from_dict(doc) if doc else None
-
-    async def save(self, state: RepairState) -> None:
-        state.updated = time.time()
-        await self.save_document(state.to_dict(), state.token)
-
-
-async def repair_history(conn: ClusterConnection, app: str) -> tuple[RepairSummary, ...]:
-    """Every repair kept, oldest first, the current (or last) one at the end."""
-    state = await RepairStore(conn, app).load()
-    return () if state is None else (*state.past, state.summary())
 
 
 @dataclass(frozen=True)
@@ -227,15 +119,72 @@ async def _ring_keyspaces(registry: ClusterRegistry, app: CassandraCluster, with
                             f"cannot be checked; nothing was repaired ({'; '.join(tried) or 'no Ready node'})")
 
 
-class _Run:
-    """One run of a repair: the lock held, the state loaded; walks the plan's remaining nodes."""
+@dataclass(frozen=True)
+class Look:
+    """What the ring looks like before a node's repair: its member Unknown (why), or the gate waiting (why)."""
 
-    def __init__(self, app: CassandraCluster, registry: ClusterRegistry, state: RepairState, store: RepairStore,
-                 lock: LeaseLock, options: RepairOptions, say: Say) -> None:
-        self.app, self.registry, self.state, self.store, self.lock = app, registry, state, store, lock
-        self.options, self.say, self.clock = options, say, options.clock
-        self.gate = DatabaseGate({dc.name: dc.cluster for dc in app.spec.datacenters}, within=options.ask_timeout)
+    unknown: str | None = None
+    wait: str | None = None
+
+
+class RingAccess(Protocol):
+    """How a repair reaches the ring (:class:`KubeRing` in production; tests script it)."""
+
+    async def look(self, node: RepairNode) -> Look: ...
+
+    async def run(self, node: RepairNode, command: Sequence[str], *, within: float) -> ExecResult:
+        """Raises ClusterUnreachable (Unknown), KubeError, TimeoutError."""
+        ...
+
+
+class Guard(Protocol):
+    async def verify(self) -> None: ...
+
+
+class Saver(Protocol):
+    async def save(self, state: RepairState) -> None: ...
+
+
+class KubeRing:
+    """The ring through every member's API server: the pods observed, the database gate, ``pods/exec``."""
+
+    def __init__(self, app: CassandraCluster, registry: ClusterRegistry, *, within: float) -> None:
+        self.app = app
+        self.gate = DatabaseGate({dc.name: dc.cluster for dc in app.spec.datacenters}, within=within)
         self.conns = {dc.cluster: registry[dc.cluster] for dc in app.spec.datacenters}
+
+    async def look(self, node: RepairNode) -> Look:
+        observation = await observe(self.conns, self.app.metadata.name, self.app.namespace)
+        view = observation[node.cluster]
+        if view.reach is not Reach.REACHED:
+            return Look(unknown=view.error or "it does not answer")
+        pod = next((p for p in view.pods if p["metadata"]["name"] == node.pod), None)
+        step = Step(StepKind.RACK, node.cluster, node.datacenter, node.rack)
+        result = await self.gate.check(GateContext(app=self.app.metadata.name, namespace=self.app.namespace,
+                                                   step=step, observation=observation, now=0.0,
+                                                   connections=self.conns))
+        if result.verdict is not GateVerdict.PASS:
+            return Look(wait=f"{result.gate}: {result.reason}")
+        if pod is None or not pod_ready(pod):
+            return Look(wait=f"pod {node.pod} is {'not Ready' if pod is not None else 'missing'}")
+        return Look()
+
+    async def run(self, node: RepairNode, command: Sequence[str], *, within: float) -> ExecResult:
+        return await pod_exec(self.conns[node.cluster], self.app.namespace, node.pod, CASSANDRA_CONTAINER, command,
+                              within=within)
+
+
+class RepairRun:
+    """One run of a repair, the lock held and the state loaded: walks the plan's remaining nodes in order.
+
+    Each node waits for ``ring.look`` to pass (at most ``gate_timeout``, on ``options.clock``), then runs the
+    plan's commands; the state is saved before and after. Stops at a failure or a gate that never passed.
+    """
+
+    def __init__(self, state: RepairState, *, ring: RingAccess, store: Saver, lock: Guard, options: RepairOptions,
+                 say: Say) -> None:
+        self.state, self.ring, self.store, self.lock = state, ring, store, lock
+        self.options, self.say, self.clock = options, say, options.clock
         self.unknown: dict[str, str] = {}
         """Member cluster -> why it is Unknown in this run."""
         self.repaired: list[str] = []
@@ -245,38 +194,29 @@ class _Run:
         self.state.event(f"{node.id}: {message}")
 
     async def _gated(self, node: RepairNode) -> str | None:
-        """Wait until the database gate passes for ``node``; None, or why it may not start (Unknown, a timeout)."""
+        """Wait until the gate passes for ``node``; None, or why it may not start (a timeout)."""
         deadline = self.clock.monotonic() + self.options.gate_timeout
-        step = Step(StepKind.RACK, node.cluster, node.datacenter, node.rack)
         while True:
             await self.lock.verify()
-            observation = await observe(self.conns, self.app.metadata.name, self.app.namespace)
-            view = observation[node.cluster]
-            if view.reach is not Reach.REACHED:
-                self.unknown[node.cluster] = view.error or "it does not answer"
+            look = await self.ring.look(node)
+            if look.unknown is not None:
+                self.unknown[node.cluster] = look.unknown
                 return None
-            pod = next((p for p in view.pods if p["metadata"]["name"] == node.pod), None)
-            ready = pod is not None and pod_ready(pod)
-            result = await self.gate.check(GateContext(app=self.app.metadata.name, namespace=self.app.namespace,
-                                                       step=step, observation=observation,
-                                                       now=self.clock.monotonic(), connections=self.conns))
-            if ready and result.verdict is GateVerdict.PASS:
+            if look.wait is None:
                 return None
-            why = result.reason if result.verdict is not GateVerdict.PASS else \
-                f"pod {node.pod} is {'not Ready' if pod is not None else 'missing'}"
             if self.clock.monotonic() >= deadline:
-                return f"the database gate did not pass within {self.options.gate_timeout:g}s: {why}"
-            self.say(node.datacenter, f"{node.pod}: database: wait: {why}")
+                return f"the database gate did not pass within {self.options.gate_timeout:g}s: {look.wait}"
+            self.say(node.datacenter, f"{node.pod}: wait: {look.wait}")
             await self.clock.sleep(self.options.poll_interval)
 
     async def _repair(self, node: RepairNode) -> str | None:
-        """Run the plan's commands on ``node``; None, or what failed (node, command, Cassandra's words)."""
+        """The plan's commands on ``node``: None, "" (Unknown), or what failed (node, command, Cassandra's words)."""
         for command in self.state.plan.commands():
             said = " ".join(command)
             self.say(node.datacenter, f"{node.pod}: {said}")
             try:
-                result = await pod_exec(self.conns[node.cluster], self.app.namespace, node.pod, CASSANDRA_CONTAINER,
-                                        command, within=self.options.node_timeout)
+                await self.lock.verify()
+                result = await self.ring.run(node, command, within=self.options.node_timeout)
             except ClusterUnreachable as exc:
                 self.unknown[node.cluster] = exc.reason
                 return ""
@@ -289,6 +229,10 @@ class _Run:
                         f"{nodetool_failure(result.stdout, result.stderr)}")
         return None
 
+    def _not_done(self, node: RepairNode, rec: StepRecord) -> None:
+        rec.outcome, rec.note = Outcome.PENDING, f"Unknown: cluster {node.cluster}: {self.unknown[node.cluster]}"
+        self._log(node, f"not repaired: {rec.note}")
+
     async def node(self, node: RepairNode) -> bool:
         """Repair one node; False when the whole repair must stop (a failure, a gate that never passed)."""
         rec = self.state.nodes[node.id]
@@ -300,16 +244,14 @@ class _Run:
                 self._log(node, stop)
                 return False
         if node.cluster in self.unknown:
-            rec.outcome, rec.note = Outcome.PENDING, f"Unknown: cluster {node.cluster}: {self.unknown[node.cluster]}"
-            self._log(node, f"not repaired: {rec.note}")
+            self._not_done(node, rec)
             return True
         rec.outcome, rec.started, rec.finished, rec.note = Outcome.RUNNING, self.clock.wall(), None, ""
         self._log(node, "repair started")
         await self.store.save(self.state)
         failed = await self._repair(node)
         if failed == "":  # the member stopped answering mid-way: Unknown
-            rec.outcome, rec.note = Outcome.PENDING, f"Unknown: cluster {node.cluster}: {self.unknown[node.cluster]}"
-            self._log(node, f"not repaired: {rec.note}")
+            self._not_done(node, rec)
             await self.store.save(self.state)
             return True
         if failed is not None:
@@ -384,7 +326,8 @@ async def run_repair(app: CassandraCluster, fleet: Fleet, registry: ClusterRegis
         for node_id in skipped:
             node = next(n for n in plan.nodes if n.id == node_id)
             progress(node.datacenter, f"{node.pod}: repaired already (an earlier run of repair {state.number})")
-        run = _Run(app, registry, state, store, lock, opts, progress)
+        run = RepairRun(state, ring=KubeRing(app, registry, within=opts.ask_timeout), store=store, lock=lock,
+                        options=opts, say=progress)
         try:
             await run.run()
         except LockLost as exc:

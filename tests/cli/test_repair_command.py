@@ -1,0 +1,40 @@
+"""`isthmus repair` through the real console script, where no cluster is needed: bad input is one line and exit
+code 2 before anything is contacted. (Repairing a real ring is ``tests/ring/test_repair.py``.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fixtures.labspecs import app_doc, fleet_doc, write_specs
+
+ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
+
+
+def run(*args: str | Path, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home()), "COLUMNS": "250"}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run([ISTHMUS, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+
+
+def specs(folder: Path, app: dict[str, object]) -> list[str]:
+    return [arg for f in write_specs(folder, fleet_doc(), app) for arg in ("-f", str(f))]
+
+
+def test_a_datacenter_the_spec_lacks_is_refused_before_any_cluster_is_contacted(tmp_path: Path) -> None:
+    args = specs(tmp_path, app_doc("rep"))
+    refused = run("repair", *args, "--dc", "dc2", "--dc", "dc-mars", kubeconfig=tmp_path / "no-such-kubeconfig")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "error: --dc dc-mars: app rep has no datacenter 'dc-mars' (its datacenters: dc1, dc2, dc3); nothing was "
+        "repaired"]
+    assert refused.stdout == ""
+
+
+def test_repair_help_names_its_options() -> None:
+    shown = run("repair", "--help")
+    assert shown.returncode == 0, shown.stderr
+    for option in ("--keyspace", "--dc", "--gate-timeout", "--node-timeout", "--lock-wait", "--output"):
+        assert option in shown.stdout

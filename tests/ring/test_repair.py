@@ -28,7 +28,7 @@ PLAN = ["dc-eu/ring-dc-eu-r1-0", "dc-eu/ring-dc-eu-r2-0", "dc-us/ring-dc-us-r1-0
 
 def _isthmus(ring: Ring, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ISTHMUS, *args, *ring.spec_args(), "--kubeconfig", str(ring.lab.kubeconfig)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "250"})
 
 
 async def _stored(ring: Ring) -> Any:

@@ -137,7 +137,9 @@ class RingAccess(Protocol):
         ...
 
 
-class Guard(Protocol):
+class HeldLock(Protocol):
+    """The app's lock as a repair needs it: still ours? (:meth:`~.locking.LeaseLock.verify`)"""
+
     async def verify(self) -> None: ...
 
 
@@ -181,7 +183,7 @@ class RepairRun:
     plan's commands; the state is saved before and after. Stops at a failure or a gate that never passed.
     """
 
-    def __init__(self, state: RepairState, *, ring: RingAccess, store: Saver, lock: Guard, options: RepairOptions,
+    def __init__(self, state: RepairState, *, ring: RingAccess, store: Saver, lock: HeldLock, options: RepairOptions,
                  say: Say) -> None:
         self.state, self.ring, self.store, self.lock = state, ring, store, lock
         self.options, self.say, self.clock = options, say, options.clock

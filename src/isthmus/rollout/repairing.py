@@ -318,6 +318,8 @@ async def run_repair(app: CassandraCluster, fleet: Fleet, registry: ClusterRegis
             state, skipped = stored, stored.done
             state.event(f"resumed by {lock.identity}: {len(skipped)} of {len(plan.nodes)} nodes repaired already")
         else:
+            if stored is not None and not stored.phase.finished:  # kept in the history as what it was
+                stored.message = f"superseded by repair {stored.number + 1}; " + (stored.message or stored.phase.value)
             past = [*stored.past, stored.summary()] if stored is not None else []
             state, skipped = RepairState.new(plan, number=stored.number + 1 if stored else 1, past=past,
                                              now=opts.clock.wall()), ()

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from fixtures.labspecs import app_doc, fleet_doc
+from fixtures.opharness import ISTHMUS, OperatorProcess, apply_doc, converged, member_kubeconfig, statefulsets, wait_for
 from isthmus.lab import Lab
 from isthmus.lab.processes import free_ports
 
 from ._helm import CHART, helm
-from ._opharness import ISTHMUS, OperatorProcess, apply_doc, converged, member_kubeconfig, statefulsets, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 

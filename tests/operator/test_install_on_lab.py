@@ -6,8 +6,8 @@ import json
 import subprocess
 
 import pytest
-from opharness import DEPLOY, ISTHMUS, NAMESPACE, apply_doc
 
+from fixtures.opharness import DEPLOY, ISTHMUS, NAMESPACE, apply_doc
 from isthmus.lab import Lab
 
 pytestmark = pytest.mark.lab

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from opharness import NAMESPACE, apply_doc
 
+from fixtures.opharness import NAMESPACE, apply_doc
 from isthmus.kube.members import control_plane_connection
 from isthmus.lab import Lab
 from isthmus.operator.leadership import Leadership, LeadershipLost

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from opharness import apply_doc, member_kubeconfig
 
 from fixtures.labspecs import app_doc, fleet_doc
+from fixtures.opharness import apply_doc, member_kubeconfig
 from isthmus.kube import ApplyReport, Reach
 from isthmus.kube.members import MemberSecret
 from isthmus.lab import Lab

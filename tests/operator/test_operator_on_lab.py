@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opharness import (
+
+from fixtures.labspecs import app_doc, fleet_doc
+from fixtures.opharness import (
     DEPLOY,
     NAMESPACE,
     OperatorProcess,
@@ -27,8 +29,6 @@ from opharness import (
     until,
     wait_for,
 )
-
-from fixtures.labspecs import app_doc, fleet_doc
 from isthmus.lab import Lab, LabError
 from isthmus.lab.prometheus import PrometheusServer, ScrapeJob
 

@@ -23,7 +23,7 @@ def body(doc: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_valid_object_parses_and_finds_the_only_fleet() -> None:
     app = parse_app(body(app_doc("shop")))
-    fleet = choose_fleet(app, [fleet_doc()])
+    _, fleet = choose_fleet(app, [fleet_doc()])
     assert app.member_clusters() == ["c1", "c2", "c3"] and fleet.metadata.name == "lab"
 
 
@@ -56,7 +56,7 @@ def test_fleet_selection() -> None:
     assert err.value.reason == "FleetNotFound"
     named = app_doc("shop")
     named["spec"]["fleet"] = "other"
-    assert choose_fleet(parse_app(body(named)), [fleet_doc(), other]).metadata.name == "other"
+    assert choose_fleet(parse_app(body(named)), [fleet_doc(), other])[1].metadata.name == "other"
 
 
 def rack(health: Health) -> ObjectHealth:
@@ -156,3 +156,49 @@ def test_a_failed_member_is_reported_failed_and_the_others_as_they_are() -> None
     lost = applied_by_member(["c1", "c2"], {"c2": "no answer"}, None, "LockLost: taken over")
     assert {c: (o.reach, o.error) for c, o in lost.outcomes.items()} == {
         "c1": (Reach.FAILED, "LockLost: taken over"), "c2": (Reach.UNREACHABLE, "skipped, unreachable: no answer")}
+
+
+def release_body(**spec: Any) -> dict[str, Any]:
+    doc = {"apiVersion": "isthmus.dev/v1alpha1", "kind": "ChartRelease",
+           "metadata": {"name": "cache", "namespace": "apps"},
+           "spec": {"chart": "/charts/etcd", "namespace": "cache", **spec}}
+    return body(doc)
+
+
+def test_a_chart_release_parses_by_its_kind_and_is_bound_to_its_fleet() -> None:
+    from isthmus.spec import ChartRelease
+
+    app = parse_app(release_body(clusterSelector={"matchLabels": {"isthmus.dev/region": "region-2"}}))
+    assert isinstance(app, ChartRelease)
+    bound, fleet = choose_fleet(app, [fleet_doc()])
+    assert fleet.metadata.name == "lab" and bound.member_clusters() == ["c2"]
+    everywhere, _ = choose_fleet(parse_app(release_body()), [fleet_doc()])
+    assert everywhere.member_clusters() == ["c1", "c2", "c3"]
+
+
+def test_a_chart_release_override_for_a_cluster_the_fleet_lacks_is_invalid_placement() -> None:
+    app = parse_app(release_body(overrides=[{"cluster": "c9", "values": {"replicaCount": 3}}]))
+    with pytest.raises(Invalid) as err:
+        choose_fleet(app, [fleet_doc()])
+    assert err.value.reason == "InvalidPlacement"
+    assert "spec.overrides[0].cluster" in str(err.value) and "'c9'" in str(err.value)
+
+
+def test_a_chart_release_field_error_names_the_kind_and_field() -> None:
+    with pytest.raises(Invalid) as err:
+        parse_app(release_body(rollout={"maxConcurrentClusters": 0}))
+    assert err.value.reason == "InvalidSpec" and "maxConcurrentClusters" in str(err.value)
+
+
+@pytest.mark.parametrize(("chart", "words"), [
+    ("charts/etcd", "is relative; the operator reads charts from its own filesystem"),
+    ("/nonexistent/chart", "chart /nonexistent/chart does not exist"),
+])
+def test_a_chart_the_operator_cannot_read_is_invalid_before_any_member_is_asked(chart: str, words: str) -> None:
+    from isthmus.operator.memory import Memory, parse_once
+
+    memory = Memory()
+    with pytest.raises(Invalid) as err:
+        parse_once(release_body(chart=chart), [fleet_doc()], memory)
+    assert err.value.reason == "InvalidSpec" and words in str(err.value)
+    assert memory.parsed is None and memory.invalid is not None

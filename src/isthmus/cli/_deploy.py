@@ -37,6 +37,7 @@ class DeployTarget:
 
 def load_target(files: list[Path], app_name: str | None) -> DeployTarget:
     """Load and cross-check the specs; everything wrong is reported before any cluster is touched."""
+    from ..helm import chart_problem
     from ..spec import CassandraCluster, ChartRelease, bind_release, check_consistency, load_files, require_fleet
 
     if not files:
@@ -56,12 +57,8 @@ def load_target(files: list[Path], app_name: str | None) -> DeployTarget:
         chart = Path(chosen.spec.chart).expanduser()
         if not chart.is_absolute():
             chart = Path(specs.document_of(chosen).file).resolve().parent / chart
-        if not chart.exists():
-            raise UserError(f"{specs.document_of(chosen).file}: spec.chart: chart {chart} does not exist; give a "
-                            "chart folder (with Chart.yaml) or a .tgz")
-        if chart.is_dir() and not (chart / "Chart.yaml").is_file():
-            raise UserError(f"{specs.document_of(chosen).file}: spec.chart: {chart} is not a Helm chart (it has no "
-                            "Chart.yaml); give a chart folder or a .tgz")
+        if (problem := chart_problem(chart)) is not None:
+            raise UserError(f"{specs.document_of(chosen).file}: spec.chart: {problem}")
         chosen = bind_release(chosen, fleet, chart=str(chart))
     return DeployTarget(fleet, chosen)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["HELM_ENV", "MIN_VERSION", "HelmBinary", "HelmError", "HelmMissing", "TemplateRequest", "find_helm",
-           "parse_version", "template"]
+__all__ = ["HELM_ENV", "MIN_VERSION", "HelmBinary", "HelmError", "HelmMissing", "TemplateRequest", "chart_problem",
+           "find_helm", "parse_version", "template"]
 
 HELM_ENV = "ISTHMUS_HELM"
 MIN_VERSION = (3, 8, 0)
@@ -107,6 +107,15 @@ def _helm_words(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     lines = [ln.removeprefix("Error: ") for ln in lines]
     return " ".join(lines)[:2000]
+
+
+def chart_problem(chart: Path) -> str | None:
+    """What is wrong with ``chart`` as a chart to render (None: a folder with ``Chart.yaml``, or an archive)."""
+    if not chart.exists():
+        return f"chart {chart} does not exist; give a chart folder (with Chart.yaml) or a .tgz"
+    if chart.is_dir() and not (chart / "Chart.yaml").is_file():
+        return f"{chart} is not a Helm chart (it has no Chart.yaml); give a chart folder or a .tgz"
+    return None
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:

@@ -20,6 +20,7 @@ from .applying import (
     ApplyReport,
     ObjectOutcome,
     apply_objects,
+    delete_hooks,
     delete_objects,
     delete_volume_claims,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "config_map",
     "create_record",
     "default_kubeconfig",
+    "delete_hooks",
     "delete_objects",
     "delete_record",
     "delete_volume_claims",

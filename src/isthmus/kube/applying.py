@@ -31,6 +31,7 @@ __all__ = [
     "ApplyReport",
     "ObjectOutcome",
     "apply_objects",
+    "delete_hooks",
     "delete_objects",
     "delete_volume_claims",
 ]
@@ -178,6 +179,14 @@ async def delete_objects(
     deleted = await _delete(conn, app, previous, live, say)
     await delete_inventory(conn, app, namespace)
     return ApplyReport(conn.name, tuple(ObjectOutcome(r, ApplyAction.DELETED) for r in deleted))
+
+
+async def delete_hooks(conn: ClusterConnection, *, app: str, namespace: str) -> list[ObjectRef]:
+    """Delete the Helm hook Jobs (annotated ``helm.sh/hook``) the app ran and left in ``namespace``: no inventory
+    lists them (each run recreates them), so only their labels say they are the app's."""
+    jobs = await fetch_owned(conn, app, {("batch/v1", "Job", namespace)})
+    hooks = {r: o for r, o in jobs.items() if "helm.sh/hook" in ((o.get("metadata") or {}).get("annotations") or {})}
+    return await _delete(conn, app, set(hooks), hooks, lambda _msg: None) if hooks else []
 
 
 async def delete_volume_claims(conn: ClusterConnection, *, app: str, namespace: str) -> list[ObjectRef]:

@@ -112,7 +112,8 @@ def _values_yaml() -> str:
 
 def _chart_yaml() -> str:
     meta = {"apiVersion": "v2", "name": "isthmus-operator", "description": "The Isthmus operator: one Cassandra "
-            "across several Kubernetes clusters (CassandraCluster and Fleet objects in, member clusters out)",
+            "across several Kubernetes clusters (CassandraCluster, ChartRelease and Fleet objects in, member "
+            "clusters out)",
             "type": "application", "version": __version__, "appVersion": __version__,
             "home": "https://github.com/isthmus-dev/isthmus", "sources": ["https://github.com/isthmus-dev/isthmus"]}
     return _HEADER + yaml.safe_dump(meta, sort_keys=False, width=120)

@@ -20,6 +20,7 @@ from .settings import FINALIZER, OperatorSettings
 __all__ = ["build_registry"]
 
 PLURAL = "cassandraclusters"
+RELEASES = "chartreleases"
 
 
 def _fleets(kwargs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -70,21 +71,35 @@ def build_registry(settings: OperatorSettings, reconciler: Reconciler,
         return {name: {"apiVersion": body.get("apiVersion"), "metadata": {"name": name},
                        "spec": dict(body.get("spec") or {})}}
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", field="spec", registry=registry)
+    for plural, kind in ((PLURAL, "CassandraCluster"), (RELEASES, "ChartRelease")):
+        _register(registry, plural, kind, reconciler, settings)
+    return registry
+
+
+def _kind(body: kopf.Body, kind: str) -> Mapping[str, Any]:
+    """``body`` with its kind (an object from a LIST carries none), which tells the reconciler what it is."""
+    return body if body.get("kind") == kind else {**body, "kind": kind}
+
+
+def _register(registry: kopf.OperatorRegistry, plural: str, kind: str, reconciler: Reconciler,
+              settings: OperatorSettings) -> None:
+    """The reconcile, resync and cleanup handlers of one kind (CassandraClusters, ChartReleases)."""
+
+    @kopf.on.resume(GROUP, VERSION, plural, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, plural, id="reconcile", field="spec", registry=registry)
     async def reconcile(*, body: kopf.Body, patch: kopf.Patch, reason: str, **kwargs: Any) -> None:
         trigger = Trigger(reason) if reason in Trigger.__members__.values() else Trigger.RESUME
-        _publish(body, patch, await reconciler.reconcile(body, _fleets(kwargs), trigger=trigger))
+        _publish(body, patch, await reconciler.reconcile(_kind(body, kind), _fleets(kwargs), trigger=trigger))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=settings.reconcile.progress_requeue,
+    @kopf.timer(GROUP, VERSION, plural, id="resync", interval=settings.reconcile.progress_requeue,
                 initial_delay=settings.reconcile.progress_requeue, registry=registry)
     async def resync(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        _publish(body, patch, await reconciler.tick(body, _fleets(kwargs)))
+        _publish(body, patch, await reconciler.tick(_kind(body, kind), _fleets(kwargs)))
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
+    @kopf.on.delete(GROUP, VERSION, plural, id="cleanup", registry=registry)
     async def finalize(*, body: kopf.Body, **kwargs: Any) -> None:
-        outcome = await reconciler.finalize(body, _fleets(kwargs))
+        outcome = await reconciler.finalize(_kind(body, kind), _fleets(kwargs))
         for event in outcome.events:
             kopf.event(body, type=event.type.value, reason=event.reason, message=event.message[:1000])
         if outcome.retry_after is not None:
@@ -94,4 +109,3 @@ def build_registry(settings: OperatorSettings, reconciler: Reconciler,
                 message = "cleanup incomplete"
             raise kopf.TemporaryError(message, delay=outcome.retry_after)
 
-    return registry

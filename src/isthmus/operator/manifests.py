@@ -81,8 +81,8 @@ def operator_objects(*, namespace: str = DEFAULT_NAMESPACE, image: ImageRef = IM
     cluster_rules = [
         _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], _READ),
         _rule([GROUP], ["fleets"], _READ),
-        _rule([GROUP], ["cassandraclusters"], [*_READ, "patch", "update"]),
-        _rule([GROUP], ["cassandraclusters/status"], ["get", "patch", "update"]),
+        _rule([GROUP], ["cassandraclusters", "chartreleases"], [*_READ, "patch", "update"]),
+        _rule([GROUP], ["cassandraclusters/status", "chartreleases/status"], ["get", "patch", "update"]),
         _rule([""], ["events"], ["create", "patch"]),
         _rule(["events.k8s.io"], ["events"], ["create", "patch"]),
     ]

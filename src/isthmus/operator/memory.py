@@ -1,10 +1,13 @@
-"""What the operator remembers of each CassandraCluster between reconciles, and the parse it keeps.
+"""What the operator remembers of each app (CassandraCluster or ChartRelease) between reconciles, and the parse
+it keeps.
 
 One :class:`Memory` per object, in this process only (a new leader starts empty and reads
 everything afresh): the newest object seen, which generation was attempted and which reached
 every member, the status last written, the health last read, the drift last found and the
 members a watch suspects. :func:`parse_once` checks and renders the spec, again only when the spec
-or a Fleet changed (and remembers an invalid input, so the same mistake is not parsed twice).
+or a Fleet changed (and remembers an invalid input, so the same mistake is not parsed twice). A
+ChartRelease is rendered by Helm against its members (:func:`.rollouts.render_chart`), so its parse
+leaves ``manifests`` to the reconcile (:meth:`Parsed.with_manifests`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from ..helm import chart_problem
 from ..render import Manifests, RenderError, render
 from ..rollout import StatusReport
-from ..spec import CassandraCluster, Fleet
-from .inputs import Invalid, choose_fleet, parse_app, spec_revision
+from ..spec import ChartRelease, Fleet
+from .inputs import App, Invalid, choose_fleet, parse_app, spec_revision
 from .rollup import OperatorEvent
 from .status import CassandraClusterStatus
 
@@ -29,16 +34,30 @@ __all__ = ["Memory", "Parsed", "parse_once"]
 
 @dataclass(frozen=True)
 class Parsed:
-    """A CassandraCluster and its Fleet as last parsed and rendered, reused while neither changes."""
+    """An app and its Fleet as last parsed and rendered, reused while neither changes."""
 
     revision: str
     fleets: str
-    app: CassandraCluster
+    app: App
     fleet: Fleet
-    manifests: Manifests
-    """Rendered with the password placeholder (what drift checks compare with)."""
+    manifests: Manifests | None
+    """A CassandraCluster's with the password placeholder (what drift checks compare with); a ChartRelease's as
+    Helm rendered them for its members (None until the reconcile renders them; in this process only)."""
     kinds: dict[str, frozenset[tuple[str, str]]]
     """Per member: (apiVersion, kind) of the objects the app has in its namespace there."""
+
+    @property
+    def rendered(self) -> Manifests:
+        assert self.manifests is not None, "a ChartRelease is rendered by the reconcile before it is used"
+        return self.manifests
+
+    def with_manifests(self, manifests: Manifests) -> Parsed:
+        return replace(self, manifests=manifests, kinds=_kinds(self.app, manifests))
+
+
+def _kinds(app: App, manifests: Manifests) -> dict[str, frozenset[tuple[str, str]]]:
+    return {c: frozenset((o["apiVersion"], o["kind"]) for o in manifests.for_cluster(c)
+                         if o["metadata"].get("namespace") == app.namespace) for c in manifests.clusters}
 
 
 @dataclass
@@ -96,8 +115,8 @@ def parse_once(body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], mem
     try:
         app = parse_app(body)
         try:
-            fleet = choose_fleet(app, fleets)
-            manifests = render(app, fleet)
+            app, fleet = choose_fleet(app, fleets)
+            manifests = _render(app, fleet)
         except Invalid as exc:
             exc.app = app
             raise
@@ -107,7 +126,20 @@ def parse_once(body: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], mem
         memory.invalid = (revision, fleets_digest, exc)
         raise
     memory.invalid = None
-    kinds = {c: frozenset((o["apiVersion"], o["kind"]) for o in manifests.for_cluster(c)
-                          if o["metadata"].get("namespace") == app.namespace) for c in manifests.clusters}
+    kinds = _kinds(app, manifests) if manifests is not None else {}
     memory.parsed = Parsed(revision, fleets_digest, app, fleet, manifests, kinds)
     return memory.parsed
+
+
+def _render(app: App, fleet: Fleet) -> Manifests | None:
+    """A CassandraCluster's manifests; None for a ChartRelease, whose chart is checked here (it is read from the
+    operator's own filesystem) and rendered by Helm in the reconcile."""
+    if not isinstance(app, ChartRelease):
+        return render(app, fleet)
+    chart = Path(app.spec.chart)
+    if not chart.is_absolute():
+        raise Invalid("InvalidSpec", f"spec.chart: {app.spec.chart} is relative; the operator reads charts from its "
+                      "own filesystem: give the absolute path of a chart folder or .tgz mounted in its pod")
+    if (problem := chart_problem(chart)) is not None:
+        raise Invalid("InvalidSpec", f"spec.chart: {problem} (in the operator's filesystem: mount it in its pod)")
+    return None

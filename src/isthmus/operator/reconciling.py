@@ -1,11 +1,13 @@
-"""The wiring of one reconcile of a CassandraCluster; no kopf here, the handlers only call in.
+"""The wiring of one reconcile of an app (a CassandraCluster or a ChartRelease); no kopf here, the handlers only
+call in.
 
 A reconcile reads the object (a plain mapping), the Fleets (from kopf's index) and the member
 registry; checks and renders the spec (:func:`.memory.parse_once`: the spec validates, the Fleet
 exists, every datacenter's cluster is a registered member, every rack's zone exists); asks
 :func:`.triggers.work_for` what the trigger needs (a drift check, a rollout, only a status
 refresh); does it through :mod:`.rollouts` (the one call into the rollout engine, exactly as
-``isthmus apply``); reads the per-datacenter health back; and returns the status and events that
+``isthmus apply``; a ChartRelease is first rendered by Helm against its members, once per spec and Fleet);
+reads the per-datacenter (a ChartRelease: per-member) health back; and returns the status and events that
 :mod:`.rollup` makes of it. A semantic error is a condition with a reason and nothing is applied.
 
 Level-based: :meth:`Reconciler.tick` runs on a short timer. When due (:func:`.triggers.rollout_due`)
@@ -31,19 +33,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import UserError
+from ..errors import IsthmusError, UserError
+from ..helm import HelmError
 from ..kube import ApplyAction, ClusterConnection, ClusterRegistry, Drift, DriftKind, ObjectRef, Reach, WatchSettings
 from ..render import RenderError
 from ..rollout import LockHeld, RolloutOptions, StatusReport, app_status
 from ..rollout.results import Timeline
-from ..spec import CassandraCluster, Fleet
+from ..spec import ChartRelease, Fleet
 from ..spec.cassandra import DriftPolicy
 from .driftchecks import DriftChecks
-from .inputs import Invalid, parse_app, spec_revision
+from .inputs import App, Invalid, choose_fleet, parse_app, spec_revision
 from .members import MemberRegistry
 from .memory import Memory, Parsed, parse_once
 from .metrics import OperatorMetrics
-from .rollouts import check_drift, delete_in_waves, roll_out, rollout_options
+from .rollouts import check_drift, delete_in_waves, render_chart, roll_out, rollout_options
 from .rollup import (
     Applied,
     DriftSeen,
@@ -97,7 +100,7 @@ class Reconciler:
         finally:
             self.metrics.queue_depth -= 1
 
-    def _registry(self, app: CassandraCluster, fleet: Fleet) -> ClusterRegistry:
+    def _registry(self, app: App, fleet: Fleet) -> ClusterRegistry:
         missing = [c for c in app.member_clusters() if c not in self.members]
         if missing:
             raise Invalid("UnregisteredMember",
@@ -250,6 +253,18 @@ class Reconciler:
             members = self.members.statuses(known.member_clusters(), previous.members, fresh=True) \
                 if known is not None else previous.members
             return self._invalid(body, previous.model_copy(update={"members": members}), exc, generation, now)
+        if parsed.manifests is None and isinstance(parsed.app, ChartRelease):  # Helm renders it, per member
+            try:
+                parsed = memory.parsed = parsed.with_manifests(await render_chart(parsed.app, fleet, registry))
+            except Invalid as exc:
+                if isinstance(exc.__cause__, HelmError):  # the chart or its values: the same spec fails the same way
+                    memory.invalid = (parsed.revision, parsed.fleets, exc)
+                    memory.parsed = None
+                members = self.members.statuses(app.member_clusters(), previous.members, fresh=True)
+                return self._invalid(body, previous.model_copy(update={"members": members}), exc, generation, now)
+            except IsthmusError as exc:  # a member did not answer its discovery: only the status, for now
+                log.info("%s: not rendered (%s); the rollout waits", key, exc)
+                apply = False
         self._drift.watch(key, parsed)
         timeline.mark("parsed")
 
@@ -258,7 +273,8 @@ class Reconciler:
         settled = memory.applied_generation == generation
         report_only = app.spec.rollout.drift is DriftPolicy.REPORT
         drift_before = memory.drifted
-        work = work_for(trigger, apply=apply, settled=settled, report_only=report_only, suspects=memory.suspects)
+        work = work_for(trigger, apply=apply and parsed.manifests is not None, settled=settled,
+                        report_only=report_only, suspects=memory.suspects)
         apply = work.apply
         if work.apply and trigger is not Trigger.WATCH:
             memory.last_apply = time.monotonic()
@@ -267,13 +283,13 @@ class Reconciler:
         found: dict[str, list[Drift]] = {}
         if work.drift_check:  # one LIST per kind, a dry run only of what someone else wrote
             memory.suspects -= work.only if work.only is not None else set(memory.suspects)
-            found = await check_drift(app, parsed.fleet, registry, parsed.manifests, members=self.members,
+            found = await check_drift(app, parsed.fleet, registry, parsed.rendered, members=self.members,
                                       only=set(work.only) if work.only is not None else None)
             repair = {c: frozenset(d.ref for d in ds if d.kind is DriftKind.EDITED) for c, ds in found.items()}
             memory.drifted = {**(memory.drifted or {}), **{c: [str(d) for d in ds] for c, ds in found.items()}}
         if work.rollout is RolloutNeed.ALWAYS or (work.rollout is RolloutNeed.IF_DRIFTED and any(found.values())):
             try:
-                by_member = await roll_out(app, parsed.fleet, registry, parsed.manifests, members=self.members,
+                by_member = await roll_out(app, parsed.fleet, registry, parsed.rendered, members=self.members,
                                            options=self.rollout_options, metrics=self.metrics, repair=repair,
                                            timeline=timeline)
             except UserError as exc:  # raised before any write: a render error, the lock held elsewhere...
@@ -307,7 +323,7 @@ class Reconciler:
             memory.applied_generation is None and bool(previous.revision) and previous.revision == spec_revision(body))
         counted = apply and trigger is not Trigger.WATCH
         status, more = build_status(
-            report, applied, generation, previous, racks={dc.name: len(dc.racks) for dc in app.spec.datacenters},
+            report, applied, generation, previous, racks=_racks(app),
             revision=spec_revision(body) if all_applied else previous.revision, rolled_out=all_applied,
             drift=DriftSeen(memory.drifted, drift_before) if report_only else None, now=now,
             counted=counted or applied is not None, keep=not counted,
@@ -320,7 +336,8 @@ class Reconciler:
         changed since the last read (no StatefulSet event from the watches, none written by this reconcile, the
         same datacenters and reachable members, and not older than the resync interval)."""
         app = parsed.app
-        shape = tuple((dc.name, dc.cluster) for dc in app.spec.datacenters)
+        shape = tuple((c, c) for c in app.member_clusters()) if isinstance(app, ChartRelease) else tuple(
+            (dc.name, dc.cluster) for dc in app.spec.datacenters)
         wrote = any(o.ref.kind == "StatefulSet" and o.action is not ApplyAction.UNCHANGED
                     for out in (applied or {}).values() if out.value is not None for o in out.value.outcomes)
         last = memory.report
@@ -356,9 +373,12 @@ class Reconciler:
             async with self._turn(key):
                 try:
                     app = parse_app(body)
+                    if isinstance(app, ChartRelease):  # placed by its Fleet: bound to it to know its members
+                        app, _ = choose_fleet(app, fleets)
                 except Invalid as exc:
                     events.append(OperatorEvent(EventType.WARNING, "CleanupSkipped",
-                                                f"the spec does not parse, so its members are unknown: {exc}"))
+                                                f"the spec does not parse or its Fleet is gone, so its members are "
+                                                f"unknown: {exc}"))
                     return ReconcileOutcome(previous, tuple(events))
                 found, retry = await delete_in_waves(app, self.members, delete_volumes=delete_volumes)
                 events += found
@@ -374,6 +394,16 @@ class Reconciler:
         await self._drift.close()
 
 
+def _racks(app: App) -> dict[str, int]:
+    """The racks each row of the status should have: a datacenter's; a ChartRelease member's row lists its
+    workloads, judged by their own status (no count to expect)."""
+    if isinstance(app, ChartRelease):
+        return dict.fromkeys(app.member_clusters(), 0)
+    return {dc.name: len(dc.racks) for dc in app.spec.datacenters}
+
+
 def _key(body: Mapping[str, Any]) -> str:
+    """``namespace/name``; a ChartRelease's with its kind first (it may share a name with a CassandraCluster)."""
     meta = body.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
+    kind = "ChartRelease " if body.get("kind") == "ChartRelease" else ""
+    return f"{kind}{meta.get('namespace')}/{meta.get('name')}"

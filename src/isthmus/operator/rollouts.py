@@ -6,7 +6,9 @@ lock and its fencing token, held under this replica's identity). Members whose R
 condition is False are skipped (the engine records the skip), and each member is reported by its
 own outcome (:func:`.rollup.applied_by_member`). :func:`check_drift` lists each kind once per
 member and dry-runs only what another field manager wrote (:func:`isthmus.kube.find_drift`).
-:func:`delete_in_waves` removes the app, datacenter waves in reverse.
+:func:`delete_in_waves` removes the app, datacenter (a ChartRelease: cluster) waves in reverse.
+:func:`render_chart` renders a ChartRelease with Helm against its members, as ``isthmus apply`` does; a chart
+Helm refuses is an :class:`.inputs.Invalid` (nothing is applied).
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ from dataclasses import replace
 from ..errors import IsthmusError, UserError
 from ..kube import ClusterRegistry, Drift, ObjectRef, Reach, across, find_drift
 from ..render import Manifests
-from ..rollout import RolloutOptions, RolloutResult, apply_rollout, delete_app, superuser_password
+from ..rollout import RolloutOptions, RolloutResult, apply_rollout, delete_app, render_release, superuser_password
 from ..rollout.locking import TOKEN_ANNOTATION
 from ..rollout.results import Timeline
 from ..rollout.rolling import fill_password
-from ..rollout.steps import datacenter_waves
-from ..spec import CassandraCluster, Fleet
+from ..rollout.steps import cluster_waves, datacenter_waves
+from ..spec import ChartRelease, Fleet
+from .inputs import App, Invalid
 from .members import MemberRegistry
 from .metrics import OperatorMetrics
 from .rollup import ByMember, EventType, OperatorEvent, applied_by_member
 from .settings import OperatorSettings
 
-__all__ = ["check_drift", "delete_in_waves", "roll_out", "rollout_options"]
+__all__ = ["check_drift", "delete_in_waves", "render_chart", "roll_out", "rollout_options"]
 
 log = logging.getLogger(__name__)
 
 
-def _down(app: CassandraCluster, members: MemberRegistry) -> dict[str, str]:
+def _down(app: App, members: MemberRegistry) -> dict[str, str]:
     return {c: s.message for c in app.member_clusters() if (s := members.state(c)) is not None and s.status == "False"}
 
 
@@ -45,11 +48,12 @@ def rollout_options(settings: OperatorSettings) -> RolloutOptions:
                           timeout=settings.reconcile.rollout_timeout)
 
 
-async def roll_out(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
+async def roll_out(app: App, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
                    members: MemberRegistry, options: RolloutOptions, metrics: OperatorMetrics,
                    repair: Mapping[str, frozenset[ObjectRef]] | None = None,
                    timeline: Timeline | None = None) -> ByMember:
-    """Roll ``app`` out (``rendered`` with the password placeholder) to every reachable member; see the module doc."""
+    """Roll ``app`` out (``rendered``: a CassandraCluster's with the password placeholder, a ChartRelease's as Helm
+    rendered it) to every reachable member; see the module doc."""
     names = app.member_clusters()
     down = _down(app, members)
     result: RolloutResult | None = None
@@ -77,7 +81,7 @@ async def roll_out(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistr
     return by_member
 
 
-async def check_drift(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
+async def check_drift(app: App, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,
                       members: MemberRegistry, only: set[str] | None = None) -> dict[str, list[Drift]]:
     """Per member (reachable, and among ``only`` if given): objects whose live state differs from the spec.
     The engine's own fencing-token annotation is not drift."""
@@ -85,8 +89,10 @@ async def check_drift(app: CassandraCluster, fleet: Fleet, registry: ClusterRegi
     names = [c for c in app.member_clusters() if (only is None or c in only) and c not in down]
     if not names:
         return {}
-    password = await superuser_password(registry, fleet, app)
-    manifests = fill_password(rendered, password)
+    if isinstance(app, ChartRelease):  # rendered with the members' own Secret values and random annotations
+        manifests = rendered
+    else:
+        manifests = fill_password(rendered, await superuser_password(registry, fleet, app))
     outcomes = await across({c: registry[c] for c in names}, lambda conn: find_drift(
         conn, app.metadata.name, manifests.for_cluster(conn.name), ignore=(TOKEN_ANNOTATION,)))
     found = {}
@@ -100,16 +106,43 @@ async def check_drift(app: CassandraCluster, fleet: Fleet, registry: ClusterRegi
     return found
 
 
-async def delete_in_waves(app: CassandraCluster, members: MemberRegistry, *,
+def _cluster_waves(app: App) -> list[list[str]]:
+    """The clusters of each rollout wave: a CassandraCluster's datacenter waves, a ChartRelease's own."""
+    if isinstance(app, ChartRelease):
+        return cluster_waves(app)
+    dcs = {dc.name: dc.cluster for dc in app.spec.datacenters}
+    return [list(dict.fromkeys(dcs[n] for n in wave)) for wave in datacenter_waves(app)]
+
+
+def _part(app: App, clusters: list[str]) -> App:
+    """``app`` narrowed to ``clusters`` (what one wave of a deletion removes)."""
+    if isinstance(app, ChartRelease):
+        return app.model_copy(update={"spec": app.spec.model_copy(update={"clusters": clusters,
+                                                                          "cluster_selector": None})})
+    return app.model_copy(update={"spec": app.spec.model_copy(
+        update={"datacenters": [dc for dc in app.spec.datacenters if dc.cluster in clusters]})})
+
+
+async def render_chart(app: ChartRelease, fleet: Fleet, registry: ClusterRegistry) -> Manifests:
+    """A ChartRelease rendered by Helm for every member (with its capabilities), or :class:`Invalid`: Helm's
+    own words for a chart it refuses, a kind a member does not serve."""
+    try:
+        return await render_release(app, fleet, registry)
+    except IsthmusError as exc:
+        if isinstance(exc, UserError):
+            raise Invalid("InvalidSpec", str(exc), app=app) from exc
+        raise
+
+
+async def delete_in_waves(app: App, members: MemberRegistry, *,
                           delete_volumes: bool) -> tuple[list[OperatorEvent], float | None]:
-    """Delete what ``app`` put in every registered member, datacenter waves in reverse; the events, and when
+    """Delete what ``app`` put in every registered member, its waves in reverse; the events, and when
     to try again (a member did not answer: the later waves wait)."""
     events: list[OperatorEvent] = []
     retry: float | None = None
-    dcs = {dc.name: dc for dc in app.spec.datacenters}
     done: set[str] = set()
-    for wave in reversed(datacenter_waves(app)):
-        clusters = [dcs[n].cluster for n in wave if dcs[n].cluster not in done]
+    for wave in reversed(_cluster_waves(app)):
+        clusters = [c for c in wave if c not in done]
         absent = [c for c in clusters if c not in members]
         if absent:
             events.append(OperatorEvent(EventType.WARNING, "CleanupSkipped",
@@ -117,9 +150,7 @@ async def delete_in_waves(app: CassandraCluster, members: MemberRegistry, *,
         present = [c for c in dict.fromkeys(clusters) if c in members]
         if not present:
             continue
-        part = app.model_copy(update={"spec": app.spec.model_copy(
-            update={"datacenters": [dcs[n] for n in wave if dcs[n].cluster in present]})})
-        outcomes = await delete_app(part, members.registry(present), delete_volumes=delete_volumes)
+        outcomes = await delete_app(_part(app, present), members.registry(present), delete_volumes=delete_volumes)
         for name, out in sorted(outcomes.items()):
             members.observe(name, out.reach, out.error)
             if out.reach is not Reach.REACHED:

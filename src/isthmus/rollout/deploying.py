@@ -26,6 +26,7 @@ from ..kube import (
     ObjectOutcome,
     Reach,
     across,
+    delete_hooks,
     delete_objects,
     delete_volume_claims,
     diff_objects,
@@ -182,12 +183,17 @@ async def delete_app(
     app: AnyApp, registry: ClusterRegistry, *, delete_volumes: bool = False,
     progress: Progress = _quiet,
 ) -> dict[str, ClusterOutcome[ApplyReport]]:
-    """Remove what Isthmus created for ``app``; data volumes stay unless asked, the namespace stays."""
+    """Remove what Isthmus created for ``app`` (a ChartRelease's hook Jobs too); data volumes stay unless asked,
+    the namespace stays."""
 
     async def one(conn: ClusterConnection) -> ApplyReport:
         progress(conn.name, "deleting")
         report = await delete_objects(conn, app=app.metadata.name, namespace=app.namespace,
                                       progress=lambda msg: progress(conn.name, msg))
+        if isinstance(app, ChartRelease):  # hook Jobs Helm itself would leave behind
+            hooks = await delete_hooks(conn, app=app.metadata.name, namespace=app.namespace)
+            report = ApplyReport(conn.name, report.outcomes + tuple(ObjectOutcome(r, ApplyAction.DELETED)
+                                                                    for r in hooks))
         if delete_volumes:
             claims = await delete_volume_claims(conn, app=app.metadata.name, namespace=app.namespace)
             deleted = tuple(ObjectOutcome(r, ApplyAction.DELETED) for r in claims)

@@ -313,8 +313,9 @@ async def run_release(engine: Engine, step: Step, conn: ClusterConnection, objec
 
 
 async def release_status(release: ChartRelease, registry: ClusterRegistry) -> StatusReport:
-    """One row per member: the health of the release's workloads there (and of any other object that is not
-    healthy), for the objects the member's inventory lists."""
+    """One row per member (its ``datacenter`` is the member's name: a release has no datacenters): the health of
+    the release's workloads there (and of any other object that is not healthy), for the objects the member's
+    inventory lists."""
 
     async def one(conn: ClusterConnection) -> list[ObjectHealth]:
         refs = await read_inventory(conn, release.metadata.name, release.namespace)
@@ -335,8 +336,8 @@ async def release_status(release: ChartRelease, registry: ClusterRegistry) -> St
     for cluster in release.member_clusters():
         outcome = outcomes[cluster]
         if outcome.reach is not Reach.REACHED or outcome.value is None:
-            rows.append(DatacenterStatus(cluster, release.metadata.name, outcome.reach, error=outcome.error))
+            rows.append(DatacenterStatus(cluster, cluster, outcome.reach, error=outcome.error))
         else:
-            rows.append(DatacenterStatus(cluster, release.metadata.name, Reach.REACHED, tuple(outcome.value),
+            rows.append(DatacenterStatus(cluster, cluster, Reach.REACHED, tuple(outcome.value),
                                          seen_at=now))
     return StatusReport(release.metadata.name, tuple(rows))

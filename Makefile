@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prereqs binaries helm image cassandra lint test test-unit demo bench clean
+.PHONY: setup prereqs binaries helm image cassandra lint test test-charts test-unit demo bench clean
 
 setup: $(STAMP) prereqs
 
@@ -41,7 +41,12 @@ lint: $(STAMP)
 # real Cassandra and real Prometheus.
 test: setup lint binaries
 	bash scripts/install-prereqs.sh --image
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts"
+
+# The ChartRelease tests on the lab (helm built from the Go module proxy, the real etcd and Redis charts,
+# the operator reconciling a release): about 13 minutes, so `make test` (CI, 45 minutes at most) leaves them out.
+test-charts: setup lint binaries helm
+	$(BIN)/python -m pytest -p no:cacheprovider -m charts
 
 # The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
 test-unit: $(STAMP)

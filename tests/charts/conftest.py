@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,14 @@ from isthmus.helm import HELM_ENV, HelmBinary, find_helm
 from isthmus.kube import ClusterRegistry, ConnectionSettings
 from isthmus.lab import Lab
 from isthmus.lab.binaries import ensure_helm
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here is marked ``charts``: ``make test-charts`` runs them, ``make test`` leaves them out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.charts)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,8 @@ def operator(lab3: Lab, helm: HelmBinary, tmp_path_factory: pytest.TempPathFacto
                  "crd/chartreleases.isthmus.dev")
     for ns in (NAMESPACE, NS):
         apply_doc(lab3, "c1", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    registered = set(lab3.kubectl("c1", "get", "secrets", "-n", NAMESPACE, "-l", "isthmus.dev/cluster",
+                                  "-o", "name").split())
     for cluster in CLUSTERS:
         register_member(lab3, cluster)
     apply_doc(lab3, "c1", fleet_doc())
@@ -55,6 +57,9 @@ def operator(lab3: Lab, helm: HelmBinary, tmp_path_factory: pytest.TempPathFacto
         yield proc
     finally:
         proc.stop()
+        for cluster in CLUSTERS:  # the members this module registered leave with it (other modules count on it)
+            if f"secret/member-{cluster}" not in registered:
+                lab3.kubectl("c1", "delete", "secret", f"member-{cluster}", "-n", NAMESPACE, "--ignore-not-found")
 
 
 def release(lab: Lab, name: str) -> dict[str, Any]:

@@ -3,24 +3,10 @@ code 2 before anything is contacted. (Repairing a real ring is ``tests/ring/test
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from fixtures.labspecs import app_doc, fleet_doc, write_specs
-
-ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
-
-
-def run(*args: str | Path, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home()), "COLUMNS": "250"}
-    if kubeconfig is not None:
-        env["KUBECONFIG"] = str(kubeconfig)
-    return subprocess.run([ISTHMUS, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
-
-
-def specs(folder: Path, app: dict[str, object]) -> list[str]:
-    return [arg for f in write_specs(folder, fleet_doc(), app) for arg in ("-f", str(f))]
+from fixtures.console import run, specs
+from fixtures.labspecs import app_doc
 
 
 def test_a_datacenter_the_spec_lacks_is_refused_before_any_cluster_is_contacted(tmp_path: Path) -> None:

@@ -4,28 +4,14 @@ installed ``isthmus``), as a user runs them: the plan with no cluster, the other
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
+from fixtures.console import run, specs
+from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.lab import Lab
 from isthmus.rollout import plan_rollout
-
-ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
-
-
-def run(*args: str | Path, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "HOME": str(Path.home()), "COLUMNS": "250"}
-    if kubeconfig is not None:
-        env["KUBECONFIG"] = str(kubeconfig)
-    return subprocess.run([ISTHMUS, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
-
-
-def specs(folder: Path, app: dict[str, object]) -> list[str]:
-    return [arg for f in write_specs(folder, fleet_doc(), app) for arg in ("-f", str(f))]
 
 
 def test_rollout_plan_prints_every_step_in_order_without_a_cluster(tmp_path: Path) -> None:

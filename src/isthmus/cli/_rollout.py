@@ -44,14 +44,23 @@ def _when(ts: float | None) -> str:
 
 
 @rollout_app.command("plan")
-def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputFormat.TABLE) -> None:
-    """Print the steps `apply` would run, in order, before anything runs (no cluster is contacted)."""
+def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputFormat.TABLE,
+             live: Annotated[bool, typer.Option(
+                 "--live", help="Also ask the ring (nodetool through the API servers) how each datacenter's pods "
+                                "may restart, and why")] = False,
+             kubeconfig: Kubeconfig = None, request_timeout: CallTimeout = 10.0) -> None:
+    """Print the steps `apply` would run, in order, before anything runs (no cluster is contacted without --live)."""
     from ..rollout import plan_rollout
 
     target = load_target(files, app_name)
     plan = plan_rollout(target.app)
+    restarts = _restarts(target, kubeconfig, request_timeout) if live and not is_chart(target) else None
     if output is not OutputFormat.TABLE:
-        dump(plan.to_dict(), output.value)
+        doc = plan.to_dict()
+        if restarts is not None:
+            doc["restarts"] = [{"datacenter": r.datacenter, "rackAtOnce": r.rack_at_once, "reason": r.reason}
+                               for r in restarts]
+        dump(doc, output.value)
         return
     strategy = target.app.spec.rollout
     concurrency = f"maxConcurrentClusters={strategy.max_concurrent_clusters}" if is_chart(target) else \
@@ -61,6 +70,29 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
                       f"failureBudget={strategy.failure_budget}, onFailure={strategy.on_failure}", highlight=False)
     for line in plan.lines():
         out_console.print(line, markup=False, highlight=False)
+    if restarts is not None:
+        out_console.print("restarts, as the ring's replication allows them (this version still restarts one node "
+                          "at a time everywhere: racks one after another, a rack's pods one by one):", highlight=False)
+        for choice in restarts:
+            out_console.print(f"  {choice.line()}", markup=False, highlight=False)
+
+
+def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> Any:
+    """How each datacenter may restart (:mod:`isthmus.rollout.restartplan`), from the nodes that answer."""
+    from ..rollout.dbgate import database_pods, ring_reports
+    from ..rollout.gates import observe
+    from ..rollout.restartplan import choose_restarts
+
+    registry = _registry(target, kubeconfig, request_timeout)
+    app = target.app
+    members = {c: registry[c] for c in app.member_clusters()}
+
+    async def ask() -> Any:
+        observation = await observe(members, app.metadata.name, app.namespace)
+        pods = {c: ps for c, ps in database_pods(observation).items() if ps}
+        return choose_restarts(app, await ring_reports(members, app.namespace, pods))
+
+    return _run_closing(registry, ask)
 
 
 def _state_table(state: Any) -> Table:

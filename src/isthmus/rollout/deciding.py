@@ -10,7 +10,8 @@ The choices form a ladder; each does what the one before it does, and more:
   or ``finalize`` whose objects the member holds entirely ("the member holds all of it").
 - ``apply``: write without gates, recorded with the next state write. A step that rolls no pods:
   every ``prepare``, and a ``finalize`` that changes and prunes no StatefulSet.
-- ``gate``: disruptive. Ask the gates first, record Running, write, record Done.
+- ``gate``: disruptive. Ask the gates first, record Running, write, record Done. A ``keyspace`` step is
+  ``unchanged`` when the ring already has its declared replication (``look``: ask the ring), else ``gate``.
 - ``converge``: a disruptive rack. As ``gate``, then wait until its pods are updated and Ready.
 
 A step is disruptive when the member view cannot show that it rolls no pods: its StatefulSet
@@ -75,6 +76,7 @@ class StepSettings:
 SKIPPED_NOTE = "skipped by --skip-cluster (logged override)"
 NOTHING_TO_ROLL = "unchanged: nothing to roll"
 HOLDS_ALL = "unchanged: the member holds all of it"
+KEYSPACE_AS_DECLARED = "unchanged: the ring has the declared replication"
 
 
 def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSettings,
@@ -84,6 +86,13 @@ def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSetti
         return StepDecision(Choice.SKIP)
     if step.cluster in settings.skip_clusters:
         return StepDecision(Choice.SKIP, SKIPPED_NOTE)
+    if step.kind is StepKind.KEYSPACE:  # CQL: the engine asks the ring whether it holds the replication already
+        if record.outcome is Outcome.RUNNING:
+            return StepDecision(Choice.GATE)  # interrupted, maybe before its repair ended: run it again
+        if view.keyspace_matches is None:
+            return StepDecision(Choice.GATE, look=True)
+        return StepDecision(Choice.UNCHANGED, KEYSPACE_AS_DECLARED) if view.keyspace_matches else \
+            StepDecision(Choice.GATE)
     repair = (settings.repair or {}).get(step.cluster, frozenset())
     if step.kind is StepKind.RELEASE:  # a chart in one member: unchanged only when it holds every object
         if record.outcome is Outcome.RUNNING or repair:

@@ -258,6 +258,9 @@ class Engine:
     async def _decision(self, step: Step, rec: StepRecord, objects: list[KubeObject]) -> StepDecision:
         view = MemberView(step.cluster)
         decision = decide(step, rec, view, self._decide, objects)
+        if decision.look and step.kind is StepKind.KEYSPACE:  # does the ring have the replication already?
+            matches = await self.settings.keyspaces.matches(step) if self.settings.keyspaces is not None else None
+            return decide(step, rec, MemberView(step.cluster, keyspace_matches=matches), self._decide, objects)
         if decision.look and step.kind is StepKind.RELEASE:  # does the member hold the release already?
             try:
                 view = view.merged(await read_member(self.registry[step.cluster], self.app, self.namespace, objects))
@@ -296,6 +299,7 @@ class Engine:
         conn = self.registry[step.cluster]
         if not quiet:
             self._writer.write_pending()  # what is done so far is on record while the gates are asked
+        interrupted = rec.outcome is Outcome.RUNNING
         while True:
             self._check_stop()
             try:
@@ -307,13 +311,14 @@ class Engine:
                     self._say(step.cluster, f"{step.id}: started", log=not quiet)
                     if not quiet:
                         await self._writer.save()
-                await self._execute(step, conn, objects, rec, quiet)
+                await self._execute(step, conn, objects, rec, quiet, interrupted=interrupted)
                 if decision.choice is Choice.CONVERGE:
                     await self._convergence.wait(step, conn)
                 if step.kind is StepKind.FINALIZE:
                     await record_member_revision(conn, self.app, self.namespace, revision=self.state.revision)
                 break
             except ClusterUnreachable as exc:
+                interrupted = interrupted or rec.outcome is Outcome.RUNNING
                 self._say(exc.cluster, f"paused in {step.id}: {exc.cluster} does not answer ({exc.reason}); "
                           "continuing when it does", log=True)
                 await self.clock.sleep(self.settings.poll_interval)
@@ -365,9 +370,18 @@ class Engine:
     # -- writing -----------------------------------------------------------------------------------
 
     async def _execute(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], rec: StepRecord,
-                       quiet: bool) -> None:
+                       quiet: bool, *, interrupted: bool = False) -> None:
         started = self.clock.monotonic()
-        mine = [s for s in self.state.plan.steps if s.cluster == step.cluster and s.kind is not StepKind.FINALIZE]
+        if step.kind is StepKind.KEYSPACE:  # CQL to the ring (see .keyspacing), no objects
+            if self.settings.keyspaces is None:
+                raise StepFailed(step, "this run has no way to reach the ring's keyspaces")
+            rec.note = await self.settings.keyspaces.apply(step, interrupted=interrupted)
+            rec.writes += 0 if rec.note.startswith("unchanged") else 1
+            self._say(step.cluster, f"{step.id}: {rec.note}", log=True)
+            self.stats.apply_seconds += self.clock.monotonic() - started
+            return
+        mine = [s for s in self.state.plan.steps if s.cluster == step.cluster
+                and s.kind not in (StepKind.FINALIZE, StepKind.KEYSPACE)]
         ran_all = all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
             and any(s.id in self._ran for s in mine)
         if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)

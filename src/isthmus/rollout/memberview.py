@@ -49,6 +49,8 @@ class MemberView:
     """(apiVersion, kind) whose objects ``live`` lists completely."""
     inventory: frozenset[ObjectRef] | None = None
     record: RecordedRevision | None = None
+    keyspace_matches: bool | None = None
+    """A ``keyspace`` step: the ring (asked through CQL) has its declared replication already; None: not asked."""
 
     def _covers(self, objects: Sequence[KubeObject]) -> bool:
         return self.live is not None and all((o["apiVersion"], o["kind"]) in self.kinds for o in objects)

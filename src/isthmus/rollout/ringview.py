@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .keyspaceplan import LiveReplication, parse_replication
+
 __all__ = [
     "NODETOOL_SCRIPT",
     "NodeReport",
@@ -81,6 +83,8 @@ class NodeReport:
     streams: tuple[str, ...] = ()
     validations: tuple[str, ...] = ()
     error: str = ""
+    keyspaces: Mapping[str, LiveReplication] = field(default_factory=dict)
+    """Every keyspace's replication, from ``describecluster`` (:func:`.keyspaceplan.parse_replication`)."""
 
     @property
     def answered(self) -> bool:
@@ -186,7 +190,8 @@ def parse_report(cluster: str, pod: str, datacenter: str, address: str, output: 
                           error=f"nodetool status listed no node: {parts['status'].strip()[-200:]}")
     mode, streams = parse_netstats(parts["netstats"])
     return NodeReport(cluster, pod, datacenter, address, ring, parse_describecluster(parts["describecluster"]),
-                      mode, streams, parse_compactionstats(parts["compactionstats"]))
+                      mode, streams, parse_compactionstats(parts["compactionstats"]),
+                      keyspaces=parse_replication(parts["describecluster"]))
 
 
 def judge(reports: Sequence[NodeReport], *, unreachable_datacenters: Iterable[str] = (),

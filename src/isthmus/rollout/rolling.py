@@ -24,6 +24,7 @@ from ..spec import CassandraCluster, ChartRelease, Fleet
 from .dbgate import DatabaseGate
 from .deploying import Progress
 from .engine import Baseline, EarlyFences, Engine
+from .keyspacing import RingKeyspaces
 from .locking import LeaseLock
 from .progress import ProgressStore, RolloutPhase, RolloutState
 from .releasing import restore_secrets
@@ -120,10 +121,12 @@ class _Session:
 
     async def run(self, app: AnyApp, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
-                  fences: EarlyFences | None = None, *, reapply: bool = False) -> RolloutResult:
+                  fences: EarlyFences | None = None, *, reapply: bool = False, password: str = "") -> RolloutResult:
         database = (_database_gate(app),) if isinstance(app, CassandraCluster) else ()
+        keyspaces = RingKeyspaces(self.registry, app, password) \
+            if isinstance(app, CassandraCluster) and app.spec.keyspaces else None
         settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=database,
-                                  reapply=reapply)
+                                  reapply=reapply, keyspaces=keyspaces)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,
@@ -140,7 +143,8 @@ class _Session:
         state = RolloutState.new(app=old_app.metadata.name, kind="rollback", revision=info.number,
                                  previous=None, plan=plan_rollout(old_app, reverse=True))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
-        return await self.run(old_app, await _stored(self.registry, old_app, revision, password), state)
+        return await self.run(old_app, await _stored(self.registry, old_app, revision, password), state,
+                              password=password)
 
 
 def _database_gate(app: CassandraCluster) -> DatabaseGate:
@@ -255,7 +259,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
             baseline = Baseline(previous.number, (await session.revisions.fetch(previous)).manifests)
         result = await session.run(app, real if real is not None else fill_password(masked, password), state,
                                    timeline, baseline, fences,
-                                   reapply=not created)
+                                   reapply=not created, password=password)
         await _superuser(registry, app, password, result, session.states)
         if result.phase is RolloutPhase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
@@ -295,7 +299,8 @@ async def resume_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         revision = await session.revisions.get(state.revision)
         state.event(f"resumed by {session.lock.identity} at {state.current} ({time.strftime('%H:%M:%S')})")
         resumed = app_of(revision)
-        result = await session.run(resumed, await _stored(registry, resumed, revision, password), state)
+        result = await session.run(resumed, await _stored(registry, resumed, revision, password), state,
+                                   password=password)
         await _superuser(registry, resumed, password, result, session.states)
         return result
     finally:

@@ -11,6 +11,10 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    spec), rack by rack: each ``rack`` step applies one StatefulSet and waits until that rack's
    pods are updated and Ready. Disruptive: gated.
 3. The other datacenters in waves of ``maxConcurrentDatacenters``, rack by rack.
+3a. ``keyspace``: one step per keyspace of ``spec.keyspaces``, one after the other, once every datacenter
+   runs the revision (so the ring has every datacenter the replication names): create it, or change its
+   replication to the declared one, then repair it where replicas were added (:mod:`.keyspacing`). Gated:
+   the database gate must pass first. A keyspace already as declared is Done without a write.
 4. ``finalize``: per member, the whole object set again (a no-op write-wise when everything
    before it succeeded) with pruning, then the member records the revision it runs. Gated,
    because pruning may delete a rack that left the spec.
@@ -46,6 +50,7 @@ class StepKind(StrEnum):
     PREPARE = "prepare"
     RACK = "rack"
     RELEASE = "release"
+    KEYSPACE = "keyspace"
     FINALIZE = "finalize"
 
 
@@ -55,9 +60,14 @@ class Step:
     cluster: str
     datacenter: str = ""
     rack: str = ""
+    keyspace: str = ""
+    detail: str = ""
+    """What the step brings about, as planned (a keyspace's declared replication)."""
 
     @property
     def id(self) -> str:
+        if self.kind is StepKind.KEYSPACE:
+            return f"keyspace/{self.keyspace}"
         if self.kind is StepKind.RACK:
             return f"rack/{self.datacenter}/{self.rack}"
         if self.kind is StepKind.RELEASE:
@@ -76,15 +86,22 @@ class Step:
                     "wait until its pods are updated and Ready")
         if self.kind is StepKind.RELEASE:
             return f"hooks, apply and wait until healthy in {self.cluster}"
+        if self.kind is StepKind.KEYSPACE:
+            return (f"keyspace {self.keyspace}: {self.detail}; created if missing, else its replication changed "
+                    "to this, then repaired where replicas are added (CQL and nodetool through the API servers)")
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind.value, "cluster": self.cluster, "datacenter": self.datacenter,
-                "rack": self.rack, "disruptive": self.disruptive}
+        out = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster, "datacenter": self.datacenter,
+               "rack": self.rack, "disruptive": self.disruptive}
+        if self.kind is StepKind.KEYSPACE:
+            out |= {"keyspace": self.keyspace, "detail": self.detail}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Step:
-        return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")))
+        return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")),
+                   str(d.get("keyspace", "")), str(d.get("detail", "")))
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,8 @@ def check_strategy(app: CassandraCluster | ChartRelease) -> None:
         problems = app.spec.rollout.problems(app.member_clusters())
     else:
         problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
+        problems += [("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip("."), message)
+                     for path, message in app.spec.keyspace_problems()]
     if problems:
         raise SpecError([Problem(message, None, None, path) for path, message in problems])
 
@@ -216,6 +235,12 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False)
             lanes.append(Lane(name, tuple(Step(StepKind.RACK, dc.cluster, name, r) for r in racks)))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
+    if app.spec.keyspaces:  # after every datacenter, so the ring has each one the replication names
+        seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
+        waves.append(Wave("keyspaces", (Lane("keyspaces", tuple(
+            Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
+                 detail=f"{k.replication_text()} (read at {k.consistency.value})")
+            for k in app.spec.keyspaces)),)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
     return RolloutPlan(app.metadata.name, tuple(waves), reverse)
 
@@ -230,6 +255,8 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
         return [o for o in objects if not _is_workload(o)]
     if step.kind is StepKind.RELEASE:
         return list(objects)
+    if step.kind is StepKind.KEYSPACE:
+        return []  # CQL, not objects
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"
                 and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter

@@ -22,27 +22,27 @@ loopback, where the rendered policy lets the superuser (and, until now, the defa
 password travels only inside that CQL connection: it is never on a command line, in a URL, in a log or in
 an error message.
 
-Must not: create keyspaces or change replication beyond ``system_auth`` (that is the database operations'
-work).
+Must not: create keyspaces or change replication beyond ``system_auth`` (that is :mod:`.keyspacing`'s
+work; when ``spec.keyspaces`` declares ``system_auth``, its declared replication is used here too, so the
+two never undo each other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IsthmusError
-from ..kube import ClusterRegistry, ClusterUnreachable, KubeError, KubeObject, fetch_owned, pod_exec
+from ..kube import ClusterRegistry, ClusterUnreachable, KubeError, fetch_owned, pod_exec
 from ..kube.portforward import PodPortForward
 from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
 from ..spec import CassandraCluster
+from .cqlsession import auth_failed, cql_session, ready_pods
 from .dbgate import CASSANDRA_CONTAINER, has_runtime
-from .gates import pod_ready
-from .steps import DC_LABEL
 
 __all__ = ["DEFAULT_ROLE", "SuperuserError", "SuperuserOutcome", "ensure_superuser"]
 
@@ -74,30 +74,13 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _auth_failed(exc: BaseException) -> bool:
-    errors = getattr(exc, "errors", None) or {}
-    return any(type(e).__name__ == "AuthenticationFailed" for e in errors.values()) or \
-        type(exc).__name__ == "AuthenticationFailed"
+_auth_failed = auth_failed
+_session = cql_session
 
 
-def _session(host: str, port: int, user: str, password: str) -> Any:
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import WhiteListRoundRobinPolicy
-
-    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=30.0)
-    cluster = Cluster([host], port=port, auth_provider=PlainTextAuthProvider(user, password),
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=20.0,
-                      control_connection_timeout=20.0, protocol_version=5)
-    try:
-        return cluster, cluster.connect()
-    except BaseException:
-        cluster.shutdown()
-        raise
-
-
-def _replicate_auth(session: Any) -> None:
-    """``system_auth`` on NetworkTopologyStrategy, ``min(3, nodes)`` replicas in every datacenter of the ring.
+def _replicate_auth(session: Any, declared: Mapping[str, int] | None = None) -> None:
+    """``system_auth`` on NetworkTopologyStrategy, ``min(3, nodes)`` replicas in every datacenter of the ring,
+    or the replication ``spec.keyspaces`` declares for it (``declared``).
 
     Cassandra 5.0 starts it on SimpleStrategy with one replica, which a multi-datacenter ring cannot use
     (role reads and writes are at LOCAL_QUORUM or stronger, so a datacenter without a replica cannot log
@@ -107,12 +90,13 @@ def _replicate_auth(session: Any) -> None:
     for row in [*session.execute("SELECT data_center FROM system.local"),
                 *session.execute("SELECT data_center FROM system.peers")]:
         nodes[row.data_center] = nodes.get(row.data_center, 0) + 1
-    replication = ", ".join(f"{_literal(dc)}: {min(3, n)}" for dc, n in sorted(nodes.items()))
+    wanted = dict(declared) if declared else {dc: min(3, n) for dc, n in sorted(nodes.items())}
+    replication = ", ".join(f"{_literal(dc)}: {rf}" for dc, rf in wanted.items())
     session.execute("ALTER KEYSPACE system_auth WITH replication = "
                     f"{{'class': 'NetworkTopologyStrategy', {replication}}}")
 
 
-def _admin_or_default(host: str, port: int, password: str) -> bool:
+def _admin_or_default(host: str, port: int, password: str, declared: Mapping[str, int] | None = None) -> bool:
     """True when the Secret's role logs in already; else puts ``system_auth`` on NTS as the default login.
 
     Runs on a thread (the driver is synchronous).
@@ -127,7 +111,7 @@ def _admin_or_default(host: str, port: int, password: str) -> bool:
         return True
     cluster, session = _default_session(host, port)
     try:
-        _replicate_auth(session)
+        _replicate_auth(session, declared)
     except SuperuserError:
         raise
     except Exception as exc:
@@ -206,10 +190,7 @@ async def _repair_auth(registry: ClusterRegistry, app: CassandraCluster, *, with
                 raise SuperuserError(f"{dc.cluster}/{pod}: {' '.join(_REPAIR)} exited {result.exit_code}: {said}")
 
 
-def _ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:
-    return sorted(p["metadata"]["name"] for p in pods
-                  if (p["metadata"].get("labels") or {}).get(DC_LABEL) == datacenter and pod_ready(p)
-                  and not p["metadata"].get("deletionTimestamp") and has_runtime(p))
+_ready_pods = ready_pods
 
 
 async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, password: str, *,
@@ -220,6 +201,7 @@ async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, pas
     """
     tried: list[str] = []
     runtime_seen = False
+    declared = next((dict(k.replication) for k in app.spec.keyspaces if k.name == "system_auth"), None)
     for dc in app.spec.datacenters:
         conn = registry[dc.cluster]
         try:
@@ -236,7 +218,7 @@ async def ensure_superuser(registry: ClusterRegistry, app: CassandraCluster, pas
         try:
             async with asyncio.timeout(within):
                 async with PodPortForward(conn, app.namespace, pod, CQL_PORT) as (host, port):
-                    created = not await asyncio.to_thread(_admin_or_default, host, port, password)
+                    created = not await asyncio.to_thread(_admin_or_default, host, port, password, declared)
                     if created:
                         await _repair_auth(registry, app, within=within)
                         await asyncio.to_thread(_create_role, host, port, password)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..kube import KubeObject, ObjectRef
 from ..render import Manifests
@@ -16,7 +16,10 @@ from .clock import SYSTEM, Clock
 from .gates import DEFAULT_GATES, Gate
 from .locking import DEFAULT_DURATION, LeaseState
 
-__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "RolloutOptions", "Target"]
+if TYPE_CHECKING:
+    from .steps import Step
+
+__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "KeyspaceWork", "RolloutOptions", "Target"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,14 @@ class EngineStrategy(Protocol):
     def failure_budget(self) -> int: ...
 
 
+class KeyspaceWork(Protocol):
+    """What runs the ``keyspace`` steps (CQL to the ring: :class:`~.keyspacing.RingKeyspaces`)."""
+
+    async def matches(self, step: Step) -> bool | None: ...
+
+    async def apply(self, step: Step, *, interrupted: bool = False) -> str: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
@@ -94,6 +105,8 @@ class EngineSettings:
     """Gates the app brings beside the caller's (a Cassandra ring's :class:`~.dbgate.DatabaseGate`)."""
     reapply: bool = False
     """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
+    keyspaces: KeyspaceWork | None = None
+    """Runs the plan's ``keyspace`` steps (a Cassandra ring whose spec declares keyspaces)."""
 
     @property
     def gates(self) -> tuple[Gate, ...]:

@@ -21,6 +21,7 @@ from .fleet import (
     RoutingMode,
     TunnelProtocol,
 )
+from .keyspaces import Consistency, Keyspace
 from .loading import Document, SpecSet, load_file, load_files, load_text
 from .schema import json_schema
 
@@ -34,12 +35,14 @@ __all__ = [
     "ChartReleaseSpec",
     "ClusterRolloutStrategy",
     "ClusterSpec",
+    "Consistency",
     "Datacenter",
     "Document",
     "Encryption",
     "Fleet",
     "FleetSpec",
     "IPFamily",
+    "Keyspace",
     "Mesh",
     "NetworkSpec",
     "Problem",

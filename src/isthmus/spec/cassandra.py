@@ -12,6 +12,7 @@ from ..image import ImageRef
 from ._base import API_VERSION, SpecModel
 from .apps import App, AppDatacenter, register_kind
 from .fleet import CLUSTER_NAME_PATTERN
+from .keyspaces import Keyspace, keyspace_problems
 from .policy import PolicyDocument
 
 __all__ = [
@@ -207,6 +208,15 @@ class CassandraSpec(SpecModel):
     num_tokens: Annotated[int, Field(ge=1, le=256)] = 16
     access: AccessSpec = Field(default_factory=AccessSpec)
     rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)
+    keyspaces: list[Keyspace] = Field(
+        default_factory=list, description="Replication Isthmus keeps for these keyspaces (user keyspaces and "
+                                          "system_auth, system_distributed, system_traces); others are left alone")
+
+    def keyspace_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field path, message) for replication the datacenters cannot hold (see :mod:`.keyspaces`)."""
+        sizes = {dc.name: dc.size for dc in self.datacenters}
+        indexes = {dc.name: i for i, dc in enumerate(self.datacenters)}
+        return keyspace_problems(self.keyspaces, sizes, indexes)
 
     @model_validator(mode="after")
     def _unique_datacenters(self) -> CassandraSpec:

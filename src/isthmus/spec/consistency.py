@@ -35,11 +35,17 @@ def _cassandra_problems(doc: Document, app: CassandraCluster, fleet: Fleet) -> l
                     f"{cluster.name!r} has zones {', '.join(cluster.zone_names)}",
                     doc.file, doc.line_of((*path, "racks", j, "zone")),
                     f"spec.datacenters[{i}].racks[{j}].zone"))
+    problems += [Problem(message, doc.file, doc.line_of(where), _dotted(where))
+                 for where, message in app.spec.keyspace_problems()]
     if app.spec.fleet is not None and app.spec.fleet != fleet.metadata.name:
         problems.append(Problem(
             f"spec.fleet is {app.spec.fleet!r} but the Fleet given is {fleet.metadata.name!r}",
             doc.file, doc.line_of(("spec", "fleet")), "spec.fleet"))
     return problems
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def _path(field: str) -> tuple[str | int, ...]:

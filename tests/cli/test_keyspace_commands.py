@@ -23,8 +23,8 @@ def test_rollout_plan_shows_each_keyspace_step(tmp_path: Path) -> None:
     assert lines[0].startswith("rollout plan of ksc: 13 steps;")
     assert lines[-5:-3] == ["wave keyspaces:",
                             "  10. [keyspaces] keyspace/orders (gated): keyspace orders: NetworkTopologyStrategy "
-                            "dc1=2, dc2=2 (read at ONE); created if missing, else its replication changed to this, "
-                            "then repaired where replicas are added (CQL and nodetool through the API servers)"]
+                            "dc1=2, dc2=2 (read at ONE); create it, or change its replication to this, then repair "
+                            "where replicas are added"]
     assert lines[-3] == "wave finalize:"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -23,7 +24,7 @@ NTS = "org.apache.cassandra.locator.NetworkTopologyStrategy"
 def _isthmus(ring: Ring, *args: str, files: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     spec = files if files is not None else ring.spec_args()
     return subprocess.run([ISTHMUS, *args, *spec, "--kubeconfig", str(ring.lab.kubeconfig)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "250"})
 
 
 def _spec(ring: Ring, name: str, keyspaces: list[dict[str, Any]] | None) -> list[str]:
@@ -99,3 +100,31 @@ async def test_declared_keyspaces_get_their_replication_and_changes_run_as_plan_
         row = (await asyncio.to_thread(session.execute, SimpleStatement(
             "SELECT amount FROM ledger.entries WHERE id = 1", consistency_level=ConsistencyLevel.QUORUM))).one()
         assert row.amount == 42
+
+
+async def test_the_live_plan_says_how_each_datacenter_restarts_from_the_rings_replication(ring: Ring) -> None:
+    """The shared ring cannot prove a rack at once (dc-eu has 2 racks of one node; Cassandra keeps
+    system_traces and system_distributed on SimpleStrategy): every datacenter goes one node at a time, and
+    the reason names a keyspace as the ring really has it (read here through CQL, there through nodetool)."""
+    async with cql(ring, "eu", "cassandra-admin", ring.password()) as session:
+        rows = await asyncio.to_thread(session.execute,
+                                       "SELECT keyspace_name, replication FROM system_schema.keyspaces")
+        replication = {r.keyspace_name: dict(r.replication) for r in rows}
+    assert replication["system_traces"]["class"].endswith(".SimpleStrategy")
+    shown = _isthmus(ring, "rollout", "plan", "--live", "-o", "json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    restarts = json.loads(shown.stdout)["restarts"]
+    assert [r["datacenter"] for r in restarts] == ["dc-eu", "dc-us", "dc-ap"]
+    for choice in restarts:
+        assert choice["rackAtOnce"] is False, choice
+        named = choice["reason"].split()[1]
+        assert choice["reason"].startswith(f"keyspace {named} "), choice
+        strategy = replication[named]["class"].rsplit(".", 1)[-1]
+        if strategy == "SimpleStrategy":
+            assert choice["reason"].endswith("is on SimpleStrategy, which places replicas without regard to racks")
+        else:
+            rf = int(replication[named][choice["datacenter"]])
+            assert f"has {rf} replica" in choice["reason"] and rf < 3, choice
+    table = _isthmus(ring, "rollout", "plan", "--live")
+    assert table.returncode == 0, table.stderr
+    assert f"  dc-eu: one node at a time: {restarts[0]['reason']}" in table.stdout

@@ -41,8 +41,8 @@ def test_keyspace_steps_come_after_every_datacenter_and_before_finalize() -> Non
     assert auth.id == "keyspace/system_auth"
     lines = plan.lines()
     assert ("  10. [keyspaces] keyspace/shop (gated): keyspace shop: NetworkTopologyStrategy dc1=3, dc2=3 (read at "
-            "LOCAL_QUORUM); created if missing, else its replication changed to this, then repaired where replicas "
-            "are added (CQL and nodetool through the API servers)") in lines
+            "LOCAL_QUORUM); create it, or change its replication to this, then repair where replicas are "
+            "added") in lines
     assert "(read at QUORUM)" in lines[lines.index("wave keyspaces:") + 2]
     assert RolloutPlan.from_dict(plan.to_dict()) == plan  # the state keeps keyspace and detail
     assert step_objects(shop, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]) == []

@@ -43,7 +43,7 @@ def test_rf_three_over_three_racks_proves_a_rack_at_once() -> None:
                                                        "elsewhere": _nts(dc2=2)})
     assert choice.rack_at_once
     assert choice.line() == ("dc1: a rack at once is safe: every keyspace with replicas here is on "
-                             "NetworkTopologyStrategy with 3 to 3 replicas over 3 racks: a rack holds at most one "
+                             "NetworkTopologyStrategy with 3 replicas over 3 racks: a rack holds at most one "
                              "replica of each range, so LOCAL_QUORUM survives a rack down")
 
 
@@ -64,6 +64,8 @@ def test_every_way_the_proof_fails_is_one_node_at_a_time_with_the_numbers() -> N
     assert unknown.line() == "dc1: one node at a time: the replication is not known (eu/ring-0: nodetool: timed out)"
     assert choose_restart("dc9", [], {"shop": _nts(dc1=3)}).reason == "the datacenter is not in the ring yet"
     assert not choose_restart("dc1", racks3, {"elsewhere": _nts(dc2=3)}).rack_at_once
+    wide = choose_restart("dc1", ["r1", "r2", "r3", "r4", "r5"], {"a": _nts(dc1=3), "b": _nts(dc1=5)})
+    assert wide.rack_at_once and "with 3 to 5 replicas over 5 racks" in wide.reason
 
 
 def _report(pod: str, dc: str, racks: dict[str, str], describe: str = DESCRIBE, error: str = "") -> NodeReport:

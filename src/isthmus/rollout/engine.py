@@ -9,6 +9,9 @@ record, what the member holds and the settings) says what to do:
 - ``gate`` / ``converge``: the gates first (:mod:`.gating`), then guard and write, a rack then
   waits for its pods (:mod:`.converging`).
 
+A ``keyspace`` step writes no objects: it is decided after asking the ring whether it has the declared
+replication (``settings.keyspaces``, :mod:`.keyspacing`), and once the gates pass it runs there.
+
 The guard: our lease is still ours (renewed in the background every third of its duration) and
 the member's fence accepts our token (:func:`~.locking.fence`); the objects are stamped with the
 token. State writes are grouped (:mod:`.recording`): a disruptive step is on record as Running
@@ -375,8 +378,8 @@ class Engine:
         if step.kind is StepKind.KEYSPACE:  # CQL to the ring (see .keyspacing), no objects
             if self.settings.keyspaces is None:
                 raise StepFailed(step, "this run has no way to reach the ring's keyspaces")
-            rec.note = await self.settings.keyspaces.apply(step, interrupted=interrupted)
-            rec.writes += 0 if rec.note.startswith("unchanged") else 1
+            rec.note, wrote = await self.settings.keyspaces.apply(step, interrupted=interrupted)
+            rec.writes += 1 if wrote else 0
             self._say(step.cluster, f"{step.id}: {rec.note}", log=True)
             self.stats.apply_seconds += self.clock.monotonic() - started
             return

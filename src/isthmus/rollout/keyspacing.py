@@ -12,7 +12,9 @@ How the ring is reached: CQL through ``pods/portforward`` on a member's API serv
 one Ready pod of the step's datacenter, else of the next datacenter in the spec that answers; logged in
 as the superuser Secret's role, or, on a ring whose superuser is not set up yet (the first rollout: the
 keyspaces come before :mod:`.superuser`), as Cassandra's default login. The password is only ever inside
-that connection. Only keyspaces the spec names are read or changed; a keyspace is never dropped.
+that connection. Only keyspaces the spec names are read or changed; a keyspace is never dropped. When every
+member answers and no pod runs in a container runtime (kwok's simulated pods), there is no database: the
+step is done and says so, as the database gate passes.
 
 Must not: decide what changes (that is :mod:`.keyspaceplan`'s, pure).
 """
@@ -30,15 +32,22 @@ from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
 from ..spec import CassandraCluster, Keyspace
 from .cqlsession import auth_failed, cql_session, ready_pods
-from .dbgate import CASSANDRA_CONTAINER
+from .dbgate import CASSANDRA_CONTAINER, has_runtime
 from .keyspaceplan import KeyspaceChange, LiveReplication, check_readback, keyspace_change
 from .repairplan import nodetool_failure
 from .steps import Step
 
-__all__ = ["KeyspaceError", "RingKeyspaces"]
+__all__ = ["NO_DATABASE", "KeyspaceError", "RingKeyspaces"]
 
 _DEFAULT_LOGIN = ("cassandra", "cassandra")  # Cassandra's own, public (CassandraRoleManager)
 _READ = "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s"
+
+
+class _NoDatabase(Exception):
+    """Every member answered and none runs a Cassandra process (simulated pods, as in a kwok-only lab)."""
+
+
+NO_DATABASE = "done: no database process to ask (no pod runs in a container runtime)"
 
 
 class KeyspaceError(IsthmusError):
@@ -86,13 +95,16 @@ class RingKeyspaces:
         datacenter first. Returns (cluster, pod, result). ClusterUnreachable when no datacenter answers."""
         order = sorted(self.app.spec.datacenters, key=lambda dc: dc.name != step.datacenter)
         tried: list[str] = []
+        runtime = unreachable = False
         for dc in order:
             conn = self.registry[dc.cluster]
             try:
                 pods = await fetch_owned(conn, self.app.metadata.name, {("v1", "Pod", self.app.namespace)})
             except ClusterUnreachable as exc:
                 tried.append(f"{dc.name}: {exc}")
+                unreachable = True
                 continue
+            runtime = runtime or any(has_runtime(p) for p in pods.values() if p.get("kind", "Pod") == "Pod")
             ready = ready_pods(list(pods.values()), dc.name)
             if not ready:
                 tried.append(f"{dc.name}: no Ready pod")
@@ -110,6 +122,8 @@ class RingKeyspaces:
                         return dc.cluster, ready[0], await asyncio.to_thread(run)
             except (KubeError, TimeoutError) as exc:
                 tried.append(f"{dc.name} ({ready[0]}): {exc or 'timed out'}")
+        if not runtime and not unreachable:
+            raise _NoDatabase
         raise ClusterUnreachable(step.cluster, "no datacenter let CQL in: " + "; ".join(tried))
 
     async def matches(self, step: Step) -> bool | None:
@@ -117,12 +131,13 @@ class RingKeyspaces:
         declared = self.declared(step)
         try:
             _, _, live = await self._connected(step, lambda session: _read(session, declared.name))
-        except (ClusterUnreachable, KeyspaceError):
+        except (ClusterUnreachable, KeyspaceError, _NoDatabase):
             return None
         return keyspace_change(declared, live) is None
 
-    async def apply(self, step: Step, *, interrupted: bool = False) -> str:
-        """Create or change the keyspace, repair where replicas were added, check; returns what was done.
+    async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
+        """Create or change the keyspace, repair where replicas were added, check; returns what was done and
+        whether anything was written.
 
         ``interrupted``: an earlier attempt of this step may have changed the replication and stopped before
         its repair ended; when the ring has the declared replication already, every datacenter of it is
@@ -140,9 +155,12 @@ class RingKeyspaces:
                         from None
             return wanted
 
-        cluster, pod, done = await self._connected(step, change)
+        try:
+            cluster, pod, done = await self._connected(step, change)
+        except _NoDatabase:
+            return NO_DATABASE, False
         if done is None and not interrupted:
-            return "unchanged: the ring has the declared replication"
+            return "unchanged: the ring has the declared replication", False
         repaired = await self._repair(declared.name, done.grown if done is not None else tuple(declared.replication))
         _, _, live = await self._connected(step, lambda session: _read(session, declared.name))
         if (problem := check_readback(declared, live)) is not None:
@@ -151,7 +169,7 @@ class RingKeyspaces:
             "the declared replication was in place (an earlier attempt changed it)"
         if repaired:
             note += f"; repaired on {', '.join(repaired)}"
-        return note
+        return note, True
 
     async def _repair(self, keyspace: str, datacenters: tuple[str, ...]) -> list[str]:
         """``nodetool repair -full <keyspace>`` on every Ready node of ``datacenters``, one after another."""

@@ -56,7 +56,7 @@ def choose_restart(datacenter: str, racks: Sequence[str], replication: Mapping[s
         return RestartChoice(datacenter, False, f"the replication is not known ({unknown})")
     if not racks:
         return RestartChoice(datacenter, False, "the datacenter is not in the ring yet")
-    widest = 0
+    counts: list[int] = []
     for name, live in sorted(replication.items()):
         if name in LOCAL_SYSTEM_KEYSPACES or live.strategy in _NOT_PLACED:
             continue
@@ -72,11 +72,12 @@ def choose_restart(datacenter: str, racks: Sequence[str], replication: Mapping[s
         if len(racks) < rf:
             return RestartChoice(datacenter, False, f"keyspace {name} has {rf} replicas in {datacenter} over "
                                                     f"{len(racks)} racks: a rack can hold two replicas of a range")
-        widest = max(widest, rf)
-    if widest == 0:
+        counts.append(rf)
+    if not counts:
         return RestartChoice(datacenter, False, f"no keyspace proves it: none has replicas in {datacenter} on "
                                                 "NetworkTopologyStrategy")
-    return RestartChoice(datacenter, True, f"every keyspace with replicas here is on {NTS} with 3 to {widest} "
+    spread = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
+    return RestartChoice(datacenter, True, f"every keyspace with replicas here is on {NTS} with {spread} "
                                            f"replicas over {len(racks)} racks: a rack holds at most one replica of "
                                            "each range, so LOCAL_QUORUM survives a rack down")
 

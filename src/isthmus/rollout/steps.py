@@ -87,8 +87,8 @@ class Step:
         if self.kind is StepKind.RELEASE:
             return f"hooks, apply and wait until healthy in {self.cluster}"
         if self.kind is StepKind.KEYSPACE:
-            return (f"keyspace {self.keyspace}: {self.detail}; created if missing, else its replication changed "
-                    "to this, then repaired where replicas are added (CQL and nodetool through the API servers)")
+            return (f"keyspace {self.keyspace}: {self.detail}; create it, or change its replication to this, "
+                    "then repair where replicas are added")
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:

@@ -90,7 +90,8 @@ class KeyspaceWork(Protocol):
 
     async def matches(self, step: Step) -> bool | None: ...
 
-    async def apply(self, step: Step, *, interrupted: bool = False) -> str: ...
+    async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
+        """What was done (the step's note), and whether anything was written."""
 
 
 @dataclass(frozen=True, kw_only=True)

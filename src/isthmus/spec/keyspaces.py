@@ -108,24 +108,24 @@ class Keyspace(SpecModel):
         return "NetworkTopologyStrategy " + ", ".join(f"{dc}={rf}" for dc, rf in self.replication.items())
 
 
-Path = tuple[str | int, ...]
+_Path = tuple[str | int, ...]
 
 
 def keyspace_problems(keyspaces: Sequence[Keyspace], sizes: Mapping[str, int],
-                      indexes: Mapping[str, int]) -> list[tuple[Path, str]]:
+                      indexes: Mapping[str, int]) -> list[tuple[_Path, str]]:
     """(field path, message) for everything wrong with ``keyspaces`` in a spec whose datacenters have
     ``sizes`` nodes (``indexes``: each datacenter's place in ``spec.datacenters``); see the module doc."""
-    out: list[tuple[Path, str]] = []
+    out: list[tuple[_Path, str]] = []
     names = [k.name for k in keyspaces]
     known = ", ".join(sizes)
     for i, ks in enumerate(keyspaces):
-        where: Path = ("spec", "keyspaces", i)
+        where: _Path = ("spec", "keyspaces", i)
         if names.index(ks.name) != i:
             out.append(((*where, "name"), f"keyspace {ks.name!r} is declared twice; declare each keyspace once"))
             continue
         bad = False
         for dc, rf in ks.replication.items():
-            at: Path = (*where, "replication", dc)
+            at: _Path = (*where, "replication", dc)
             if dc not in sizes:
                 out.append((at, f"keyspace {ks.name!r} replicates to datacenter {dc!r}, which the spec does not "
                                 f"have (datacenters: {known})"))
@@ -140,7 +140,7 @@ def keyspace_problems(keyspaces: Sequence[Keyspace], sizes: Mapping[str, int],
     return out
 
 
-def _readable(ks: Keyspace, where: Path, sizes: Mapping[str, int]) -> list[tuple[Path, str]]:
+def _readable(ks: Keyspace, where: _Path, sizes: Mapping[str, int]) -> list[tuple[_Path, str]]:
     """The replication must answer a read at the keyspace's consistency with one replica down."""
     cl = ks.consistency
     least = _least_surviving(cl)

@@ -92,6 +92,9 @@ def test_every_datacenter_of_the_app_is_judged_from_any_node_that_answered() -> 
     nobody = choose_restarts(app, [_report("p0", "dc1", {}, error="nodetool exited 1: refused")])
     assert nobody[0].reason == "the replication is not known (c1/p0: nodetool exited 1: refused)"
     assert choose_restarts(app, [])[0].reason == "the replication is not known (no Ready node to ask)"
+    assert choose_restarts(app, [], unreachable=["c2"])[1].reason == "the replication is not known (c2 does not answer)"
+    cut = choose_restarts(app, [_report("p1", "dc1", racks, proven)], unreachable=["c1"])
+    assert cut[0].line() == "dc1: one node at a time: the replication is not known (c1 does not answer)"
 
 
 def test_the_gate_report_carries_the_keyspaces() -> None:

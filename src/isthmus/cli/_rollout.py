@@ -79,6 +79,7 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
 
 def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> Any:
     """How each datacenter may restart (:mod:`isthmus.rollout.restartplan`), from the nodes that answer."""
+    from ..kube import Reach
     from ..rollout.dbgate import database_pods, ring_reports
     from ..rollout.gates import observe
     from ..rollout.restartplan import choose_restarts
@@ -90,7 +91,8 @@ def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> Any:
     async def ask() -> Any:
         observation = await observe(members, app.metadata.name, app.namespace)
         pods = {c: ps for c, ps in database_pods(observation).items() if ps}
-        return choose_restarts(app, await ring_reports(members, app.namespace, pods))
+        unreachable = [c for c, view in observation.items() if view.reach is not Reach.REACHED]
+        return choose_restarts(app, await ring_reports(members, app.namespace, pods), unreachable=unreachable)
 
     return _run_closing(registry, ask)
 

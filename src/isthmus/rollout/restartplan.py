@@ -82,9 +82,12 @@ def choose_restart(datacenter: str, racks: Sequence[str], replication: Mapping[s
                                            "each range, so LOCAL_QUORUM survives a rack down")
 
 
-def choose_restarts(app: CassandraCluster, reports: Sequence[NodeReport]) -> list[RestartChoice]:
+def choose_restarts(app: CassandraCluster, reports: Sequence[NodeReport], *,
+                    unreachable: Sequence[str] = ()) -> list[RestartChoice]:
     """Every datacenter's choice, in the spec's order, from the nodes that answered (any one node's view of
-    the keyspaces and of the racks will do: they agree once the schema does, which the gate demands)."""
+    the keyspaces and of the racks will do: they agree once the schema does, which the gate demands);
+    ``unreachable``: member clusters that did not answer: their datacenters go one node at a time (what their
+    nodes would say is not known)."""
     answered = [r for r in reports if r.answered and r.keyspaces]
     replication = answered[0].keyspaces if answered else None
     racks: dict[str, list[str]] = {}
@@ -93,7 +96,9 @@ def choose_restarts(app: CassandraCluster, reports: Sequence[NodeReport]) -> lis
             names = racks.setdefault(node.datacenter, [])
             if node.rack not in names:
                 names.append(node.rack)
-    why = "; ".join(f"{r.cluster}/{r.pod}: {r.error}" for r in reports if not r.answered) or \
-        "no Ready node to ask"
-    return [choose_restart(dc.name, racks.get(dc.name, []), replication, unknown=why)
+    why = "; ".join([*(f"{r.cluster}/{r.pod}: {r.error}" for r in reports if not r.answered),
+                     *(f"{c} does not answer" for c in unreachable)]) or "no Ready node to ask"
+    gone = set(unreachable)
+    return [choose_restart(dc.name, racks.get(dc.name, []), None if dc.cluster in gone else replication,
+                           unknown=f"{dc.cluster} does not answer" if dc.cluster in gone else why)
             for dc in app.spec.datacenters]

@@ -63,7 +63,7 @@ def test_a_datacenter_the_spec_lacks_is_refused() -> None:
 
 
 def test_local_quorum_on_two_replicas_is_unreadable_during_a_restart() -> None:
-    [problem] = _problems([{"name": "shop", "replication": {"dc1": 2, "dc2": 2}}], size=2)
+    problem = _problems([{"name": "shop", "replication": {"dc1": 2, "dc2": 2}}], size=2)[0]
     assert "spec.keyspaces[0].replication.dc1: keyspace 'shop' is read at LOCAL_QUORUM, which needs 2 of the 2 " \
            "replicas in datacenter 'dc1'" in problem
     assert "LOCAL_QUORUM needs at least 3 replicas per datacenter; datacenter 'dc1' has 2 nodes, so grow it " \

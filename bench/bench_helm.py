@@ -110,14 +110,20 @@ def report(results: list[dict[str, Any]], rounds: int) -> None:
     for res in results:
         for way, runs in res["runs"].items():
             mid = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+            bound = mid.bound_by if mid.bound_by == "CPU" else "waiting (readiness polls, one context after another)"
             print(f"| {res['n']} | {way} | {mid.seconds:.2f} | {mid.client_cpu:.2f} | {mid.lab_cpu:.2f} "
-                  f"| {mid.cpu_bound:.2f} | {mid.bound_by} |")
+                  f"| {mid.cpu_bound:.2f} | {bound} |")
     for res in results:
         counts = ", ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res["counts"].items())
         print(f"\n{res['n']} clusters: {counts}; load avg before / after: {res['load']}")
         helm_s = statistics.median(r.seconds for r in res["runs"]["helm, context by context"])
         ist_s = statistics.median(r.seconds for r in res["runs"]["isthmus"])
         print(f"isthmus / helm wall time: {ist_s / helm_s:.2f}")
+    print("\nWhat bounds each way: `helm upgrade --install --wait` spends most of its wall time waiting, one"
+          " context after another (its readiness polls); Isthmus renders with `helm template` (twice per distinct"
+          " values and capabilities, so members with the same values share the runs; the render seconds above),"
+          " then applies to every cluster of a wave at once, so its time is the render's CPU plus one wave's wait"
+          " per wave (canary, then the rest).")
 
 
 def main() -> None:

@@ -34,6 +34,31 @@ def helm_on_setting(helm: HelmBinary, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield
 
 
+KEPT = {"namespace/isthmus-system"}
+"""Where every app's state lives: shared by the tests, never theirs to delete."""
+
+
+def _namespaces(lab: Lab) -> dict[str, set[str]]:
+    return {s.name: set(lab.kubectl(s.name, "get", "namespaces", "-o", "name").split()) for s in lab.specs}
+
+
+@pytest.fixture(autouse=True)
+def releases_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the shared lab leaves it as it found it: the namespaces it created (its releases, their pods,
+    Jobs and state) are deleted afterwards in every cluster, so the chart tests can share a session with the
+    rest."""
+    if "lab3" not in request.fixturenames:
+        yield
+        return
+    lab: Lab = request.getfixturevalue("lab3")
+    before = _namespaces(lab)
+    yield
+    for cluster, names in _namespaces(lab).items():
+        created = sorted(names - before[cluster] - KEPT)
+        if created:
+            lab.kubectl(cluster, "delete", "--wait=false", *created)
+
+
 @pytest.fixture
 async def registry(lab3: Lab) -> AsyncIterator[ClusterRegistry]:
     async with lab_registry(lab3, ConnectionSettings(timeout=5.0, breaker_cooldown=2.0)) as connections:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _charts import REDIS, load_release, release_doc
 
-from isthmus.helm import HelmBinary, TemplateRequest, template
+from isthmus.helm import HelmBinary, TemplateRequest, find_helm, template
 from isthmus.kube import ClusterRegistry, capabilities
 from isthmus.lab import Lab
 from isthmus.render.charts import parse_rendered
@@ -121,6 +122,25 @@ async def test_etcd_to_three_clusters_holds_what_helm_renders_with_the_isthmus_l
     again = await apply_rollout(release, fleet, registry, RolloutOptions(poll_interval=0.3, unless_settled=True),
                                 rendered=await render_release(release, fleet, registry))
     assert again.ok and "nothing to change" in " ".join(again.notes)
+
+
+async def test_members_with_the_same_values_share_helms_runs_and_an_override_gets_its_own(
+        registry: ClusterRegistry, helm: HelmBinary, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    wrapper = tmp_path / "helm"
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {helm.path} "$@"\n')
+    wrapper.chmod(0o755)
+    counting = find_helm(wrapper)
+    fleet, release = load_release(release_doc("etcd-s", overrides=[
+        {"cluster": "c3", "values": {"podLabels": {"site": "c3"}}}]))
+    log.write_text("")
+    manifests = await render_release(release, fleet, registry, helm=counting)
+    # c1 and c2 (same values, same lab version) share one pair of runs; c3 has its own pair.
+    assert log.read_text().split().count("template") == 4
+    sts = {c: next(o for o in manifests.objects[c] if o["kind"] == "StatefulSet") for c in CLUSTERS}
+    assert sts["c1"]["spec"] == sts["c2"]["spec"] != sts["c3"]["spec"]
+    assert sts["c3"]["spec"]["template"]["metadata"]["labels"]["site"] == "c3"
+    assert "site" not in sts["c1"]["spec"]["template"]["metadata"]["labels"]
 
 
 def sts_of(lab: Lab, cluster: str, namespace: str) -> dict[str, Any]:

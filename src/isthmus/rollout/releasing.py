@@ -1,8 +1,9 @@
 """ChartRelease: rendering with the real ``helm`` per member, a ``release`` step, status.
 
 Rendering (:func:`render_release`): per member, concurrently (bounded), its capabilities from
-discovery (``isthmus.kube.capabilities``), ``helm template`` of its values twice (``isthmus.helm``),
-the random leaves kept from the live objects, then the pure post-processing of
+discovery (``isthmus.kube.capabilities``), ``helm template`` of its values twice (``isthmus.helm``;
+members with the same values and capabilities share those two runs), the random leaves kept from
+the live objects, then the pure post-processing of
 ``isthmus.render.charts``. Nothing is written.
 
 A ``release`` step (:func:`run_release`, called by the engine) in one member: the member's record
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,6 +138,13 @@ async def _all_or_none(*work: Coroutine[Any, Any, T]) -> list[T]:
     return [t.result() for t in tasks]
 
 
+def _input_key(request: TemplateRequest) -> str:
+    """What Helm renders from (the cluster's name aside), as one string."""
+    return json.dumps({"chart": request.chart, "release": request.release, "namespace": request.namespace,
+                       "values": request.values, "kube": request.kube_version,
+                       "apis": sorted(request.api_versions)}, sort_keys=True, default=str)
+
+
 async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterRegistry, *,
                          helm: HelmBinary | None = None, concurrency: int = 4) -> Manifests:
     """The release's manifests (real Secret values; mask them before storing), rendered by Helm per member."""
@@ -143,9 +152,30 @@ async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterR
     regions = {c.name: c.region for c in fleet.spec.clusters}
     limit = asyncio.Semaphore(concurrency)
 
-    async def run(request: TemplateRequest) -> list[KubeObject]:
-        async with limit:
-            text = await template(binary, request)
+    shared: dict[tuple[str, int], asyncio.Future[str]] = {}
+
+    async def helm_says(request: TemplateRequest, draw: int) -> str:
+        """Helm's output for ``request`` (``draw`` 0 or 1): one run per distinct input, shared by the members whose
+        values and capabilities are the same (only the cluster's name differs, and Helm never sees it)."""
+        key = (_input_key(request), draw)
+        if key in shared:
+            return await asyncio.shield(shared[key])
+        future = shared[key] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even with no other reader
+        try:
+            async with limit:
+                text = await template(binary, request)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as failed:
+            future.set_exception(failed)
+            raise
+        future.set_result(text)
+        return text
+
+    async def run(request: TemplateRequest, draw: int) -> list[KubeObject]:
+        text = await helm_says(request, draw)
         return parse_rendered(text, chart=request.chart, cluster=request.cluster)
 
     async def one(cluster: str) -> tuple[str, list[KubeObject]]:
@@ -155,7 +185,7 @@ async def render_release(release: ChartRelease, fleet: Fleet, registry: ClusterR
                                   namespace=release.namespace, cluster=cluster,
                                   values=release.values_for(cluster, regions[cluster]),
                                   kube_version=caps.kube_version, api_versions=caps.api_versions)
-        first, second = await _all_or_none(run(request), run(request))
+        first, second = await _all_or_none(run(request, 0), run(request, 1))
         absent = await register_custom_kinds(conn, first)
         if absent:
             raise UnservedKind(f"chart {release.spec.chart}, cluster {cluster}: the chart renders "

@@ -32,7 +32,7 @@ def _spec(ring: Ring, name: str, keyspaces: list[dict[str, Any]] | None) -> list
     if keyspaces is not None:
         app["spec"]["keyspaces"] = keyspaces  # type: ignore[index]
     path = ring.files[1].with_name(name)
-    path.write_text(yaml.safe_dump(app))
+    path.write_text(yaml.safe_dump(app, sort_keys=False))
     return ["-f", str(ring.files[0]), "-f", str(path)]
 
 
@@ -71,9 +71,9 @@ async def test_declared_keyspaces_get_their_replication_and_changes_run_as_plan_
         "created with NetworkTopologyStrategy dc-eu=1, dc-us=1, dc-ap=1 (through eu/ring-dc-eu-r1-0"), step
 
     async with cql(ring, "eu", "cassandra-admin", ring.password()) as session:
-        await asyncio.to_thread(session.execute, "CREATE TABLE IF NOT EXISTS ledger.entries (id int PRIMARY KEY, "
+        await asyncio.to_thread(session.execute, "CREATE TABLE IF NOT EXISTS ledger.txns (id int PRIMARY KEY, "
                                                  "amount int)")
-        await asyncio.to_thread(session.execute, "INSERT INTO ledger.entries (id, amount) VALUES (1, 42)")
+        await asyncio.to_thread(session.execute, "INSERT INTO ledger.txns (id, amount) VALUES (1, 42)")
 
     grown = _spec(ring, "cassandra-ledger-2.yaml",
                   [{"name": "ledger", "replication": {"dc-eu": 2, "dc-us": 1, "dc-ap": 1}, "consistency": "QUORUM"}])
@@ -86,7 +86,7 @@ async def test_declared_keyspaces_get_their_replication_and_changes_run_as_plan_
     assert step["note"].endswith("; repaired on eu/ring-dc-eu-r1-0, eu/ring-dc-eu-r2-0"), step
     for rack in (1, 2):  # both dc-eu replicas hold the row now: each node answers it from its own data
         got = ring.lab.kubectl("eu", "exec", "-n", "ring", ring.pod("eu", rack), "-c", "cassandra", "--",
-                               "nodetool", "getendpoints", "ledger", "entries", "1", timeout=120)
+                               "nodetool", "getendpoints", "ledger", "txns", "1", timeout=120)
         assert len(got.split()) == 4, got  # one replica in each of dc-us and dc-ap, two in dc-eu
 
     # The spec stops naming it: left as it is (never dropped), like the keyspace made by hand.
@@ -98,7 +98,7 @@ async def test_declared_keyspaces_get_their_replication_and_changes_run_as_plan_
         from cassandra import ConsistencyLevel
         from cassandra.query import SimpleStatement
         row = (await asyncio.to_thread(session.execute, SimpleStatement(
-            "SELECT amount FROM ledger.entries WHERE id = 1", consistency_level=ConsistencyLevel.QUORUM))).one()
+            "SELECT amount FROM ledger.txns WHERE id = 1", consistency_level=ConsistencyLevel.QUORUM))).one()
         assert row.amount == 42
 
 

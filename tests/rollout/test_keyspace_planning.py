@@ -128,3 +128,23 @@ def test_a_keyspace_step_asks_the_ring_then_is_done_at_once_or_gated() -> None:
     running = decide(step, StepRecord(outcome=Outcome.RUNNING), MemberView("c1", keyspace_matches=True), settings, [])
     assert (running.choice, running.look) == (Choice.GATE, False)
     assert decide(step, StepRecord(outcome=Outcome.DONE), MemberView("c1"), settings, []).choice is Choice.SKIP
+
+
+def test_a_change_of_keyspaces_alone_is_a_new_revision() -> None:
+    """Keyspaces render no objects: their replication is part of what a revision is, or an apply that only
+    changes it would be taken as settled and do nothing."""
+    from isthmus.render import render
+    from isthmus.rollout.revisions import stage
+
+    fleet, _ = load(fleet_doc(), app_doc("kp", size=3))
+    plain, one, two = _app([]), _app([SHOP]), _app([{**SHOP, "replication": {"dc1": 3}}])
+    masked = render(plain, fleet)
+    assert render(one, fleet).clusters == masked.clusters
+
+    def digest(app: CassandraCluster) -> str:
+        return stage(app.model_dump(mode="json", by_alias=True, exclude_none=True), masked).digest
+
+    assert len({digest(plain), digest(one), digest(two)}) == 3
+    assert digest(one) == digest(_app([SHOP]))
+    # without keyspaces, the digest is the manifests' alone, as before: a strategy-only change is no new revision
+    assert digest(plain) == digest(_app([], soakSeconds=30))

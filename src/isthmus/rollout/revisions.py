@@ -168,7 +168,17 @@ def stage(spec: dict[str, Any], manifests: Manifests) -> Staged:
     # == _canonical({"spec": spec, "manifests": doc}): sorted keys put "manifests" first
     blob = gzip.compress(b'{"manifests":' + canonical + b',"spec":' + _canonical(spec) + b"}", mtime=0)
     pieces = tuple(blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)) or (b"",)
-    return Staged(spec, doc, _digest_of(canonical), hashlib.sha256(blob).hexdigest()[:16], pieces, len(blob))
+    return Staged(spec, doc, _digest_of(canonical + _keyspaces_part(spec)), hashlib.sha256(blob).hexdigest()[:16],
+                  pieces, len(blob))
+
+
+def _keyspaces_part(spec: dict[str, Any]) -> bytes:
+    """What of the spec besides the manifests makes a revision: its declared keyspaces (their replication is
+    kept by steps of the rollout, not by objects). Nothing when none are declared, so such a spec's digest is
+    its manifests' alone, as before keyspaces existed."""
+    body = spec.get("spec")
+    keyspaces = body.get("keyspaces") if isinstance(body, dict) else None
+    return b"\n" + _canonical({"keyspaces": keyspaces}) if keyspaces else b""
 
 
 @dataclass(frozen=True)

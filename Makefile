@@ -22,13 +22,13 @@ prereqs:
 binaries: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries
 
-# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests use it).
+# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests and the image use it).
 helm: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries helm
 
-# The Isthmus image (operator and cqlguard) as an OCI archive in out/image/, built from Debian packages
-# and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
-image: $(STAMP)
+# The Isthmus image (operator, cqlguard and helm) as an OCI archive in out/image/, built from Debian packages,
+# helm and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
+image: $(STAMP) helm
 	bash scripts/install-prereqs.sh --image
 	bash scripts/image/build.sh
 
@@ -39,7 +39,7 @@ lint: $(STAMP)
 
 # The whole suite: unit, property, CLI, and everything against the lab's real clusters,
 # real Cassandra and real Prometheus.
-test: setup lint binaries
+test: setup lint binaries helm
 	bash scripts/install-prereqs.sh --image
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts"
 

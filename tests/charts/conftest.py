@@ -42,12 +42,13 @@ def _namespaces(lab: Lab) -> dict[str, set[str]]:
     return {s.name: set(lab.kubectl(s.name, "get", "namespaces", "-o", "name").split()) for s in lab.specs}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def releases_removed(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test on the shared lab leaves it as it found it: the namespaces it created (its releases, their pods,
-    Jobs and state) are deleted afterwards in every cluster, so the chart tests can share a session with the
-    rest."""
-    if "lab3" not in request.fixturenames:
+    """A module on the shared lab leaves it as it found it: the namespaces its tests created (their releases,
+    pods, Jobs and state) are deleted in every cluster when the module ends, so the chart tests can share a
+    session with the rest. (Per module: a module's tests may build on each other's releases.)"""
+    marks = getattr(request.module, "pytestmark", [])
+    if not any(mark.name == "lab" for mark in (marks if isinstance(marks, list) else [marks])):
         yield
         return
     lab: Lab = request.getfixturevalue("lab3")

@@ -1,29 +1,33 @@
 """Benchmark: the same client load straight to Cassandra and through the guard, in one run.
 
-    .venv/bin/python bench/bench_guard.py [--requests 10000] [--concurrency 64] [--rounds 3]
-                                          [--load 0.75] [--duration 10] [--max-in-flight 256]
-                                          [--max-p99-ms 100]
+    .venv/bin/python bench/bench_guard.py [--requests 10000] [--concurrency 64] [--closed-rounds 3]
+                                          [--loads 0.2 0.5] [--rounds 20] [--duration 3]
+                                          [--max-in-flight 256] [--no-pin]
                                           [--host H --port P]   # an existing node, else a lab node
 
 Load: one cassandra-driver session per target (protocol v5, the driver's default compression),
-a prepared single-partition SELECT. Two measurements, each alternating direct/guard rounds
-after a warm-up of both:
+a prepared single-partition SELECT. After a warm-up of both targets:
 
 1. **Closed loop, maximum throughput:** ``--concurrency`` requests always in flight,
-   ``--requests`` per round. This finds what the direct path sustains on this machine.
-2. **Open loop at a fixed rate:** ``--duration`` seconds per round at a rate direct sustains.
-   The rate starts at ``--load`` x the direct closed-loop throughput; short direct probes
-   lower it (by a fifth at a time) until direct keeps up (at least 97% of the offered rate,
-   p99 at most ``--max-p99-ms``), since issuing on a schedule costs the client more than a
-   closed loop does. Requests are issued on that schedule whatever the answers do (at most
-   ``--max-in-flight`` outstanding; past that the schedule slips), and each latency is
-   measured from the request's *scheduled* time, so queueing caused by a slow target counts
-   against it (no coordinated omission). This is the goal's "load this machine's Cassandra
-   sustains": throughput ratio and added p50/p99 at that rate.
+   ``--requests`` per round, direct and guarded rounds alternating. This finds what the direct
+   path sustains on this machine (its maximum, the reference for the fixed rates).
+2. **Open loop at fixed rates:** for each of ``--loads`` (fractions of direct's maximum: 20% is the
+   light load, 50% the moderate one) ``--rounds`` short rounds of ``--duration`` seconds per target,
+   direct and guarded alternating (which one goes first alternates too), so a neighbour's burst
+   hits both sides alike. Requests are issued on the schedule whatever the answers do (at most
+   ``--max-in-flight`` outstanding; past that the schedule slips), and each latency is measured
+   from the request's *scheduled* time (no coordinated omission). Each round pair gives one
+   difference of p50 and of p99 (guard minus direct); the figures are the median of those
+   differences and their spread (the middle half: 25th to 75th percentile of the pairs).
+
+**Pinning:** with ``os.sched_setaffinity`` (what ``taskset`` does), every thread of Cassandra, of the
+guard and of this client goes to its own core when the machine has three; on two cores the guard
+gets a core of its own and Cassandra shares the other with the client (in both the direct and the
+guarded rounds, so the comparison stays fair); ``--no-pin`` leaves scheduling to the kernel.
 
 The guard runs as a subprocess (``python -m isthmus.cqlguard.cli run`` with a flows file and
 metrics on, as in production), so its CPU time (user + system) is read from
-``/proc/<pid>/stat`` around its rounds. Prints a markdown section.
+``/proc/<pid>/stat`` around its rounds: the guard's CPU per request. Prints a markdown section.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ rules:
 """
 TARGETS = ("direct", "guard")
 GOAL_RATIO = 0.90
-GOAL_ADDED_P99_MS = 0.3
+#: added p99 allowed at each fixed load (fraction of direct's maximum -> ms)
+GOAL_ADDED_P99_MS = {0.2: 0.3, 0.5: 1.0}
 
 
 @dataclass
@@ -161,7 +166,7 @@ def open_loop(session: Any, statement: Any, *, rate: float, seconds: float, wind
 
 
 @contextmanager
-def lab_node() -> Iterator[tuple[str, int]]:
+def lab_node() -> Iterator[tuple[tuple[str, int], int]]:
     from isthmus.lab.cassandra import claim_addresses, prepare_node, start_node
 
     with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp, claim_addresses(1) as claim:
@@ -172,7 +177,7 @@ def lab_node() -> Iterator[tuple[str, int]]:
         print(f"starting a lab Cassandra on {address} ...", file=sys.stderr)
         node = start_node(spec)
         try:
-            yield node.host, node.port
+            yield (node.host, node.port), node.pid
         finally:
             node.stop()
 
@@ -211,44 +216,111 @@ def _latencies(rounds: list[RoundResult]) -> list[float]:
     return [x for r in rounds for x in r.latencies_ms]
 
 
-def _round_pct(rounds: list[RoundResult], q: float) -> float:
-    """The median over rounds of each round's percentile: one noisy round (a neighbour's burst
-    on this shared machine) does not decide the figure."""
-    return statistics.median(pct(r.latencies_ms, q) for r in rounds)
-
-
-def _per_round(rounds: list[RoundResult], q: float) -> str:
-    return " / ".join(f"{pct(r.latencies_ms, q):.2f}" for r in rounds)
-
-
-def _cpu_per_10k(rounds: list[RoundResult]) -> float:
+def _cpu_us_per_request(rounds: list[RoundResult]) -> float:
     requests = sum(r.requests for r in rounds)
-    return sum(r.guard_cpu_s for r in rounds) / requests * 10_000 if requests else float("nan")
+    return sum(r.guard_cpu_s for r in rounds) / requests * 1e6 if requests else float("nan")
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    """Median and the middle half (25th and 75th percentile) of ``values``."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return statistics.median(values), q[0], q[2]
+
+
+def _tasks(pid: int) -> list[int]:
+    """Every thread of ``pid`` and of its descendants (a JVM started through a script is a child)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            out += [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        todo += children.get(p, [])
+    return out
+
+
+def pin(pid: int, cpus: set[int]) -> int:
+    """Put every thread of ``pid`` (and its descendants) on ``cpus``; threads made later inherit it. Returns
+    how many threads were pinned."""
+    n = 0
+    for tid in _tasks(pid):
+        try:
+            os.sched_setaffinity(tid, cpus)
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def placement(cores: int) -> dict[str, set[int]] | None:
+    """Which cores Cassandra, the guard and the client get (None: one core, nothing to separate)."""
+    if cores >= 3:
+        return {"cassandra": {0}, "guard": {1}, "client": {2}}
+    if cores == 2:
+        return {"cassandra": {0}, "guard": {1}, "client": {0}}
+    return None
+
+
+@dataclass
+class FixedLoad:
+    load: float
+    rate: float
+    pairs: list[tuple[RoundResult, RoundResult]]  # (direct, guard) per round
+
+    def diffs(self, q: float) -> list[float]:
+        return [pct(g.latencies_ms, q) - pct(d.latencies_ms, q) for d, g in self.pairs]
+
+    @property
+    def ratio(self) -> float:
+        return _median_tput([g for _, g in self.pairs]) / _median_tput([d for d, _ in self.pairs])
+
+    @property
+    def sustained(self) -> bool:
+        return _median_tput([d for d, _ in self.pairs]) >= 0.95 * self.rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10000, help="closed loop: requests per round")
     parser.add_argument("--concurrency", type=int, default=64, help="closed loop: requests in flight")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per target, per measurement")
-    parser.add_argument("--load", type=float, default=0.75, help="open loop: fraction of direct max throughput")
-    parser.add_argument("--duration", type=float, default=10.0, help="open loop: seconds per round")
+    parser.add_argument("--closed-rounds", type=int, default=3, help="closed loop: rounds per target")
+    parser.add_argument("--loads", type=float, nargs="+", default=sorted(GOAL_ADDED_P99_MS),
+                        help="open loop: fractions of direct's maximum throughput")
+    parser.add_argument("--rounds", type=int, default=20, help="open loop: rounds per target, per load")
+    parser.add_argument("--duration", type=float, default=3.0, help="open loop: seconds per round")
     parser.add_argument("--max-in-flight", type=int, default=256, help="open loop: outstanding requests at most")
-    parser.add_argument("--max-p99-ms", type=float, default=100.0, help="open loop: direct's p99 at a sustained rate")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin Cassandra, the guard and the client")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int, default=9042)
     args = parser.parse_args()
+    cores = placement(len(os.sched_getaffinity(0))) if not args.no_pin else None
+    pinned: list[str] = []
+    if cores is not None:
+        pin(os.getpid(), cores["client"])
+        pinned.append(f"client on core {min(cores['client'])}")
 
     @contextmanager
     def node() -> Iterator[tuple[str, int]]:
         if args.host:
             yield args.host, args.port
         else:
-            with lab_node() as endpoint:
+            with lab_node() as (endpoint, pid):
+                if cores is not None:
+                    n = pin(pid, cores["cassandra"])
+                    pinned.append(f"Cassandra ({n} threads) on core {min(cores['cassandra'])}")
                 yield endpoint
 
     closed: dict[str, list[RoundResult]] = {t: [] for t in TARGETS}
-    fixed: dict[str, list[RoundResult]] = {t: [] for t in TARGETS}
+    fixed: list[FixedLoad] = []
     loads: list[str] = [_loadavg()]
     with node() as upstream, tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
         setup = _session(*upstream)
@@ -261,6 +333,9 @@ def main() -> None:
         for k in range(100):
             setup.execute(insert, (k, "x" * 100))
         with guard_process(upstream, Path(tmp)) as (proc, port, loop_kind):
+            if cores is not None:
+                n = pin(proc.pid, cores["guard"])
+                pinned.append(f"the guard ({n} threads) on core {min(cores['guard'])}")
             sessions = {"direct": setup, "guard": _session("127.0.0.1", port)}
             statements = {name: s.prepare("SELECT v FROM benchks.kv WHERE k = ?") for name, s in sessions.items()}
 
@@ -276,75 +351,66 @@ def main() -> None:
                 closed_loop(sessions[name], statements[name], requests=min(args.requests, 3000),
                             concurrency=args.concurrency, target=name)
             print("closed loop ...", file=sys.stderr)
-            for _ in range(args.rounds):
+            for _ in range(args.closed_rounds):
                 for name in TARGETS:
                     closed[name].append(measured(name, lambda n=name: closed_loop(
                         sessions[n], statements[n], requests=args.requests, concurrency=args.concurrency, target=n)))
             loads.append(_loadavg())
-            rate = args.load * _median_tput(closed["direct"])
-            for _ in range(6):  # find a rate direct sustains (see the module docstring)
-                probe = open_loop(sessions["direct"], statements["direct"], rate=rate, seconds=min(args.duration, 4.0),
-                                  window=args.max_in_flight, target="direct")
-                p99 = pct(probe.latencies_ms, 0.99)
-                print(f"  probe at {rate:,.0f} req/s: direct {probe.throughput:,.0f} req/s, p99 {p99:.1f} ms",
-                      file=sys.stderr)
-                if probe.throughput >= 0.97 * rate and p99 <= args.max_p99_ms:
-                    break
-                rate *= 0.8
-            print(f"open loop at {rate:,.0f} req/s ...", file=sys.stderr)
-            for _ in range(args.rounds):
-                for name in TARGETS:
-                    fixed[name].append(measured(name, lambda n=name: open_loop(
-                        sessions[n], statements[n], rate=rate, seconds=args.duration, window=args.max_in_flight,
-                        target=n)))
-            loads.append(_loadavg())
+            d_max = _median_tput(closed["direct"])
+            for load in args.loads:
+                rate = load * d_max
+                print(f"open loop at {rate:,.0f} req/s ({load:.0%}) ...", file=sys.stderr)
+                level = FixedLoad(load, rate, [])
+                for i in range(args.rounds):
+                    order = TARGETS if i % 2 == 0 else TARGETS[::-1]
+                    got = {n: measured(n, lambda n=n, r=rate: open_loop(
+                        sessions[n], statements[n], rate=r, seconds=args.duration, window=args.max_in_flight,
+                        target=n)) for n in order}
+                    level.pairs.append((got["direct"], got["guard"]))
+                fixed.append(level)
+                loads.append(_loadavg())
             for s in sessions.values():
                 s.cluster.shutdown()
 
     d_max, g_max = _median_tput(closed["direct"]), _median_tput(closed["guard"])
-    d_fix, g_fix = _median_tput(fixed["direct"]), _median_tput(fixed["guard"])
-    d_lat, g_lat = _latencies(fixed["direct"]), _latencies(fixed["guard"])
     dc_lat, gc_lat = _latencies(closed["direct"]), _latencies(closed["guard"])
-    added_p50 = _round_pct(fixed["guard"], 0.50) - _round_pct(fixed["direct"], 0.50)
-    added_p99 = _round_pct(fixed["guard"], 0.99) - _round_pct(fixed["direct"], 0.99)
-    ratio = g_fix / d_fix
-    sustained = d_fix >= 0.95 * rate
-    met = sustained and ratio >= GOAL_RATIO and added_p99 <= GOAL_ADDED_P99_MS
 
     print(f"### cqlguard: prepared SELECT, protocol v5, direct vs through the guard ({loop_kind})\n")
-    print(f"{os.cpu_count()} CPUs shared by the client, the guard and Cassandra; load average "
-          f"{' -> '.join(loads)} (start, after the closed loop, at the end). {args.rounds} rounds per target, "
-          "alternating.\n")
-    print(f"**At a fixed rate** of {rate:,.0f} req/s ({rate / d_max:.0%} of direct's closed-loop maximum, the "
-          f"highest rate tried from {args.load:.0%} down that direct sustained with p99 <= {args.max_p99_ms:g} ms), "
-          f"open loop, {args.duration:g} s per round, latency from each request's scheduled time (p50, p99: all "
-          "rounds' requests together; then each round's p99):\n")
-    print("| target | req/s | p50 (ms) | p99 (ms) | p99 per round (ms) |")
+    print(f"{os.cpu_count()} CPUs; " + ("; ".join(pinned) if pinned else "not pinned") + f". Load average "
+          f"{' -> '.join(loads)} (start, after the closed loop, after each fixed load).\n")
+    print(f"**Closed loop, maximum throughput:** {args.concurrency} in flight, {args.requests:,} requests per round, "
+          f"{args.closed_rounds} rounds per target:\n")
+    print("| target | req/s | p50 (ms) | p99 (ms) | guard CPU per request (µs) |")
     print("|---|---:|---:|---:|---:|")
-    for label, name, tput, lat in (("direct", "direct", d_fix, d_lat), ("through the guard", "guard", g_fix, g_lat)):
-        rounds_p99 = _per_round(fixed[name], 0.99)
-        print(f"| {label} | {tput:,.0f} | {pct(lat, 0.5):.2f} | {pct(lat, 0.99):.2f} | {rounds_p99} |")
+    print(f"| direct | {d_max:,.0f} | {pct(dc_lat, 0.5):.2f} | {pct(dc_lat, 0.99):.2f} | - |")
+    print(f"| through the guard | {g_max:,.0f} | {pct(gc_lat, 0.5):.2f} | {pct(gc_lat, 0.99):.2f} "
+          f"| {_cpu_us_per_request(closed['guard']):.0f} |")
+    print(f"\nThroughput ratio, closed loop (guard / direct): {g_max / d_max:.2f}.\n")
+    print(f"**Open loop at fixed rates:** {args.rounds} rounds of {args.duration:g} s per target and load, direct and "
+          "guarded alternating; latency from each request's scheduled time. Added latency: the median over round "
+          "pairs of (guard − direct), with the middle half of the pairs in brackets.\n")
+    print("| load | rate (req/s) | direct p50 / p99 (ms, median of rounds) | added p50 (ms) | added p99 (ms) "
+          "| throughput ratio | guard CPU per request (µs) |")
+    print("|---:|---:|---|---|---|---:|---:|")
+    verdicts = []
+    for level in fixed:
+        direct = [d for d, _ in level.pairs]
+        d50 = statistics.median(pct(r.latencies_ms, 0.5) for r in direct)
+        d99 = statistics.median(pct(r.latencies_ms, 0.99) for r in direct)
+        m50, lo50, hi50 = _spread(level.diffs(0.5))
+        m99, lo99, hi99 = _spread(level.diffs(0.99))
+        print(f"| {level.load:.0%} | {level.rate:,.0f} | {d50:.2f} / {d99:.2f} | {m50:+.3f} [{lo50:+.3f}, {hi50:+.3f}] "
+              f"| {m99:+.3f} [{lo99:+.3f}, {hi99:+.3f}] | {level.ratio:.2f} "
+              f"| {_cpu_us_per_request([g for _, g in level.pairs]):.0f} |")
+        goal = GOAL_ADDED_P99_MS.get(level.load)
+        if goal is not None:
+            met = level.sustained and level.ratio >= GOAL_RATIO and m99 <= goal
+            verdicts.append(
+                f"- Goal at {level.load:.0%} load: added p99 at most {goal:g} ms and at least {GOAL_RATIO:.0%} of "
+                f"direct's throughput: **{'met' if met else 'not met'}** (added p99 {m99:+.3f} ms, ratio "
+                f"{level.ratio:.2f}{'' if level.sustained else '; direct did not sustain the rate'}).")
     print()
-    print(f"**Closed loop, maximum throughput:** {args.concurrency} in flight, {args.requests:,} requests per round:\n")
-    print("| target | req/s | p50 (ms) | p99 (ms) |")
-    print("|---|---:|---:|---:|")
-    print(f"| direct | {d_max:,.0f} | {pct(dc_lat, 0.5):.2f} | {pct(dc_lat, 0.99):.2f} |")
-    print(f"| through the guard | {g_max:,.0f} | {pct(gc_lat, 0.5):.2f} | {pct(gc_lat, 0.99):.2f} |")
-    print()
-    print("| figure | value |")
-    print("|---|---:|")
-    print(f"| throughput ratio at the fixed rate (guard / direct) | {ratio:.2f} |")
-    print(f"| p50 latency added at the fixed rate (ms; median of rounds) | {added_p50:+.2f} |")
-    print(f"| p99 latency added at the fixed rate (ms; median of rounds) | {added_p99:+.2f} |")
-    print(f"| throughput ratio, closed loop (guard / direct) | {g_max / d_max:.2f} |")
-    print(f"| guard CPU seconds per 10,000 requests, fixed rate | {_cpu_per_10k(fixed['guard']):.2f} |")
-    print(f"| guard CPU seconds per 10,000 requests, closed loop | {_cpu_per_10k(closed['guard']):.2f} |")
-    print()
-    print(f"Goal: at least {GOAL_RATIO:.0%} of direct throughput and at most {GOAL_ADDED_P99_MS} ms added p99 at the "
-          f"fixed rate: **{'met' if met else 'not met'}** in this run.")
-    if not sustained:
-        print(f"\nDirect did not sustain the offered {rate:,.0f} req/s in this run ({d_fix:,.0f} req/s): the machine "
-              "was busier than during the closed loop, so latencies at this rate measure queueing, not the guard.")
+    print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import yaml
 
 from _bare import bare_apply
 from isthmus.kube import ClusterRegistry, ConnectionSettings
-from isthmus.lab import Lab, LabSettings, default_specs
+from isthmus.lab import Lab, LabSettings, PodMode, default_specs
 from isthmus.rollout import RolloutOptions, apply_rollout, wait_healthy
 from isthmus.spec import CassandraCluster, Fleet, load_text
 
@@ -91,7 +91,7 @@ async def measure(lab: Lab) -> dict[str, Any]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         lab = Lab(name="bench-rollout", specs=default_specs(3), state_dir=Path(tmp),
-                  settings=LabSettings(ready_timeout=180.0))
+                  settings=LabSettings(ready_timeout=180.0, pods=PodMode.SIMULATED))
         lab.up()
         try:
             r = asyncio.run(measure(lab))

@@ -632,10 +632,12 @@ class Lab:
             wait(Component.APISERVER, "/readyz", lambda: api.status("/readyz") == 200)
             if self._require_mem().minimal:
                 # The nodes carry the zones. Nothing heartbeats them and no controller judges them,
-                # so the Ready condition written once stays (gates that check nodes pass).
+                # so the Ready condition written once stays (gates that check nodes pass). The MCS CRDs
+                # too: what Isthmus renders for a fleet (ServiceExports) must have an API to hold it.
                 for node in spec.nodes if fresh else ():
                     api.create("/api/v1/nodes", _node_manifest(node))
                     api.merge_patch(f"/api/v1/nodes/{node.name}/status", _ready_status())
+                wait(Component.APISERVER, "the MCS CRDs Established", lambda: ensure_mcs_crds(api))
                 return
             # kwok serves the kubelet API (exec, logs, port-forward) from its own objects: their CRDs first.
             crds = [yaml.safe_load(p.read_text()) for p in self._kwok_crds or ()]

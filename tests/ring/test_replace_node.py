@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +20,7 @@ from isthmus.rollout.identities import record_identities
 from isthmus.rollout.ringview import RingNode, parse_status
 from isthmus.spec import CassandraCluster, load_file
 
-from .conftest import Ring, cql
+from .conftest import Ring, cql, until
 
 pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -45,16 +43,6 @@ def _view(ring: Ring, cluster: str, pod: str) -> list[RingNode]:
                                          "nodetool", "status", timeout=120))
 
 
-async def _until(what: str, check: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if await asyncio.to_thread(check):
-                return
-        except (subprocess.SubprocessError, RuntimeError, ValueError, KeyError):
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(2)
 
 
 async def test_a_node_whose_volume_is_lost_comes_back_as_a_replacement_of_itself(ring: Ring) -> None:
@@ -88,7 +76,7 @@ async def test_a_node_whose_volume_is_lost_comes_back_as_a_replacement_of_itself
         claim = _get(ring, "eu", "pvc", CLAIM)
         return bool(claim["metadata"]["uid"] != old_claim and claim["status"].get("phase") == "Bound")
 
-    await _until("the StatefulSet to make a new claim", recreated, 300)
+    await until("the StatefulSet to make a new claim", recreated, 300)
 
     def back() -> bool:
         pod = _get(ring, "eu", "pod", VICTIM)
@@ -97,7 +85,7 @@ async def test_a_node_whose_volume_is_lost_comes_back_as_a_replacement_of_itself
         ip = pod["status"].get("podIP")
         return bool(ready and {n.address: n.code for n in _view(ring, "eu", "ring-dc-eu-r1-0")}.get(ip) == "UN")
 
-    await _until("the replacement to be UN and Ready", back, 600)
+    await until("the replacement to be UN and Ready", back, 600)
     took = time.monotonic() - deleted
     new_ip = str(_get(ring, "eu", "pod", VICTIM)["status"]["podIP"])
     print(f"\nreplacement of {VICTIM} ({old_ip} -> {new_ip}): UN and Ready {took:.0f}s after its pod was deleted")

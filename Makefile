@@ -44,7 +44,7 @@ test: setup lint binaries helm
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts"
 
 # Every ChartRelease test (helm built from the Go module proxy, the real etcd and Redis charts on the lab,
-# the operator reconciling a release): about 13 minutes. `make test` (CI, 45 minutes at most) runs the fast ones
+# the operator reconciling a release): about 5 minutes. `make test` (CI, 45 minutes at most) runs the fast ones
 # and one release to three clusters, and leaves the other lab tests (marker `charts`) to this target.
 test-charts: setup lint binaries helm
 	$(BIN)/python -m pytest -p no:cacheprovider tests/charts

@@ -22,13 +22,13 @@ prereqs:
 binaries: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries
 
-# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests use it).
+# helm v3 from the Go module proxy, cached in ~/.cache/isthmus/tools (the chart's tests and the image use it).
 helm: $(STAMP)
 	$(BIN)/python -m isthmus.lab.binaries helm
 
-# The Isthmus image (operator and cqlguard) as an OCI archive in out/image/, built from Debian packages
-# and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
-image: $(STAMP)
+# The Isthmus image (operator, cqlguard and helm) as an OCI archive in out/image/, built from Debian packages,
+# helm and the project's wheel with no container daemon; cached in ~/.cache/isthmus/image. Prints the digest.
+image: $(STAMP) helm
 	bash scripts/install-prereqs.sh --image
 	bash scripts/image/build.sh
 
@@ -39,14 +39,15 @@ lint: $(STAMP)
 
 # The whole suite: unit, property, CLI, and everything against the lab's real clusters,
 # real Cassandra and real Prometheus.
-test: setup lint binaries
+test: setup lint binaries helm
 	bash scripts/install-prereqs.sh --image
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts"
 
-# The ChartRelease tests on the lab (helm built from the Go module proxy, the real etcd and Redis charts,
-# the operator reconciling a release): about 13 minutes, so `make test` (CI, 45 minutes at most) leaves them out.
+# Every ChartRelease test (helm built from the Go module proxy, the real etcd and Redis charts on the lab,
+# the operator reconciling a release): about 5 minutes. `make test` (CI, 45 minutes at most) runs the fast ones
+# and one release to three clusters, and leaves the other lab tests (marker `charts`) to this target.
 test-charts: setup lint binaries helm
-	$(BIN)/python -m pytest -p no:cacheprovider -m charts
+	$(BIN)/python -m pytest -p no:cacheprovider tests/charts
 
 # The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
 test-unit: $(STAMP)

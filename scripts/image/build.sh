@@ -10,11 +10,14 @@
 #                    passwd/group with the non-root user isthmus (65532).
 #   2. Python deps   pip install --only-binary of scripts/image/requirements.txt (CPython 3.11,
 #                    manylinux x86_64) into /usr/local/lib/python3.11/dist-packages.
-#   3. Isthmus       the project's own wheel, /usr/local/bin/isthmus, and the SBOM
-#                    (/usr/share/isthmus/sbom.json: every Debian package and Python distribution).
+#   3. helm          /usr/local/bin/helm, the same build as the lab's (`python -m isthmus.lab.binaries helm`:
+#                    helm.sh/helm/v3 from the Go module proxy, -trimpath, stripped), so the operator in the
+#                    image reconciles ChartReleases without a mount.
+#   4. Isthmus       the project's own wheel, /usr/local/bin/isthmus, and the SBOM
+#                    (/usr/share/isthmus/sbom.json: every Debian package, Python distribution and binary).
 # Layers 1+2 are cached under ~/.cache/isthmus/image/base-<key> (key: packages.txt,
 # requirements.txt and the text of build_base); the finished archive under
-# ~/.cache/isthmus/image/isthmus-<key>.oci.tar (key: the base key, the wheel's sha256, the revision). Every file's mtime is SOURCE_DATE_EPOCH (the commit time),
+# ~/.cache/isthmus/image/isthmus-<key>.oci.tar (key: the base key, the wheel's and helm's sha256, the revision). Every file's mtime is SOURCE_DATE_EPOCH (the commit time),
 # so the same inputs give the same digest.
 #
 # Needs root (mmdebstrap's root mode, chroot for byte-compiling) and mmdebstrap, umoci, skopeo:
@@ -61,6 +64,11 @@ say "building the isthmus $VERSION wheel"
 "$PY" -m pip wheel -q --no-deps --wheel-dir "$WORK/wheel" "$REPO" >&2
 WHEEL=$(ls "$WORK"/wheel/isthmus-*.whl)
 WHEEL_SHA=$(sha256sum "$WHEEL" | cut -d' ' -f1)
+
+# --- helm (built once into the lab's cache, like the other Go binaries) ------------------------------
+HELM=$("$PY" -m isthmus.lab.binaries helm) || die "could not build helm (see its build log under $CACHE/../tools)"
+HELM_VERSION=$("$PY" -c 'from isthmus.lab.binaries import HELM_VERSION; print(HELM_VERSION)')
+HELM_SHA=$(sha256sum "$HELM" | cut -d' ' -f1)
 
 # --- layers 1 and 2: Debian root and Python dependencies ----------------------------------------
 # (cached under $BASE, keyed by the lists and by this function's own text: `declare -f build_base`)
@@ -117,7 +125,7 @@ build_base() {
 
 BASE_KEY=$(cat "$HERE/packages.txt" "$HERE/requirements.txt" <(declare -f build_base clamp) <(echo "$SUITE $MIRROR $USER_ID") \
     | sha256sum | cut -c1-16)
-KEY=$(echo "$BASE_KEY $WHEEL_SHA $REVISION $SOURCE_DATE_EPOCH $REPOSITORY" | sha256sum | cut -c1-16)
+KEY=$(echo "$BASE_KEY $WHEEL_SHA $HELM_SHA $REVISION $SOURCE_DATE_EPOCH $REPOSITORY" | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$BASE_KEY
 FINAL=$CACHE/isthmus-$KEY.oci.tar
 
@@ -136,7 +144,7 @@ use:     isthmus operator install --image $REPOSITORY@sha256:$digest ...
 EOF
 }
 
-# ISTHMUS_IMAGE_FRESH=1 builds layer 3 and the archive again (layers 1 and 2 still come from the cache)
+# ISTHMUS_IMAGE_FRESH=1 builds layers 3 and 4 and the archive again (layers 1 and 2 still come from the cache)
 # and leaves the cached archive alone: the tests use it to show that the same inputs give the same digest.
 FRESH=${ISTHMUS_IMAGE_FRESH:-0}
 if [[ -f "$FINAL" && $FRESH != 1 ]]; then
@@ -150,8 +158,14 @@ if [[ ! -f "$BASE/done" ]]; then
     build_base
 fi
 
-# --- layer 3: the isthmus wheel -------------------------------------------------------------------
-say "layer 3: $(basename "$WHEEL")"
+# --- layer 3: helm -------------------------------------------------------------------------------
+say "layer 3: helm $HELM_VERSION"
+tools=$WORK/tools
+install -D -m 0755 "$HELM" "$tools/usr/local/bin/helm"
+clamp "$tools"
+
+# --- layer 4: the isthmus wheel -------------------------------------------------------------------
+say "layer 4: $(basename "$WHEEL")"
 app=$WORK/app
 "$PY" -m pip install -q --no-compile --no-deps --target "$app$SITE" "$WHEEL" >&2
 rm -rf "$app$SITE/bin"
@@ -164,7 +178,7 @@ printf '#!/usr/bin/python3 -I\nimport sys\n\nfrom isthmus.cli import main\n\nsys
     > "$app/usr/local/bin/isthmus"
 chmod 0755 "$app/usr/local/bin/isthmus"
 
-# A throwaway root (hard links to layers 1 and 2, a copy of layer 3) to compile and run Python in.
+# A throwaway root (hard links to layers 1 and 2, a copy of layer 4) to compile and run Python in.
 stage=$WORK/stage
 cp -al "$BASE/debian" "$stage"
 rm -rf "$stage$SITE"
@@ -176,9 +190,10 @@ chroot "$stage" /usr/bin/python3 -I -m compileall -q -j 1 --invalidation-mode un
 cp -a "$stage/tmp/app/." "$app$SITE/"
 cp -a "$stage/tmp/app/." "$stage$SITE/"
 
-# The SBOM: every Debian package (from the dpkg status) and Python distribution (from its metadata).
-chroot "$stage" /usr/bin/python3 -I - > "$app/usr/share/isthmus/sbom.json" <<'EOF'
-import importlib.metadata as md, json, re
+# The SBOM: every Debian package (from the dpkg status), Python distribution (from its metadata) and binary.
+HELM_VERSION=$HELM_VERSION HELM_SHA=$HELM_SHA chroot "$stage" /usr/bin/python3 -I - \
+    > "$app/usr/share/isthmus/sbom.json" <<'EOF'
+import importlib.metadata as md, json, os, re
 debs = []
 for para in open("/var/lib/dpkg/status", encoding="utf-8").read().split("\n\n"):
     fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", para, re.M))
@@ -187,7 +202,9 @@ for para in open("/var/lib/dpkg/status", encoding="utf-8").read().split("\n\n"):
                      "architecture": fields.get("Architecture", ""), "source": fields.get("Source", fields["Package"])})
 pys = [{"name": d.metadata["Name"], "version": d.version, "license": d.metadata.get("License-Expression")
         or d.metadata.get("License") or ""} for d in md.distributions(path=["/usr/local/lib/python3.11/dist-packages"])]
-print(json.dumps({"debian": sorted(debs, key=lambda p: p["name"]),
+bins = [{"name": "helm", "version": os.environ["HELM_VERSION"], "path": "/usr/local/bin/helm",
+         "sha256": os.environ["HELM_SHA"], "source": "helm.sh/helm/v3/cmd/helm from the Go module proxy"}]
+print(json.dumps({"debian": sorted(debs, key=lambda p: p["name"]), "binaries": bins,
                   "python": sorted(pys, key=lambda p: p["name"].lower())}, indent=1, sort_keys=True))
 EOF
 clamp "$app"
@@ -201,6 +218,7 @@ umoci insert --image "$layout:isthmus" "${history[@]}" --history.created_by "mmd
     "$BASE/debian" /
 umoci insert --image "$layout:isthmus" "${history[@]}" --history.created_by "pip requirements.txt" \
     "$BASE/deps" /
+umoci insert --image "$layout:isthmus" "${history[@]}" --history.created_by "helm $HELM_VERSION" "$tools" /
 umoci insert --image "$layout:isthmus" "${history[@]}" --history.created_by "isthmus $VERSION wheel" "$app" /
 umoci config --image "$layout:isthmus" "${history[@]}" --created "$CREATED" --author isthmus \
     --os linux --architecture amd64 --config.user "$USER_ID:$USER_ID" --config.workingdir / \

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fixtures.charts import CHARTS, ETCD, REDIS
+
+__all__ = ["CHARTS", "ETCD", "REDIS", "load_release", "release_doc"]
 from fixtures.labspecs import fleet_doc
 from isthmus.spec import ChartRelease, Fleet, bind_release, load_text
-
-
-def _charts_root() -> Path:
-    """``../shared/charts`` beside the repository (a worktree's repository is the main one's sibling folder)."""
-    if os.environ.get("ISTHMUS_TEST_CHARTS"):
-        return Path(os.environ["ISTHMUS_TEST_CHARTS"])
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "shared" / "charts" / "etcd" / "Chart.yaml").is_file():
-            return parent / "shared" / "charts"
-    raise RuntimeError("the real charts (../shared/charts) are not found; set ISTHMUS_TEST_CHARTS")
-
-
-CHARTS = _charts_root()
-ETCD = CHARTS / "etcd"
-REDIS = CHARTS / "redis"
 
 
 def release_doc(name: str, chart: Path = ETCD, *, values: dict[str, Any] | None = None,

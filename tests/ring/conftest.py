@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,17 @@ async def cql(ring: Ring, cluster: str, user: str, password: str) -> Any:
                 await asyncio.to_thread(c.shutdown)
     finally:
         await registry.close()
+
+
+async def until(what: str, check: Callable[[], bool], seconds: float = 600, *, every: float = 3) -> None:
+    """Poll ``check`` (in a thread: it runs kubectl) until it is true; kubectl's and the driver's failures while
+    the ring changes count as "not yet". Fails with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if await asyncio.to_thread(check):
+                return
+        except (subprocess.SubprocessError, RuntimeError, ValueError, KeyError):
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(every)

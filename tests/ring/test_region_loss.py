@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import time
 
 import pytest
 
-from .conftest import Ring, cql
+from .conftest import Ring, cql, until
 
 pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -28,16 +26,6 @@ def _pod_ip(ring: Ring, cluster: str) -> str:
         "status"].get("podIP", ""))
 
 
-async def _until(what: str, check: object, seconds: float = 600) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if await asyncio.to_thread(check):  # type: ignore[arg-type]
-                return
-        except (subprocess.SubprocessError, RuntimeError, ValueError, KeyError):
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(3)
 
 
 async def test_the_other_regions_serve_local_quorum_and_a_restarted_node_rejoins_while_one_is_down(ring: Ring) -> None:
@@ -53,7 +41,7 @@ async def test_the_other_regions_serve_local_quorum_and_a_restarted_node_rejoins
     ap_ip = _pod_ip(ring, "ap")
     ring.lab.stop_cluster("ap")
     try:
-        await _until("dc-ap's node to be DN as dc-eu sees it",
+        await until("dc-ap's node to be DN as dc-eu sees it",
                      lambda: _states(ring.nodetool("eu", "status")).get(ap_ip) == "DN", 180)
         for cluster in ("eu", "us"):
             async with cql(ring, cluster, "cassandra-admin", password) as session:
@@ -75,9 +63,9 @@ async def test_the_other_regions_serve_local_quorum_and_a_restarted_node_rejoins
             return bool(doc["metadata"]["uid"] != old_uid and ready
                         and _states(ring.nodetool("eu", "status")).get(doc["status"]["podIP"]) == "UN")
 
-        await _until("the restarted dc-us node to be UN while dc-ap is down", us_back, 900)
+        await until("the restarted dc-us node to be UN while dc-ap is down", us_back, 900)
         assert _states(ring.nodetool("eu", "status")).get(ap_ip) == "DN"
     finally:
         ring.lab.start_cluster("ap")
-    await _until("every node UN again once dc-ap is back", lambda: set(_states(ring.nodetool("eu", "status")).values())
+    await until("every node UN again once dc-ap is back", lambda: set(_states(ring.nodetool("eu", "status")).values())
                  == {"UN"} and len(_states(ring.nodetool("eu", "status"))) == 4, 900)

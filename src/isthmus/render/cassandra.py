@@ -18,6 +18,25 @@ substitutes the pod IP for ``${POD_IP}``. The main container mounts that ``empty
 ``/etc/cassandra`` and runs ``cassandra -f`` directly as the image's ``cassandra`` user (uid 999):
 the image's entrypoint would rewrite ``cassandra.yaml`` from ``CASSANDRA_*`` variables, including
 replacing the seed list with the pod's own IP when ``CASSANDRA_SEEDS`` is unset.
+
+How a pod whose volume was lost comes back as the node it was (``replace_address_first_boot``)
+===========================================================================================
+Cassandra 5.0 refuses an empty node at an address the ring knows ("A node with address X already
+exists, cancelling join. Use cassandra.replace_address..."), and an empty node at a new address joins
+as a new node, leaving the old one DN for ever (a ghost that blocks every gate). So the rollout records
+each node's address as the ring sees it (UN, in its own view) in a per-datacenter ConfigMap
+``<app>-<dc>-identities`` (pod name -> address; :mod:`isthmus.rollout.identities` writes it, render never
+does, and the pods mount it ``optional``). The init container also mounts the data volume. When the
+ConfigMap names an address for this pod (``POD_NAME``, from the downward API) and the volume holds no data
+(``data/`` missing or empty), the pod is a replacement: the init container appends
+``-Dcassandra.replace_address_first_boot=<address>`` to the staged ``jvm-server.options`` and leaves the
+pod's own name out of its seed list: Cassandra replaces only by bootstrapping, and a node that finds itself
+among its seeds never bootstraps (``Replacing a node without bootstrapping risks invalidating consistency``).
+A marker file on the volume (:data:`REPLACING_MARKER`) keeps a replacement that was interrupted (its
+volume no longer empty) a replacement on the next start; the readiness probe removes it once the node
+serves CQL, which it does only after the replacement finished. A brand-new pod (first deploy, scale-up) has
+no entry and bootstraps as usual; a node that still has its data keeps its identity (the flag is not given,
+and Cassandra ignores it anyway once a node has bootstrapped).
 """
 
 from __future__ import annotations
@@ -50,6 +69,7 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "DRAIN_GRACE_SECONDS",
     "POD_INDEX_LABEL",
+    "REPLACING_MARKER",
     "SEED_RACK_LABEL",
     "SUPERUSER_PASSWORD_PLACEHOLDER",
     "SUPERUSER_USERNAME",
@@ -75,10 +95,24 @@ CASSANDRA_UID = 999  # the `cassandra` user of the official image
 CONFIG_MOUNT = "/isthmus"
 CONF_STAGING = "/conf"
 
+IDENTITY_MOUNT = "/isthmus-identity"
+#: On the data volume while the node there replaces its dead predecessor (see the module docstring).
+REPLACING_MARKER = f"{DATA_DIR}/.isthmus-replacing"
+
 _INIT_SCRIPT = f"""set -eu
 cp -R /etc/cassandra/. {CONF_STAGING}/
 sed "s|\\${{POD_IP}}|${{POD_IP}}|g" {CONFIG_MOUNT}/cassandra.yaml > {CONF_STAGING}/cassandra.yaml
 cp {CONFIG_MOUNT}/cassandra-rackdc.properties {CONF_STAGING}/cassandra-rackdc.properties
+old=""
+if [ -f "{IDENTITY_MOUNT}/$POD_NAME" ]; then old=$(cat "{IDENTITY_MOUNT}/$POD_NAME"); fi
+case "$old" in *[!0-9A-Fa-f.:]*) echo "isthmus: {IDENTITY_MOUNT}/$POD_NAME is not an address: $old" >&2; exit 1;; esac
+if [ -n "$old" ] && {{ [ -f {REPLACING_MARKER} ] || [ -z "$(ls -A {DATA_DIR}/data 2>/dev/null)" ]; }}; then
+  echo "$old" > {REPLACING_MARKER}
+  echo "-Dcassandra.replace_address_first_boot=$old" >> {CONF_STAGING}/jvm-server.options
+  self=$(echo "$POD_NAME$SEED_SUFFIX" | sed 's/[.]/[.]/g')
+  sed -i -e "s/$self,//" -e "s/,$self//" {CONF_STAGING}/cassandra.yaml
+  echo "isthmus: $POD_NAME has no data: it replaces $old and leaves itself out of its seed list" >&2
+fi
 """
 
 # Readiness means "this node serves CQL". `nodetool statusbinary` asks the node itself (over local
@@ -87,7 +121,9 @@ cp {CONFIG_MOUNT}/cassandra-rackdc.properties {CONF_STAGING}/cassandra-rackdc.pr
 # not used: the kubelet's connect proves only that something accepts on the port, and the check
 # must be the node's own answer. `nodetool status` is no substitute either: it reports UN before
 # the CQL port opens. Costs a short-lived JVM per probe, hence the 15s period.
-_READY_COMMAND = ["/bin/sh", "-c", 'test "$(nodetool statusbinary 2>/dev/null)" = running']
+# Once it serves, a replacement is over: the probe removes the marker that kept it one (see the module docstring).
+_READY_COMMAND = ["/bin/sh", "-c",
+                  f'test "$(nodetool statusbinary 2>/dev/null)" = running && rm -f {REPLACING_MARKER}']
 # Liveness is lenient: it asks only that the JVM answers JMX (`nodetool version`), which holds
 # through commit-log replay, bootstrap streaming and compaction storms, and allows 5 minutes of
 # silence before a restart. JMX listens on localhost only, so it must be an exec, not tcpSocket.
@@ -243,7 +279,7 @@ def _exec_probe(command: list[str], *, period: int, timeout: int, failures: int,
 
 
 def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, rack: Rack, replicas: int,
-                 config: dict[str, str], *, seed: bool, ipv6: bool = False) -> dict[str, Any]:
+                 config: dict[str, str], *, seed: bool, cluster_domain: str, ipv6: bool = False) -> dict[str, Any]:
     spec = app.spec
     res = spec.resources
     heap = heap_settings(memory=res.memory, cpu=res.cpu, heap=res.heap)
@@ -257,10 +293,16 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
     init = {
         "name": "config", "image": image, "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-c", _INIT_SCRIPT],
-        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                # What follows the pod's name in its own seed name (render.seeds), to leave it out when replacing.
+                {"name": "SEED_SUFFIX",
+                 "value": f".{names.all_service(dc.name)}.{app.namespace}.svc.{cluster_domain}"}],
         # requests = limits keeps the pod in the Guaranteed QoS class.
         "resources": {"requests": dict(_INIT_RESOURCES), "limits": dict(_INIT_RESOURCES)},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "identity", "mountPath": IDENTITY_MOUNT, "readOnly": True},
+                         {"name": "data", "mountPath": DATA_DIR},
                          {"name": "conf", "mountPath": CONF_STAGING}],
     }
     container = {
@@ -296,6 +338,8 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
                 {"key": "cassandra.yaml", "path": "cassandra.yaml"},
                 {"key": _rack_key(rack), "path": "cassandra-rackdc.properties"},
             ]}},
+            # Written by the rollout (rollout.identities), absent until it has seen the ring: optional.
+            {"name": "identity", "configMap": {"name": names.identities(dc.name), "optional": True}},
             {"name": "conf", "emptyDir": {}},
         ],
     }
@@ -380,7 +424,8 @@ def render_cassandra(
         seeds = set(seed_racks(dc))
         sizes = dc.rack_sizes()
         ipv6 = ip_families[dc.cluster] is IPFamily.IPV6
-        objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds, ipv6=ipv6)
+        objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds,
+                                 cluster_domain=cluster_domain, ipv6=ipv6)
                     for rack in dc.racks]
         pairs += [(dc.cluster, stamp(obj)) for obj in objects]
     return Manifests.build(pairs)

@@ -44,6 +44,14 @@ class CassandraNames:
     def config_map(self, dc: str) -> str:
         return f"{self.app}-{dc}-config"
 
+    def identities(self, dc: str) -> str:
+        """The ConfigMap of each node's last address in the ring (pod name -> address), which the rollout writes."""
+        return f"{self.app}-{dc}-identities"
+
+    def pods(self, dc: str, rack: str, replicas: int) -> list[str]:
+        """The names of a rack's pods: its StatefulSet's ordinals 0 to ``replicas - 1``."""
+        return [f"{self.statefulset(dc, rack)}-{i}" for i in range(replicas)]
+
     def statefulset(self, dc: str, rack: str) -> str:
         name = f"{self.app}-{dc}-{rack}"
         if len(name) > _STATEFULSET_MAX:

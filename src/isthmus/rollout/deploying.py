@@ -24,10 +24,12 @@ from ..kube import (
     ObjectDiff,
     ObjectHealth,
     ObjectOutcome,
+    ObjectRef,
     Reach,
     across,
     delete_hooks,
     delete_objects,
+    delete_record,
     delete_volume_claims,
     diff_objects,
     list_objects,
@@ -36,6 +38,7 @@ from ..kube import (
 )
 from ..kube.inventory import APP_LABEL
 from ..render import Manifests, render
+from ..render.naming import CassandraNames
 from ..spec import CassandraCluster, ChartRelease, Fleet
 from .locking import TOKEN_ANNOTATION
 from .secrets import superuser_password
@@ -184,7 +187,8 @@ async def delete_app(
     progress: Progress = _quiet,
 ) -> dict[str, ClusterOutcome[ApplyReport]]:
     """Remove what Isthmus created for ``app`` (a ChartRelease's hook Jobs too); data volumes stay unless asked,
-    the namespace stays."""
+    the namespace stays. A CassandraCluster's node identities (:mod:`.identities`) go with it: a ring made
+    again later must not try to replace the nodes of this one."""
 
     async def one(conn: ClusterConnection) -> ApplyReport:
         progress(conn.name, "deleting")
@@ -194,6 +198,12 @@ async def delete_app(
             hooks = await delete_hooks(conn, app=app.metadata.name, namespace=app.namespace)
             report = ApplyReport(conn.name, report.outcomes + tuple(ObjectOutcome(r, ApplyAction.DELETED)
                                                                     for r in hooks))
+        if isinstance(app, CassandraCluster):
+            names = CassandraNames(app.metadata.name, app.namespace)
+            for dc in (d for d in app.spec.datacenters if d.cluster == conn.name):
+                if await delete_record(conn, "v1", "ConfigMap", names.identities(dc.name), app.namespace):
+                    ref = ObjectRef("v1", "ConfigMap", app.namespace, names.identities(dc.name))
+                    report = ApplyReport(conn.name, (*report.outcomes, ObjectOutcome(ref, ApplyAction.DELETED)))
         if delete_volumes:
             claims = await delete_volume_claims(conn, app=app.metadata.name, namespace=app.namespace)
             deleted = tuple(ObjectOutcome(r, ApplyAction.DELETED) for r in claims)

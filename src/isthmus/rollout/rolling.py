@@ -24,6 +24,7 @@ from ..spec import CassandraCluster, ChartRelease, Fleet
 from .dbgate import DatabaseGate
 from .deploying import Progress
 from .engine import Baseline, EarlyFences, Engine
+from .identities import record_identities
 from .keyspacing import RingKeyspaces
 from .locking import LeaseLock
 from .progress import ProgressStore, RolloutPhase, RolloutState
@@ -175,6 +176,15 @@ async def _superuser(registry: ClusterRegistry, app: AnyApp, password: str, resu
         await states.save(result.state)
 
 
+async def _identities(registry: ClusterRegistry, app: AnyApp, result: RolloutResult, skipped: frozenset[str]) -> None:
+    """After a rollout that succeeded: each node's address as the ring sees it, for a replacement of the node
+    (:mod:`.identities`). Members skipped by this rollout are not asked; a failure is a note."""
+    if not result.ok or isinstance(app, ChartRelease):
+        return
+    members = {c: registry[c] for c in app.member_clusters() if c not in skipped}
+    result.notes.extend(await record_identities(members, app))
+
+
 async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                         options: RolloutOptions | None = None, progress: Progress = _quiet, *,
                         rendered: Manifests | None = None, timeline: Timeline | None = None) -> RolloutResult:
@@ -261,6 +271,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                                    timeline, baseline, fences,
                                    reapply=not created, password=password)
         await _superuser(registry, app, password, result, session.states)
+        await _identities(registry, app, result, opts.skip_clusters)
         if result.phase is RolloutPhase.FAILED and app.spec.rollout.on_failure == "rollback":
             if state.previous is None:
                 result.notes.append("onFailure is rollback, but there is no previous revision to roll back to")
@@ -302,6 +313,7 @@ async def resume_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         result = await session.run(resumed, await _stored(registry, resumed, revision, password), state,
                                    password=password)
         await _superuser(registry, resumed, password, result, session.states)
+        await _identities(registry, resumed, result, opts.skip_clusters)
         return result
     finally:
         await session.lock.release()

@@ -1,10 +1,11 @@
 """Volumes of lab pods, and the lab's storage provisioner.
 
 Owns: turning a pod's ``volumes`` into host folders (``emptyDir`` in the pod's folder, ``configMap`` and
-``secret`` written out as files, ``persistentVolumeClaim`` as its bound PersistentVolume's folder,
-``hostPath``), ownership for ``fsGroup``, and the provisioner behind the lab's default StorageClass: a
-claim gets a PersistentVolume whose data lives under the lab's state folder; a released volume whose
-reclaim policy is Delete loses its folder and its object. Must not: start containers.
+``secret`` written out as files, an absent ``optional`` ConfigMap as an empty folder,
+``persistentVolumeClaim`` as its bound PersistentVolume's folder, ``hostPath``), ownership for
+``fsGroup``, and the provisioner behind the lab's default StorageClass: a claim gets a PersistentVolume
+whose data lives under the lab's state folder; a released volume whose reclaim policy is Delete loses
+its folder and its object. Must not: start containers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ async def prepare_volumes(api: RuntimeApi, pod: JSON, pod_dir: Path) -> dict[str
         elif "configMap" in vol:
             ref = vol["configMap"]
             cm = await api.get(f"/api/v1/namespaces/{ns}/configmaps/{ref['name']}")
+            if cm is None and ref.get("optional"):  # as the kubelet does: an empty volume
+                folder.mkdir(parents=True, exist_ok=True)
+                out[name] = folder
+                continue
             if cm is None:
                 raise VolumeNotReady(f'configmap "{ref["name"]}" not found')
             data = {k: v.encode() for k, v in (cm.get("data") or {}).items()}

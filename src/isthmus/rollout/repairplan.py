@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..spec import CassandraCluster
+from .keyspaceplan import parse_replication
 
 __all__ = ["BadRepair", "RepairNode", "RepairPlan", "check_selection", "nodetool_failure", "parse_keyspaces",
            "plan_repair", "repair_command"]
@@ -136,22 +137,8 @@ def check_keyspaces(app: str, keyspaces: Sequence[str], existing: Iterable[str],
 
 def parse_keyspaces(describecluster: str) -> tuple[str, ...]:
     """The keyspace names of ``nodetool describecluster``'s ``Keyspaces:`` block (``<name> -> Replication
-    class: ...``, one a line); empty when the block is missing."""
-    names: list[str] = []
-    inside = False
-    for raw in describecluster.splitlines():
-        line = raw.strip()
-        if line == "Keyspaces:":
-            inside = True
-            continue
-        if inside:
-            found = re.match(r"^(\S+) -> Replication class:", line)
-            if found is None:
-                if line:
-                    break
-                continue
-            names.append(found[1])
-    return tuple(names)
+    class: ...``, one a line; :func:`.keyspaceplan.parse_replication` reads it); empty when the block is missing."""
+    return tuple(parse_replication(describecluster))
 
 
 def nodetool_failure(stdout: str, stderr: str, limit: int = 400) -> str:

@@ -74,10 +74,6 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-_auth_failed = auth_failed
-_session = cql_session
-
-
 def _replicate_auth(session: Any, declared: Mapping[str, int] | None = None) -> None:
     """``system_auth`` on NetworkTopologyStrategy, ``min(3, nodes)`` replicas in every datacenter of the ring,
     or the replication ``spec.keyspaces`` declares for it (``declared``).
@@ -102,9 +98,9 @@ def _admin_or_default(host: str, port: int, password: str, declared: Mapping[str
     Runs on a thread (the driver is synchronous).
     """
     try:
-        cluster, _ = _session(host, port, SUPERUSER_USERNAME, password)
+        cluster, _ = cql_session(host, port, SUPERUSER_USERNAME, password)
     except Exception as exc:
-        if not _auth_failed(exc):
+        if not auth_failed(exc):
             raise SuperuserError(f"CQL through the port-forward failed: {type(exc).__name__}") from None
     else:
         cluster.shutdown()
@@ -124,9 +120,9 @@ def _admin_or_default(host: str, port: int, password: str, declared: Mapping[str
 
 def _default_session(host: str, port: int) -> tuple[Any, Any]:
     try:
-        return _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)  # type: ignore[no-any-return]
+        return cql_session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)  # type: ignore[no-any-return]
     except Exception as exc:
-        if _auth_failed(exc):
+        if auth_failed(exc):
             raise SuperuserError(
                 f"neither role {SUPERUSER_USERNAME!r} with the Secret's password nor the default login "
                 f"logs in: the ring's roles were changed outside Isthmus; set the Secret's password to "
@@ -148,13 +144,13 @@ def _create_role(host: str, port: int, password: str) -> None:
 
 def _disable_default(host: str, port: int, password: str) -> bool:
     """Takes login and superuser status from the default role; True when it could still log in."""
-    cluster, session = _session(host, port, SUPERUSER_USERNAME, password)
+    cluster, session = cql_session(host, port, SUPERUSER_USERNAME, password)
     try:
         try:
-            other, _ = _session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
+            other, _ = cql_session(host, port, DEFAULT_ROLE, _DEFAULT_PASSWORD)
             other.shutdown()
         except Exception as exc:
-            if not _auth_failed(exc):
+            if not auth_failed(exc):
                 raise SuperuserError(f"checking the default login failed: {type(exc).__name__}") from None
             return False
         try:

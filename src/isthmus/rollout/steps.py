@@ -11,7 +11,12 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    spec), rack by rack: each ``rack`` step applies one StatefulSet and waits until that rack's
    pods are updated and Ready. Disruptive: gated.
 3. The other datacenters in waves of ``maxConcurrentDatacenters``, rack by rack.
-3a. ``keyspace``: one step per keyspace of ``spec.keyspaces``, one after the other, once every datacenter
+2a/3a. ``scale``: the first step of a datacenter's lane when the spec's ``size`` differs from what its
+   StatefulSets run (the caller reads that and passes it as ``scaling``; :mod:`.scaleplan`, :mod:`.scaling`):
+   new nodes bootstrap one at a time, then ``nodetool cleanup`` on the old ones; or the highest ordinals are
+   decommissioned one at a time before their StatefulSet is lowered. Gated. The rack steps after it then
+   find the replicas in place.
+3b. ``keyspace``: one step per keyspace of ``spec.keyspaces``, one after the other, once every datacenter
    runs the revision (so the ring has every datacenter the replication names): create it, or change its
    replication to the declared one, then repair it where replicas were added (:mod:`.keyspacing`). Gated:
    the database gate must pass first. A keyspace already as declared is Done without a write.
@@ -38,6 +43,7 @@ from ..kube import KubeObject
 from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
+from .scaleplan import ScalePlan
 
 __all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
            "plan_release", "plan_rollout", "step_objects"]
@@ -51,6 +57,7 @@ class StepKind(StrEnum):
     RACK = "rack"
     RELEASE = "release"
     KEYSPACE = "keyspace"
+    SCALE = "scale"
     FINALIZE = "finalize"
 
 
@@ -62,7 +69,9 @@ class Step:
     rack: str = ""
     keyspace: str = ""
     detail: str = ""
-    """What the step brings about, as planned (a keyspace's declared replication)."""
+    """What the step brings about, as planned (a keyspace's declared replication, a datacenter's scaling)."""
+    before: tuple[tuple[str, int], ...] = ()
+    """A ``scale`` step: (rack, replicas) as the datacenter's StatefulSets ran when it was planned."""
 
     @property
     def id(self) -> str:
@@ -70,6 +79,8 @@ class Step:
             return f"keyspace/{self.keyspace}"
         if self.kind is StepKind.RACK:
             return f"rack/{self.datacenter}/{self.rack}"
+        if self.kind is StepKind.SCALE:
+            return f"scale/{self.datacenter}"
         if self.kind is StepKind.RELEASE:
             return f"release/{self.cluster}"
         return f"{self.kind.value}/{self.cluster}"
@@ -89,19 +100,24 @@ class Step:
         if self.kind is StepKind.KEYSPACE:
             return (f"keyspace {self.keyspace}: {self.detail}; create it, or change its replication to this, "
                     "then repair where replicas are added")
+        if self.kind is StepKind.SCALE:
+            return f"scale {self.detail}"
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster, "datacenter": self.datacenter,
-               "rack": self.rack, "disruptive": self.disruptive}
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster,
+                               "datacenter": self.datacenter, "rack": self.rack, "disruptive": self.disruptive}
         if self.kind is StepKind.KEYSPACE:
             out |= {"keyspace": self.keyspace, "detail": self.detail}
+        if self.kind is StepKind.SCALE:
+            out |= {"detail": self.detail, "before": dict(self.before)}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Step:
         return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")),
-                   str(d.get("keyspace", "")), str(d.get("detail", "")))
+                   str(d.get("keyspace", "")), str(d.get("detail", "")),
+                   tuple((str(k), int(v)) for k, v in (d.get("before") or {}).items()))
 
 
 @dataclass(frozen=True)
@@ -215,8 +231,12 @@ def plan_release(release: ChartRelease, *, reverse: bool = False) -> RolloutPlan
     return RolloutPlan(release.metadata.name, tuple(out), reverse)
 
 
-def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False) -> RolloutPlan:
-    """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
+def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
+                 scaling: Mapping[str, ScalePlan] | None = None) -> RolloutPlan:
+    """The plan that carries ``app`` (as rendered) to its members; see the module docstring.
+
+    ``scaling``: datacenter -> its :class:`~.scaleplan.ScalePlan` (:func:`~.scaleplan.scale_plans` of the live
+    StatefulSets), for the datacenters whose size changes: each gets a ``scale`` step before its racks."""
     if isinstance(app, ChartRelease):
         return plan_release(app, reverse=reverse)
     members = app.member_clusters()
@@ -232,7 +252,10 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False)
             racks = [r.name for r in dc.racks]
             if reverse:
                 racks.reverse()
-            lanes.append(Lane(name, tuple(Step(StepKind.RACK, dc.cluster, name, r) for r in racks)))
+            scale = (scaling or {}).get(name)
+            first = (Step(StepKind.SCALE, dc.cluster, name, detail=scale.describe(),
+                          before=tuple((r, scale.before.get(r, 0)) for r in scale.racks)),) if scale else ()
+            lanes.append(Lane(name, (*first, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
     if app.spec.keyspaces:  # after every datacenter, so the ring has each one the replication names
@@ -255,8 +278,8 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
         return [o for o in objects if not _is_workload(o)]
     if step.kind is StepKind.RELEASE:
         return list(objects)
-    if step.kind is StepKind.KEYSPACE:
-        return []  # CQL, not objects
+    if step.kind in (StepKind.KEYSPACE, StepKind.SCALE):
+        return []  # CQL or nodetool, and replicas set one by one, not objects
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"
                 and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter

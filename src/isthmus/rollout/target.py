@@ -19,7 +19,7 @@ from .locking import DEFAULT_DURATION, LeaseState
 if TYPE_CHECKING:
     from .steps import Step
 
-__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "KeyspaceWork", "RolloutOptions", "Target"]
+__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "KeyspaceWork", "RolloutOptions", "ScaleWork", "Target"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,13 @@ class KeyspaceWork(Protocol):
         """What was done (the step's note), and whether anything was written."""
 
 
+class ScaleWork(Protocol):
+    """What runs the ``scale`` steps (nodetool and replicas, one node at a time: :class:`~.scaling.RingScaling`)."""
+
+    async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
+        """What was done (the step's note), and whether anything was written."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
@@ -108,6 +115,8 @@ class EngineSettings:
     """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
     keyspaces: KeyspaceWork | None = None
     """Runs the plan's ``keyspace`` steps (a Cassandra ring whose spec declares keyspaces)."""
+    scaling: ScaleWork | None = None
+    """Runs the plan's ``scale`` steps (a Cassandra ring)."""
 
     @property
     def gates(self) -> tuple[Gate, ...]:

@@ -173,3 +173,14 @@ def test_loads_and_quantities_parse_as_nodetool_and_kubernetes_print_them() -> N
 def test_a_step_without_sizes_round_trips_as_before() -> None:
     keyspace = Step(StepKind.KEYSPACE, "c1", "dc1", keyspace="orders", detail="x")
     assert Step.from_dict(keyspace.to_dict()) == keyspace and "before" not in keyspace.to_dict()
+
+
+def test_the_running_size_is_read_from_each_racks_statefulset() -> None:
+    from isthmus.rollout.scaling import live_replicas
+
+    app = _app(3)
+    sts = [{"kind": "StatefulSet", "metadata": {"name": name}, "spec": {"replicas": n}}
+           for name, n in (("shop-dc2-ra", 2), ("shop-dc2-rb", 1), ("shop-dc2-gone", 5), ("other-dc2-ra", 9))]
+    live = live_replicas(app, {"c2": sts, "c1": []})
+    assert live == {"dc2": {"ra": 2, "rb": 1}}  # dc1 has none (new), dc3 was not read; other names ignored
+    assert scale_plans(app, live) == {}  # 3 nodes as the spec says: no scale step

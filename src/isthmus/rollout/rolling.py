@@ -229,12 +229,18 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         if settled is not None and not settled.superuser_pending:
             return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
                                  notes=[f"nothing to change: every member already runs revision {settled.revision}"])
-    # A datacenter whose size changes is scaled node by node; a scale-down the ring cannot take is refused here,
-    # before the first write (the lock).
-    scaling = await _scaling(registry, app)
-    # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
-    await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters], masked,
-                               app=app.metadata.name)
+    # Every member written to must serve the custom kinds of its objects, and a datacenter whose size changes is
+    # scaled node by node (a scale-down the ring cannot take is refused): both checked before the first write (the
+    # lock), together.
+    reading = asyncio.ensure_future(_scaling(registry, app))
+    try:
+        await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters],
+                                   masked, app=app.metadata.name)
+    except BaseException:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        raise
+    scaling = await reading
     timeline.mark("kinds checked")
     # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
     # revision's content is stored (under names made of its hash) while the lock is taken.

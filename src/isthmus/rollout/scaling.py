@@ -41,11 +41,15 @@ from ..kube import (
     ClusterRegistry,
     ClusterUnreachable,
     KubeError,
+    KubeObject,
     Reach,
+    across,
     delete_claim,
+    list_objects,
     pod_exec,
     set_replicas,
 )
+from ..kube.inventory import APP_LABEL
 from ..spec import CassandraCluster
 from .clock import SYSTEM, Clock
 from .dbgate import CASSANDRA_CONTAINER, DatabaseGate, database_pods, has_runtime, ring_reports
@@ -71,29 +75,43 @@ def _quiet(_where: str, _message: str) -> None:
     return None
 
 
-def live_replicas(app: CassandraCluster, observation: Observation) -> dict[str, dict[str, int]]:
-    """Datacenter -> rack -> its StatefulSet's ``spec.replicas``, for the members that answered."""
+def live_replicas(app: CassandraCluster,
+                  statefulsets: Mapping[str, Sequence[KubeObject]]) -> dict[str, dict[str, int]]:
+    """Datacenter -> rack -> its StatefulSet's ``spec.replicas``, from each member's StatefulSets (those read)."""
     out: dict[str, dict[str, int]] = {}
     for dc in app.spec.datacenters:
-        view = observation.get(dc.cluster)
-        if view is None or view.reach is not Reach.REACHED:
-            continue
         for rack in dc.racks:
             name = f"{app.metadata.name}-{dc.name}-{rack.name}"
-            for sts in view.statefulsets:
+            for sts in statefulsets.get(dc.cluster, ()):
                 if sts["metadata"]["name"] == name:
                     out.setdefault(dc.name, {})[rack.name] = int((sts.get("spec") or {}).get("replicas", 1))
     return out
 
 
+async def _statefulsets(conns: Mapping[str, ClusterConnection], app: str,
+                        namespace: str) -> dict[str, Sequence[KubeObject]]:
+    """Each member's StatefulSets of the app (one LIST each, concurrently); a member that does not answer is left
+    out (its datacenters get no ``scale`` step in this rollout)."""
+    async def one(conn: ClusterConnection) -> Sequence[KubeObject]:
+        return await list_objects(conn, "apps/v1", "StatefulSet", namespace=namespace, labels={APP_LABEL: app})
+
+    outcomes = await across(conns, one)
+    return {c: o.value for c, o in outcomes.items() if o.value is not None}
+
+
 async def read_scaling(registry: ClusterRegistry, app: CassandraCluster, *,
                        within: float = 60.0) -> dict[str, ScalePlan]:
-    """The datacenters whose size the spec changes, each checked when it shrinks (raises BadScale)."""
+    """The datacenters whose size the spec changes, each checked when it shrinks (raises BadScale).
+
+    One LIST of StatefulSets per member when no size changes; the pods and the ring are asked only when one does.
+    """
     conns = {c: registry[c] for c in app.member_clusters()}
+    plans = scale_plans(app, live_replicas(app, await _statefulsets(conns, app.metadata.name, app.namespace)))
+    if not plans:
+        return plans
     observation = await observe(conns, app.metadata.name, app.namespace)
     if not any(has_runtime(p) for view in observation.values() for p in view.pods):
         return {}  # no database process (kwok's simulated pods): the rack steps set the replicas, as before
-    plans = scale_plans(app, live_replicas(app, observation))
     shrinking = [p for p in plans.values() if p.size_after < p.size_before]
     if not shrinking:
         return plans

@@ -235,7 +235,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
     reading = asyncio.ensure_future(_scaling(registry, app))
     try:
         await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters],
-                                   masked, app=app.metadata.name)
+                                   masked, app=app.metadata.name, fresh_for=opts.kinds_fresh_for)
     except BaseException:
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)

@@ -75,6 +75,7 @@ from .records import (
     replace_record,
     write_config_map,
 )
+from .recreating import recreate_orphaning
 from .registry import ClusterRegistry, default_kubeconfig
 from .watching import WatchSettings, watch_objects
 
@@ -149,6 +150,7 @@ __all__ = [
     "pod_exec",
     "read_config_map",
     "reapply_objects",
+    "recreate_orphaning",
     "register_custom_kinds",
     "remembered_config_map",
     "replace_record",

@@ -207,6 +207,14 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
                             ", ".join(rep.keyspaces) or "all", ", ".join(rep.datacenters) or "all",
                             f"{rep.done}/{rep.total}", rep.phase.value, rep.message)
         out_console.print(repairs)
+    if hist.restarts:
+        restarts = Table("restart", "started", "updated", "by", "datacenters", "nodes", "phase", "message",
+                         box=box.SIMPLE_HEAVY, title=f"restarts of {target.app.metadata.name}", title_justify="left")
+        for rst in reversed(hist.restarts):
+            restarts.add_row(str(rst.number), _when(rst.created), _when(rst.updated), rst.holder,
+                             ", ".join(rst.datacenters) or "all", f"{rst.done}/{rst.total}", rst.phase.value,
+                             rst.message)
+        out_console.print(restarts)
     for cluster, member in sorted(hist.members.items()):
         if member.reach is not Reach.REACHED:
             out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)

@@ -38,6 +38,7 @@ from .repairing import RepairOptions, RepairResult, RepairUnavailable, run_repai
 from .repairplan import BadRepair, RepairNode, RepairPlan, plan_repair
 from .repairstate import RepairSummary
 from .requirements import MissingCRD
+from .restarting import BadRestart, RestartOptions, RestartResult, run_restart
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore
 from .rollback import NothingToRollBack, rollback_app
@@ -48,6 +49,7 @@ from .steps import RolloutPlan, Step, StepKind, check_strategy, plan_rollout
 __all__ = [
     "DEFAULT_GATES",
     "BadRepair",
+    "BadRestart",
     "BreakRefused",
     "Clock",
     "ClusterView",
@@ -82,6 +84,8 @@ __all__ = [
     "RepairResult",
     "RepairSummary",
     "RepairUnavailable",
+    "RestartOptions",
+    "RestartResult",
     "Revision",
     "RevisionInfo",
     "RevisionNotFound",
@@ -117,6 +121,7 @@ __all__ = [
     "resume_rollout",
     "rollback_app",
     "run_repair",
+    "run_restart",
     "superuser_password",
     "wait_healthy",
 ]

@@ -5,6 +5,7 @@ live StatefulSet cannot change) is recreated in place: its pods are adopted, non
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.lab
 FAST = RolloutOptions(poll_interval=0.3)
 
 
-def _statefulsets(lab: Lab, cluster: str, namespace: str) -> dict[str, dict[str, object]]:
+def _statefulsets(lab: Lab, cluster: str, namespace: str) -> dict[str, Any]:
     out = json.loads(lab.kubectl(cluster, "get", "statefulsets", "-n", namespace, "-o", "json"))
     return {i["metadata"]["name"]: i for i in out["items"]}
 
@@ -35,10 +36,10 @@ def _pods(lab: Lab, cluster: str, namespace: str) -> dict[str, tuple[str, str]]:
 
 def _ordered(manifests: Manifests) -> Manifests:
     """The manifests as a version before this one rendered them: racks started their pods in order."""
-    def old(obj: dict[str, object]) -> dict[str, object]:
+    def old(obj: dict[str, Any]) -> dict[str, Any]:
         if obj.get("kind") != "StatefulSet":
             return obj
-        spec = dict(obj["spec"])  # type: ignore[arg-type]
+        spec = dict(obj["spec"])
         spec["podManagementPolicy"] = "OrderedReady"
         return stamp({**obj, "spec": spec})  # its own content hash, as that version wrote it
     return Manifests({c: tuple(old(o) for o in manifests.for_cluster(c)) for c in manifests.clusters})
@@ -51,7 +52,7 @@ async def test_an_ordered_rack_is_recreated_with_its_pods_adopted_and_new_nodes_
     assert first.phase is RolloutPhase.SUCCEEDED, first.state.to_dict()
     before = {c: _statefulsets(lab3, c, "rrl") for c in ("c1", "c2", "c3")}
     assert {s["spec"]["podManagementPolicy"] for sets in before.values() for s in sets.values()} \
-        == {"OrderedReady"}  # type: ignore[index]
+        == {"OrderedReady"}
     pods_before = {c: _pods(lab3, c, "rrl") for c in ("c1", "c2", "c3")}
     assert sum(len(p) for p in pods_before.values()) == 12
 
@@ -63,9 +64,9 @@ async def test_an_ordered_rack_is_recreated_with_its_pods_adopted_and_new_nodes_
         assert set(after) == set(before[cluster])
         pods = _pods(lab3, cluster, "rrl")
         for name, sts in after.items():
-            assert sts["spec"]["podManagementPolicy"] == "Parallel"  # type: ignore[index]
-            assert sts["metadata"]["uid"] != before[cluster][name]["metadata"]["uid"]  # type: ignore[index]
-            owned = {p for p, (_, owner) in pods.items() if owner == sts["metadata"]["uid"]}  # type: ignore[index]
+            assert sts["spec"]["podManagementPolicy"] == "Parallel"
+            assert sts["metadata"]["uid"] != before[cluster][name]["metadata"]["uid"]
+            owned = {p for p, (_, owner) in pods.items() if owner == sts["metadata"]["uid"]}
             assert len(owned) == 2, f"{cluster}/{name} adopted {owned}"
         # Adopted, not replaced: the same pods (uids) as before the recreate.
         assert {p: uid for p, (uid, _) in pods.items()} == {p: uid for p, (uid, _) in pods_before[cluster].items()}
@@ -81,6 +82,6 @@ async def test_an_ordered_rack_is_recreated_with_its_pods_adopted_and_new_nodes_
     assert len(joined) == 6, said  # 1 of 2 then the full count, in each of the 6 racks
     for cluster in ("c1", "c2", "c3"):
         for sts in _statefulsets(lab3, cluster, "rrn").values():
-            assert sts["spec"]["podManagementPolicy"] == "Parallel"  # type: ignore[index]
-            assert sts["spec"]["replicas"] == 2 and sts["status"]["readyReplicas"] == 2  # type: ignore[index]
-            assert sts["metadata"]["generation"] == 2  # type: ignore[index]  # written at 1, then at 2
+            assert sts["spec"]["podManagementPolicy"] == "Parallel"
+            assert sts["spec"]["replicas"] == 2 and sts["status"]["readyReplicas"] == 2
+            assert sts["metadata"]["generation"] == 2  # written at 1, then at 2

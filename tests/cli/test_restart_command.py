@@ -22,5 +22,5 @@ def test_a_datacenter_the_spec_lacks_is_refused_before_any_cluster_is_contacted(
 def test_restart_help_names_its_options() -> None:
     shown = run("restart", "--help")
     assert shown.returncode == 0, shown.stderr
-    for option in ("--dc", "--gate-timeout", "--round-timeout", "--lock-wait", "--output"):
+    for option in ("--dc", "--gate-timeout", "--round-timeout", "--one-node-at-a-time", "--lock-wait", "--output"):
         assert option in shown.stdout

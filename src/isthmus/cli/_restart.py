@@ -42,6 +42,8 @@ def restart_cmd(
     round_timeout: Annotated[float, typer.Option(help="Seconds a round's pods may take to be back and Ready")]
     = 1800.0,
     poll: Annotated[float, typer.Option(help="Seconds between looks at the gates and the pods")] = 5.0,
+    one_node_at_a_time: Annotated[bool, typer.Option("--one-node-at-a-time", help="Never a rack at once, even where "
+                                                     "the ring's replication proves it safe")] = False,
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Restart every node (or a datacenter's), a rack at once where the ring's replication proves it safe, else
@@ -57,7 +59,8 @@ def restart_cmd(
     check_datacenters(target.app, dc or ())  # refused before any cluster is contacted
     registry = _registry(target, kubeconfig, request_timeout)
     options = RestartOptions(identity=identity, lock_wait=lock_wait, gate_timeout=gate_timeout,
-                             round_timeout=round_timeout, poll_interval=poll)
+                             round_timeout=round_timeout, poll_interval=poll,
+                             rack_at_once=not one_node_at_a_time)
     started = time.monotonic()
 
     async def work(progress: Any) -> Any:

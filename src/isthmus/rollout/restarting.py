@@ -75,6 +75,8 @@ class RestartOptions:
     round_timeout: float = 1800.0
     """Seconds the pods of one round may take to come back Ready."""
     ask_timeout: float = 60.0
+    rack_at_once: bool = True
+    """False: one node at a time even where the ring's replication proves a rack at once safe."""
     clock: Clock = SYSTEM
 
 
@@ -187,6 +189,8 @@ class _Run:
 
     def _choice(self, datacenter: str) -> RestartChoice:
         choice = next(c for c in choose_restarts(self.app, self.gate.last_reports) if c.datacenter == datacenter)
+        if choice.rack_at_once and not self.options.rack_at_once:
+            choice = RestartChoice(datacenter, False, f"asked for (--one-node-at-a-time; {choice.reason})")
         if self.choices.get(datacenter) != choice:
             self._log(datacenter, choice.line())
         self.choices[datacenter] = choice

@@ -71,8 +71,9 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
     for line in plan.lines():
         out_console.print(line, markup=False, highlight=False)
     if restarts is not None:
-        out_console.print("restarts, as the ring's replication allows them (this version still restarts one node "
-                          "at a time everywhere: racks one after another, a rack's pods one by one):", highlight=False)
+        out_console.print("restarts, as the ring's replication allows them (racks one after another, each behind "
+                          "the gates; within a rack, all its pods at once or one by one, as said here; checked again "
+                          "before each rack):", highlight=False)
         for choice in restarts:
             out_console.print(f"  {choice.line()}", markup=False, highlight=False)
 

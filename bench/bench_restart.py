@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -184,7 +185,12 @@ async def measure(files: list[Path], lab: Lab, password: str, per_rack: int) -> 
     return out
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so that the lab is taken down (finally)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-rack", type=int, default=2, help="nodes per rack (3 racks)")
     per_rack = parser.parse_args().per_rack

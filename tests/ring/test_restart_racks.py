@@ -180,6 +180,7 @@ async def test_a_rack_at_once_restart_of_rf3_over_3_racks_fails_no_local_quorum_
             await loop
     finally:
         await registry.close()
+    print(f"restart: {result_seconds(restart)}; client: {client.ok} requests ok, {client.failed} failed")
     assert restart.returncode == 0, restart.stdout + restart.stderr
     result = json.loads(restart.stdout)
     assert result["phase"] == "Succeeded", result
@@ -193,6 +194,13 @@ async def test_a_rack_at_once_restart_of_rf3_over_3_racks_fails_no_local_quorum_
     assert history.returncode == 0, history.stderr
     last = json.loads(history.stdout)["restarts"][-1]
     assert (last["phase"], last["done"], last["total"], last["datacenters"]) == ("Succeeded", 3, 3, ["dc-eu"]), last
+
+
+def result_seconds(proc: subprocess.CompletedProcess[str]) -> str:
+    try:
+        return f"{json.loads(proc.stdout)['seconds']:.0f} s"
+    except (ValueError, KeyError):
+        return "no result"
 
 
 def _session(host: str, port: int, password: str) -> Any:

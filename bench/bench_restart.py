@@ -185,6 +185,23 @@ async def measure(files: list[Path], lab: Lab, password: str, per_rack: int) -> 
     return out
 
 
+def _crashes(lab: Lab) -> str:
+    """The last words of every container that restarted (kubectl logs --previous), to say why a deploy failed."""
+    out = []
+    pods = json.loads(lab.kubectl("eu", "get", "pods", "-n", "rst", "-o", "json"))["items"]
+    for pod in pods:
+        for status in pod["status"].get("containerStatuses") or []:
+            if status.get("restartCount"):
+                name = pod["metadata"]["name"]
+                try:
+                    said = lab.kubectl("eu", "logs", "-n", "rst", name, "-c", status["name"], "--previous",
+                                       "--tail", "30")
+                except Exception as exc:
+                    said = f"(no logs: {exc})"
+                out.append(f"--- {name}/{status['name']} restarted {status['restartCount']} time(s):\n{said}")
+    return "\n" + "\n".join(out)
+
+
 def _stop(signum: int, _frame: object) -> None:
     raise SystemExit(f"stopped by signal {signum}")  # so that the lab is taken down (finally)
 
@@ -209,7 +226,7 @@ def main() -> int:
             proc = subprocess.run([ISTHMUS, "apply", "-f", str(files[0]), "-f", str(files[1]), "--wait", "--timeout",
                                    "3600", "--kubeconfig", str(lab.kubeconfig)], capture_output=True, text=True)
             if proc.returncode != 0:
-                raise SystemExit(proc.stdout + proc.stderr)
+                raise SystemExit(proc.stdout + proc.stderr + _crashes(lab))
             deployed = time.monotonic() - t0
             import base64
             password = base64.b64decode(lab.kubectl("eu", "get", "secret", "-n", "rst", "rst-superuser", "-o",

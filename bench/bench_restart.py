@@ -193,11 +193,14 @@ def _crashes(lab: Lab) -> str:
         for status in pod["status"].get("containerStatuses") or []:
             if status.get("restartCount"):
                 name = pod["metadata"]["name"]
-                try:
-                    said = lab.kubectl("eu", "logs", "-n", "rst", name, "-c", status["name"], "--previous",
-                                       "--tail", "30")
-                except Exception as exc:
-                    said = f"(no logs: {exc})"
+                said = ""
+                for which in (["--previous"], []):  # the lab may keep only the current run's
+                    try:
+                        said = lab.kubectl("eu", "logs", "-n", "rst", name, "-c", status["name"], *which,
+                                           "--tail", "40")
+                        break
+                    except Exception as exc:
+                        said = f"(no logs: {exc})"
                 out.append(f"--- {name}/{status['name']} restarted {status['restartCount']} time(s):\n{said}")
     return "\n" + "\n".join(out)
 

@@ -96,7 +96,7 @@ def test_statefulset_per_rack_pinned_and_spread(example: tuple[CassandraCluster,
     assert anti == [{"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {
         "app.kubernetes.io/name": "cassandra", "app.kubernetes.io/instance": "orders"}}}]
     assert spec["serviceName"] == "orders-dc-eu-all"
-    assert spec["podManagementPolicy"] == "OrderedReady"
+    assert spec["podManagementPolicy"] == "Parallel"
     assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
     assert set(spec["selector"]["matchLabels"].items()) <= set(spec["template"]["metadata"]["labels"].items())
     assert pod["terminationGracePeriodSeconds"] == 1800

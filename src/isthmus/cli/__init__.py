@@ -5,8 +5,8 @@ the result as a table (people) or ``-o json|yaml`` (scripts). A ``UserError`` be
 line and exit code 2; anything else is a bug and keeps its traceback.
 
 One module per command group: ``_plan`` (plan, schema), ``_deploy`` (render, diff, apply,
-status, delete), ``_rollout`` (rollout, history, rollback, lock), ``_repair`` (repair), ``_network``
-(explain, mesh render, preflight); the lab's commands live with the lab.
+status, delete), ``_rollout`` (rollout, history, rollback, lock), ``_repair`` (repair), ``_restart``
+(restart), ``_network`` (explain, mesh render, preflight); the lab's commands live with the lab.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..console import err_console
 from ..errors import UserError
-from . import _deploy, _network, _plan, _repair, _rollout  # noqa: F401  (each registers its commands on `app`)
+from . import _deploy, _network, _plan, _repair, _restart, _rollout  # noqa: F401  (each registers its commands on `app`)
 from ._app import app
 
 __all__ = ["app", "main"]

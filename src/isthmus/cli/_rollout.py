@@ -72,8 +72,9 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
     for line in plan.lines():
         out_console.print(line, markup=False, highlight=False)
     if restarts is not None:
-        out_console.print("restarts, as the ring's replication allows them (this version still restarts one node "
-                          "at a time everywhere: racks one after another, a rack's pods one by one):", highlight=False)
+        out_console.print("restarts, as the ring's replication allows them (racks one after another, each behind "
+                          "the gates; within a rack, all its pods at once or one by one, as said here; checked again "
+                          "before each rack):", highlight=False)
         for choice in restarts:
             out_console.print(f"  {choice.line()}", markup=False, highlight=False)
 
@@ -213,6 +214,14 @@ def history_cmd(files: Files, app_name: AppName = None, kubeconfig: Kubeconfig =
                             ", ".join(rep.keyspaces) or "all", ", ".join(rep.datacenters) or "all",
                             f"{rep.done}/{rep.total}", rep.phase.value, rep.message)
         out_console.print(repairs)
+    if hist.restarts:
+        restarts = Table("restart", "started", "updated", "by", "datacenters", "nodes", "phase", "message",
+                         box=box.SIMPLE_HEAVY, title=f"restarts of {target.app.metadata.name}", title_justify="left")
+        for rst in reversed(hist.restarts):
+            restarts.add_row(str(rst.number), _when(rst.created), _when(rst.updated), rst.holder,
+                             ", ".join(rst.datacenters) or "all", f"{rst.done}/{rst.total}", rst.phase.value,
+                             rst.message)
+        out_console.print(restarts)
     for cluster, member in sorted(hist.members.items()):
         if member.reach is not Reach.REACHED:
             out_console.print(f"{cluster}: Unknown ({member.error})", markup=False, highlight=False)

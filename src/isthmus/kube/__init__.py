@@ -75,6 +75,7 @@ from .records import (
     replace_record,
     write_config_map,
 )
+from .recreating import recreate_orphaning
 from .registry import ClusterRegistry, default_kubeconfig
 from .scaling import delete_claim, set_replicas
 from .watching import WatchSettings, watch_objects
@@ -152,6 +153,7 @@ __all__ = [
     "read_config_map",
     "reapply_objects",
     "reconfirm_kinds",
+    "recreate_orphaning",
     "register_custom_kinds",
     "remembered_config_map",
     "replace_record",

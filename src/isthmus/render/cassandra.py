@@ -355,7 +355,9 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
         "spec": {
             "serviceName": names.all_service(dc.name),
             "replicas": replicas,
-            "podManagementPolicy": "OrderedReady",
+            # Pods deleted together start together: a rack restarts at once when the ring's replication allows
+            # it (rollout.rackrolling, which also raises the replicas one at a time so nodes join one by one).
+            "podManagementPolicy": "Parallel",
             # The rollout work drives the partition; render always asks for the whole set.
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},

@@ -49,6 +49,7 @@ from .repairing import RepairOptions, RepairResult, RepairUnavailable, run_repai
 from .repairplan import BadRepair, RepairNode, RepairPlan, plan_repair
 from .repairstate import RepairSummary
 from .requirements import MissingCRD
+from .restarting import BadRestart, RestartOptions, RestartResult, run_restart
 from .results import EngineStats, MemberOutcome, MemberResult, RolloutResult, StepFailed
 from .revisions import Revision, RevisionInfo, RevisionNotFound, RevisionStore
 from .rollback import NothingToRollBack, rollback_app
@@ -59,6 +60,7 @@ from .steps import RolloutPlan, Step, StepKind, check_strategy, plan_rollout
 __all__ = [
     "DEFAULT_GATES",
     "BadRepair",
+    "BadRestart",
     "BreakRefused",
     "Clock",
     "ClusterView",
@@ -93,6 +95,8 @@ __all__ = [
     "RepairResult",
     "RepairSummary",
     "RepairUnavailable",
+    "RestartOptions",
+    "RestartResult",
     "Revision",
     "RevisionInfo",
     "RevisionNotFound",
@@ -129,6 +133,7 @@ __all__ = [
     "resume_rollout",
     "rollback_app",
     "run_repair",
+    "run_restart",
     "superuser_password",
     "wait_healthy",
 ]

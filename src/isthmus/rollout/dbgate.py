@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..kube import ClusterConnection, KubeError, KubeObject, Reach, pod_exec
@@ -89,14 +89,18 @@ class DatabaseGate:
     within: float = 60.0
     concurrency: int = 8
     name: str = "database"
+    last_reports: list[NodeReport] = field(default_factory=list)
+    """The nodes' answers at the last check (how a rack may restart is read from them: :mod:`.rackrolling`)."""
 
     async def check(self, ctx: GateContext) -> GateResult:
         pods = database_pods(ctx.observation)
+        self.last_reports = []
         if not any(pods.values()):
             return GateResult(self.name, GateVerdict.PASS, "no database process to ask (no pod runs in a container "
                                                        "runtime)")
         reports = await ring_reports(ctx.connections, ctx.namespace, {c: ps for c, ps in pods.items() if ps},
                                      within=self.within, concurrency=self.concurrency)
+        self.last_reports = reports
         unreachable = {dc for dc, cluster in self.datacenters.items()
                        if ctx.observation.get(cluster) is None or ctx.observation[cluster].reach is not Reach.REACHED}
         tolerated = {str((p.get("status") or {}).get("podIP")) for c, view in ctx.observation.items()

@@ -330,10 +330,13 @@ class Engine:
                     self._say(step.cluster, f"{step.id}: started", log=not quiet)
                     if not quiet:
                         await self._writer.save()
-                await self._execute(step, conn, objects, rec, quiet, interrupted=interrupted)
-                await self._confirm_late_fence(step, conn, objects, rec, quiet)
-                if decision.choice is Choice.CONVERGE:
-                    await self._convergence.wait(step, conn)
+                if decision.choice is Choice.CONVERGE and step.kind is StepKind.RACK and self.settings.racks:
+                    await self._roll_rack(step, conn, objects, rec)  # a rack at once, or a node at a time
+                else:
+                    await self._execute(step, conn, objects, rec, quiet, interrupted=interrupted)
+                    await self._confirm_late_fence(step, conn, objects, rec, quiet)
+                    if decision.choice is Choice.CONVERGE:
+                        await self._convergence.wait(step, conn)
                 if step.kind is StepKind.FINALIZE:
                     await record_member_revision(conn, self.app, self.namespace, revision=self.state.revision)
                 break
@@ -354,6 +357,19 @@ class Engine:
             return
         self._gatekeeper.last_disruptive = self.clock.monotonic()
         await self._writer.save()
+
+    async def _roll_rack(self, step: Step, conn: ClusterConnection, objects: list[KubeObject],
+                         rec: StepRecord) -> None:
+        assert self.settings.racks is not None
+
+        async def write(these: list[KubeObject]) -> None:
+            await self._execute(step, conn, these, rec, False)
+
+        note = await self.settings.racks.roll(step, conn, objects, write=write,
+                                              converge=lambda: self._convergence.wait(step, conn),
+                                              say=lambda message: self._say(step.cluster, f"{step.id}: {message}",
+                                                                            log=True))
+        rec.note = note or rec.note
 
     def _unchanged(self, step: Step, rec: StepRecord, objects: Sequence[KubeObject], note: str) -> None:
         """Done without a write: every object of the step is reported unchanged; recorded with the next write."""

@@ -27,6 +27,7 @@ from ..kube import (
     write_config_map,
 )
 from .repairstate import RepairSummary, repair_history
+from .restartstate import restart_history
 from .revisions import RevisionInfo, RevisionStore
 
 __all__ = ["History", "MemberRevision", "history", "member_record_name", "member_revisions", "read_member_revision",
@@ -109,6 +110,8 @@ class History:
     control_plane_error: str = ""
     repairs: tuple[RepairSummary, ...] = ()
     """The app's repairs (``isthmus repair``), oldest first."""
+    restarts: tuple[RepairSummary, ...] = ()
+    """The app's restarts (``isthmus restart``), oldest first."""
 
     def state_of(self, number: int) -> dict[str, str]:
         """Per member: Running, Rolling (the target of an unfinished rollout), Unknown, or empty."""
@@ -130,7 +133,7 @@ class History:
         return {"app": self.app, "controlPlane": self.control_plane, "controlPlaneError": self.control_plane_error,
                 "members": {c: m.to_dict() for c, m in sorted(self.members.items())},
                 "revisions": [{**r.to_dict(), "clusters": self.state_of(r.number)} for r in self.revisions],
-                "repairs": [r.to_dict() for r in self.repairs]}
+                "repairs": [r.to_dict() for r in self.repairs], "restarts": [r.to_dict() for r in self.restarts]}
 
 
 async def history(registry: ClusterRegistry, control_plane: str, members: Sequence[str], app: str,
@@ -138,8 +141,9 @@ async def history(registry: ClusterRegistry, control_plane: str, members: Sequen
     error = ""
     control = registry[control_plane]
     try:
-        infos, repairs = await asyncio.gather(RevisionStore(control, app).entries(), repair_history(control, app))
+        infos, repairs, restarts = await asyncio.gather(RevisionStore(control, app).entries(),
+                                                        repair_history(control, app), restart_history(control, app))
     except ClusterUnreachable as exc:
-        infos, repairs, error = [], (), exc.reason
+        infos, repairs, restarts, error = [], (), (), exc.reason
     return History(app, tuple(infos), await member_revisions(registry, members, app, namespace), control_plane,
-                   error, tuple(repairs))
+                   error, tuple(repairs), tuple(restarts))

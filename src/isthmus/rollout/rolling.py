@@ -29,6 +29,7 @@ from .identities import record_identities
 from .keyspacing import RingKeyspaces
 from .locking import LeaseLock
 from .progress import ProgressStore, RolloutPhase, RolloutState
+from .rackrolling import RackRolling
 from .releasing import restore_secrets
 from .requirements import require_custom_kinds
 from .results import RolloutResult, Timeline
@@ -126,14 +127,17 @@ class _Session:
     async def run(self, app: AnyApp, manifests: Manifests, state: RolloutState,
                   timeline: Timeline | None = None, baseline: Baseline | None = None,
                   fences: EarlyFences | None = None, *, reapply: bool = False, password: str = "") -> RolloutResult:
-        database = (_database_gate(app),) if isinstance(app, CassandraCluster) else ()
+        gate = _database_gate(app) if isinstance(app, CassandraCluster) else None
+        database = (gate,) if gate is not None else ()
         keyspaces = RingKeyspaces(self.registry, app, password) \
             if isinstance(app, CassandraCluster) and app.spec.keyspaces else None
         scaling = RingScaling(self.registry, app, self.progress, self.options.clock,
                               poll_interval=max(self.options.poll_interval, 2.0)) \
             if isinstance(app, CassandraCluster) else None
+        racks = RackRolling(app, gate, self.options.clock, self.options.poll_interval) \
+            if isinstance(app, CassandraCluster) and gate is not None else None
         settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=database,
-                                  reapply=reapply, keyspaces=keyspaces, scaling=scaling)
+                                  reapply=reapply, keyspaces=keyspaces, scaling=scaling, racks=racks)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,

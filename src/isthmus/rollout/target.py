@@ -5,11 +5,11 @@ Pure values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ..kube import KubeObject, ObjectRef
+from ..kube import ClusterConnection, KubeObject, ObjectRef
 from ..render import Manifests
 from ..spec.cassandra import RolloutStrategy
 from .clock import SYSTEM, Clock
@@ -108,6 +108,15 @@ class ScaleWork(Protocol):
         """Raise when writing a rack step's ``objects`` would drop nodes of the ring (lower its replicas)."""
 
 
+class RackWork(Protocol):
+    """How a rack step that rolls pods writes and waits (a Cassandra ring: :class:`~.rackrolling.RackRolling`)."""
+
+    async def roll(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], *,
+                   write: Callable[[list[KubeObject]], Awaitable[None]], converge: Callable[[], Awaitable[None]],
+                   say: Callable[[str], None]) -> str:
+        """What was done (a note for the step's record)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
@@ -124,6 +133,9 @@ class EngineSettings:
     """Runs the plan's ``keyspace`` steps (a Cassandra ring whose spec declares keyspaces)."""
     scaling: ScaleWork | None = None
     """Runs the plan's ``scale`` steps (a Cassandra ring)."""
+    racks: RackWork | None = None
+    """Rolls the racks (a Cassandra ring: a rack at once when its replication proves it safe); None: the
+    StatefulSet controller alone, a pod at a time."""
 
     @property
     def gates(self) -> tuple[Gate, ...]:

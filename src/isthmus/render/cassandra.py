@@ -37,6 +37,9 @@ volume no longer empty) a replacement on the next start; the readiness probe rem
 serves CQL, which it does only after the replacement finished. A brand-new pod (first deploy, scale-up) has
 no entry and bootstraps as usual; a node that still has its data keeps its identity (the flag is not given,
 and Cassandra ignores it anyway once a node has bootstrapped).
+A datacenter added to a running ring (:mod:`isthmus.rollout.datacenters`) has the key ``no-bootstrap`` in
+that ConfigMap until it is rebuilt: a pod with no data and no address to replace then starts with
+``-Dcassandra.auto_bootstrap=false`` (its data comes from ``nodetool rebuild``, not bootstrap streaming).
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ if [ -n "$old" ] && {{ [ -f {REPLACING_MARKER} ] || [ -z "$(ls -A {DATA_DIR}/dat
   self=$(echo "$POD_NAME$SEED_SUFFIX" | sed 's/[.]/[.]/g')
   sed -i -e "s/$self,//" -e "s/,$self//" {CONF_STAGING}/cassandra.yaml
   echo "isthmus: $POD_NAME has no data: it replaces $old and leaves itself out of its seed list" >&2
+elif [ -z "$old" ] && [ -f "{IDENTITY_MOUNT}/no-bootstrap" ] && [ -z "$(ls -A {DATA_DIR}/data 2>/dev/null)" ]; then
+  echo "-Dcassandra.auto_bootstrap=false" >> {CONF_STAGING}/jvm-server.options
+  echo "isthmus: $POD_NAME joins a new datacenter of a running ring: no bootstrap (it is rebuilt)" >&2
 fi
 """
 

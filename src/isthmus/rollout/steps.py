@@ -15,6 +15,11 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    runs the revision (so the ring has every datacenter the replication names): create it, or change its
    replication to the declared one, then repair it where replicas were added (:mod:`.keyspacing`). Gated:
    the database gate must pass first. A keyspace already as declared is Done without a write.
+3b. Datacenters added to or removed from a running ring (:mod:`.datacenterplan`): ``join/<dc>`` before an
+   added datacenter's racks (its nodes start without bootstrap streaming), ``rebuild/<dc>`` after the keyspaces
+   (``nodetool rebuild -- <source>`` on each of its nodes, then its rows must be readable there), and
+   ``decommission/<dc>`` after the keyspaces for a removed one (replication first, then its nodes one at a
+   time, then its objects). Gated; run by :mod:`.datacenters`.
 4. ``finalize``: per member, the whole object set again (a no-op write-wise when everything
    before it succeeded) with pruning, then the member records the revision it runs. Gated,
    because pruning may delete a rack that left the spec.
@@ -38,6 +43,7 @@ from ..kube import KubeObject
 from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
+from .datacenterplan import DatacenterChange
 
 __all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
            "plan_release", "plan_rollout", "step_objects"]
@@ -51,7 +57,15 @@ class StepKind(StrEnum):
     RACK = "rack"
     RELEASE = "release"
     KEYSPACE = "keyspace"
+    JOIN = "join"
+    REBUILD = "rebuild"
+    DECOMMISSION = "decommission"
     FINALIZE = "finalize"
+
+    @property
+    def datacenter_op(self) -> bool:
+        """A step on a datacenter added to or removed from the ring (:mod:`.datacenters`): no objects."""
+        return self in (StepKind.JOIN, StepKind.REBUILD, StepKind.DECOMMISSION)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,10 @@ class Step:
     keyspace: str = ""
     detail: str = ""
     """What the step brings about, as planned (a keyspace's declared replication)."""
+    source: str = ""
+    """``rebuild``: the datacenter the nodes stream from."""
+    nodes: tuple[str, ...] = ()
+    """``rebuild``/``decommission``: the datacenter's pods, in the order they are worked on."""
 
     @property
     def id(self) -> str:
@@ -72,6 +90,8 @@ class Step:
             return f"rack/{self.datacenter}/{self.rack}"
         if self.kind is StepKind.RELEASE:
             return f"release/{self.cluster}"
+        if self.kind.datacenter_op:
+            return f"{self.kind.value}/{self.datacenter}"
         return f"{self.kind.value}/{self.cluster}"
 
     @property
@@ -89,19 +109,33 @@ class Step:
         if self.kind is StepKind.KEYSPACE:
             return (f"keyspace {self.keyspace}: {self.detail}; create it, or change its replication to this, "
                     "then repair where replicas are added")
+        if self.kind is StepKind.JOIN:
+            return (f"datacenter {self.datacenter} joins the running ring in {self.cluster}: its nodes start "
+                    "without bootstrap streaming (rebuilt after the keyspaces)")
+        if self.kind is StepKind.REBUILD:
+            return (f"datacenter {self.datacenter} was added: system keyspaces gain replicas there, then nodetool "
+                    f"rebuild -- {self.source} on {', '.join(self.nodes)} ({self.detail}); done when every "
+                    "spec keyspace's rows are readable there")
+        if self.kind is StepKind.DECOMMISSION:
+            return (f"datacenter {self.datacenter} was removed: system keyspaces lose it, nodetool decommission on "
+                    f"{', '.join(self.nodes)} one at a time, then its objects and volumes in {self.cluster} go")
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster, "datacenter": self.datacenter,
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster,
+               "datacenter": self.datacenter,
                "rack": self.rack, "disruptive": self.disruptive}
         if self.kind is StepKind.KEYSPACE:
             out |= {"keyspace": self.keyspace, "detail": self.detail}
+        if self.kind.datacenter_op:
+            out |= {"detail": self.detail, "source": self.source, "nodes": list(self.nodes)}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Step:
         return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")),
-                   str(d.get("keyspace", "")), str(d.get("detail", "")))
+                   str(d.get("keyspace", "")), str(d.get("detail", "")), str(d.get("source", "")),
+                   tuple(str(n) for n in d.get("nodes", ())))
 
 
 @dataclass(frozen=True)
@@ -171,7 +205,7 @@ def check_strategy(app: CassandraCluster | ChartRelease) -> None:
     else:
         problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
         problems += [("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip("."), message)
-                     for path, message in app.spec.keyspace_problems()]
+                     for path, message in [*app.spec.keyspace_problems(), *app.spec.rebuild_problems()]]
     if problems:
         raise SpecError([Problem(message, None, None, path) for path, message in problems])
 
@@ -215,12 +249,15 @@ def plan_release(release: ChartRelease, *, reverse: bool = False) -> RolloutPlan
     return RolloutPlan(release.metadata.name, tuple(out), reverse)
 
 
-def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False) -> RolloutPlan:
-    """The plan that carries ``app`` (as rendered) to its members; see the module docstring."""
+def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
+                 datacenters: DatacenterChange | None = None) -> RolloutPlan:
+    """The plan that carries ``app`` (as rendered) to its members; see the module docstring. ``datacenters``:
+    what the spec adds to and removes from the running ring (:func:`.datacenterplan.datacenter_change`)."""
     if isinstance(app, ChartRelease):
         return plan_release(app, reverse=reverse)
     members = app.member_clusters()
     dcs = {dc.name: dc for dc in app.spec.datacenters}
+    change = datacenters if datacenters is not None and not reverse else DatacenterChange()
     waves = [Wave("prepare", tuple(Lane(c, (Step(StepKind.PREPARE, c),)) for c in members))]
     dc_waves = datacenter_waves(app)
     if reverse:
@@ -232,7 +269,8 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False)
             racks = [r.name for r in dc.racks]
             if reverse:
                 racks.reverse()
-            lanes.append(Lane(name, tuple(Step(StepKind.RACK, dc.cluster, name, r) for r in racks)))
+            join = (Step(StepKind.JOIN, dc.cluster, name),) if change.added and name in change.added else ()
+            lanes.append(Lane(name, (*join, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
     if app.spec.keyspaces:  # after every datacenter, so the ring has each one the replication names
@@ -241,8 +279,29 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False)
             Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
                  detail=f"{k.replication_text()} (read at {k.consistency.value})")
             for k in app.spec.keyspaces)),)))
+    if change:  # after the keyspaces: the declared replication names an added datacenter, and no longer a removed one
+        waves.append(Wave("datacenters", (Lane("datacenters", tuple(_datacenter_steps(app, change))),)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
     return RolloutPlan(app.metadata.name, tuple(waves), reverse)
+
+
+def _datacenter_steps(app: CassandraCluster, change: DatacenterChange) -> list[Step]:
+    from ..render.naming import CassandraNames
+
+    names = CassandraNames(app.metadata.name, app.namespace)
+    out = []
+    for dc in app.spec.datacenters:
+        if dc.name not in change.added:
+            continue
+        sizes = dc.rack_sizes()
+        pods = tuple(p for r in dc.racks for p in names.pods(dc.name, r.name, sizes[r.name]))
+        source = change.sources.get(dc.name, dc.rebuild_from or "")
+        why = "rebuildFrom" if dc.rebuild_from else "the nearest healthy datacenter"
+        out.append(Step(StepKind.REBUILD, dc.cluster, dc.name, source=source, nodes=pods,
+                        detail=f"source {source or '?'}: {why}"))
+    out += [Step(StepKind.DECOMMISSION, gone.cluster, gone.name, nodes=gone.pods,
+                 detail="removed from the spec") for gone in change.removed]
+    return out
 
 
 def _is_workload(obj: KubeObject) -> bool:
@@ -255,8 +314,8 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
         return [o for o in objects if not _is_workload(o)]
     if step.kind is StepKind.RELEASE:
         return list(objects)
-    if step.kind is StepKind.KEYSPACE:
-        return []  # CQL, not objects
+    if step.kind is StepKind.KEYSPACE or step.kind.datacenter_op:
+        return []  # CQL and nodetool, not objects
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"
                 and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter

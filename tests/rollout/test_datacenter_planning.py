@@ -164,3 +164,17 @@ def test_a_node_of_an_added_datacenter_starts_without_bootstrap_only_when_told_a
 
 def test_an_empty_change_is_false() -> None:
     assert not DatacenterChange() and DatacenterChange(added=("dc3",))
+
+
+def test_a_datacenter_added_or_removed_restarts_no_other_datacenter() -> None:
+    """The remote seed names change, but they are read only at start: the other racks' pod templates stay."""
+    def templates(dcs: list[str]) -> dict[str, Any]:
+        fleet, app = load(fleet_doc(), _doc(dcs))
+        return {o["metadata"]["name"]: o["spec"]["template"] for o in render(app, fleet).for_cluster("c1")
+                if o["kind"] == "StatefulSet"}
+
+    assert templates(["dc1", "dc2"]) == templates(["dc1", "dc2", "dc3"]) == templates(["dc1"])
+    fleet, app = load(fleet_doc(), _doc(["dc1", "dc3"]))
+    config = next(o for o in render(app, fleet).for_cluster("c1") if o["kind"] == "ConfigMap"
+                  and "cassandra.yaml" in o.get("data", {}))
+    assert "kp-dc3-seeds" in config["data"]["cassandra.yaml"]  # the next start reads the new list

@@ -125,6 +125,8 @@ class RingDatacenters:
     retry_wait: float = 10.0
     node_within: float = 3600.0
     """Seconds one ``nodetool rebuild`` or ``decommission`` may take."""
+    gone_within: float = 300.0
+    """Seconds a removed datacenter's pods and claims may take to go once deleted."""
     _progress: NodeProgress | None = field(default=None, init=False)
 
     async def run(self, step: Step, *, token: int, interrupted: bool = False) -> str:
@@ -352,5 +354,20 @@ class RingDatacenters:
         for claim in gone:
             await delete_record(conn, "v1", "PersistentVolumeClaim", claim, ns)
         await delete_record(conn, "v1", "ConfigMap", names.identities(step.datacenter), ns)
-        return f"deleted {what}, {len(gone)} volume claim(s) and the identities"
+        left = await self._wait_gone(conn, step.datacenter)
+        return f"deleted {what}, {len(gone)} volume claim(s) and the identities" + \
+            (f" ({', '.join(left)} still terminating after {self.gone_within:g}s)" if left else "")
+
+    async def _wait_gone(self, conn: ClusterConnection, datacenter: str) -> list[str]:
+        """Until the datacenter's pods and claims are gone (a pod first runs its pre-stop hook), at most
+        ``gone_within`` seconds; returns what is left."""
+        name, ns = self.app.metadata.name, self.app.namespace
+        deadline = self.clock.monotonic() + self.gone_within
+        while True:
+            live = await fetch_owned(conn, name, {("v1", "Pod", ns), ("v1", "PersistentVolumeClaim", ns)})
+            left = sorted(f"{ref.kind.lower()}/{ref.name}" for ref, o in live.items()
+                          if (o["metadata"].get("labels") or {}).get(DC_LABEL) == datacenter)
+            if not left or self.clock.monotonic() >= deadline:
+                return left
+            await self.clock.sleep(2.0)
 

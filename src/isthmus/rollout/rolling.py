@@ -215,6 +215,11 @@ async def check_datacenter_change(app: CassandraCluster, fleet: Fleet, registry:
     change = datacenter_change(before, app)
     if not change:
         return change
+    missing = sorted({r.cluster for r in change.removed if r.cluster not in registry})
+    if missing:
+        raise BadDatacenterChange(f"datacenter(s) {', '.join(r.name for r in change.removed)} are removed, but cluster "
+                                  f"{', '.join(missing)} is not among the connections (its kubeconfig context): its "
+                                  "nodes must be reachable to be decommissioned; nothing was written")
     members = {c: registry[c] for c in {*app.member_clusters(), *(r.cluster for r in change.removed)}}
     observation = await observe(members, app.metadata.name, app.namespace)
     clusters = {dc.name: dc.cluster for dc in app.spec.datacenters}

@@ -178,3 +178,16 @@ def test_a_datacenter_added_or_removed_restarts_no_other_datacenter() -> None:
     config = next(o for o in render(app, fleet).for_cluster("c1") if o["kind"] == "ConfigMap"
                   and "cassandra.yaml" in o.get("data", {}))
     assert "kp-dc3-seeds" in config["data"]["cassandra.yaml"]  # the next start reads the new list
+
+
+def test_a_declared_system_auth_changes_after_a_removed_datacenters_nodes_are_gone() -> None:
+    """Cassandra 5 refuses to drop a datacenter that still has nodes from system_auth."""
+    auth = {"name": "system_auth", "replication": {"dc1": 3}}
+    shop = {"name": "shop", "replication": {"dc1": 3}, "consistency": "QUORUM"}
+    after = _app(["dc1"], keyspaces=[auth, shop])
+    plan = plan_rollout(after, datacenters=datacenter_change(_app(["dc1", "dc2"]), after))
+    assert [w.name for w in plan.waves] == ["prepare", "seed: dc1", "keyspaces", "datacenters", "keyspaces after",
+                                            "finalize"]
+    assert [s.id for s in plan.steps if s.kind in (StepKind.KEYSPACE, StepKind.DECOMMISSION)] == \
+        ["keyspace/shop", "decommission/dc2", "keyspace/system_auth"]
+    assert [w.name for w in plan_rollout(after).waves] == ["prepare", "seed: dc1", "keyspaces", "finalize"]

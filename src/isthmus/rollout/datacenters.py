@@ -69,6 +69,8 @@ __all__ = ["NO_BOOTSTRAP_KEY", "DatacenterError", "RingDatacenters", "rebuild_co
 
 NO_BOOTSTRAP_KEY = "no-bootstrap"
 """In ``<app>-<dc>-identities``: the datacenter joins a running ring; its new nodes must not bootstrap."""
+_ACTIVE_NODES = "have active nodes and must be present in replication options"
+"""Cassandra 5's refusal to drop a datacenter that still has nodes from ``system_auth``."""
 _KEYSPACES = "SELECT keyspace_name, replication FROM system_schema.keyspaces"
 _TABLES = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s"
 
@@ -266,7 +268,7 @@ class RingDatacenters:
             raise ClusterUnreachable(next(iter(members)), "no remaining node answers")
         return [r for r in await ring_reports(members, self.app.namespace, pods) if r.answered]
 
-    async def _leave(self, step: Step, pod: str) -> str:
+    async def _leave(self, step: Step, pod: str, *, force: bool = False) -> str:
         """Take ``pod``'s node out of the ring; returns how (or raises DatacenterError)."""
         conn = self.registry[step.cluster]
         live = await fetch_owned(conn, self.app.metadata.name, {("v1", "Pod", self.app.namespace)})
@@ -278,10 +280,10 @@ class RingDatacenters:
             return "not in the ring (left already)"
         tried = ""
         if obj is not None and pod_ready(obj):
-            self.say(step.cluster, f"{step.id}: {pod}: nodetool decommission")
-            left = await decommission_node(conn, self.app.namespace, pod, within=self.node_within)
+            self.say(step.cluster, f"{step.id}: {pod}: nodetool decommission{' --force' if force else ''}")
+            left = await decommission_node(conn, self.app.namespace, pod, within=self.node_within, force=force)
             if left.ok:
-                return "decommissioned"
+                return "decommissioned" + (" (--force)" if force else "")
             tried = left.error
             self.say(step.cluster, f"{step.id}: {pod}: {tried}; trying nodetool removenode")
         gone = [n for n in members if n.address == address] if address else []
@@ -297,17 +299,31 @@ class RingDatacenters:
             (f" (decommission failed: {tried})" if tried else "")
 
     async def _decommission(self, step: Step, progress: NodeProgress, token: int) -> str:
-        def replication(session: Any) -> list[str]:
+        def replication(session: Any) -> tuple[list[str], list[KeyspaceChange], list[str]]:
+            """(what was altered, what Cassandra defers until the datacenter has no node, what still replicates
+            there afterwards)."""
             live = _live(session)
-            still = sorted(name for name, rep in live.items() if name not in REPLICATED_SYSTEM_KEYSPACES
-                           and (rep.per_datacenter() or {}).get(step.datacenter, 0) > 0)
+            here = {name for name, rep in live.items() if (rep.per_datacenter() or {}).get(step.datacenter, 0) > 0}
+            still = sorted(here - set(REPLICATED_SYSTEM_KEYSPACES))
             if still:
                 raise DatacenterError(f"{step.id}: keyspace(s) {', '.join(still)} still replicate to "
                                       f"{step.datacenter}; declare them in spec.keyspaces without it")
-            return _alter(session, system_keyspace_changes(self.app, live, remove=step.datacenter))
+            altered, deferred = [], []
+            for change in system_keyspace_changes(self.app, live, remove=step.datacenter):
+                try:
+                    altered += _alter(session, [change])
+                except DatacenterError as exc:
+                    if _ACTIVE_NODES not in str(exc):
+                        raise
+                    deferred.append(change)  # Cassandra 5: system_auth keeps a datacenter while it has nodes
+            return altered, deferred, sorted(here - {c.split(" ", 1)[0] for c in altered})
 
         seed = next(iter(dc.name for dc in self.app.spec.datacenters))
-        _, _, altered = await self.cql.in_datacenter(seed, replication)
+        _, _, (altered, deferred, kept) = await self.cql.in_datacenter(seed, replication)
+        force = bool(kept)  # a keyspace keeps replicas there until its nodes are gone: Cassandra wants --force
+        if force:
+            self.say(step.cluster, f"{step.id}: {', '.join(kept)} keep replicas in {step.datacenter} until its nodes "
+                                   "are gone (Cassandra 5 refuses to drop it from system_auth before): --force")
         done = set(progress.done(step.id))
         notes = []
         for pod in step.nodes:
@@ -318,7 +334,7 @@ class RingDatacenters:
             rec.outcome, rec.started, rec.finished, rec.note = Outcome.RUNNING, self.clock.wall(), None, ""
             await self._save(progress, token)
             try:
-                how = await self._leave(step, pod)
+                how = await self._leave(step, pod, force=force)
             except DatacenterError as exc:
                 rec.outcome, rec.note = Outcome.FAILED, str(exc)
                 await self._save(progress, token)
@@ -327,6 +343,9 @@ class RingDatacenters:
             await self._save(progress, token)
             self.say(step.cluster, f"{step.id}: {pod}: {how}")
             notes.append(f"{pod}: {how}")
+        if deferred:
+            _, _, later = await self.cql.in_datacenter(seed, lambda session: _alter(session, deferred))
+            altered += [f"{c} (once its nodes had left)" for c in later]
         deleted = await self._delete(step)
         ghosts = [f"{r.datacenter} ({r.pod}) sees {n.address} {n.code}" for r in await self._ring()
                   for n in r.ring if n.datacenter == step.datacenter]

@@ -59,9 +59,15 @@ async def _run(conn: ClusterConnection, namespace: str, pod: str, command: Seque
     return NodeLeft(pod, said)
 
 
-async def decommission_node(conn: ClusterConnection, namespace: str, pod: str, *, within: float = 3600.0) -> NodeLeft:
-    """``nodetool decommission`` on ``pod`` (it streams its data away and leaves); raises ClusterUnreachable."""
-    return await _run(conn, namespace, pod, DECOMMISSION, within=within)
+async def decommission_node(conn: ClusterConnection, namespace: str, pod: str, *, within: float = 3600.0,
+                            force: bool = False) -> NodeLeft:
+    """``nodetool decommission`` on ``pod`` (it streams its data away and leaves); raises ClusterUnreachable.
+
+    ``force`` (``--force``): leave even when a keyspace keeps as many replicas in the node's datacenter as it has
+    nodes, which Cassandra otherwise refuses ("Not enough live nodes to maintain replication factor"). Only
+    for a datacenter that is going away as a whole and whose remaining replication cannot be dropped first:
+    Cassandra 5 refuses to drop a datacenter that still has nodes from ``system_auth``."""
+    return await _run(conn, namespace, pod, (*DECOMMISSION, "--force") if force else DECOMMISSION, within=within)
 
 
 async def remove_node(conn: ClusterConnection, namespace: str, via: str, node_host_id: str, *,

@@ -273,14 +273,18 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
             lanes.append(Lane(name, (*join, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
-    if app.spec.keyspaces:  # after every datacenter, so the ring has each one the replication names
-        seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
-        waves.append(Wave("keyspaces", (Lane("keyspaces", tuple(
-            Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
-                 detail=f"{k.replication_text()} (read at {k.consistency.value})")
-            for k in app.spec.keyspaces)),)))
+    seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
+    keyspaces = [Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
+                      detail=f"{k.replication_text()} (read at {k.consistency.value})") for k in app.spec.keyspaces]
+    # Cassandra 5 refuses to drop a datacenter that still has nodes from system_auth: when one is removed, a
+    # declared system_auth changes once its nodes are gone (their decommission is forced past it meanwhile).
+    later = [s for s in keyspaces if change.removed and s.keyspace == "system_auth"]
+    if keyspaces := [s for s in keyspaces if s not in later]:  # after every datacenter: the ring has each one
+        waves.append(Wave("keyspaces", (Lane("keyspaces", tuple(keyspaces)),)))
     if change:  # after the keyspaces: the declared replication names an added datacenter, and no longer a removed one
         waves.append(Wave("datacenters", (Lane("datacenters", tuple(_datacenter_steps(app, change))),)))
+    if later:
+        waves.append(Wave("keyspaces after", (Lane("keyspaces", tuple(later)),)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
     return RolloutPlan(app.metadata.name, tuple(waves), reverse)
 

@@ -18,6 +18,7 @@ from isthmus.rollout.datacenterplan import (
     DatacenterChange,
     choose_source,
     datacenter_change,
+    rebuild_commands,
     removal_problems,
     system_keyspace_changes,
 )
@@ -76,7 +77,8 @@ def test_join_comes_before_the_added_racks_and_rebuild_and_decommission_after_th
     assert decommission.nodes == ("kp-dc2-rb-0", "kp-dc2-ra-1", "kp-dc2-ra-0")
     assert all(s.disruptive for s in (rebuild, decommission)) and step_objects(rebuild, [{"kind": "X"}]) == []
     lines = "\n".join(plan.lines())
-    assert "rebuild/dc3 (gated): datacenter dc3 was added" in lines and "nodetool rebuild -- dc1" in lines
+    assert "rebuild/dc3 (gated): datacenter dc3 was added" in lines
+    assert "nodetool rebuild --keyspace <each> -- dc1" in lines
     assert "source dc1: the nearest healthy datacenter" in lines
     assert "decommission/dc2 (gated): datacenter dc2 was removed" in lines
     assert RolloutPlan.from_dict(plan.to_dict()) == plan  # the state keeps source and nodes
@@ -191,3 +193,14 @@ def test_a_declared_system_auth_changes_after_a_removed_datacenters_nodes_are_go
     assert [s.id for s in plan.steps if s.kind in (StepKind.KEYSPACE, StepKind.DECOMMISSION)] == \
         ["keyspace/shop", "decommission/dc2", "keyspace/system_auth"]
     assert [w.name for w in plan_rollout(after).waves] == ["prepare", "seed: dc1", "keyspaces", "finalize"]
+
+
+def test_a_new_node_is_rebuilt_keyspace_by_keyspace_from_the_source_where_it_can_be() -> None:
+    simple = LiveReplication.parse({"class": "org.apache.cassandra.locator.SimpleStrategy", "replication_factor": "2"})
+    live = {"system_auth": _nts(dc1=3, dc3=1), "system_traces": simple, "shop": _nts(dc2=3, dc3=3),
+            "other": _nts(dc1=3), "system_schema": LiveReplication.parse({"class": "LocalStrategy"})}
+    assert rebuild_commands(live, "dc3", "dc1") == [
+        ("nodetool", "rebuild", "--keyspace", "shop"),  # dc1 holds none of it: from any datacenter
+        ("nodetool", "rebuild", "--keyspace", "system_auth", "--", "dc1"),
+        ("nodetool", "rebuild", "--keyspace", "system_traces"),  # SimpleStrategy: dc1 may lack a range
+    ]

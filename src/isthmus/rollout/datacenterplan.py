@@ -41,11 +41,11 @@ from typing import Any
 from ..errors import UserError
 from ..render.naming import CassandraNames
 from ..spec import CassandraCluster
-from ..spec.keyspaces import REPLICATED_SYSTEM_KEYSPACES
+from ..spec.keyspaces import LOCAL_SYSTEM_KEYSPACES, REPLICATED_SYSTEM_KEYSPACES
 from .keyspaceplan import KeyspaceChange, LiveReplication
 
 __all__ = ["BadDatacenterChange", "DatacenterChange", "RemovedDatacenter", "choose_source", "datacenter_change",
-           "removal_problems", "system_keyspace_changes"]
+           "rebuild_commands", "removal_problems", "system_keyspace_changes"]
 
 SYSTEM_REPLICAS = 3
 """Replicas an undeclared system keyspace gets in an added datacenter (at most its node count)."""
@@ -173,4 +173,27 @@ def system_keyspace_changes(app: CassandraCluster, live: Mapping[str, LiveReplic
             after.pop(remove, None)
         if after != per_dc and after:
             out.append(KeyspaceChange(name, replication, after))
+    return out
+
+
+def rebuild_commands(live: Mapping[str, LiveReplication], datacenter: str, source: str) -> list[tuple[str, ...]]:
+    """The ``nodetool rebuild`` commands that fill a node of the added ``datacenter``, one per keyspace: a
+    NetworkTopologyStrategy keyspace with replicas there streams from ``source`` (from any datacenter when the
+    source holds none of it); a SimpleStrategy one (``system_traces``, ``system_distributed`` until declared)
+    from any datacenter, since it places replicas whatever their datacenter, so the source may lack a range
+    the new node now owns (Cassandra: "Unable to find sufficient sources for streaming range", as the lab's
+    ring answered a whole-node ``nodetool rebuild -- <source>``)."""
+    out: list[tuple[str, ...]] = []
+    for name, replication in sorted(live.items()):
+        if name in LOCAL_SYSTEM_KEYSPACES:
+            continue
+        per_dc = replication.per_datacenter()
+        if per_dc is None:
+            if replication.strategy == "SimpleStrategy":
+                out.append(("nodetool", "rebuild", "--keyspace", name))
+            continue
+        if per_dc.get(datacenter, 0) == 0:
+            continue
+        from_source = ("--", source) if per_dc.get(source, 0) > 0 else ()
+        out.append(("nodetool", "rebuild", "--keyspace", name, *from_source))
     return out

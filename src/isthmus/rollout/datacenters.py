@@ -53,7 +53,7 @@ from ..spec import CassandraCluster
 from ..spec.keyspaces import REPLICATED_SYSTEM_KEYSPACES
 from .clock import SYSTEM, Clock
 from .cqlsession import count_rows
-from .datacenterplan import system_keyspace_changes
+from .datacenterplan import rebuild_commands, system_keyspace_changes
 from .datacenterstate import NodeProgress, NodeProgressStore
 from .dbgate import CASSANDRA_CONTAINER, database_pods, ring_reports
 from .decommission import NodeLeft, decommission_node, remove_node
@@ -65,7 +65,7 @@ from .progress import Outcome
 from .repairplan import nodetool_failure
 from .steps import DC_LABEL, Step, StepKind
 
-__all__ = ["NO_BOOTSTRAP_KEY", "DatacenterError", "RingDatacenters", "rebuild_command"]
+__all__ = ["NO_BOOTSTRAP_KEY", "DatacenterError", "RingDatacenters"]
 
 NO_BOOTSTRAP_KEY = "no-bootstrap"
 """In ``<app>-<dc>-identities``: the datacenter joins a running ring; its new nodes must not bootstrap."""
@@ -79,10 +79,6 @@ Say = Callable[[str, str], None]
 
 class DatacenterError(IsthmusError):
     """Cassandra refused a datacenter's step (the node, the command, its words), or the step's check failed."""
-
-
-def rebuild_command(source: str) -> tuple[str, ...]:
-    return ("nodetool", "rebuild", "--", source)
 
 
 def _quiet(_cluster: str, _message: str) -> None:
@@ -171,20 +167,15 @@ class RingDatacenters:
     async def _save(self, progress: NodeProgress, token: int) -> None:
         await self.store.save(progress, token)
 
-    async def _rebuild_one(self, step: Step, pod: str, progress: NodeProgress, token: int) -> None:
-        rec = progress.record(step.id, pod)
-        command = rebuild_command(step.source)
+    async def _command(self, step: Step, pod: str, command: tuple[str, ...]) -> str:
+        """Run one rebuild command on ``pod``, tried ``attempts`` times; "" or what failed the last time."""
         said = " ".join(command)
-        conn = self.registry[step.cluster]
+        failure = ""
         for attempt in range(1, self.attempts + 1):
-            rec.outcome, rec.started, rec.finished = Outcome.RUNNING, self.clock.wall(), None
-            rec.note = f"attempt {attempt}"
-            await self._save(progress, token)
             self.say(step.cluster, f"{step.id}: {pod}: {said} (attempt {attempt} of {self.attempts})")
-            started = self.clock.monotonic()
             try:
-                result = await pod_exec(conn, self.app.namespace, pod, CASSANDRA_CONTAINER, command,
-                                        within=self.node_within)
+                result = await pod_exec(self.registry[step.cluster], self.app.namespace, pod, CASSANDRA_CONTAINER,
+                                        command, within=self.node_within)
                 failure = "" if result.ok else \
                     f"exited {result.exit_code}: {nodetool_failure(result.stdout, result.stderr)}"
             except ClusterUnreachable:
@@ -194,23 +185,36 @@ class RingDatacenters:
             except KubeError as exc:
                 failure = str(exc)
             if not failure:
-                rec.outcome, rec.finished = Outcome.DONE, self.clock.wall()
-                rec.note = f"rebuilt from {step.source} in {self.clock.monotonic() - started:.1f}s"
-                await self._save(progress, token)
-                self.say(step.cluster, f"{step.id}: {pod}: {rec.note}")
-                return
-            rec.outcome, rec.note = Outcome.FAILED, f"{step.cluster}/{pod}: {said} {failure}"
-            await self._save(progress, token)
+                return ""
             self.say(step.cluster, f"{step.id}: {pod}: failed (attempt {attempt}): {failure}")
             if attempt < self.attempts:
                 await self.clock.sleep(self.retry_wait)
-        raise DatacenterError(f"{rec.note} (after {self.attempts} attempts)")
+        return f"{step.cluster}/{pod}: {said} {failure} (after {self.attempts} attempts)"
+
+    async def _rebuild_one(self, step: Step, pod: str, commands: list[tuple[str, ...]], progress: NodeProgress,
+                           token: int) -> None:
+        rec = progress.record(step.id, pod)
+        rec.outcome, rec.started, rec.finished, rec.note = Outcome.RUNNING, self.clock.wall(), None, ""
+        await self._save(progress, token)
+        started = self.clock.monotonic()
+        for i, command in enumerate(commands, 1):
+            rec.note = f"{i} of {len(commands)}: {' '.join(command)}"
+            failure = await self._command(step, pod, command)
+            if failure:
+                rec.outcome, rec.note = Outcome.FAILED, failure
+                await self._save(progress, token)
+                raise DatacenterError(failure)
+        rec.outcome, rec.finished = Outcome.DONE, self.clock.wall()
+        rec.note = f"rebuilt from {step.source} in {self.clock.monotonic() - started:.1f}s ({len(commands)} keyspaces)"
+        await self._save(progress, token)
+        self.say(step.cluster, f"{step.id}: {pod}: {rec.note}")
 
     async def _rebuild(self, step: Step, progress: NodeProgress, token: int) -> str:
-        def system(session: Any) -> list[str]:
-            return _alter(session, system_keyspace_changes(self.app, _live(session), add=step.datacenter))
+        def prepare(session: Any) -> tuple[list[str], list[tuple[str, ...]]]:
+            altered = _alter(session, system_keyspace_changes(self.app, _live(session), add=step.datacenter))
+            return altered, rebuild_commands(_live(session), step.datacenter, step.source)
 
-        _, _, altered = await self.cql.in_datacenter(step.source, system)
+        _, _, (altered, commands) = await self.cql.in_datacenter(step.source, prepare)
         done = set(progress.done(step.id))
         left = [p for p in step.nodes if p not in done]
         if done:
@@ -219,7 +223,7 @@ class RingDatacenters:
 
         async def one(pod: str) -> None:
             async with limit:
-                await self._rebuild_one(step, pod, progress, token)
+                await self._rebuild_one(step, pod, commands, progress, token)
 
         results = await asyncio.gather(*(one(p) for p in left), return_exceptions=True)
         for outcome in results:

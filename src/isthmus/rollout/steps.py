@@ -114,8 +114,8 @@ class Step:
                     "without bootstrap streaming (rebuilt after the keyspaces)")
         if self.kind is StepKind.REBUILD:
             return (f"datacenter {self.datacenter} was added: system keyspaces gain replicas there, then nodetool "
-                    f"rebuild -- {self.source} on {', '.join(self.nodes)} ({self.detail}); done when every "
-                    "spec keyspace's rows are readable there")
+                    f"rebuild --keyspace <each> -- {self.source} on {', '.join(self.nodes)} ({self.detail}); done "
+                    "when every spec keyspace's rows are readable there")
         if self.kind is StepKind.DECOMMISSION:
             return (f"datacenter {self.datacenter} was removed: system keyspaces lose it, nodetool decommission on "
                     f"{', '.join(self.nodes)} one at a time, then its objects and volumes in {self.cluster} go")

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prereqs binaries helm image cassandra lint test test-charts test-unit demo bench clean
+.PHONY: setup prereqs binaries helm image cassandra lint test test-charts test-unit demo bench bench-update clean
 
 setup: $(STAMP) prereqs
 
@@ -58,6 +58,10 @@ demo: setup binaries
 
 bench: setup binaries
 	$(BIN)/python bench/run_all.py
+
+# Re-run some benchmarks and replace only their sections: make bench-update BENCH="bench_guard bench_operator"
+bench-update: setup binaries
+	$(BIN)/python bench/run_all.py --update $(BENCH)
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_guard.py [--requests 10000] [--concurrency 64] [--closed-rounds 3]
                                           [--loads 0.2 0.5] [--rounds 20] [--duration 3]
-                                          [--max-in-flight 256] [--no-pin]
+                                          [--max-in-flight 256] [--no-pin] [--placement sidecar|split]
                                           [--host H --port P]   # an existing node, else a lab node
 
 Load: one cassandra-driver session per target (protocol v5, the driver's default compression),
@@ -21,9 +21,16 @@ a prepared single-partition SELECT. After a warm-up of both targets:
    differences and their spread (the middle half: 25th to 75th percentile of the pairs).
 
 **Pinning:** with ``os.sched_setaffinity`` (what ``taskset`` does), every thread of Cassandra, of the
-guard and of this client goes to its own core when the machine has three; on two cores the guard
-gets a core of its own and Cassandra shares the other with the client (in both the direct and the
-guarded rounds, so the comparison stays fair); ``--no-pin`` leaves scheduling to the kernel.
+guard and of this client goes to its own core when the machine has three. On two cores two of them
+must share one, and which two decides what is measured. By default (``--placement sidecar``) the
+client gets a core of its own and the guard shares the other with Cassandra, as in production: the
+guard is a sidecar in Cassandra's pod, on Cassandra's machine, and the client is on another machine.
+Then both paths cross between cores twice per request (direct: client to Cassandra and back;
+guarded: client to guard and back, the guard's hop to Cassandra staying on its core), so the added
+latency is the guard's own work and its loopback hop. ``--placement split`` gives the guard the core
+of its own and has the client share with Cassandra (what runs before 2026-12-02 did): every hop of
+the guarded path then crosses cores, where the direct path crosses none, which charges the guard for
+cross-core wake-ups a sidecar does not pay. ``--no-pin`` leaves scheduling to the kernel.
 
 The guard runs as a subprocess (``python -m isthmus.cqlguard.cli run`` with a flows file and
 metrics on, as in production), so its CPU time (user + system) is read from
@@ -261,12 +268,15 @@ def pin(pid: int, cpus: set[int]) -> int:
     return n
 
 
-def placement(cores: int) -> dict[str, set[int]] | None:
-    """Which cores Cassandra, the guard and the client get (None: one core, nothing to separate)."""
+def placement(cores: int, kind: str = "sidecar") -> dict[str, set[int]] | None:
+    """Which cores Cassandra, the guard and the client get (None: one core, nothing to separate); on two
+    cores ``kind`` says which two share one (see the module docstring)."""
     if cores >= 3:
         return {"cassandra": {0}, "guard": {1}, "client": {2}}
     if cores == 2:
-        return {"cassandra": {0}, "guard": {1}, "client": {0}}
+        if kind == "split":
+            return {"cassandra": {0}, "guard": {1}, "client": {0}}
+        return {"cassandra": {1}, "guard": {1}, "client": {0}}
     return None
 
 
@@ -299,10 +309,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="open loop: seconds per round")
     parser.add_argument("--max-in-flight", type=int, default=256, help="open loop: outstanding requests at most")
     parser.add_argument("--no-pin", action="store_true", help="do not pin Cassandra, the guard and the client")
+    parser.add_argument("--placement", choices=("sidecar", "split"), default="sidecar",
+                        help="on two cores: the guard shares Cassandra's core (sidecar) or has its own (split)")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int, default=9042)
     args = parser.parse_args()
-    cores = placement(len(os.sched_getaffinity(0))) if not args.no_pin else None
+    ncores = len(os.sched_getaffinity(0))
+    cores = placement(ncores, args.placement) if not args.no_pin else None
     pinned: list[str] = []
     if cores is not None:
         pin(os.getpid(), cores["client"])
@@ -376,7 +389,11 @@ def main() -> None:
     dc_lat, gc_lat = _latencies(closed["direct"]), _latencies(closed["guard"])
 
     print(f"### cqlguard: prepared SELECT, protocol v5, direct vs through the guard ({loop_kind})\n")
-    print(f"{os.cpu_count()} CPUs; " + ("; ".join(pinned) if pinned else "not pinned") + f". Load average "
+    where = {"sidecar": " (placement `sidecar`: the guard shares Cassandra's core, as a sidecar shares its machine;"
+                         " the client, elsewhere in production, has its own)",
+             "split": " (placement `split`: the guard has a core of its own; the client shares Cassandra's)"}
+    print(f"{os.cpu_count()} CPUs; " + ("; ".join(pinned) + (where[args.placement] if ncores == 2 else "")
+                                         if pinned else "not pinned") + f". Load average "
           f"{' -> '.join(loads)} (start, after the closed loop, after each fixed load).\n")
     print(f"**Closed loop, maximum throughput:** {args.concurrency} in flight, {args.requests:,} requests per round, "
           f"{args.closed_rounds} rounds per target:\n")

@@ -4,6 +4,11 @@ Each ``bench_*.py`` prints a markdown section. This runner adds the machine, the
 the load averages before and after (the whole run and each benchmark), a summary of every
 ``Goal``/``- ... met|not met`` line the sections print, keeps the order stable, and records a failed
 benchmark as failed (with its last lines) instead of silently dropping it.
+
+``run_all.py NAME...`` runs only those benchmarks and writes only their sections. ``run_all.py --update
+NAME...`` runs those and replaces their sections in the existing docs/benchmarks.md, keeping every other
+section (and its own date and load, which it carries in its last line) as the last whole run wrote it; the
+header then says which sections were re-run, and when.
 """
 
 from __future__ import annotations
@@ -48,12 +53,44 @@ def goals(section: str) -> list[str]:
     return [line.strip().lstrip("- ") for line in section.splitlines() if _GOAL.search(line)]
 
 
+_TOOK = re.compile(r"^_(bench_\w+)\.py took .*_$", re.MULTILINE)
+
+
+_FAILED = re.compile(r"^### bench_\w+: FAILED \(exit -?\d+\)\n\n```\n.*?\n```$", re.MULTILINE | re.DOTALL)
+_GOALS = re.compile(r"^## Goals\n\n(?:- .*\n)*", re.MULTILINE)
+
+
+def existing_sections(text: str) -> tuple[str, dict[str, str]]:
+    """The header (up to the end of its goals) and each section of a docs/benchmarks.md, by script name: what
+    lies between the previous section (or the goals) and its own ``_bench_x.py took ..._`` line. A FAILED
+    section has no such line and is dropped (a re-run replaces it)."""
+    goals_block = _GOALS.search(text)
+    begin = goals_block.end() if goals_block else 0
+    header, body = text[:begin], _FAILED.sub("", text[begin:])
+    found: dict[str, str] = {}
+    previous = 0
+    for m in _TOOK.finditer(body):
+        found[m.group(1)] = body[previous:m.end()].strip()
+        previous = m.end()
+    return header, found
+
+
 def main() -> int:
-    only = set(sys.argv[1:])
+    args = sys.argv[1:]
+    update = "--update" in args
+    only = {a for a in args if a != "--update"}
+    if update and not only:
+        print("--update needs the names of the benchmarks to run again (e.g. bench_guard)", file=sys.stderr)
+        return 2
     started_at, load_start = dt.datetime.now(dt.UTC), load_avg()
     scripts = [ROOT / "bench" / f"{name}.py" for name in ORDER if (ROOT / "bench" / f"{name}.py").exists()]
     scripts = [s for s in scripts if not only or s.stem in only]
+    unknown = only - {s.stem for s in scripts}
+    if unknown:
+        print(f"no such benchmark: {', '.join(sorted(unknown))} (known: {', '.join(ORDER)})", file=sys.stderr)
+        return 2
     sections = []
+    by_name: dict[str, str] = {}
     failed = 0
     for script in scripts:
         print(f"running {script.name} ...", file=sys.stderr, flush=True)
@@ -62,22 +99,38 @@ def main() -> int:
                               timeout=3600)
         took = time.monotonic() - started
         if proc.returncode == 0:
-            sections.append(proc.stdout.strip() + f"\n\n_{script.name} took {took:.0f} s; load average "
-                            f"{load_before} before, {load_avg()} after._")
+            by_name[script.stem] = proc.stdout.strip() + f"\n\n_{script.name} took {took:.0f} s; load average " \
+                f"{load_before} before, {load_avg()} after._"
         else:
             failed += 1
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            sections.append(f"### {script.stem}: FAILED (exit {proc.returncode})\n\n```\n{tail}\n```")
+            by_name[script.stem] = f"### {script.stem}: FAILED (exit {proc.returncode})\n\n```\n{tail}\n```"
+    doc = ROOT / "docs" / "benchmarks.md"
+    previous_header = ""
+    if update:
+        previous_header, kept = existing_sections(doc.read_text() if doc.exists() else "")
+        by_name = {**kept, **by_name}
+    sections = [by_name[name] for name in ORDER if name in by_name]
     judged = [g for section in sections for g in goals(section)]
+    this_run = (f"{started_at:%Y-%m-%d %H:%M} UTC to {dt.datetime.now(dt.UTC):%H:%M} UTC; load average (1/5/15 min) "
+                f"{load_start} when it started, {load_avg()} when it ended")
+    if update:
+        whole = re.search(r"^Written by `make bench`.*$", previous_header, re.MULTILINE)
+        load = re.search(r"^Load average \(1/5/15 min\):.*$", previous_header, re.MULTILINE)
+        reruns = re.findall(r"^- Re-run: .*$", previous_header, re.MULTILINE)
+        rerun = (f"- Re-run: {', '.join(sorted(only))}, {this_run} (`run_all.py --update`; their sections "
+                 "replace the whole run's).")
+        top = ((whole.group(0) if whole else "Written by `make bench`.") + "\n\n"
+               + (load.group(0) + "\n\n" if load else "") + "\n".join([*reruns, rerun]) + "\n\n")
+    else:
+        top = (f"Written by `make bench`, {started_at:%Y-%m-%d %H:%M} UTC to {dt.datetime.now(dt.UTC):%H:%M} UTC.\n\n"
+               f"Load average (1/5/15 min): {load_start} when the run started, {load_avg()} when it ended. Anything"
+               " above 0 means other work shared the cores: the figures are then upper bounds.\n\n")
     header = (
-        "# Benchmarks\n\n"
-        f"Written by `make bench`, {started_at:%Y-%m-%d %H:%M} UTC to {dt.datetime.now(dt.UTC):%H:%M} UTC.\n\n"
-        f"Machine: {machine()}.\n\n"
-        f"Load average (1/5/15 min): {load_start} when the run started, {load_avg()} when it ended. Anything"
-        " above 0 means other work shared the cores: the figures are then upper bounds.\n\n"
+        "# Benchmarks\n\n" + top + f"Machine: {machine()}.\n\n"
         "## Goals\n\n" + ("\n".join(f"- {g}" for g in judged) if judged else "- (no section judged a goal)") + "\n"
     )
-    (ROOT / "docs" / "benchmarks.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    doc.write_text(header + "\n" + "\n\n".join(sections) + "\n")
     print(f"wrote docs/benchmarks.md ({len(sections)} sections, {failed} failed)", file=sys.stderr)
     return 1 if failed else 0
 

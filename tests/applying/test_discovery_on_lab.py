@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fixtures.labspecs import app_doc, fleet_doc, load, write_specs
-from isthmus.kube import ApplyAction, ClusterRegistry
+from isthmus.kube import ApplyAction, ClusterRegistry, absent_kinds, reconfirm_kinds
 from isthmus.lab import Lab
 from isthmus.rollout import RolloutOptions, apply_rollout
 
@@ -139,3 +139,41 @@ def test_a_member_without_the_mcs_crd_is_refused_before_any_write(lab3: Lab, tmp
         assert ns.strip() == "", (cluster, ns)
     held = lab3.kubectl("c1", "get", "leases,configmaps", "-A", "-o", "name", "-l", "isthmus.dev/app=dcr")
     assert held.strip() == "", held
+
+
+async def test_a_members_recent_answer_on_a_kind_stands_and_a_reconfirm_drops_a_kind_it_no_longer_serves(
+        lab3: Lab, registry: ClusterRegistry, tmp_path: Path) -> None:
+    """The operator's shortcut (isthmus.kube.customkinds): a kind the connection found served less than
+    ``fresh_for`` seconds ago is not read again; the member probe's reconfirm forgets one whose CRD is gone, so
+    the next check reads, and refuses."""
+    conn = registry["c3"]
+    export = {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+              "metadata": {"name": "x", "namespace": "x"}}
+    now = [1000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def reads() -> int:
+        return conn.requests["get"]
+
+    assert await absent_kinds(conn, [export], fresh_for=30, clock=clock) == ()
+    first = reads()
+    now[0] += 29
+    assert await absent_kinds(conn, [export], fresh_for=30, clock=clock) == () and reads() == first  # trusted
+    assert await absent_kinds(conn, [export], fresh_for=0, clock=clock) == () and reads() == first + 1  # the CLI
+    now[0] += 31
+    assert await absent_kinds(conn, [export], fresh_for=30, clock=clock) == () and reads() == first + 2  # stale
+    assert await reconfirm_kinds(conn, clock=clock) == () and reads() == first + 3
+    template = resources.files("isthmus.lab").joinpath("templates/mcs-crds.yaml")
+    lab3.kubectl("c3", "delete", "crd", MCS_CRD, "--wait=true", timeout=60)
+    try:
+        gone = await reconfirm_kinds(conn, clock=clock)
+        assert [k.kind for k in gone] == ["ServiceExport"]
+        absent = await absent_kinds(conn, [export], fresh_for=30, clock=clock)  # forgotten: read, and absent
+        assert [k.kind for k in absent] == ["ServiceExport"] and reads() == first + 5
+    finally:
+        crds = tmp_path / "mcs-crds.yaml"
+        crds.write_text(template.read_text())
+        lab3.kubectl("c3", "apply", "-f", str(crds))
+        lab3.kubectl("c3", "wait", "--for=condition=Established", f"crd/{MCS_CRD}", "--timeout=60s", timeout=70)

@@ -12,7 +12,17 @@ from _helpers import FAST, Witness, cpu_requests, generations, outcome
 from fixtures.labspecs import app_doc, fleet_doc, load
 from isthmus.kube import ClusterRegistry, ObjectRef
 from isthmus.lab import Lab
-from isthmus.rollout import GateVerdict, Outcome, ProgressStore, RolloutOptions, RolloutPhase, apply_rollout
+from isthmus.rollout import (
+    GateVerdict,
+    LeaseLock,
+    Outcome,
+    ProgressStore,
+    RolloutOptions,
+    RolloutPhase,
+    apply_rollout,
+    fence,
+    fence_unchanged_since_us,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -87,3 +97,42 @@ async def test_repair_writes_back_an_object_edited_by_hand_although_its_hash_mat
     fixed = json.loads(lab3.kubectl("c2", "get", "configmap", "rep-dc2-config", "-n", "rep", "-o", "json"))
     assert fixed["data"]["cassandra.yaml"] != "edited: by hand\n" and "cluster_name" in fixed["data"]["cassandra.yaml"]
     assert generations(lab3, "rep") == {f"rep-dc{i}-{r}": 1 for i in (1, 2, 3) for r in ("ra", "rb")}
+
+
+async def test_a_member_whose_fence_is_as_we_left_it_is_written_first_and_written_again_if_the_fence_moved(
+        lab3: Lab, registry: ClusterRegistry) -> None:
+    """The operator's shortcut (EarlyFences.unchanged): a lock taken straight from this process's own release,
+    with each member's fence still holding our previous token, lets ``prepare`` write before the new fence
+    is in; the fence is awaited right after, and a member whose fence someone touched is written again."""
+    fleet, app = load(fleet_doc(), guarded("ltf", ["shop.orders"]))
+    lead = RolloutOptions(identity="lead", poll_interval=0.3)
+    assert (await apply_rollout(app, fleet, registry, lead)).ok
+    members = app.member_clusters()
+    lock = LeaseLock(registry["c1"], "ltf", "lead")
+    await lock.acquire()
+    try:
+        assert lock.succeeded_own_release
+        assert all(fence_unchanged_since_us(registry[m], "ltf", "ltf", lock) for m in members)
+        for m in members:  # as a holder does, so the chain of our own tokens goes on
+            assert await fence(registry[m], "ltf", "ltf", lock.token, "lead")
+    finally:
+        await lock.release()
+
+    lab3.kubectl("c2", "annotate", "configmap", "isthmus-fence-ltf", "-n", "ltf", "touched=by-hand")
+    said: list[tuple[str, str]] = []
+    _, grant = load(fleet_doc(), guarded("ltf", ["shop.orders", "shop.order_items"]))
+    result = await apply_rollout(grant, fleet, registry, lead, lambda c, m: said.append((c, m)))
+    assert result.phase is RolloutPhase.SUCCEEDED, result.state.to_dict()
+    assert all("shop.order_items" in policy(lab3, c, "ltf") for c in members)
+    assert {c for c, m in said if "fence had changed" in m} == {"c2"}, said
+
+    # Someone else held the lock in between: no member is trusted, whatever its fence says.
+    other = LeaseLock(registry["c1"], "ltf", "someone-else")
+    await other.acquire()
+    await other.release()
+    again = LeaseLock(registry["c1"], "ltf", "lead")
+    await again.acquire()
+    try:
+        assert not any(fence_unchanged_since_us(registry[m], "ltf", "ltf", again) for m in members)
+    finally:
+        await again.release()

@@ -26,7 +26,7 @@ from .applying import (
 )
 from .capabilities import Capabilities, capabilities, register_custom_kinds
 from .connection import FIELD_MANAGER, ClusterConnection, ConnectionSettings
-from .customkinds import absent_kinds
+from .customkinds import absent_kinds, reconfirm_kinds
 from .diffing import ObjectDiff, diff_objects
 from .drift import (
     Drift,
@@ -149,6 +149,7 @@ __all__ = [
     "pod_exec",
     "read_config_map",
     "reapply_objects",
+    "reconfirm_kinds",
     "register_custom_kinds",
     "remembered_config_map",
     "replace_record",

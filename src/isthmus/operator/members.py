@@ -15,12 +15,13 @@ reconcile's outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..kube import ClusterConnection, ClusterRegistry, ConnectionSettings, Reach, across
+from ..kube import ApiFailure, ClusterConnection, ClusterRegistry, ConnectionSettings, Reach, across, reconfirm_kinds
 from ..kube.members import InvalidKubeconfig, MemberSecret, connection_from_kubeconfig, ping
 from .status import Condition, ConditionStatus, MemberStatus, rfc3339
 
@@ -170,9 +171,18 @@ class MemberRegistry:
         state.status, state.reason, state.message = status, reason, message
 
     async def probe(self) -> None:
-        """Ping every member with a connection, concurrently; each one's breaker guards the others."""
+        """Ping every member with a connection, concurrently; each one's breaker guards the others. A member that
+        answers also reconfirms the custom kinds its connection last found served, so that a rollout may trust
+        that recent answer instead of asking the member again (see :mod:`isthmus.kube.customkinds`)."""
         conns = {s.name: s.connection for s in self._members.values() if s.connection is not None}
-        outcomes = await across(conns, ping)
+
+        async def probe_one(conn: ClusterConnection) -> None:
+            await ping(conn)
+            # An answer other than the CRD (a 403) leaves those kinds to age out of the hint: not a member fault.
+            with contextlib.suppress(ApiFailure):
+                await reconfirm_kinds(conn)
+
+        outcomes = await across(conns, probe_one)
         for name, outcome in outcomes.items():
             if outcome.reach is Reach.FAILED:
                 self._set(name, "False", "Error", outcome.error)

@@ -43,9 +43,11 @@ def _down(app: App, members: MemberRegistry) -> dict[str, str]:
 
 def rollout_options(settings: OperatorSettings) -> RolloutOptions:
     """The operator's options for every rollout, built once from its settings (this replica's identity, its
-    Lease's duration for the app's lock, the rollout timeout); each rollout adds only what it skips and repairs."""
+    Lease's duration for the app's lock, the rollout timeout, how long a member's served custom kinds stand:
+    two member probes, which reconfirm them); each rollout adds only what it skips and repairs."""
     return RolloutOptions(identity=settings.identity, lock_wait=0.0, lock_duration=settings.leadership.lease_duration,
-                          timeout=settings.reconcile.rollout_timeout)
+                          timeout=settings.reconcile.rollout_timeout,
+                          kinds_fresh_for=2 * settings.members.probe_interval)
 
 
 async def roll_out(app: App, fleet: Fleet, registry: ClusterRegistry, rendered: Manifests, *,

@@ -30,7 +30,18 @@ from .gates import (
     Soak,
     WorkloadsSettled,
 )
-from .locking import BreakRefused, Fenced, LeaseLock, LeaseState, LockHeld, LockLost, break_lock, fence, lock_status
+from .locking import (
+    BreakRefused,
+    Fenced,
+    LeaseLock,
+    LeaseState,
+    LockHeld,
+    LockLost,
+    break_lock,
+    fence,
+    fence_unchanged_since_us,
+    lock_status,
+)
 from .memberrevisions import History, history
 from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState
 from .releasing import SecretsLost, release_status, render_release
@@ -107,6 +118,7 @@ __all__ = [
     "delete_app",
     "diff_app",
     "fence",
+    "fence_unchanged_since_us",
     "history",
     "lock_status",
     "plan_repair",

@@ -196,6 +196,10 @@ class LeaseLock:
         self._term = Term(duration, monotonic=clock.monotonic)
         self._confirmed_at = -1e9  # monotonic: when the server last said the lease is ours
         self._verifying: asyncio.Future[None] | None = None
+        self.succeeded_own_release = False
+        """The lock was taken straight from this process's own release (a compare-and-swap against the
+        version that release left): nobody held it in between, so no token between our last and this one
+        exists (see :func:`fence_unchanged_since_us`)."""
 
     @property
     def held(self) -> bool:
@@ -217,7 +221,9 @@ class LeaseLock:
         released = self.conn.session.released_leases.pop((CONTROL_NAMESPACE, lock_name(self.app)), None)
         left = LeaseState.of_record(self.app, released) if released is not None else None
         observer = LeaseObserver(monotonic=self.clock.monotonic, wall=self.clock.wall)
+        self.succeeded_own_release = False
         while True:
+            from_release = left is not None
             state = left if left is not None else await lock_status(self.conn, self.app)
             left = None
             now = self.clock.wall()
@@ -240,6 +246,7 @@ class LeaseLock:
             except StaleWrite:
                 continue  # someone else moved first: look again
             self.token, self._acquired_at, self._transitions = token, now, transitions
+            self.succeeded_own_release = from_release and state is not None and state.holder is None
             self._resource_version = written.resource_version
             self._term.confirmed(started)
             self._confirmed_at = started
@@ -366,4 +373,22 @@ async def fence(conn: ClusterConnection, app: str, namespace: str, token: int, h
     return written.wrote and written.unread
 
 
-__all__ += ["fence_name"]
+def fence_unchanged_since_us(conn: ClusterConnection, app: str, namespace: str, lock: LeaseLock) -> bool:
+    """Whether, before ``lock``'s holder writes this member's fence, the fence provably still holds what this
+    process last wrote there: the token ``lock`` held just before this one, in ``lock``'s name.
+
+    True only when the lock was taken straight from this process's own release
+    (:attr:`LeaseLock.succeeded_own_release`) and the connection remembers the fence with that previous
+    token: then nobody has held the lock since we last wrote here, no higher token than ours exists,
+    and no writer that honours the lock has written to the member since. The caller may write before
+    its new fence is in, and must still await that fence (which confirms all this against the server)
+    and redo the write, reading first, if it says otherwise.
+    """
+    if not lock.succeeded_own_release or lock.token < 2:
+        return False
+    seen = conn.session.config_maps.get((namespace, fence_name(app)))
+    return seen is not None and seen.data is not None and seen.data.get("token") == str(lock.token - 1) \
+        and seen.data.get("holder") == lock.identity
+
+
+__all__ += ["fence_name", "fence_unchanged_since_us"]

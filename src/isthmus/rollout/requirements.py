@@ -36,12 +36,15 @@ def missing_crd_message(app: str, absent: dict[str, tuple[CustomKind, ...]]) -> 
 
 
 async def require_custom_kinds(registry: ClusterRegistry, members: Iterable[str], manifests: Manifests,
-                               *, app: str) -> None:
-    """Raise :class:`MissingCRD` when a member among ``members`` does not serve a custom kind of its objects."""
+                               *, app: str, fresh_for: float = 0.0) -> None:
+    """Raise :class:`MissingCRD` when a member among ``members`` does not serve a custom kind of its objects
+    (trusting what a member's connection confirmed less than ``fresh_for`` seconds ago; see
+    :mod:`isthmus.kube.customkinds`)."""
     wanted = {m: registry[m] for m in members if required_kinds(manifests.for_cluster(m))}
     if not wanted:
         return
-    outcomes = await across(wanted, lambda conn: absent_kinds(conn, manifests.for_cluster(conn.name)))
+    outcomes = await across(wanted, lambda conn: absent_kinds(conn, manifests.for_cluster(conn.name),
+                                                                 fresh_for=fresh_for))
     absent = {name: o.value for name, o in outcomes.items() if o.reach is Reach.REACHED and o.value}
     if absent:
         raise MissingCRD(missing_crd_message(app, absent))

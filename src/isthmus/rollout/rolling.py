@@ -284,7 +284,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         if isinstance(app, CassandraCluster) else None
     # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
     await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters], masked,
-                               app=app.metadata.name)
+                               app=app.metadata.name, fresh_for=opts.kinds_fresh_for)
     timeline.mark("kinds checked")
     # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
     # revision's content is stored (under names made of its hash) while the lock is taken.

@@ -70,6 +70,10 @@ class RolloutOptions:
     content hash matches."""
     clock: Clock = SYSTEM
     """Where the engine's waits and times come from (tests inject a :class:`~.clock.FakeClock`)."""
+    kinds_fresh_for: float = 0.0
+    """Seconds a member connection's finding that it serves a custom kind stands without reading it again
+    (0: always read; the operator, whose member probe reconfirms them, trusts a recent one; see
+    :mod:`isthmus.kube.customkinds`)."""
 
 
 class EngineStrategy(Protocol):

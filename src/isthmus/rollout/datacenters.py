@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IsthmusError
@@ -125,12 +125,11 @@ class RingDatacenters:
     """Seconds one ``nodetool rebuild`` or ``decommission`` may take."""
     gone_within: float = 300.0
     """Seconds a removed datacenter's pods and claims may take to go once deleted."""
-    _progress: NodeProgress | None = field(default=None, init=False)
 
     async def run(self, step: Step, *, token: int, interrupted: bool = False) -> str:
         if step.kind is StepKind.JOIN:
             return await self._join(step)
-        progress = self._progress = await self.store.load(self.revision)
+        progress = await self.store.load(self.revision)
         if step.kind is StepKind.REBUILD:
             return await self._rebuild(step, progress, token)
         if step.kind is StepKind.DECOMMISSION:

@@ -27,6 +27,9 @@ ISTHMUS = str(Path(sys.executable).with_name("isthmus"))
 REGIONS = {"eu": "europe-west1", "us": "us-east1", "ap": "asia-south1"}
 #: zones (one node each) per cluster, and so the racks of its datacenter: r1 in zone a, r2 in zone b
 RACKS = {"eu": "ab", "us": "a", "ap": "a"}
+#: lab nodes per zone: us has a spare one, for the node tests/ring/test_scaling.py adds to dc-us (pods have a
+#: required anti-affinity per host); a lab node without a Cassandra pod costs next to nothing
+NODES = {"eu": 1, "us": 2, "ap": 1}
 
 FLEET = {
     "apiVersion": "isthmus.dev/v1alpha1", "kind": "Fleet", "metadata": {"name": "ring"},
@@ -35,7 +38,7 @@ FLEET = {
         "network": {"podSupernet": "10.0.0.0/12", "serviceSupernet": "10.96.0.0/12", "routing": "tunnel",
                     "tunnelProtocol": "vxlan", "mesh": "cilium"},
         "clusters": [{"name": c, "region": r, "context": f"lab-{c}", "nodeCIDR": f"10.{128 + i}.0.0/24",
-                      "zones": [{"name": f"{r}-{z}", "nodes": 1} for z in RACKS[c]]}
+                      "zones": [{"name": f"{r}-{z}", "nodes": NODES[c]} for z in RACKS[c]]}
                      for i, (c, r) in enumerate(REGIONS.items())],
     },
 }

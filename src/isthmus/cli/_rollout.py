@@ -54,10 +54,11 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
     from ..rollout import plan_rollout
 
     target = load_target(files, app_name)
+    restarts, scaling = _restarts(target, kubeconfig, request_timeout) if live and not is_chart(target) \
+        else (None, None)
     change, change_note = _datacenter_change(target, kubeconfig, request_timeout) if live and not is_chart(target) \
         else (None, "")
-    plan = plan_rollout(target.app, datacenters=change)
-    restarts = _restarts(target, kubeconfig, request_timeout) if live and not is_chart(target) else None
+    plan = plan_rollout(target.app, scaling=scaling, datacenters=change)
     if output is not OutputFormat.TABLE:
         doc = plan.to_dict()
         if restarts is not None:
@@ -118,12 +119,15 @@ def _datacenter_change(target: Any, kubeconfig: Any, request_timeout: float) -> 
                                           "to a removed datacenter")
 
 
-def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> Any:
-    """How each datacenter may restart (:mod:`isthmus.rollout.restartplan`), from the nodes that answer."""
+def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> tuple[Any, Any]:
+    """How each datacenter may restart (:mod:`isthmus.rollout.restartplan`), from the nodes that answer, and the
+    datacenters whose size changes (:func:`isthmus.rollout.scaling.read_scaling`: a scale-down the ring cannot take
+    is refused, exit code 2)."""
     from ..kube import Reach
     from ..rollout.dbgate import database_pods, ring_reports
     from ..rollout.gates import observe
     from ..rollout.restartplan import choose_restarts
+    from ..rollout.scaling import read_scaling
 
     registry = _registry(target, kubeconfig, request_timeout)
     app = target.app
@@ -133,9 +137,11 @@ def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> Any:
         observation = await observe(members, app.metadata.name, app.namespace)
         pods = {c: ps for c, ps in database_pods(observation).items() if ps}
         unreachable = [c for c, view in observation.items() if view.reach is not Reach.REACHED]
-        return choose_restarts(app, await ring_reports(members, app.namespace, pods), unreachable=unreachable)
+        restarts = choose_restarts(app, await ring_reports(members, app.namespace, pods), unreachable=unreachable)
+        return restarts, await read_scaling(registry, app)
 
-    return _run_closing(registry, ask)
+    restarts, scaling = _run_closing(registry, ask)
+    return restarts, scaling
 
 
 def _state_table(state: Any) -> Table:

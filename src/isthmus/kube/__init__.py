@@ -76,6 +76,7 @@ from .records import (
     write_config_map,
 )
 from .registry import ClusterRegistry, default_kubeconfig
+from .scaling import delete_claim, set_replicas
 from .watching import WatchSettings, watch_objects
 
 __all__ = [
@@ -131,6 +132,7 @@ __all__ = [
     "config_map",
     "create_record",
     "default_kubeconfig",
+    "delete_claim",
     "delete_hooks",
     "delete_objects",
     "delete_record",
@@ -154,6 +156,7 @@ __all__ = [
     "remembered_config_map",
     "replace_record",
     "rollup",
+    "set_replicas",
     "statefulset_health",
     "unapplied",
     "watch_objects",

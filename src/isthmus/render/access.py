@@ -50,13 +50,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import yaml
-
 from ..image import RELEASED
 from ..spec.cassandra import AccessEnforcement, CassandraCluster
 from ..spec.policy import ACTION_GROUPS, CqlAction
 from .cassandra_config import CQL_PORT, POD_IP_MARKER, SUPERUSER_USERNAME
 from .errors import RenderError
+from .yamltext import dump_text, load_text
 
 __all__ = [
     "CASSANDRA_RPC_ADDRESS",
@@ -146,7 +145,7 @@ def policy_yaml(app: CassandraCluster) -> str:
     document = app.spec.access.policy_document()
     document = {**document, "rules": [*document["rules"], superuser_rule()]}
     header = f"# Rendered by isthmus for {app.metadata.name}; edit spec.access.rules, not this file.\n"
-    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1_000_000)
+    return header + dump_text(document)
 
 
 def policy_config_map(app: CassandraCluster, *, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -160,11 +159,11 @@ def policy_config_map(app: CassandraCluster, *, labels: Mapping[str, str]) -> di
 def guarded_cassandra_yaml(text: str) -> str:
     """``cassandra.yaml`` with the native transport on loopback, still advertising the pod IP."""
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
-    doc = yaml.safe_load(text)
+    doc = load_text(text)
     if doc.get("broadcast_rpc_address") != POD_IP_MARKER or doc.get("native_transport_port") != GUARD_PORT:
         raise RenderError("cassandra.yaml must advertise the pod IP on the CQL port for the guard to front it")
     doc["rpc_address"] = CASSANDRA_RPC_ADDRESS
-    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1_000_000)
+    return header + dump_text(doc)
 
 
 def _listen(ipv6: bool) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..spec.cassandra import CassandraCluster, Datacenter
 from .seeds import seed_list
+from .yamltext import dump_text
 
 #: The role the app's superuser Secret names: the rollout creates it (isthmus.rollout.superuser).
 SUPERUSER_USERNAME = "cassandra-admin"
@@ -80,7 +79,7 @@ def cassandra_yaml(app: CassandraCluster, dc: Datacenter, *, cluster_domain: str
         doc["commitlog_sync_period"] = "10000ms"
     else:
         doc["commitlog_sync_period_in_ms"] = 10000
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1_000_000)
+    body = dump_text(doc)
     return _HEADER.format(app=app.metadata.name, dc=dc.name) + body
 
 

@@ -11,7 +11,8 @@ record, what the member holds and the settings) says what to do:
 
 A ``keyspace`` step writes no objects: it is decided after asking the ring whether it has the declared
 replication (``settings.keyspaces``, :mod:`.keyspacing`), and once the gates pass it runs there. Nor do the
-steps of a datacenter added or removed (``settings.datacenters``, :mod:`.datacenters`).
+steps of a datacenter added or removed (``settings.datacenters``, :mod:`.datacenters`). A ``scale``
+step (``settings.scaling``, :mod:`.scaling`) runs once the gates pass, and sets replicas node by node itself.
 
 The guard: our lease is still ours (renewed in the background every third of its duration) and
 the member's fence accepts our token (:func:`~.locking.fence`); the objects are stamped with the
@@ -418,10 +419,11 @@ class Engine:
     async def _execute(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], rec: StepRecord,
                        quiet: bool, *, interrupted: bool = False) -> None:
         started = self.clock.monotonic()
-        if step.kind is StepKind.KEYSPACE:  # CQL to the ring (see .keyspacing), no objects
-            if self.settings.keyspaces is None:
-                raise StepFailed(step, "this run has no way to reach the ring's keyspaces")
-            rec.note, wrote = await self.settings.keyspaces.apply(step, interrupted=interrupted)
+        if step.kind in (StepKind.KEYSPACE, StepKind.SCALE):  # CQL or nodetool (.keyspacing, .scaling), no objects
+            work = self.settings.keyspaces if step.kind is StepKind.KEYSPACE else self.settings.scaling
+            if work is None:
+                raise StepFailed(step, f"this run has no way to run the ring's {step.kind.value} steps")
+            rec.note, wrote = await work.apply(step, interrupted=interrupted)
             rec.writes += 1 if wrote else 0
             self._say(step.cluster, f"{step.id}: {rec.note}", log=True)
             self.stats.apply_seconds += self.clock.monotonic() - started
@@ -434,7 +436,7 @@ class Engine:
             self.stats.apply_seconds += self.clock.monotonic() - started
             return
         mine = [s for s in self.state.plan.steps if s.cluster == step.cluster
-                and s.kind not in (StepKind.FINALIZE, StepKind.KEYSPACE) and not s.kind.datacenter_op]
+                and s.kind not in (StepKind.FINALIZE, StepKind.KEYSPACE, StepKind.SCALE) and not s.kind.datacenter_op]
         ran_all = all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
             and any(s.id in self._ran for s in mine)
         if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)

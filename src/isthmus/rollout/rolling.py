@@ -36,6 +36,8 @@ from .releasing import restore_secrets
 from .requirements import require_custom_kinds
 from .results import RolloutResult, Timeline
 from .revisions import Revision, RevisionStore, stage
+from .scaleplan import ScalePlan
+from .scaling import RingScaling, read_scaling
 from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
 from .steps import StepKind, check_strategy, datacenter_waves, plan_rollout
@@ -137,8 +139,11 @@ class _Session:
                 store = NodeProgressStore(self.lock.conn, app.metadata.name)
                 datacenters = RingDatacenters(self.registry, app, cql, store, state.revision, say=self.progress,
                                               clock=self.options.clock)
+        scaling = RingScaling(self.registry, app, self.progress, self.options.clock,
+                              poll_interval=max(self.options.poll_interval, 2.0)) \
+            if isinstance(app, CassandraCluster) else None
         settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=database,
-                                  reapply=reapply, keyspaces=keyspaces, datacenters=datacenters)
+                                  reapply=reapply, keyspaces=keyspaces, scaling=scaling, datacenters=datacenters)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,
@@ -152,11 +157,17 @@ class _Session:
         old_app = app_of(revision)
         info, _ = await self.revisions.record(spec=revision.spec, manifests=revision.to_manifests(),
                                               author=self.lock.identity, origin=f"rollback to {target}")
+        scaling = await _scaling(self.registry, old_app)
         state = RolloutState.new(app=old_app.metadata.name, kind="rollback", revision=info.number,
-                                 previous=None, plan=plan_rollout(old_app, reverse=True))
+                                 previous=None, plan=plan_rollout(old_app, reverse=True, scaling=scaling))
         state.event(f"rollback to revision {target} (as revision {info.number}) by {self.lock.identity}: {reason}")
         return await self.run(old_app, await _stored(self.registry, old_app, revision, password), state,
                               password=password)
+
+
+async def _scaling(registry: ClusterRegistry, app: AnyApp) -> dict[str, ScalePlan]:
+    """The datacenters whose size changes (a scale-down the ring cannot take is refused: BadScale, exit 2)."""
+    return await read_scaling(registry, app) if isinstance(app, CassandraCluster) else {}
 
 
 def _database_gate(app: CassandraCluster) -> DatabaseGate:
@@ -282,9 +293,18 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
     change = await check_datacenter_change(app, fleet, registry, await running_spec(session.revisions,
                                                                                     content.digest)) \
         if isinstance(app, CassandraCluster) else None
-    # Every member written to must serve the custom kinds of its objects, checked before the first write (the lock).
-    await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters], masked,
-                               app=app.metadata.name, fresh_for=opts.kinds_fresh_for)
+    # Every member written to must serve the custom kinds of its objects, and a datacenter whose size changes is
+    # scaled node by node (a scale-down the ring cannot take is refused): both checked before the first write (the
+    # lock), together.
+    reading = asyncio.ensure_future(_scaling(registry, app))
+    try:
+        await require_custom_kinds(registry, [m for m in app.member_clusters() if m not in opts.skip_clusters],
+                                   masked, app=app.metadata.name, fresh_for=opts.kinds_fresh_for)
+    except BaseException:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        raise
+    scaling = await reading
     timeline.mark("kinds checked")
     # Is this a new revision? As the index was last seen here (else it is read while the lock is taken). A new
     # revision's content is stored (under names made of its hash) while the lock is taken.
@@ -324,7 +344,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
             state = RolloutState.new(app=app.metadata.name, kind="apply", revision=info.number,
                                      previous=previous.number if previous and created else
                                      (stored.previous if stored and stored.revision == info.number else None),
-                                     plan=plan_rollout(app, datacenters=change))
+                                     plan=plan_rollout(app, scaling=scaling, datacenters=change))
             state.event(f"revision {info.number} by {session.lock.identity}: " + "; ".join(info.summary))
             if stored is not None and not stored.phase.finished:
                 state.event(f"supersedes the unfinished rollout of revision {stored.revision} ({stored.phase.value})")

@@ -11,7 +11,12 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    spec), rack by rack: each ``rack`` step applies one StatefulSet and waits until that rack's
    pods are updated and Ready. Disruptive: gated.
 3. The other datacenters in waves of ``maxConcurrentDatacenters``, rack by rack.
-3a. ``keyspace``: one step per keyspace of ``spec.keyspaces``, one after the other, once every datacenter
+2a/3a. ``scale``: the first step of a datacenter's lane when the spec's ``size`` differs from what its
+   StatefulSets run (the caller reads that and passes it as ``scaling``; :mod:`.scaleplan`, :mod:`.scaling`):
+   new nodes bootstrap one at a time, then ``nodetool cleanup`` on the old ones; or the highest ordinals are
+   decommissioned one at a time before their StatefulSet is lowered. Gated. The rack steps after it then
+   find the replicas in place.
+3b. ``keyspace``: one step per keyspace of ``spec.keyspaces``, one after the other, once every datacenter
    runs the revision (so the ring has every datacenter the replication names): create it, or change its
    replication to the declared one, then repair it where replicas were added (:mod:`.keyspacing`). Gated:
    the database gate must pass first. A keyspace already as declared is Done without a write.
@@ -44,6 +49,7 @@ from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
 from .datacenterplan import DatacenterChange
+from .scaleplan import ScalePlan
 
 __all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
            "plan_release", "plan_rollout", "step_objects"]
@@ -60,6 +66,7 @@ class StepKind(StrEnum):
     JOIN = "join"
     REBUILD = "rebuild"
     DECOMMISSION = "decommission"
+    SCALE = "scale"
     FINALIZE = "finalize"
 
     @property
@@ -76,11 +83,13 @@ class Step:
     rack: str = ""
     keyspace: str = ""
     detail: str = ""
-    """What the step brings about, as planned (a keyspace's declared replication)."""
+    """What the step brings about, as planned (a keyspace's declared replication, a datacenter's scaling)."""
     source: str = ""
     """``rebuild``: the datacenter the nodes stream from."""
     nodes: tuple[str, ...] = ()
     """``rebuild``/``decommission``: the datacenter's pods, in the order they are worked on."""
+    before: tuple[tuple[str, int], ...] = ()
+    """A ``scale`` step: (rack, replicas) as the datacenter's StatefulSets ran when it was planned."""
 
     @property
     def id(self) -> str:
@@ -88,6 +97,8 @@ class Step:
             return f"keyspace/{self.keyspace}"
         if self.kind is StepKind.RACK:
             return f"rack/{self.datacenter}/{self.rack}"
+        if self.kind is StepKind.SCALE:
+            return f"scale/{self.datacenter}"
         if self.kind is StepKind.RELEASE:
             return f"release/{self.cluster}"
         if self.kind.datacenter_op:
@@ -119,23 +130,27 @@ class Step:
         if self.kind is StepKind.DECOMMISSION:
             return (f"datacenter {self.datacenter} was removed: system keyspaces lose it, nodetool decommission on "
                     f"{', '.join(self.nodes)} one at a time, then its objects and volumes in {self.cluster} go")
+        if self.kind is StepKind.SCALE:
+            return f"scale {self.detail}"
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "cluster": self.cluster,
-               "datacenter": self.datacenter,
-               "rack": self.rack, "disruptive": self.disruptive}
+                               "datacenter": self.datacenter, "rack": self.rack, "disruptive": self.disruptive}
         if self.kind is StepKind.KEYSPACE:
             out |= {"keyspace": self.keyspace, "detail": self.detail}
         if self.kind.datacenter_op:
             out |= {"detail": self.detail, "source": self.source, "nodes": list(self.nodes)}
+        if self.kind is StepKind.SCALE:
+            out |= {"detail": self.detail, "before": dict(self.before)}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Step:
         return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")),
                    str(d.get("keyspace", "")), str(d.get("detail", "")), str(d.get("source", "")),
-                   tuple(str(n) for n in d.get("nodes", ())))
+                   tuple(str(n) for n in d.get("nodes", ())),
+                   tuple((str(k), int(v)) for k, v in (d.get("before") or {}).items()))
 
 
 @dataclass(frozen=True)
@@ -250,9 +265,14 @@ def plan_release(release: ChartRelease, *, reverse: bool = False) -> RolloutPlan
 
 
 def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
+                 scaling: Mapping[str, ScalePlan] | None = None,
                  datacenters: DatacenterChange | None = None) -> RolloutPlan:
-    """The plan that carries ``app`` (as rendered) to its members; see the module docstring. ``datacenters``:
-    what the spec adds to and removes from the running ring (:func:`.datacenterplan.datacenter_change`)."""
+    """The plan that carries ``app`` (as rendered) to its members; see the module docstring.
+
+    ``scaling``: datacenter -> its :class:`~.scaleplan.ScalePlan` (:func:`~.scaleplan.scale_plans` of the live
+    StatefulSets), for the datacenters whose size changes: each gets a ``scale`` step before its racks.
+    ``datacenters``: what the spec adds to and removes from the running ring
+    (:func:`.datacenterplan.datacenter_change`)."""
     if isinstance(app, ChartRelease):
         return plan_release(app, reverse=reverse)
     members = app.member_clusters()
@@ -269,8 +289,11 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
             racks = [r.name for r in dc.racks]
             if reverse:
                 racks.reverse()
+            scale = (scaling or {}).get(name) if name not in change.added else None
+            first = (Step(StepKind.SCALE, dc.cluster, name, detail=scale.describe(),
+                          before=tuple((r, scale.before.get(r, 0)) for r in scale.racks)),) if scale else ()
             join = (Step(StepKind.JOIN, dc.cluster, name),) if change.added and name in change.added else ()
-            lanes.append(Lane(name, (*join, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
+            lanes.append(Lane(name, (*join, *first, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
     seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
@@ -318,8 +341,8 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
         return [o for o in objects if not _is_workload(o)]
     if step.kind is StepKind.RELEASE:
         return list(objects)
-    if step.kind is StepKind.KEYSPACE or step.kind.datacenter_op:
-        return []  # CQL and nodetool, not objects
+    if step.kind in (StepKind.KEYSPACE, StepKind.SCALE) or step.kind.datacenter_op:
+        return []  # CQL or nodetool, and replicas set one by one, not objects
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"
                 and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter

@@ -19,7 +19,7 @@ from .locking import DEFAULT_DURATION, LeaseState
 if TYPE_CHECKING:
     from .steps import Step
 
-__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "KeyspaceWork", "RolloutOptions", "Target"]
+__all__ = ["Baseline", "EngineSettings", "EngineStrategy", "KeyspaceWork", "RolloutOptions", "ScaleWork", "Target"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,13 @@ class DatacenterWork(Protocol):
         """What was done (the step's note); ``token``: the lock's fencing token, for its own progress."""
 
 
+class ScaleWork(Protocol):
+    """What runs the ``scale`` steps (nodetool and replicas, one node at a time: :class:`~.scaling.RingScaling`)."""
+
+    async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
+        """What was done (the step's note), and whether anything was written."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """What one run of the engine keeps to: the caller's :class:`RolloutOptions` as they are, the app's
@@ -121,6 +128,8 @@ class EngineSettings:
     """Runs the plan's ``keyspace`` steps (a Cassandra ring whose spec declares keyspaces)."""
     datacenters: DatacenterWork | None = None
     """Runs the plan's steps of datacenters added or removed (a Cassandra ring)."""
+    scaling: ScaleWork | None = None
+    """Runs the plan's ``scale`` steps (a Cassandra ring)."""
 
     @property
     def gates(self) -> tuple[Gate, ...]:

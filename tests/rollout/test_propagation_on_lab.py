@@ -23,6 +23,8 @@ from isthmus.rollout import (
     fence,
     fence_unchanged_since_us,
 )
+from isthmus.rollout.revisions import RevisionStore
+from isthmus.rollout.rolling import _sizes_as_last_rolled_out as sizes_as_last_rolled_out
 
 pytestmark = pytest.mark.lab
 
@@ -108,6 +110,13 @@ async def test_a_member_whose_fence_is_as_we_left_it_is_written_first_and_writte
     lead = RolloutOptions(identity="lead", poll_interval=0.3)
     assert (await apply_rollout(app, fleet, registry, lead)).ok
     members = app.member_clusters()
+    # The same process rolled this revision out to the end: a change of anything but a size need not ask the
+    # members for their running sizes; one of a size must.
+    stores = RevisionStore(registry["c1"], "ltf"), ProgressStore(registry["c1"], "ltf")
+    assert sizes_as_last_rolled_out(*stores, app)
+    resized = guarded("ltf", ["shop.orders"])
+    resized["spec"]["datacenters"][1]["size"] += 1
+    assert not sizes_as_last_rolled_out(*stores, load(fleet_doc(), resized)[1])
     lock = LeaseLock(registry["c1"], "ltf", "lead")
     await lock.acquire()
     try:

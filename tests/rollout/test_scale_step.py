@@ -138,3 +138,35 @@ async def test_a_decommission_cassandra_refuses_names_the_node_the_command_and_i
     assert str(failed.value) == ("c2/shop-dc2-ra-1: nodetool decommission exited 1: error: Not enough live nodes to "
                                  "maintain replication factor in keyspace shop")
     assert ring.replicas == {"shop-dc2-ra": 2, "shop-dc2-rb": 1} and "shop-dc2-ra-1" in ring.claims  # untouched
+
+
+class RunningRing(FakeRing):
+    """The same member, its pods reporting container IDs: real database processes (dbgate.has_runtime)."""
+
+    async def observe(self, _conns: Any, _app: str, _ns: str) -> dict[str, ClusterView]:
+        view = (await super().observe(_conns, _app, _ns))["c2"]
+        pods = tuple({**p, "status": {**p["status"], "containerStatuses": [{"containerID": "containerd://1"}]}}
+                     for p in view.pods)
+        return {"c2": ClusterView("c2", Reach.REACHED, view.statefulsets, pods)}
+
+
+def _rack(name: str, replicas: int) -> list[dict[str, Any]]:
+    return [{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": "shop"},
+             "spec": {"replicas": replicas}}]
+
+
+async def test_a_rack_write_that_would_drop_running_nodes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scale step was planned (a member did not answer when the sizes were read, or someone scaled by hand):
+    the rack step must not lower the replicas of pods that run Cassandra, which would drop nodes undecommissioned."""
+    app = _app(2)
+    step = plan_rollout(app).step("rack/dc2/ra")
+    work = _work(app, RunningRing({"shop-dc2-ra": 2, "shop-dc2-rb": 1}), monkeypatch)
+    with pytest.raises(ScaleError) as refused:
+        await work.check_rack(step, _rack("shop-dc2-ra", 1))
+    assert "StatefulSet shop/shop-dc2-ra runs 2 nodes and this revision asks for 1" in str(refused.value)
+    assert "without decommissioning" in str(refused.value)
+    await work.check_rack(step, _rack("shop-dc2-ra", 2))  # the same size, or more: written as before
+    await work.check_rack(step, _rack("shop-dc2-ra", 3))
+    # Simulated pods (kwok: no process) carry no data: the rack step sets their replicas, as before.
+    await _work(app, FakeRing({"shop-dc2-ra": 2, "shop-dc2-rb": 1}), monkeypatch).check_rack(
+        step, _rack("shop-dc2-ra", 1))

@@ -442,6 +442,8 @@ class Engine:
         if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)
             report = await run_release(self, step, conn, objects)
         else:
+            if step.kind is StepKind.RACK and self.settings.scaling is not None:  # never drop a ring's nodes here
+                await self.settings.scaling.check_rack(step, objects)
             report = await self._objects.write(step, conn, objects, quiet=quiet,
                                                continuous=step.cluster in self._continuous, ran_all=ran_all)
         self.stats.apply_seconds += self.clock.monotonic() - started

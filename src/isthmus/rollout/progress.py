@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..kube import ClusterConnection, bookkeeping_labels, read_config_map, write_config_map
+from ..kube import ClusterConnection, bookkeeping_labels, read_config_map, remembered_config_map, write_config_map
 from .locking import CONTROL_NAMESPACE, Fenced
 from .steps import RolloutPlan
 
@@ -159,6 +159,12 @@ class FencedDocument:
         self.saves = 0
         self._lock = asyncio.Lock()
 
+    def remembered_document(self) -> Any | None:
+        """The document as this process last read or wrote it (a hint, never the truth; None if neither)."""
+        _, data = remembered_config_map(self.conn, self.name, CONTROL_NAMESPACE)
+        raw = (data or {}).get("state")
+        return json.loads(raw) if raw else None
+
     async def load_document(self) -> Any | None:
         live = await read_config_map(self.conn, self.name, CONTROL_NAMESPACE)
         raw = ((live or {}).get("data") or {}).get("state")
@@ -192,6 +198,11 @@ class ProgressStore(FencedDocument):
 
     async def load(self) -> RolloutState | None:
         doc = await self.load_document()
+        return RolloutState.from_dict(doc) if doc else None
+
+    def remembered(self) -> RolloutState | None:
+        """The state as this process last read or wrote it (a hint; see :meth:`FencedDocument.remembered_document`)."""
+        doc = self.remembered_document()
         return RolloutState.from_dict(doc) if doc else None
 
     async def save(self, state: RolloutState) -> None:

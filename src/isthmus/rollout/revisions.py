@@ -350,6 +350,16 @@ class RevisionStore:
         """Read the index (remembered as a hint for :meth:`probably_latest` and :meth:`record_next`)."""
         await read_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
 
+    def remembered_latest(self) -> tuple[int, dict[str, Any]] | None:
+        """The number and spec of the latest revision as this process last saw the index, if it also holds that
+        revision's content (it wrote or read it); a hint."""
+        _, data = remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)
+        infos = _infos(data)
+        if not infos:
+            return None
+        known = _latest(self.conn).get((self.app, infos[-1].number))
+        return (infos[-1].number, known.spec) if known is not None and known.digest == infos[-1].digest else None
+
     def probably_latest(self, digest: str) -> bool:
         """Whether the latest revision, as this process last saw the index, has ``digest`` (a hint)."""
         _, data = remembered_config_map(self.conn, index_name(self.app), CONTROL_NAMESPACE)

@@ -276,6 +276,28 @@ class RingScaling:
             did = True
         return did
 
+    async def check_rack(self, step: Step, objects: Sequence[KubeObject]) -> None:
+        """Refuse (:class:`ScaleError`) a rack step that would lower a StatefulSet whose pods run Cassandra: nodes
+        leave a ring only through its ``scale`` step, decommissioned first, never by a write that drops their
+        pods (a member that did not answer when the sizes were read, or a StatefulSet scaled up by hand)."""
+        wanted = {o["metadata"]["name"]: int((o.get("spec") or {}).get("replicas", 1))
+                  for o in objects if o.get("kind") == "StatefulSet"}
+        if not wanted:
+            return
+        conn = self.conns[step.cluster]
+        view = (await observe({step.cluster: conn}, self.app.metadata.name, self.app.namespace)).get(step.cluster)
+        if view is None or view.reach is not Reach.REACHED:
+            raise ClusterUnreachable(step.cluster, view.error if view is not None else "it does not answer")
+        for sts in view.statefulsets:
+            name = sts["metadata"]["name"]
+            live = int((sts.get("spec") or {}).get("replicas", 1))
+            if name in wanted and live > wanted[name] and any(has_runtime(p) for p in view.pods):
+                raise ScaleError(
+                    f"{step.cluster}: StatefulSet {self.app.namespace}/{name} runs {live} nodes and this revision "
+                    f"asks for {wanted[name]}; writing it would remove nodes without decommissioning them. A "
+                    f"datacenter shrinks through its scale step, planned when the rollout reads the running sizes: "
+                    f"run `isthmus apply` again while every member answers")
+
     async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
         """Run the step's scaling; returns what was done (the step's note) and whether anything was written."""
         plan = self.plan_of(step)

@@ -111,6 +111,9 @@ class ScaleWork(Protocol):
     async def apply(self, step: Step, *, interrupted: bool = False) -> tuple[str, bool]:
         """What was done (the step's note), and whether anything was written."""
 
+    async def check_rack(self, step: Step, objects: Sequence[KubeObject]) -> None:
+        """Raise when writing a rack step's ``objects`` would drop nodes of the ring (lower its replicas)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:

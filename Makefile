@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prereqs binaries helm image cassandra lint test test-charts test-unit demo bench bench-update clean
+.PHONY: setup prereqs binaries helm image cassandra lint test test-charts test-ring-ops test-unit demo bench bench-update clean
 
 setup: $(STAMP) prereqs
 
@@ -41,7 +41,7 @@ lint: $(STAMP)
 # real Cassandra and real Prometheus.
 test: setup lint binaries helm
 	bash scripts/install-prereqs.sh --image
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts"
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not charts and not ringops"
 
 # Every ChartRelease test (helm built from the Go module proxy, the real etcd and Redis charts on the lab,
 # the operator reconciling a release): about 5 minutes. `make test` (CI, 45 minutes at most) runs the fast ones
@@ -50,6 +50,9 @@ test-charts: setup lint binaries helm
 	$(BIN)/python -m pytest -p no:cacheprovider tests/charts
 
 # The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
+test-ring-ops: setup lint binaries helm
+	$(BIN)/python -m pytest -p no:cacheprovider -m ringops tests/ring
+
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus and not image"
 

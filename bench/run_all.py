@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["bench_plan", "bench_lab", "bench_cassandra", "bench_ring", "bench_apply", "bench_rollout", "bench_operator",
-         "bench_guard", "bench_helm", "bench_restart"]
+ORDER = ["bench_plan", "bench_lab", "bench_cassandra", "bench_ring", "bench_add_dc", "bench_apply", "bench_rollout",
+         "bench_operator", "bench_guard", "bench_helm", "bench_restart"]
 
 
 def machine() -> str:

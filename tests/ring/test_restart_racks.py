@@ -25,7 +25,7 @@ from isthmus.kube import PodPortForward
 
 from .conftest import APP, ISTHMUS, Ring, cql, until
 
-pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.ringops, pytest.mark.timeout(2400)]
 
 SYSTEM = ("system_auth", "system_distributed", "system_traces")
 EU_PODS = ["ring-dc-eu-r1-0", "ring-dc-eu-r2-0", "ring-dc-eu-r3-0"]

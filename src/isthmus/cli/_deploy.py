@@ -82,11 +82,14 @@ async def rendered_release(target: DeployTarget, registry: Any) -> Any:
 
 
 def _registry(target: DeployTarget, kubeconfig: Path | None, timeout: float) -> Any:
-    from ..kube import ClusterRegistry, ConnectionSettings
+    from ..kube import ClusterRegistry, ConnectionSettings, UnknownContext
 
     wanted = {*target.app.member_clusters(), target.fleet.spec.control_plane}
-    return ClusterRegistry.from_fleet(target.fleet, kubeconfig, only=wanted,
-                                      settings=ConnectionSettings(timeout=timeout))
+    try:  # every Fleet cluster the kubeconfig knows: a datacenter removed from the spec is in a cluster left behind
+        return ClusterRegistry.from_fleet(target.fleet, kubeconfig, settings=ConnectionSettings(timeout=timeout))
+    except UnknownContext:
+        return ClusterRegistry.from_fleet(target.fleet, kubeconfig, only=wanted,
+                                          settings=ConnectionSettings(timeout=timeout))
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:

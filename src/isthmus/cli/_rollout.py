@@ -46,8 +46,9 @@ def _when(ts: float | None) -> str:
 @rollout_app.command("plan")
 def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputFormat.TABLE,
              live: Annotated[bool, typer.Option(
-                 "--live", help="Also ask the ring (nodetool through the API servers) how each datacenter's pods "
-                                "may restart, and why")] = False,
+                 "--live", help="Also ask the control plane which datacenters the spec adds or removes (their "
+                                "join, rebuild and decommission steps), and the ring (nodetool through the API "
+                                "servers) how each datacenter's pods may restart, and why")] = False,
              kubeconfig: Kubeconfig = None, request_timeout: CallTimeout = 10.0) -> None:
     """Print the steps `apply` would run, in order, before anything runs (no cluster is contacted without --live)."""
     from ..rollout import plan_rollout
@@ -55,7 +56,9 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
     target = load_target(files, app_name)
     restarts, scaling = _restarts(target, kubeconfig, request_timeout) if live and not is_chart(target) \
         else (None, None)
-    plan = plan_rollout(target.app, scaling=scaling)
+    change, change_note = _datacenter_change(target, kubeconfig, request_timeout) if live and not is_chart(target) \
+        else (None, "")
+    plan = plan_rollout(target.app, scaling=scaling, datacenters=change)
     if output is not OutputFormat.TABLE:
         doc = plan.to_dict()
         if restarts is not None:
@@ -71,12 +74,50 @@ def plan_cmd(files: Files, app_name: AppName = None, output: OutputOpt = OutputF
                       f"failureBudget={strategy.failure_budget}, onFailure={strategy.on_failure}", highlight=False)
     for line in plan.lines():
         out_console.print(line, markup=False, highlight=False)
+    if change_note:
+        out_console.print(change_note, markup=False, highlight=False)
     if restarts is not None:
         out_console.print("restarts, as the ring's replication allows them (racks one after another, each behind "
                           "the gates; within a rack, all its pods at once or one by one, as said here; checked again "
                           "before each rack):", highlight=False)
         for choice in restarts:
             out_console.print(f"  {choice.line()}", markup=False, highlight=False)
+
+
+def _datacenter_change(target: Any, kubeconfig: Any, request_timeout: float) -> tuple[Any, str]:
+    """The datacenters the spec adds to and removes from the revision the control plane records (a read of its
+    revision index), and a line saying what the plan was compared with; (None, why) when it cannot be read."""
+    from ..render import render
+    from ..rollout import RevisionStore
+    from ..rollout.datacenterplan import BadDatacenterChange, choose_source, datacenter_change
+    from ..rollout.revisions import stage
+    from ..rollout.rolling import running_spec
+    from ..rollout.steps import datacenter_waves
+
+    app = target.app
+    try:
+        registry = _registry(target, kubeconfig, request_timeout)
+        digest = stage(app.model_dump(mode="json", by_alias=True, exclude_none=True), render(app, target.fleet)).digest
+        before = _run_closing(registry, lambda: running_spec(
+            RevisionStore(registry[target.fleet.spec.control_plane], app.metadata.name), digest))
+    except Exception as exc:  # the plan stands without it; say so
+        return None, (f"datacenters added or removed: not known ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "`apply` compares with the revision the control plane records")
+    change = datacenter_change(before, app)
+    if not change:
+        return change, ""
+    regions = {c.name: c.region for c in target.fleet.spec.clusters}
+    order = [n for wave in datacenter_waves(app) for n in wave]
+    try:
+        sources = {dc: choose_source(app, dc, added=change.added, regions=regions, order=order)
+                   for dc in change.added}
+    except BadDatacenterChange as exc:
+        raise UserError(str(exc)) from None
+    why = [f"{dc} is added (rebuilt from {src})" for dc, src in sources.items()] + \
+        [f"{gone.name} is removed ({len(gone.pods)} nodes in {gone.cluster})" for gone in change.removed]
+    return change.with_sources(sources), (f"compared with the revision the control plane records: {'; '.join(why)}; "
+                                          "apply checks the source answers and no keyspace is left replicating "
+                                          "to a removed datacenter")
 
 
 def _restarts(target: Any, kubeconfig: Any, request_timeout: float) -> tuple[Any, Any]:

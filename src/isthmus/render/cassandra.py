@@ -37,10 +37,14 @@ volume no longer empty) a replacement on the next start; the readiness probe rem
 serves CQL, which it does only after the replacement finished. A brand-new pod (first deploy, scale-up) has
 no entry and bootstraps as usual; a node that still has its data keeps its identity (the flag is not given,
 and Cassandra ignores it anyway once a node has bootstrapped).
+A datacenter added to a running ring (:mod:`isthmus.rollout.datacenters`) has the key ``no-bootstrap`` in
+that ConfigMap until it is rebuilt: a pod with no data and no address to replace then starts with
+``-Dcassandra.auto_bootstrap=false`` (its data comes from ``nodetool rebuild``, not bootstrap streaming).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..spec.cassandra import CassandraCluster, Datacenter, Rack
@@ -61,7 +65,7 @@ from .hashing import digest, stamp
 from .manifests import Manifests
 from .naming import CassandraNames
 from .quantities import heap_settings
-from .seeds import DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTERSET_DOMAIN, seed_racks
+from .seeds import DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTERSET_DOMAIN, remote_seeds, seed_racks
 
 __all__ = [
     "CILIUM_GLOBAL_ANNOTATION",
@@ -112,6 +116,9 @@ if [ -n "$old" ] && {{ [ -f {REPLACING_MARKER} ] || [ -z "$(ls -A {DATA_DIR}/dat
   self=$(echo "$POD_NAME$SEED_SUFFIX" | sed 's/[.]/[.]/g')
   sed -i -e "s/$self,//" -e "s/,$self//" {CONF_STAGING}/cassandra.yaml
   echo "isthmus: $POD_NAME has no data: it replaces $old and leaves itself out of its seed list" >&2
+elif [ -z "$old" ] && [ -f "{IDENTITY_MOUNT}/no-bootstrap" ] && [ -z "$(ls -A {DATA_DIR}/data 2>/dev/null)" ]; then
+  echo "-Dcassandra.auto_bootstrap=false" >> {CONF_STAGING}/jvm-server.options
+  echo "isthmus: $POD_NAME joins a new datacenter of a running ring: no bootstrap (it is rebuilt)" >&2
 fi
 """
 
@@ -279,13 +286,21 @@ def _exec_probe(command: list[str], *, period: int, timeout: int, failures: int,
 
 
 def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, rack: Rack, replicas: int,
-                 config: dict[str, str], *, seed: bool, cluster_domain: str, ipv6: bool = False) -> dict[str, Any]:
+                 config: dict[str, str], *, seed: bool, cluster_domain: str, ipv6: bool = False,
+                 remote: Sequence[str] = ()) -> dict[str, Any]:
     spec = app.spec
     res = spec.resources
     heap = heap_settings(memory=res.memory, cpu=res.cpu, heap=res.heap)
     image = spec.image or f"cassandra:{spec.version}"
     mounted = {"cassandra.yaml": config["cassandra.yaml"],
                "cassandra-rackdc.properties": config[_rack_key(rack)]}
+    # The remote seed names are read only when a node starts, and gossip knows the ring's datacenters: a
+    # datacenter added or removed elsewhere changes them, which must not restart this one's nodes (the
+    # ConfigMap has them for the next start). So the pods' config hash leaves them out.
+    yaml_hashed = config["cassandra.yaml"]
+    for name in remote:
+        yaml_hashed = yaml_hashed.replace(f",{name}", "")
+    hashed = {**mounted, "cassandra.yaml": yaml_hashed}
     pod_labels = _labels(app, dc, rack)
     if seed:
         pod_labels[SEED_RACK_LABEL] = "true"
@@ -363,7 +378,7 @@ def _statefulset(app: CassandraCluster, names: CassandraNames, dc: Datacenter, r
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "selector": {"matchLabels": _selector(app, dc, rack)},
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: digest(mounted)}},
+                "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: digest(hashed)}},
                 "spec": pod_spec,
             },
             # Immutable once created: identity labels only, so a version bump never touches it.
@@ -426,8 +441,9 @@ def render_cassandra(
         seeds = set(seed_racks(dc))
         sizes = dc.rack_sizes()
         ipv6 = ip_families[dc.cluster] is IPFamily.IPV6
+        remote = remote_seeds(app, dc, clusterset_domain=clusterset_domain)
         objects += [_statefulset(app, names, dc, rack, sizes[rack.name], config, seed=rack.name in seeds,
-                                 cluster_domain=cluster_domain, ipv6=ipv6)
+                                 cluster_domain=cluster_domain, ipv6=ipv6, remote=remote)
                     for rack in dc.racks]
         pairs += [(dc.cluster, stamp(obj)) for obj in objects]
     return Manifests.build(pairs)

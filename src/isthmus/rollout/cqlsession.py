@@ -1,7 +1,7 @@
 """A CQL session to one node through a port-forward, and the pods worth connecting to.
 
-Shared by :mod:`.superuser` and :mod:`.keyspacing`. The driver is synchronous: callers run these on a
-thread. The session talks only to the forwarded address (a white-list policy: the ring's other nodes are
+Shared by :mod:`.superuser`, :mod:`.keyspacing` and :mod:`.datacenters`. The driver is synchronous: callers
+run these on a thread. The session talks only to the forwarded address (a white-list policy: the ring's other nodes are
 pod IPs, never reached from here), with a timeout on connecting and on every request.
 """
 
@@ -15,7 +15,7 @@ from .dbgate import has_runtime
 from .gates import pod_ready
 from .steps import DC_LABEL
 
-__all__ = ["auth_failed", "cql_session", "ready_pods"]
+__all__ = ["auth_failed", "count_rows", "cql_session", "ready_pods"]
 
 
 def auth_failed(exc: BaseException) -> bool:
@@ -41,6 +41,16 @@ def cql_session(host: str, port: int, user: str, password: str, *, request_timeo
     except BaseException:
         cluster.shutdown()
         raise
+
+
+def count_rows(session: Any, keyspace: str, table: str, *, timeout: float = 300.0) -> int:
+    """``SELECT count(*)`` of one table at LOCAL_ONE through the session's node (its datacenter's replicas)."""
+    from cassandra import ConsistencyLevel
+    from cassandra.query import SimpleStatement
+
+    statement = SimpleStatement(f'SELECT count(*) FROM {keyspace}."{table}"',
+                                consistency_level=ConsistencyLevel.LOCAL_ONE)
+    return int(session.execute(statement, timeout=timeout).one()[0])
 
 
 def ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:

@@ -12,6 +12,7 @@ The choices form a ladder; each does what the one before it does, and more:
   every ``prepare``, and a ``finalize`` that changes and prunes no StatefulSet.
 - ``gate``: disruptive. Ask the gates first, record Running, write, record Done. A ``keyspace`` step is
   ``unchanged`` when the ring already has its declared replication (``look``: ask the ring), else ``gate``.
+  A ``join``, ``rebuild`` or ``decommission`` step (a datacenter added or removed) is always ``gate``.
   A ``scale`` step is always ``gate`` until Done (it finds what is left to do itself, node by node).
 - ``converge``: a disruptive rack. As ``gate``, then wait until its pods are updated and Ready.
 
@@ -94,7 +95,7 @@ def decide(step: Step, record: StepRecord, view: MemberView, settings: StepSetti
             return StepDecision(Choice.GATE, look=True)
         return StepDecision(Choice.UNCHANGED, KEYSPACE_AS_DECLARED) if view.keyspace_matches else \
             StepDecision(Choice.GATE)
-    if step.kind is StepKind.SCALE:  # nodetool and replicas, node by node: each node's work decided as it runs
+    if step.kind.datacenter_op or step.kind is StepKind.SCALE:  # nodetool, CQL and replicas, node by node
         return StepDecision(Choice.GATE)
     repair = (settings.repair or {}).get(step.cluster, frozenset())
     if step.kind is StepKind.RELEASE:  # a chart in one member: unchanged only when it holds every object

@@ -10,7 +10,8 @@ record, what the member holds and the settings) says what to do:
   waits for its pods (:mod:`.converging`).
 
 A ``keyspace`` step writes no objects: it is decided after asking the ring whether it has the declared
-replication (``settings.keyspaces``, :mod:`.keyspacing`), and once the gates pass it runs there. A ``scale``
+replication (``settings.keyspaces``, :mod:`.keyspacing`), and once the gates pass it runs there. Nor do the
+steps of a datacenter added or removed (``settings.datacenters``, :mod:`.datacenters`). A ``scale``
 step (``settings.scaling``, :mod:`.scaling`) runs once the gates pass, and sets replicas node by node itself.
 
 The guard: our lease is still ours (renewed in the background every third of its duration) and
@@ -443,8 +444,15 @@ class Engine:
             self._say(step.cluster, f"{step.id}: {rec.note}", log=True)
             self.stats.apply_seconds += self.clock.monotonic() - started
             return
+        if step.kind.datacenter_op:  # nodetool and CQL to the ring (see .datacenters), no objects
+            if self.settings.datacenters is None:
+                raise StepFailed(step, "this run has no way to reach the ring's datacenters")
+            rec.note = await self.settings.datacenters.run(step, token=self.lock.token, interrupted=interrupted)
+            self._say(step.cluster, f"{step.id}: {rec.note}", log=True)
+            self.stats.apply_seconds += self.clock.monotonic() - started
+            return
         mine = [s for s in self.state.plan.steps if s.cluster == step.cluster
-                and s.kind not in (StepKind.FINALIZE, StepKind.KEYSPACE, StepKind.SCALE)]
+                and s.kind not in (StepKind.FINALIZE, StepKind.KEYSPACE, StepKind.SCALE) and not s.kind.datacenter_op]
         ran_all = all(s.id in self._ran or self.state.steps[s.id].note.startswith("unchanged") for s in mine) \
             and any(s.id in self._ran for s in mine)
         if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)

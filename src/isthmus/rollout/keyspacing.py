@@ -35,7 +35,7 @@ from .cqlsession import auth_failed, cql_session, ready_pods
 from .dbgate import CASSANDRA_CONTAINER, has_runtime
 from .keyspaceplan import KeyspaceChange, LiveReplication, check_readback, keyspace_change
 from .repairplan import nodetool_failure
-from .steps import Step
+from .steps import Step, StepKind
 
 __all__ = ["NO_DATABASE", "KeyspaceError", "RingKeyspaces"]
 
@@ -71,6 +71,8 @@ class RingKeyspaces:
     """Seconds for one connection and its statements."""
     repair_within: float = 3600.0
     """Seconds one ``nodetool repair`` of a keyspace may take on one node."""
+    rebuilt: frozenset[str] = frozenset()
+    """Datacenters this rollout adds: a ``rebuild`` step fills their new replicas, so they are not repaired."""
 
     def declared(self, step: Step) -> Keyspace:
         for keyspace in self.app.spec.keyspaces:
@@ -126,6 +128,15 @@ class RingKeyspaces:
             raise _NoDatabase
         raise ClusterUnreachable(step.cluster, "no datacenter let CQL in: " + "; ".join(tried))
 
+    async def in_datacenter(self, datacenter: str, work: Any) -> tuple[str, str, Any]:
+        """``work(session)`` through a Ready pod of ``datacenter`` (else of the next that answers, as the keyspace
+        steps do): (cluster, pod, result). ClusterUnreachable when none answers."""
+        cluster = next(dc.cluster for dc in self.app.spec.datacenters if dc.name == datacenter)
+        try:
+            return await self._connected(Step(StepKind.KEYSPACE, cluster, datacenter), work)
+        except _NoDatabase:
+            raise ClusterUnreachable(cluster, "no pod runs in a container runtime") from None
+
     async def matches(self, step: Step) -> bool | None:
         """The ring has the declared replication already; None when no node could be asked."""
         declared = self.declared(step)
@@ -176,7 +187,7 @@ class RingKeyspaces:
         command = ("nodetool", "repair", "-full", keyspace)
         done: list[str] = []
         for dc in self.app.spec.datacenters:
-            if dc.name not in datacenters:
+            if dc.name not in datacenters or dc.name in self.rebuilt:
                 continue
             conn = self.registry[dc.cluster]
             pods = await fetch_owned(conn, self.app.metadata.name, {("v1", "Pod", self.app.namespace)})

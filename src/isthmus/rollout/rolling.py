@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..kube import ClusterRegistry, KubeObject
+from ..kube import ClusterRegistry, KubeObject, Reach
 from ..render import SUPERUSER_PASSWORD_PLACEHOLDER, Manifests, render
 from ..render.charts import mask_secrets
 from ..spec import CassandraCluster, ChartRelease, Fleet
-from .dbgate import DatabaseGate
+from .datacenterplan import BadDatacenterChange, DatacenterChange, choose_source, datacenter_change, removal_problems
+from .datacenters import RingDatacenters
+from .datacenterstate import NodeProgressStore
+from .dbgate import DatabaseGate, database_pods, ring_reports
 from .deploying import Progress
 from .engine import Baseline, EarlyFences, Engine
+from .gates import observe
 from .identities import record_identities
 from .keyspacing import RingKeyspaces
 from .locking import LeaseLock
@@ -38,7 +42,7 @@ from .scaleplan import ScalePlan
 from .scaling import RingScaling, read_scaling
 from .secrets import superuser_password
 from .settled import settled_state, unchanged_reports
-from .steps import check_strategy, plan_rollout
+from .steps import StepKind, check_strategy, datacenter_waves, plan_rollout
 from .superuser import SuperuserError, ensure_superuser
 from .target import EngineSettings, RolloutOptions, Target
 
@@ -129,15 +133,23 @@ class _Session:
                   fences: EarlyFences | None = None, *, reapply: bool = False, password: str = "") -> RolloutResult:
         gate = _database_gate(app) if isinstance(app, CassandraCluster) else None
         database = (gate,) if gate is not None else ()
-        keyspaces = RingKeyspaces(self.registry, app, password) \
-            if isinstance(app, CassandraCluster) and app.spec.keyspaces else None
+        keyspaces = datacenters = None
+        if isinstance(app, CassandraCluster):
+            rebuilt = frozenset(s.datacenter for s in state.plan.steps if s.kind is StepKind.REBUILD)
+            cql = RingKeyspaces(self.registry, app, password, rebuilt=rebuilt)
+            keyspaces = cql if app.spec.keyspaces else None
+            if any(s.kind.datacenter_op for s in state.plan.steps):
+                store = NodeProgressStore(self.lock.conn, app.metadata.name)
+                datacenters = RingDatacenters(self.registry, app, cql, store, state.revision, say=self.progress,
+                                              clock=self.options.clock)
         scaling = RingScaling(self.registry, app, self.progress, self.options.clock,
                               poll_interval=max(self.options.poll_interval, 2.0)) \
             if isinstance(app, CassandraCluster) else None
         racks = RackRolling(app, gate, self.options.clock, self.options.poll_interval) \
             if isinstance(app, CassandraCluster) and gate is not None else None
         settings = EngineSettings(options=self.options, strategy=app.spec.rollout, app_gates=database,
-                                  reapply=reapply, keyspaces=keyspaces, scaling=scaling, racks=racks)
+                                  reapply=reapply, keyspaces=keyspaces, scaling=scaling, racks=racks,
+                                  datacenters=datacenters)
         target = Target(app=app.metadata.name, namespace=app.namespace, members=app.member_clusters(),
                         manifests=manifests, baseline=baseline)
         engine = Engine(target, state, registry=self.registry, store=self.states, lock=self.lock,
@@ -222,6 +234,54 @@ async def _identities(registry: ClusterRegistry, app: AnyApp, result: RolloutRes
     result.notes.extend(await record_identities(members, app))
 
 
+async def running_spec(revisions: RevisionStore, digest: str) -> CassandraCluster | None:
+    """The spec of the newest recorded revision other than the one of ``digest``: what the ring runs (or last
+    tried to run) before this change; None for a first deploy. Reads only."""
+    for info in reversed(await revisions.entries()):
+        if info.digest != digest:
+            before = app_of(await revisions.fetch(info))
+            return before if isinstance(before, CassandraCluster) else None
+    return None
+
+
+async def check_datacenter_change(app: CassandraCluster, fleet: Fleet, registry: ClusterRegistry,
+                                  before: CassandraCluster | None) -> DatacenterChange:
+    """The datacenters ``app`` adds to and removes from the ring running ``before``, with each added one's rebuild
+    source; refused (:class:`~.datacenterplan.BadDatacenterChange`, exit code 2) before anything is written when a
+    source is Unknown or missing, or a removed datacenter still holds replicas of a keyspace the change does not
+    declare without it (the ring is asked: ``nodetool describecluster`` through ``pods/exec``)."""
+    change = datacenter_change(before, app)
+    if not change:
+        return change
+    missing = sorted({r.cluster for r in change.removed if r.cluster not in registry})
+    if missing:
+        raise BadDatacenterChange(f"datacenter(s) {', '.join(r.name for r in change.removed)} are removed, but cluster "
+                                  f"{', '.join(missing)} is not among the connections (its kubeconfig context): its "
+                                  "nodes must be reachable to be decommissioned; nothing was written")
+    members = {c: registry[c] for c in {*app.member_clusters(), *(r.cluster for r in change.removed)}}
+    observation = await observe(members, app.metadata.name, app.namespace)
+    clusters = {dc.name: dc.cluster for dc in app.spec.datacenters}
+    unknown = [dc for dc, c in clusters.items() if observation[c].reach is not Reach.REACHED]
+    regions = {c.name: c.region for c in fleet.spec.clusters}
+    order = [n for wave in datacenter_waves(app) for n in wave]
+    sources = {dc: choose_source(app, dc, added=change.added, regions=regions, order=order, unknown=unknown)
+               for dc in change.added}
+    if change.removed:
+        pods = {c: ps for c, ps in database_pods(observation).items() if ps}
+        reports = [r for r in await ring_reports(members, app.namespace, pods) if r.answered and r.keyspaces] \
+            if pods else []
+        if not reports and any(p.get("status", {}).get("containerStatuses") for v in observation.values()
+                               for p in v.pods):
+            raise BadDatacenterChange(f"app {app.metadata.name}: no node said which keyspaces replicate to "
+                                      f"{', '.join(r.name for r in change.removed)}, so its removal cannot be "
+                                      "checked; nothing was written")
+        if reports:
+            problems = [p for gone in change.removed for p in removal_problems(app, gone, reports[0].keyspaces)]
+            if problems:
+                raise BadDatacenterChange("\n".join(problems))
+    return change.with_sources(sources)
+
+
 async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
                         options: RolloutOptions | None = None, progress: Progress = _quiet, *,
                         rendered: Manifests | None = None, timeline: Timeline | None = None) -> RolloutResult:
@@ -255,6 +315,11 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
         if settled is not None and not settled.superuser_pending:
             return RolloutResult(settled, unchanged_reports(masked, app.member_clusters()), timeline=timeline,
                                  notes=[f"nothing to change: every member already runs revision {settled.revision}"])
+    # A datacenter added or removed: its checks (a rebuild source that answers, no replicas left behind) come
+    # before the first write too.
+    change = await check_datacenter_change(app, fleet, registry, await running_spec(session.revisions,
+                                                                                    content.digest)) \
+        if isinstance(app, CassandraCluster) else None
     # Every member written to must serve the custom kinds of its objects, and a datacenter whose size changes is
     # scaled node by node (a scale-down the ring cannot take is refused): both checked before the first write (the
     # lock), together.
@@ -308,7 +373,7 @@ async def apply_rollout(app: AnyApp, fleet: Fleet, registry: ClusterRegistry,
             state = RolloutState.new(app=app.metadata.name, kind="apply", revision=info.number,
                                      previous=previous.number if previous and created else
                                      (stored.previous if stored and stored.revision == info.number else None),
-                                     plan=plan_rollout(app, scaling=scaling))
+                                     plan=plan_rollout(app, scaling=scaling, datacenters=change))
             state.event(f"revision {info.number} by {session.lock.identity}: " + "; ".join(info.summary))
             if stored is not None and not stored.phase.finished:
                 state.event(f"supersedes the unfinished rollout of revision {stored.revision} ({stored.phase.value})")

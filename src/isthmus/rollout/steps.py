@@ -20,6 +20,11 @@ A plan is a list of waves, run one after the other; a wave is a set of lanes run
    runs the revision (so the ring has every datacenter the replication names): create it, or change its
    replication to the declared one, then repair it where replicas were added (:mod:`.keyspacing`). Gated:
    the database gate must pass first. A keyspace already as declared is Done without a write.
+3b. Datacenters added to or removed from a running ring (:mod:`.datacenterplan`): ``join/<dc>`` before an
+   added datacenter's racks (its nodes start without bootstrap streaming), ``rebuild/<dc>`` after the keyspaces
+   (``nodetool rebuild -- <source>`` on each of its nodes, then its rows must be readable there), and
+   ``decommission/<dc>`` after the keyspaces for a removed one (replication first, then its nodes one at a
+   time, then its objects). Gated; run by :mod:`.datacenters`.
 4. ``finalize``: per member, the whole object set again (a no-op write-wise when everything
    before it succeeded) with pruning, then the member records the revision it runs. Gated,
    because pruning may delete a rack that left the spec.
@@ -43,6 +48,7 @@ from ..kube import KubeObject
 from ..render import ApplyPhase, apply_rank
 from ..spec import CassandraCluster, ChartRelease
 from ..spec.errors import Problem, SpecError
+from .datacenterplan import DatacenterChange
 from .scaleplan import ScalePlan
 
 __all__ = ["Lane", "RolloutPlan", "Step", "StepKind", "Wave", "check_strategy", "cluster_waves", "datacenter_waves",
@@ -57,8 +63,16 @@ class StepKind(StrEnum):
     RACK = "rack"
     RELEASE = "release"
     KEYSPACE = "keyspace"
+    JOIN = "join"
+    REBUILD = "rebuild"
+    DECOMMISSION = "decommission"
     SCALE = "scale"
     FINALIZE = "finalize"
+
+    @property
+    def datacenter_op(self) -> bool:
+        """A step on a datacenter added to or removed from the ring (:mod:`.datacenters`): no objects."""
+        return self in (StepKind.JOIN, StepKind.REBUILD, StepKind.DECOMMISSION)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class Step:
     keyspace: str = ""
     detail: str = ""
     """What the step brings about, as planned (a keyspace's declared replication, a datacenter's scaling)."""
+    source: str = ""
+    """``rebuild``: the datacenter the nodes stream from."""
+    nodes: tuple[str, ...] = ()
+    """``rebuild``/``decommission``: the datacenter's pods, in the order they are worked on."""
     before: tuple[tuple[str, int], ...] = ()
     """A ``scale`` step: (rack, replicas) as the datacenter's StatefulSets ran when it was planned."""
 
@@ -83,6 +101,8 @@ class Step:
             return f"scale/{self.datacenter}"
         if self.kind is StepKind.RELEASE:
             return f"release/{self.cluster}"
+        if self.kind.datacenter_op:
+            return f"{self.kind.value}/{self.datacenter}"
         return f"{self.kind.value}/{self.cluster}"
 
     @property
@@ -100,6 +120,16 @@ class Step:
         if self.kind is StepKind.KEYSPACE:
             return (f"keyspace {self.keyspace}: {self.detail}; create it, or change its replication to this, "
                     "then repair where replicas are added")
+        if self.kind is StepKind.JOIN:
+            return (f"datacenter {self.datacenter} joins the running ring in {self.cluster}: its nodes start "
+                    "without bootstrap streaming (rebuilt after the keyspaces)")
+        if self.kind is StepKind.REBUILD:
+            return (f"datacenter {self.datacenter} was added: system keyspaces gain replicas there, then nodetool "
+                    f"rebuild --keyspace <each> -- {self.source} on {', '.join(self.nodes)} ({self.detail}); done "
+                    "when every spec keyspace's rows are readable there")
+        if self.kind is StepKind.DECOMMISSION:
+            return (f"datacenter {self.datacenter} was removed: system keyspaces lose it, nodetool decommission on "
+                    f"{', '.join(self.nodes)} one at a time, then its objects and volumes in {self.cluster} go")
         if self.kind is StepKind.SCALE:
             return f"scale {self.detail}"
         return f"apply everything in {self.cluster} again, prune what left the spec, record the revision"
@@ -109,6 +139,8 @@ class Step:
                                "datacenter": self.datacenter, "rack": self.rack, "disruptive": self.disruptive}
         if self.kind is StepKind.KEYSPACE:
             out |= {"keyspace": self.keyspace, "detail": self.detail}
+        if self.kind.datacenter_op:
+            out |= {"detail": self.detail, "source": self.source, "nodes": list(self.nodes)}
         if self.kind is StepKind.SCALE:
             out |= {"detail": self.detail, "before": dict(self.before)}
         return out
@@ -116,7 +148,8 @@ class Step:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Step:
         return cls(StepKind(d["kind"]), str(d["cluster"]), str(d.get("datacenter", "")), str(d.get("rack", "")),
-                   str(d.get("keyspace", "")), str(d.get("detail", "")),
+                   str(d.get("keyspace", "")), str(d.get("detail", "")), str(d.get("source", "")),
+                   tuple(str(n) for n in d.get("nodes", ())),
                    tuple((str(k), int(v)) for k, v in (d.get("before") or {}).items()))
 
 
@@ -187,7 +220,7 @@ def check_strategy(app: CassandraCluster | ChartRelease) -> None:
     else:
         problems = app.spec.rollout.problems([dc.name for dc in app.spec.datacenters])
         problems += [("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip("."), message)
-                     for path, message in app.spec.keyspace_problems()]
+                     for path, message in [*app.spec.keyspace_problems(), *app.spec.rebuild_problems()]]
     if problems:
         raise SpecError([Problem(message, None, None, path) for path, message in problems])
 
@@ -232,15 +265,19 @@ def plan_release(release: ChartRelease, *, reverse: bool = False) -> RolloutPlan
 
 
 def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
-                 scaling: Mapping[str, ScalePlan] | None = None) -> RolloutPlan:
+                 scaling: Mapping[str, ScalePlan] | None = None,
+                 datacenters: DatacenterChange | None = None) -> RolloutPlan:
     """The plan that carries ``app`` (as rendered) to its members; see the module docstring.
 
     ``scaling``: datacenter -> its :class:`~.scaleplan.ScalePlan` (:func:`~.scaleplan.scale_plans` of the live
-    StatefulSets), for the datacenters whose size changes: each gets a ``scale`` step before its racks."""
+    StatefulSets), for the datacenters whose size changes: each gets a ``scale`` step before its racks.
+    ``datacenters``: what the spec adds to and removes from the running ring
+    (:func:`.datacenterplan.datacenter_change`)."""
     if isinstance(app, ChartRelease):
         return plan_release(app, reverse=reverse)
     members = app.member_clusters()
     dcs = {dc.name: dc for dc in app.spec.datacenters}
+    change = datacenters if datacenters is not None and not reverse else DatacenterChange()
     waves = [Wave("prepare", tuple(Lane(c, (Step(StepKind.PREPARE, c),)) for c in members))]
     dc_waves = datacenter_waves(app)
     if reverse:
@@ -252,20 +289,46 @@ def plan_rollout(app: CassandraCluster | ChartRelease, *, reverse: bool = False,
             racks = [r.name for r in dc.racks]
             if reverse:
                 racks.reverse()
-            scale = (scaling or {}).get(name)
+            scale = (scaling or {}).get(name) if name not in change.added else None
             first = (Step(StepKind.SCALE, dc.cluster, name, detail=scale.describe(),
                           before=tuple((r, scale.before.get(r, 0)) for r in scale.racks)),) if scale else ()
-            lanes.append(Lane(name, (*first, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
+            join = (Step(StepKind.JOIN, dc.cluster, name),) if change.added and name in change.added else ()
+            lanes.append(Lane(name, (*join, *first, *(Step(StepKind.RACK, dc.cluster, name, r) for r in racks))))
         label = "seed" if i == 0 and not reverse else f"{i + 1}"
         waves.append(Wave(f"{label}: {', '.join(names)}", tuple(lanes)))
-    if app.spec.keyspaces:  # after every datacenter, so the ring has each one the replication names
-        seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
-        waves.append(Wave("keyspaces", (Lane("keyspaces", tuple(
-            Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
-                 detail=f"{k.replication_text()} (read at {k.consistency.value})")
-            for k in app.spec.keyspaces)),)))
+    seed = dcs[dc_waves[0][0]] if not reverse else dcs[dc_waves[-1][-1]]
+    keyspaces = [Step(StepKind.KEYSPACE, seed.cluster, seed.name, keyspace=k.name,
+                      detail=f"{k.replication_text()} (read at {k.consistency.value})") for k in app.spec.keyspaces]
+    # Cassandra 5 refuses to drop a datacenter that still has nodes from system_auth: when one is removed, a
+    # declared system_auth changes once its nodes are gone (their decommission is forced past it meanwhile).
+    later = [s for s in keyspaces if change.removed and s.keyspace == "system_auth"]
+    if keyspaces := [s for s in keyspaces if s not in later]:  # after every datacenter: the ring has each one
+        waves.append(Wave("keyspaces", (Lane("keyspaces", tuple(keyspaces)),)))
+    if change:  # after the keyspaces: the declared replication names an added datacenter, and no longer a removed one
+        waves.append(Wave("datacenters", (Lane("datacenters", tuple(_datacenter_steps(app, change))),)))
+    if later:
+        waves.append(Wave("keyspaces after", (Lane("keyspaces", tuple(later)),)))
     waves.append(Wave("finalize", tuple(Lane(c, (Step(StepKind.FINALIZE, c),)) for c in members)))
     return RolloutPlan(app.metadata.name, tuple(waves), reverse)
+
+
+def _datacenter_steps(app: CassandraCluster, change: DatacenterChange) -> list[Step]:
+    from ..render.naming import CassandraNames
+
+    names = CassandraNames(app.metadata.name, app.namespace)
+    out = []
+    for dc in app.spec.datacenters:
+        if dc.name not in change.added:
+            continue
+        sizes = dc.rack_sizes()
+        pods = tuple(p for r in dc.racks for p in names.pods(dc.name, r.name, sizes[r.name]))
+        source = change.sources.get(dc.name, dc.rebuild_from or "")
+        why = "rebuildFrom" if dc.rebuild_from else "the nearest healthy datacenter"
+        out.append(Step(StepKind.REBUILD, dc.cluster, dc.name, source=source, nodes=pods,
+                        detail=f"source {source or '?'}: {why}"))
+    out += [Step(StepKind.DECOMMISSION, gone.cluster, gone.name, nodes=gone.pods,
+                 detail="removed from the spec") for gone in change.removed]
+    return out
 
 
 def _is_workload(obj: KubeObject) -> bool:
@@ -278,7 +341,7 @@ def step_objects(step: Step, objects: Iterable[KubeObject]) -> list[KubeObject]:
         return [o for o in objects if not _is_workload(o)]
     if step.kind is StepKind.RELEASE:
         return list(objects)
-    if step.kind in (StepKind.KEYSPACE, StepKind.SCALE):
+    if step.kind in (StepKind.KEYSPACE, StepKind.SCALE) or step.kind.datacenter_op:
         return []  # CQL or nodetool, and replicas set one by one, not objects
     if step.kind is StepKind.RACK:
         return [o for o in objects if o.get("kind") == "StatefulSet"

@@ -98,6 +98,13 @@ class KeyspaceWork(Protocol):
         """What was done (the step's note), and whether anything was written."""
 
 
+class DatacenterWork(Protocol):
+    """What runs the ``join``, ``rebuild`` and ``decommission`` steps (:class:`~.datacenters.RingDatacenters`)."""
+
+    async def run(self, step: Step, *, token: int, interrupted: bool = False) -> str:
+        """What was done (the step's note); ``token``: the lock's fencing token, for its own progress."""
+
+
 class ScaleWork(Protocol):
     """What runs the ``scale`` steps (nodetool and replicas, one node at a time: :class:`~.scaling.RingScaling`)."""
 
@@ -131,6 +138,8 @@ class EngineSettings:
     """The revision was rolled out before (this is a re-apply): a member may well hold all of it already."""
     keyspaces: KeyspaceWork | None = None
     """Runs the plan's ``keyspace`` steps (a Cassandra ring whose spec declares keyspaces)."""
+    datacenters: DatacenterWork | None = None
+    """Runs the plan's steps of datacenters added or removed (a Cassandra ring)."""
     scaling: ScaleWork | None = None
     """Runs the plan's ``scale`` steps (a Cassandra ring)."""
     racks: RackWork | None = None

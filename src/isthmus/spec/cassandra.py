@@ -40,6 +40,9 @@ class Datacenter(AppDatacenter):
     name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
     size: Annotated[int, Field(ge=1, le=1000, description="Cassandra nodes in this datacenter")]
     racks: Annotated[list[Rack], Field(min_length=1)]
+    rebuild_from: str | None = Field(
+        default=None, description="When this datacenter is added to a running ring: the datacenter its nodes "
+                                  "stream their data from (nodetool rebuild); default: the nearest healthy one")
 
     @model_validator(mode="after")
     def _racks(self) -> Datacenter:
@@ -217,6 +220,22 @@ class CassandraSpec(SpecModel):
         sizes = {dc.name: dc.size for dc in self.datacenters}
         indexes = {dc.name: i for i, dc in enumerate(self.datacenters)}
         return keyspace_problems(self.keyspaces, sizes, indexes)
+
+    def rebuild_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field path, message) for a ``rebuildFrom`` that names no other datacenter of the spec."""
+        names = [dc.name for dc in self.datacenters]
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        for i, dc in enumerate(self.datacenters):
+            source = dc.rebuild_from
+            if source is None:
+                continue
+            if source == dc.name or source not in names:
+                why = "itself" if source == dc.name else "a datacenter the spec does not have"
+                others = ", ".join(n for n in names if n != dc.name) or "none"
+                out.append((("spec", "datacenters", i, "rebuildFrom"),
+                            f"datacenter {dc.name!r} rebuilds from {source!r}, {why}; name another datacenter of "
+                            f"the spec ({others}) or leave rebuildFrom out"))
+        return out
 
     @model_validator(mode="after")
     def _unique_datacenters(self) -> CassandraSpec:

@@ -110,10 +110,13 @@ class RepairState:
 
 
 class RepairStore(FencedDocument):
-    """The app's repair progress in the control plane, fenced like the rollout state (:mod:`.progress`)."""
+    """The app's repair progress in the control plane, fenced like the rollout state (:mod:`.progress`). Node by
+    node work of another kind keeps the same state under a name of its own (``isthmus restart``:
+    :class:`~.restartstate.RestartStore`)."""
 
-    def __init__(self, conn: ClusterConnection, app: str) -> None:
-        super().__init__(conn, app, repair_state_name(app), "repair-state")
+    def __init__(self, conn: ClusterConnection, app: str, *, name: str | None = None,
+                 component: str = "repair-state") -> None:
+        super().__init__(conn, app, name or repair_state_name(app), component)
 
     async def load(self) -> RepairState | None:
         doc = await self.load_document()
@@ -124,7 +127,8 @@ class RepairStore(FencedDocument):
         await self.save_document(state.to_dict(), state.token)
 
 
-async def repair_history(conn: ClusterConnection, app: str) -> tuple[RepairSummary, ...]:
-    """Every repair kept, oldest first, the current (or last) one at the end."""
-    state = await RepairStore(conn, app).load()
+async def repair_history(conn: ClusterConnection, app: str,
+                         store: RepairStore | None = None) -> tuple[RepairSummary, ...]:
+    """Every repair kept (or every run ``store`` keeps), oldest first, the current (or last) one at the end."""
+    state = await (store or RepairStore(conn, app)).load()
     return () if state is None else (*state.past, state.summary())

@@ -10,11 +10,8 @@ Must not: run anything (that is :mod:`.restarting`'s).
 
 from __future__ import annotations
 
-import time
-
 from ..kube import ClusterConnection
-from .progress import FencedDocument
-from .repairstate import RepairState, RepairSummary
+from .repairstate import RepairStore, RepairSummary, repair_history
 
 __all__ = ["RestartStore", "restart_history", "restart_state_name"]
 
@@ -23,22 +20,13 @@ def restart_state_name(app: str) -> str:
     return f"isthmus-restart-{app}"
 
 
-class RestartStore(FencedDocument):
-    """The app's restart progress in the control plane, fenced like the rollout state (:mod:`.progress`)."""
+class RestartStore(RepairStore):
+    """The app's restart progress in the control plane: a repair's node-by-node state, under its own name."""
 
     def __init__(self, conn: ClusterConnection, app: str) -> None:
-        super().__init__(conn, app, restart_state_name(app), "restart-state")
-
-    async def load(self) -> RepairState | None:
-        doc = await self.load_document()
-        return RepairState.from_dict(doc) if doc else None
-
-    async def save(self, state: RepairState) -> None:
-        state.updated = time.time()
-        await self.save_document(state.to_dict(), state.token)
+        super().__init__(conn, app, name=restart_state_name(app), component="restart-state")
 
 
 async def restart_history(conn: ClusterConnection, app: str) -> tuple[RepairSummary, ...]:
     """Every restart kept, oldest first, the current (or last) one at the end."""
-    state = await RestartStore(conn, app).load()
-    return () if state is None else (*state.past, state.summary())
+    return await repair_history(conn, app, RestartStore(conn, app))

@@ -458,13 +458,28 @@ class Engine:
         if step.kind is StepKind.RELEASE:  # a chart in one member: hooks, objects, wait (see .releasing)
             report = await run_release(self, step, conn, objects)
         else:
-            if step.kind is StepKind.RACK and self.settings.scaling is not None:  # never drop a ring's nodes here
+            if step.kind is StepKind.RACK and self.settings.scaling is not None \
+                    and await self._may_lower(step, objects):  # never drop a ring's nodes here
                 await self.settings.scaling.check_rack(step, objects)
             report = await self._objects.write(step, conn, objects, quiet=quiet,
                                                continuous=step.cluster in self._continuous, ran_all=ran_all)
         self.stats.apply_seconds += self.clock.monotonic() - started
         self._merge(report)
         rec.writes += sum(1 for o in report.outcomes if o.action is not ApplyAction.UNCHANGED)
+
+    async def _may_lower(self, step: Step, objects: Sequence[KubeObject]) -> bool:
+        """Whether writing ``objects`` may lower a live StatefulSet's replicas, as the member was read in this run
+        (not read: it may); only then does the rack step ask the member afresh."""
+        view = await self._view(step)
+        if view.live is None:
+            return True
+        for obj in objects:
+            if obj.get("kind") == "StatefulSet":
+                live = view.live.get(ObjectRef.of(obj))
+                if live is not None and int((live.get("spec") or {}).get("replicas", 1)) > \
+                        int((obj.get("spec") or {}).get("replicas", 1)):
+                    return True
+        return False
 
     def _merge(self, report: ApplyReport) -> None:
         mine = self.reports.setdefault(report.cluster, {})

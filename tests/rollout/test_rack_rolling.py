@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus.rollout.rackrolling import joining_steps, needs_recreate, outdated_pods
+from isthmus.rollout.rackrolling import first_nodes, joining_steps, needs_recreate, outdated_pods
 
 
 def _sts(replicas: int, policy: str | None = "Parallel", revision: str = "") -> dict[str, Any]:
@@ -46,3 +46,36 @@ def test_a_rack_at_once_deletes_every_pod_not_on_the_update_revision() -> None:
     pods = [_pod("p-0", "old"), _pod("p-1", "new"), _pod("p-2", "old"), _pod("p-3", "old", going=True)]
     assert outdated_pods(_sts(4, revision="new"), pods) == ["p-0", "p-2"]
     assert outdated_pods(_sts(4), pods) == []  # the controller has not said which revision is current
+
+
+def _named(name: str, replicas: int) -> dict[str, Any]:
+    return {"kind": "StatefulSet", "metadata": {"name": name}, "spec": {"replicas": replicas}}
+
+
+def test_the_first_node_of_every_rack_comes_before_any_rack_grows() -> None:
+    three = [_named("r1", 2), _named("r2", 2), _named("r3", 2)]
+    assert first_nodes(three, []) == ["r1", "r2", "r3"]  # a new datacenter: r1-0, r2-0, r3-0, then r1-1 ...
+    assert first_nodes(three, ["r1"]) == ["r2", "r3"]  # resumed after r1 was created
+    assert first_nodes(three, ["r1", "r2", "r3"]) == []
+    assert first_nodes([_named("r1", 1), _named("r2", 1), _named("r3", 1)], []) == []  # one node per rack
+    assert first_nodes([_named("r1", 3), _named("r2", 3)], []) == []  # two racks allocate for 2: any order
+    assert first_nodes([*three, _named("r4", 0)], []) == ["r1", "r2", "r3"]  # an empty rack starts nothing
+
+
+def test_a_datacenter_of_two_racks_allocates_tokens_for_two() -> None:
+    import yaml
+
+    from isthmus.render.cassandra_config import cassandra_yaml
+    from isthmus.spec import API_VERSION, CassandraCluster
+
+    def allocation(racks: int) -> int:
+        doc = {"apiVersion": API_VERSION, "kind": "CassandraCluster", "metadata": {"name": "ring"},
+               "spec": {"version": "5.0.2", "datacenters": [{"name": "dc1", "cluster": "c1", "size": racks * 2,
+                                                              "racks": [{"name": f"r{i}", "zone": f"z{i}"}
+                                                                        for i in range(1, racks + 1)]}]}}
+        app = CassandraCluster.model_validate(doc)
+        text = cassandra_yaml(app, app.spec.datacenters[0], cluster_domain="cluster.local",
+                              clusterset_domain="clusterset.local")
+        return int(yaml.safe_load(text)["allocate_tokens_for_local_replication_factor"])
+
+    assert [allocation(n) for n in (1, 2, 3, 4)] == [3, 2, 3, 3]

@@ -49,7 +49,9 @@ def cassandra_yaml(app: CassandraCluster, dc: Datacenter, *, cluster_domain: str
     doc: dict[str, Any] = {
         "cluster_name": app.metadata.name,
         "num_tokens": app.spec.num_tokens,
-        "allocate_tokens_for_local_replication_factor": 3,
+        # Cassandra refuses to allocate a joining node's tokens when the datacenter counts fewer racks than this
+        # (other than one): a datacenter of two racks allocates for 2. Three racks or more, or one: for 3.
+        "allocate_tokens_for_local_replication_factor": 2 if len(dc.racks) == 2 else 3,
         "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
         "endpoint_snitch": "GossipingPropertyFileSnitch",
         "seed_provider": [{

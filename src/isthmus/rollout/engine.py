@@ -63,7 +63,7 @@ from .progress import Outcome, ProgressStore, RolloutPhase, RolloutState, StepRe
 from .recording import StateWriter
 from .releasing import run_release
 from .results import EngineStats, RolloutResult, StepFailed, Timeline
-from .steps import Step, StepKind, step_objects
+from .steps import DC_LABEL, Step, StepKind, step_objects
 from .target import Baseline, EngineSettings, Target
 from .writing import StepWriter
 
@@ -366,10 +366,13 @@ class Engine:
         async def write(these: list[KubeObject]) -> None:
             await self._execute(step, conn, these, rec, False)
 
+        siblings = self._stamped([o for o in self.manifests.for_cluster(step.cluster) if o.get("kind") == "StatefulSet"
+                                  and (o["metadata"].get("labels") or {}).get(DC_LABEL) == step.datacenter])
         note = await self.settings.racks.roll(step, conn, objects, write=write,
                                               converge=lambda: self._convergence.wait(step, conn),
                                               say=lambda message: self._say(step.cluster, f"{step.id}: {message}",
-                                                                            log=True))
+                                                                            log=True),
+                                              siblings=siblings)
         rec.note = note or rec.note
 
     def _unchanged(self, step: Step, rec: StepRecord, objects: Sequence[KubeObject], note: str) -> None:

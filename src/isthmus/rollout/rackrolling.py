@@ -13,6 +13,12 @@ together start together. That has three consequences, each handled here, in a ra
 2. **Nodes still join one at a time.** A new StatefulSet, or one asked for more replicas, would start every
    new pod at once, and Cassandra refuses concurrent bootstraps. So the replicas are raised one at a time,
    each step waited on until the rack is Ready (:func:`joining_steps`), before the desired count is written.
+   **The first node of every rack first.** Cassandra allocates a joining node's tokens for a replication
+   factor of 3 (``allocate_tokens_for_local_replication_factor``, :mod:`isthmus.render.cassandra_config`) and
+   refuses when its datacenter then counts 2 racks: "the first 3 nodes to start [must be] from different
+   racks". So in a datacenter of 3 racks or more that will have a rack of more than one node, a rack step first
+   creates every rack StatefulSet of the datacenter that does not exist yet with one replica, in the spec's
+   order, each waited on until its pod is Ready (:func:`first_nodes`); the racks then grow in their own steps.
 3. **A restart.** Once the new template is written, the StatefulSet controller replaces the pods itself, one
    at a time (``RollingUpdate`` never takes more than one pod down). That is the "one node at a time" mode.
    When the datacenter may restart a rack at once, every pod of the rack not on the new revision is deleted
@@ -42,7 +48,7 @@ from .dbgate import DatabaseGate
 from .restartplan import RestartChoice, choose_restarts
 from .steps import DC_LABEL, RACK_LABEL, Step
 
-__all__ = ["ORDERED", "PARALLEL", "RackRolling", "joining_steps", "needs_recreate", "outdated_pods",
+__all__ = ["ORDERED", "PARALLEL", "RackRolling", "first_nodes", "joining_steps", "needs_recreate", "outdated_pods",
            "restart_rack_at_once"]
 
 PARALLEL = "Parallel"
@@ -70,6 +76,17 @@ def joining_steps(live: KubeObject | None, desired: KubeObject, pods: int) -> li
     want = int(desired["spec"].get("replicas", 1))
     have = int((live.get("spec") or {}).get("replicas", 0)) if live is not None else pods
     return list(range(max(have + 1, 1), want))
+
+
+def first_nodes(siblings: Sequence[KubeObject], live: Sequence[str]) -> list[str]:
+    """The rack StatefulSets (of one datacenter, ``siblings`` in the spec's order) to create with one replica
+    before any rack grows past one node, by name; ``live``: the datacenter's StatefulSets that exist. Empty when
+    the datacenter has fewer than 3 racks or no rack of more than one node. Pure."""
+    sets = [s for s in siblings if s.get("kind") == "StatefulSet"]
+    if len(sets) < 3 or all(int(s["spec"].get("replicas", 1)) <= 1 for s in sets):
+        return []
+    return [s["metadata"]["name"] for s in sets
+            if s["metadata"]["name"] not in live and int(s["spec"].get("replicas", 1)) >= 1]
 
 
 def outdated_pods(sts: KubeObject, pods: Sequence[KubeObject]) -> list[str]:
@@ -111,6 +128,19 @@ async def _observed(conn: ClusterConnection, name: str, namespace: str, *, clock
         await clock.sleep(poll)
 
 
+async def _ready_one(conn: ClusterConnection, name: str, namespace: str, *, clock: Clock, within: float,
+                     poll: float) -> None:
+    """Until StatefulSet ``name`` has a Ready pod (or TimeoutError)."""
+    deadline = clock.monotonic() + within
+    while True:
+        sts = await get_record(conn, "apps/v1", "StatefulSet", name, namespace)
+        if sts is not None and int((sts.get("status") or {}).get("readyReplicas", 0)) >= 1:
+            return
+        if clock.monotonic() > deadline:
+            raise TimeoutError(f"StatefulSet {namespace}/{name}: no Ready pod within {within:g}s")
+        await clock.sleep(poll)
+
+
 async def restart_rack_at_once(conn: ClusterConnection, name: str, namespace: str, labels: Mapping[str, str], *,
                                clock: Clock = SYSTEM, within: float = 60.0, poll: float = 0.5) -> list[str]:
     """Delete every pod of StatefulSet ``name`` not on its update revision, together; their names."""
@@ -130,6 +160,8 @@ class RackRolling:
     gate: DatabaseGate
     clock: Clock = SYSTEM
     poll: float = 0.5
+    first_within: float = 900.0
+    """Seconds a rack's first node may take to be Ready when the rack is created ahead of its step."""
 
     def choice(self, datacenter: str) -> RestartChoice:
         """The datacenter's restart mode, from the ring as the database gate last saw it (just before the step)."""
@@ -143,7 +175,7 @@ class RackRolling:
 
     async def roll(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], *,
                    write: Callable[[list[KubeObject]], Awaitable[None]], converge: Callable[[], Awaitable[None]],
-                   say: Say) -> str:
+                   say: Say, siblings: Sequence[KubeObject] = ()) -> str:
         """Write the rack's StatefulSet and wait for it, as the module docstring says; what was done (a note)."""
         namespace = self.app.namespace
         desired = next((o for o in objects if o.get("kind") == "StatefulSet"), None)
@@ -168,6 +200,11 @@ class RackRolling:
             await recreate_orphaning(conn, kept)
             notes.append(f"recreated ({_policy(live)} -> {_policy(desired)}, pods adopted)")
             live = await get_record(conn, "apps/v1", "StatefulSet", name, namespace)
+        if siblings:
+            created = await self._first_nodes(step, conn, siblings, write=write, say=say)
+            if created:
+                notes.append(f"first node of {', '.join(created)} first (token allocation)")
+                live = await get_record(conn, "apps/v1", "StatefulSet", name, namespace)
         pods = await list_objects(conn, "v1", "Pod", namespace=namespace, labels=self._labels(step)) \
             if live is None else []
         for replicas in joining_steps(live, desired, len(pods)):
@@ -186,3 +223,18 @@ class RackRolling:
             notes.append(f"one node at a time ({choice.reason})")
         await converge()
         return "; ".join(notes)
+
+    async def _first_nodes(self, step: Step, conn: ClusterConnection, siblings: Sequence[KubeObject], *,
+                           write: Callable[[list[KubeObject]], Awaitable[None]], say: Say) -> list[str]:
+        namespace = self.app.namespace
+        labels = {"isthmus.dev/app": self.app.metadata.name, DC_LABEL: step.datacenter}
+        live = [o["metadata"]["name"] for o in await list_objects(conn, "apps/v1", "StatefulSet",
+                                                                   namespace=namespace, labels=labels)]
+        wanted = first_nodes(siblings, live)
+        by_name = {s["metadata"]["name"]: s for s in siblings}
+        for name in wanted:
+            say(f"{name}: its first node before any rack of {step.datacenter} grows (the first 3 nodes of a "
+                "datacenter come from 3 racks)")
+            await write(_with_replicas([by_name[name]], 1))
+            await _ready_one(conn, name, namespace, clock=self.clock, within=self.first_within, poll=self.poll)
+        return wanted

@@ -120,8 +120,9 @@ class RackWork(Protocol):
 
     async def roll(self, step: Step, conn: ClusterConnection, objects: list[KubeObject], *,
                    write: Callable[[list[KubeObject]], Awaitable[None]], converge: Callable[[], Awaitable[None]],
-                   say: Callable[[str], None]) -> str:
-        """What was done (a note for the step's record)."""
+                   say: Callable[[str], None], siblings: Sequence[KubeObject] = ()) -> str:
+        """What was done (a note for the step's record). ``siblings``: the desired StatefulSets of every rack of the
+        step's datacenter in its cluster, stamped like ``objects``."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,10 +49,13 @@ test: setup lint binaries helm
 test-charts: setup lint binaries helm
 	$(BIN)/python -m pytest -p no:cacheprovider tests/charts
 
-# The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
+# The ring tests of database operations whose minutes CI's 45 cannot hold (marker `ringops`): a datacenter
+# removed and added back with a SIGKILL mid-rebuild, a datacenter scaled up and down, a rack grown and
+# restarted at once. About 15 minutes on two cores, with the ring's start.
 test-ring-ops: setup lint binaries helm
 	$(BIN)/python -m pytest -p no:cacheprovider -m ringops tests/ring
 
+# The fast tests alone (no lab, no Cassandra, no Prometheus, no image build).
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not lab and not cassandra and not prometheus and not image"
 

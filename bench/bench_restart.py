@@ -17,11 +17,9 @@ rack-at-once wall time is bounded by CPU, not by the number of rounds.
 
 Prints a markdown section (bench/run_all.py collects it). Heavy: run it alone (``flock`` the lab lock).
 
-Known to fail today at the deploy with 2 nodes per rack: racks are deployed one after the other, so the
-second node of rack r2 bootstraps while dc-eu has 2 racks, and Cassandra's token allocation
-(``allocate_tokens_for_local_replication_factor: 3``) refuses: "Token allocation failed: the number of racks
-2 in datacenter dc-eu is lower than its replication factor 3" (the JVM exits, CrashLoopBackOff). A fresh
-datacenter must join ordinal 0 of every rack first; until then ``--per-rack 1`` runs.
+The deploy itself needs the first node of every rack to start before any rack grows (Cassandra's token
+allocation refuses a datacenter of 2 racks when it allocates for 3): :mod:`isthmus.rollout.rackrolling`
+does that.
 """
 
 from __future__ import annotations

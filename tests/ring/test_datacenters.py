@@ -32,7 +32,7 @@ from isthmus.rollout.progress import Outcome
 
 from .conftest import APP, ISTHMUS, RACKS, Ring, cql, until
 
-pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.ringops, pytest.mark.timeout(1500)]
 
 ROWS = 300
 NTS = "org.apache.cassandra.locator.NetworkTopologyStrategy"

@@ -27,7 +27,7 @@ from isthmus.rollout.revisions import RevisionStore
 
 from .conftest import FLEET, ISTHMUS, Ring, cql
 
-pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.lab, pytest.mark.cassandra, pytest.mark.slow, pytest.mark.ringops, pytest.mark.timeout(1800)]
 
 CLUSTER = "us"
 DC = f"dc-{CLUSTER}"

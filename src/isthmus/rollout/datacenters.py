@@ -31,7 +31,7 @@ Must not: plan (that is :mod:`.datacenterplan`'s); write objects other than thos
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from ..kube import (
     ClusterConnection,
     ClusterRegistry,
     ClusterUnreachable,
+    ExecResult,
     KubeError,
     bookkeeping_labels,
     delete_objects,
@@ -75,6 +76,7 @@ _KEYSPACES = "SELECT keyspace_name, replication FROM system_schema.keyspaces"
 _TABLES = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s"
 
 Say = Callable[[str, str], None]
+Exec = Callable[..., Awaitable[ExecResult]]
 
 
 class DatacenterError(IsthmusError):
@@ -125,6 +127,8 @@ class RingDatacenters:
     """Seconds one ``nodetool rebuild`` or ``decommission`` may take."""
     gone_within: float = 300.0
     """Seconds a removed datacenter's pods and claims may take to go once deleted."""
+    execute: Exec = pod_exec
+    """How a ``nodetool rebuild`` runs in a pod (``pods/exec``; a test scripts Cassandra's answers)."""
 
     async def run(self, step: Step, *, token: int, interrupted: bool = False) -> str:
         if step.kind is StepKind.JOIN:
@@ -173,8 +177,8 @@ class RingDatacenters:
         for attempt in range(1, self.attempts + 1):
             self.say(step.cluster, f"{step.id}: {pod}: {said} (attempt {attempt} of {self.attempts})")
             try:
-                result = await pod_exec(self.registry[step.cluster], self.app.namespace, pod, CASSANDRA_CONTAINER,
-                                        command, within=self.node_within)
+                result = await self.execute(self.registry[step.cluster], self.app.namespace, pod,
+                                            CASSANDRA_CONTAINER, command, within=self.node_within)
                 failure = "" if result.ok else \
                     f"exited {result.exit_code}: {nodetool_failure(result.stdout, result.stderr)}"
             except ClusterUnreachable:

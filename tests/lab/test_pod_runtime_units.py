@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from isthmus.lab.images import REAL_IMAGE_PATTERN, ImageKind, cassandra_version, image_kind, runs_for_real
 from isthmus.lab.pods.status import ContainerState, PodView, backoff_delay, expand, pod_status
@@ -47,3 +48,32 @@ def test_pod_status_is_ready_only_when_every_container_is() -> None:
     assert doc["restartCount"] == 1 and doc["lastState"]["terminated"]["exitCode"] == 3
     assert doc["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
     assert "qosClass" not in status  # the API server's, immutable
+
+
+def test_a_freed_pod_address_is_not_handed_out_again_at_once(tmp_path: Path) -> None:
+    """Two pods deleted together must not come back with each other's addresses (Cassandra refuses a node
+    at an address another host ID held: "A node with address ... already exists"). As host-local IPAM: the
+    next free address after the last one given, wrapping round."""
+    import ipaddress
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from isthmus.lab.pods.runtime import Runtime, RuntimeSettings
+
+    net = ipaddress.IPv4Network("10.0.8.0/29")  # hosts .1-.6; .1 is the gateway
+    provider = SimpleNamespace(pod_range=lambda _cluster: net)
+    folder = tmp_path
+    rt = Runtime(RuntimeSettings("eu", folder, folder, folder), cast(Any, None), cast(Any, provider))
+
+    def pod(uid: str, ip: str = "") -> Any:
+        return SimpleNamespace(uid=uid, pod={"status": {"podIP": ip}} if ip else {})
+
+    a, b = rt.allocate_ip(pod("a")), rt.allocate_ip(pod("b"))
+    assert (str(a), str(b)) == ("10.0.8.2", "10.0.8.3")
+    rt.used_ips.clear()  # both deleted together
+    c, d = rt.allocate_ip(pod("c")), rt.allocate_ip(pod("d"))
+    assert (str(c), str(d)) == ("10.0.8.4", "10.0.8.5")  # not .2 and .3 again, in either order
+    e = rt.allocate_ip(pod("e"))
+    assert str(e) == "10.0.8.6"
+    assert str(rt.allocate_ip(pod("f"))) == "10.0.8.2"  # wraps round to the first free one
+    assert str(rt.allocate_ip(pod("c", "10.0.8.4"))) == "10.0.8.4"  # a pod keeps the address it has

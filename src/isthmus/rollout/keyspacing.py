@@ -60,6 +60,18 @@ def _read(session: Any, name: str) -> LiveReplication | None:
     return LiveReplication.parse(dict(rows[0].replication)) if rows else None
 
 
+def _unavailable(exc: BaseException) -> bool:
+    """Cassandra answered Unavailable (too few replicas alive for the statement's own reads or writes: a
+    keyspace created by a role writes its permissions to ``system_auth``, whose one SimpleStrategy replica may
+    be on a node that is not up yet), directly or as the reason the driver gives for NoHostAvailable."""
+    from cassandra import Unavailable
+    from cassandra.cluster import NoHostAvailable
+
+    if isinstance(exc, NoHostAvailable):
+        return any(isinstance(e, Unavailable) for e in (exc.errors or {}).values())
+    return isinstance(exc, Unavailable)
+
+
 @dataclass
 class RingKeyspaces:
     """The keyspace steps of one app's rollout (see the module docstring)."""
@@ -162,6 +174,9 @@ class RingKeyspaces:
                 try:
                     session.execute(wanted.statement)
                 except Exception as exc:
+                    if _unavailable(exc):  # a node not up yet (Cassandra's words): the engine waits and tries again
+                        raise ClusterUnreachable(step.cluster, f"{wanted.statement}: not every replica it needs is "
+                                                               f"up yet ({str(exc)[:300]})") from None
                     raise KeyspaceError(f"{wanted.statement}: refused ({type(exc).__name__}: {str(exc)[:300]})") \
                         from None
             return wanted

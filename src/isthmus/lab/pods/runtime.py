@@ -566,6 +566,7 @@ class Runtime:
         self.workers: dict[str, PodWorker] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.used_ips: dict[ipaddress.IPv4Address, str] = {}
+        self._last_ip: dict[ipaddress.IPv4Network, int] = {}
         self._images: dict[str, ImageLayer] = {}
         self._image_lock = asyncio.Lock()
 
@@ -579,9 +580,18 @@ class Runtime:
             if ip in pod_range and self.used_ips.get(ip) in (None, worker.uid):
                 self.used_ips[ip] = worker.uid
                 return ip
-        for ip in list(pod_range.hosts())[1:]:  # the first host is the gateway
+        # As CNI's host-local IPAM does: the next free address after the last one given, wrapping around, so a
+        # freed address is not handed out again at once. (First-free would let two pods deleted together come
+        # back with each other's addresses, which Cassandra refuses: "A node with address ... already exists";
+        # see casskop#170 for that crossing on a real fleet.)
+        hosts = list(pod_range.hosts())[1:]  # the first host is the gateway
+        start = self._last_ip.get(pod_range, -1) + 1
+        for i in range(len(hosts)):
+            at = (start + i) % len(hosts)
+            ip = hosts[at]
             if ip not in self.used_ips:
                 self.used_ips[ip] = worker.uid
+                self._last_ip[pod_range] = at
                 return ip
         raise RuntimeError(f"cluster {self.settings.cluster}: no free pod IP in {pod_range}")
 

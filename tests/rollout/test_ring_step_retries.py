@@ -1,6 +1,8 @@
-"""A failed ``nodetool rebuild`` is tried again, ``retry_wait`` apart on the injected clock, and after the last
-attempt the step fails naming the node, the command and Cassandra's own words (issue 13 item 4). Cassandra's
-answers are scripted through the step's exec seam; the ring test runs the real ``pods/exec``."""
+"""Ring steps that wait or retry instead of failing. A failed ``nodetool rebuild`` is tried again,
+``retry_wait`` apart on the injected clock, and after the last attempt the step fails naming the node, the
+command and Cassandra's own words (issue 13 item 4); Cassandra's answers are scripted through the step's exec
+seam (the ring test runs the real ``pods/exec``). A keyspace statement Cassandra answers with Unavailable waits
+for the ring (the engine pauses on ClusterUnreachable) instead of failing the rollout."""
 
 from __future__ import annotations
 
@@ -86,3 +88,17 @@ async def test_one_attempt_means_no_retry() -> None:
     steps.attempts = 1
     failure = await asyncio.wait_for(steps._command(STEP, "ring-dc-ap-r1-0", COMMAND), 5)
     assert "(after 1 attempts)" in failure and len(cassandra.calls) == 1
+
+
+def test_cassandras_unavailable_is_a_wait_not_a_failure_of_a_keyspace_step() -> None:
+    from cassandra import ConsistencyLevel, InvalidRequest, Unavailable
+    from cassandra.cluster import NoHostAvailable
+
+    from isthmus.rollout.keyspacing import _unavailable
+
+    down = Unavailable("Cannot achieve consistency level LOCAL_ONE", ConsistencyLevel.LOCAL_ONE, 1, 0)
+    assert _unavailable(down)
+    assert _unavailable(NoHostAvailable("Unable to complete the operation against any hosts", {"h": down}))
+    assert not _unavailable(NoHostAvailable("Unable to complete the operation against any hosts",
+                                            {"h": InvalidRequest("bad replication")}))
+    assert not _unavailable(InvalidRequest("bad replication"))

@@ -94,11 +94,11 @@ def test_cassandras_unavailable_is_a_wait_not_a_failure_of_a_keyspace_step() -> 
     from cassandra import ConsistencyLevel, InvalidRequest, Unavailable
     from cassandra.cluster import NoHostAvailable
 
-    from isthmus.rollout.keyspacing import _unavailable
+    from isthmus.rollout.cqlsession import unavailable
 
     down = Unavailable("Cannot achieve consistency level LOCAL_ONE", ConsistencyLevel.LOCAL_ONE, 1, 0)
-    assert _unavailable(down)
-    assert _unavailable(NoHostAvailable("Unable to complete the operation against any hosts", {"h": down}))
-    assert not _unavailable(NoHostAvailable("Unable to complete the operation against any hosts",
+    assert unavailable(down)
+    assert unavailable(NoHostAvailable("Unable to complete the operation against any hosts", {"h": down}))
+    assert not unavailable(NoHostAvailable("Unable to complete the operation against any hosts",
                                             {"h": InvalidRequest("bad replication")}))
-    assert not _unavailable(InvalidRequest("bad replication"))
+    assert not unavailable(InvalidRequest("bad replication"))

@@ -15,7 +15,7 @@ from .dbgate import has_runtime
 from .gates import pod_ready
 from .steps import DC_LABEL
 
-__all__ = ["auth_failed", "count_rows", "cql_session", "ready_pods"]
+__all__ = ["auth_failed", "count_rows", "cql_session", "ready_pods", "unavailable"]
 
 
 def auth_failed(exc: BaseException) -> bool:
@@ -58,3 +58,15 @@ def ready_pods(pods: Sequence[KubeObject], datacenter: str) -> list[str]:
     return sorted(p["metadata"]["name"] for p in pods
                   if (p["metadata"].get("labels") or {}).get(DC_LABEL) == datacenter and pod_ready(p)
                   and not p["metadata"].get("deletionTimestamp") and has_runtime(p))
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Cassandra answered Unavailable (too few replicas alive for the statement's own reads or writes: a
+    keyspace created by a role writes its permissions to ``system_auth``, whose one SimpleStrategy replica may
+    be on a node that is not up yet), directly or as the reason the driver gives for NoHostAvailable."""
+    from cassandra import Unavailable
+    from cassandra.cluster import NoHostAvailable
+
+    if isinstance(exc, NoHostAvailable):
+        return any(isinstance(e, Unavailable) for e in (exc.errors or {}).values())
+    return isinstance(exc, Unavailable)

@@ -31,7 +31,7 @@ from ..kube.portforward import PodPortForward
 from ..render import SUPERUSER_USERNAME
 from ..render.cassandra_config import CQL_PORT
 from ..spec import CassandraCluster, Keyspace
-from .cqlsession import auth_failed, cql_session, ready_pods
+from .cqlsession import auth_failed, cql_session, ready_pods, unavailable
 from .dbgate import CASSANDRA_CONTAINER, has_runtime
 from .keyspaceplan import KeyspaceChange, LiveReplication, check_readback, keyspace_change
 from .repairplan import nodetool_failure
@@ -58,18 +58,6 @@ class KeyspaceError(IsthmusError):
 def _read(session: Any, name: str) -> LiveReplication | None:
     rows = list(session.execute(_READ, (name,)))
     return LiveReplication.parse(dict(rows[0].replication)) if rows else None
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Cassandra answered Unavailable (too few replicas alive for the statement's own reads or writes: a
-    keyspace created by a role writes its permissions to ``system_auth``, whose one SimpleStrategy replica may
-    be on a node that is not up yet), directly or as the reason the driver gives for NoHostAvailable."""
-    from cassandra import Unavailable
-    from cassandra.cluster import NoHostAvailable
-
-    if isinstance(exc, NoHostAvailable):
-        return any(isinstance(e, Unavailable) for e in (exc.errors or {}).values())
-    return isinstance(exc, Unavailable)
 
 
 @dataclass
@@ -174,7 +162,7 @@ class RingKeyspaces:
                 try:
                     session.execute(wanted.statement)
                 except Exception as exc:
-                    if _unavailable(exc):  # a node not up yet (Cassandra's words): the engine waits and tries again
+                    if unavailable(exc):  # a node not up yet (Cassandra's words): the engine waits and tries again
                         raise ClusterUnreachable(step.cluster, f"{wanted.statement}: not every replica it needs is "
                                                                f"up yet ({str(exc)[:300]})") from None
                     raise KeyspaceError(f"{wanted.statement}: refused ({type(exc).__name__}: {str(exc)[:300]})") \

@@ -81,6 +81,10 @@ def test_only_running_datacenters_whose_replicas_differ_get_a_plan() -> None:
     assert list(plans) == ["dc2"] and plans["dc2"].before == {"ra": 2, "rb": 1}
     assert [n.pod for n in plans["dc2"].removes()] == ["shop-dc2-ra-1"]
     assert scale_plans(app, {"dc1": {}, "dc2": same, "dc3": same}) == {}  # no StatefulSet yet: a new datacenter
+    # A rack added with the node it brings: its rack step creates it; the racks that run keep their sizes.
+    assert scale_plans(app, {"dc2": {"ra": 1}}) == {}
+    grown = scale_plans(_app(4), {"dc2": {"ra": 1}})  # ra grows to 2, rb is new (its rack step makes its 2)
+    assert grown["dc2"].before == {"ra": 1} and grown["dc2"].after == {"ra": 2}
 
 
 def test_the_scale_step_comes_first_in_its_datacenter_lane_and_is_always_gated() -> None:

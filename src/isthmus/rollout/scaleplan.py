@@ -168,15 +168,17 @@ def scale_plans(app: CassandraCluster, live: Mapping[str, Mapping[str, int]]) ->
     """Datacenter -> its plan, for each datacenter of the spec that runs (``live``: datacenter -> rack -> the
     replicas of its StatefulSet, for the datacenters whose StatefulSets were read; a rack without one is absent)
     and whose racks' replicas differ from the spec's sizes. A datacenter with no StatefulSet yet is not scaled:
-    it is new (its racks are created at their size)."""
+    it is new (its racks are created at their size), and so is a rack without one: its rack step creates it at
+    its size (the racks that run are compared)."""
     out = {}
     for dc in app.spec.datacenters:
         running = live.get(dc.name)
         if not running:
             continue
-        racks = tuple(r.name for r in dc.racks)
-        before = {r: int(running.get(r, 0)) for r in racks}
-        after = dc.rack_sizes()
+        racks = tuple(r.name for r in dc.racks if r.name in running)
+        before = {r: int(running[r]) for r in racks}
+        sizes = dc.rack_sizes()
+        after = {r: sizes[r] for r in racks}
         if before != after:
             out[dc.name] = ScalePlan(app.metadata.name, dc.name, dc.cluster, racks, before, after)
     return out

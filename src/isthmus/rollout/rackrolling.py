@@ -226,6 +226,8 @@ class RackRolling:
 
     async def _first_nodes(self, step: Step, conn: ClusterConnection, siblings: Sequence[KubeObject], *,
                            write: Callable[[list[KubeObject]], Awaitable[None]], say: Say) -> list[str]:
+        if not first_nodes(siblings, []):
+            return []  # fewer than 3 racks, or one node per rack: nothing to ask the member
         namespace = self.app.namespace
         labels = {"isthmus.dev/app": self.app.metadata.name, DC_LABEL: step.datacenter}
         live = [o["metadata"]["name"] for o in await list_objects(conn, "apps/v1", "StatefulSet",

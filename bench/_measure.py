@@ -23,6 +23,46 @@ def load_avg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of every core since boot, from /proc/stat (idle and iowait are not busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 2.0) -> float:
+    """How many cores' worth of CPU the whole machine used over the next ``window`` seconds."""
+    busy0, total0 = _cpu_ticks()
+    time.sleep(window)
+    busy1, total1 = _cpu_ticks()
+    return CORES * (busy1 - busy0) / max(total1 - total0, 1)
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """What :func:`wait_quiet` saw: how long it waited, the last window's busy cores, and whether it got there."""
+
+    waited: float
+    busy: float
+    reached: bool
+
+    def __str__(self) -> str:
+        state = "quiet" if self.reached else "not quiet"
+        return f"{state} after {self.waited:.0f} s ({self.busy:.2f} of {CORES} cores busy over the last 2 s)"
+
+
+def wait_quiet(limit: float, timeout: float, window: float = 2.0) -> Quiet:
+    """Wait until two ``window``-second windows in a row use under ``limit`` cores (the lab's start-up churn and
+    the previous benchmark's processes have died down), at most ``timeout`` seconds; a benchmark measures then."""
+    started, calm, busy = time.monotonic(), 0, 0.0
+    while calm < 2:
+        busy = busy_cores(window)
+        calm = calm + 1 if busy < limit else 0
+        if calm < 2 and time.monotonic() - started > timeout:
+            return Quiet(time.monotonic() - started, busy, False)
+    return Quiet(time.monotonic() - started, busy, True)
+
+
 def pid_cpu(pid: int) -> float:
     """User+system CPU-seconds of one process so far (0 if it is gone)."""
     try:

@@ -20,7 +20,8 @@ default intervals. Then:
    rack by rack. The clock runs from just before ``kubectl`` starts until every member holds the
    new ConfigMap (its content hash equals the rendered one): each member is watched through
    ``isthmus.kube`` (a watch, not a tight poll, so measuring does not load the machine measured),
-   and once every member has reported it, each is confirmed with a GET. Between changes the
+   and once every member has reported it, each is confirmed with a GET. Timing starts once the machine is
+   quiet (under ``QUIET_CORES`` busy), after ``WARM_UP`` changes reported apart. Between changes the
    CassandraCluster is left to settle (Ready, status of the new generation).
 2. **A rolling change**, ``--rolling`` times: the JVM heap, a pod-template change, which goes
    through the gated waves (seed datacenter first, rack by rack, each waiting for Ready pods).
@@ -57,7 +58,7 @@ from typing import Any
 import httpx
 import yaml
 
-from _measure import lab_cpu, load_avg, p99, pid_cpu
+from _measure import lab_cpu, load_avg, p99, pid_cpu, wait_quiet
 from isthmus.kube import ClusterRegistry, ConnectionSettings, fetch_owned, get_record, watch_objects
 from isthmus.lab import Lab, LabSettings, default_specs
 from isthmus.lab.fleet import cassandra_document, fleet_document
@@ -72,6 +73,12 @@ NAMESPACE = "isthmus-system"
 APP = "bench"
 POLICY = f"{APP}-cqlguard"
 HASH = "isthmus.dev/content-hash"
+QUIET_CORES = 0.5
+"""The propagation is timed once the whole machine uses under this many cores (an idle lab of 10 minimal clusters
+and the operator: about 0.2 here)."""
+WARM_UP = 2
+"""Changes made, and reported apart, before the timed ones: the first change after the deploy writes every object
+of the ``prepare`` step (nothing to compare with yet) and pays for the connections' first requests."""
 
 
 
@@ -111,7 +118,7 @@ RUN = f"{os.getpid() % 10_000}"
 def grant(doc: dict[str, Any], i: int) -> dict[str, Any]:
     """The app's rule with table number ``i`` granted too (a new table every change)."""
     out = copy.deepcopy(doc)
-    out["spec"]["access"]["rules"][0]["allow"][0]["tables"] = ["shop.orders", f"shop.order_items_{RUN}_{i}"]
+    out["spec"]["access"]["rules"][0]["allow"][0]["tables"] = ["shop.orders", f"shop.order_items_{RUN}_{i + WARM_UP}"]
     return out
 
 
@@ -279,24 +286,29 @@ async def _statefulsets_arrive(registry: ClusterRegistry, cluster: str, want: di
 async def propagation(lab: Lab, fleet: Fleet, doc: dict[str, Any], changes: int) -> dict[str, Any]:
     registry = ClusterRegistry.from_fleet(fleet, lab.kubeconfig, settings=ConnectionSettings(timeout=10))
     watch = PolicyWatch(registry)
-    latencies, kubectl_times, spreads = [], [], []
+    latencies, kubectl_times, spreads, first = [], [], [], []
     try:
         await asyncio.sleep(2)  # the watches are open
-        for i in range(changes):
+        for i in range(-WARM_UP, changes):
             new = grant(doc, i)
             want = {c: w[POLICY] for c, w in rendered(fleet, new).items()}
             started = time.perf_counter()
             applying = asyncio.create_task(asyncio.to_thread(timed_apply, lab, new))
             arrivals = await watch.arrivals(want, started, 60)
-            kubectl_times.append(await applying)
-            latencies.append(max(arrivals))
-            spreads.append(max(arrivals) - min(arrivals))
+            took = await applying
+            if i < 0:  # a warm-up change, reported apart
+                first.append(max(arrivals))
+            else:
+                kubectl_times.append(took)
+                latencies.append(max(arrivals))
+                spreads.append(max(arrivals) - min(arrivals))
             await asyncio.to_thread(settled, lab, 120, f"settled after change {i}")
             await asyncio.sleep(0.5)
     finally:
         await watch.close()
         await registry.close()
-    return {"latencies": latencies, "spread": statistics.median(spreads), "kubectl": statistics.median(kubectl_times)}
+    return {"latencies": latencies, "spread": statistics.median(spreads), "kubectl": statistics.median(kubectl_times),
+            "first": first}
 
 
 async def rolling(lab: Lab, fleet: Fleet, doc: dict[str, Any], changes: int) -> dict[str, list[float]]:
@@ -355,7 +367,8 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             doc = app_document(n)
             apply(lab, doc)
             settled(lab, 600, "first rollout Ready")
-            time.sleep(5 if stand_in else 15)  # the lab's own start-up churn (controllers, pods) dies down
+            # The lab's own start-up churn (ten API servers, controllers, pods) dies down before anything is timed.
+            quiet = wait_quiet(QUIET_CORES, 180)
             load_before = load_avg()
             proxy = ProxyState.load(lab_dir)
             proxy_pid = proxy.process.pid if proxy is not None else -1
@@ -376,9 +389,11 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             idle_cpu = (pid_cpu(proc.pid) - cpu0) / (time.monotonic() - t0)
             rtts = [rtt_profile(args.profile).rtt_ms(i) for i in range(n)] if args.profile else [0] * n
             return {"propagation": prop["latencies"], "spread": prop["spread"], "kubectl": prop["kubectl"],
+                    "first": prop["first"],
                     "rolling": roll, "cpu": cpu_used, "floor": (rtts[0] + max(rtts)) / 1000,
                     "rtts": rtts, "minimal": stand_in is not None,
-                    "idle_cpu": idle_cpu * 100, "rss": rss_mib(proc.pid), "load": f"{load_before} / {load_after}"}
+                    "idle_cpu": idle_cpu * 100, "rss": rss_mib(proc.pid), "load": f"{load_before} / {load_after}",
+                    "quiet": str(quiet)}
         finally:
             if stand_in is not None:
                 stand_in.close()
@@ -421,6 +436,11 @@ def main() -> int:
         print(f"| {n} | {min(r['rtts'])}–{max(r['rtts'])} | {len(lat)} | {statistics.median(lat):.3f} "
               f"| {p99(lat):.3f} | {min(lat):.3f} | {r['floor']:.3f} "
               f"| {r['kubectl']:.3f} | {r['spread']:.3f} | {r['load']} |")
+    for n, r in rows:
+        warm = ", ".join(f"{t:.3f} s" for t in r["first"])
+        print(f"\n{n} members: the changes started once the machine was {r['quiet']}. Before the timed ones, "
+              f"{len(r['first'])} warm-up change(s), not counted: {warm} (the first after the deploy writes every "
+              "object of its `prepare` step: there is no earlier revision of the member to compare with).")
     print("\nCPU-seconds over the propagation phase (all changes and the settling between them):\n")
     print("| members | wall (s) | operator | lab (etcd, kube-apiserver...) | Toxiproxy |")
     print("|---:|---:|---:|---:|---:|")

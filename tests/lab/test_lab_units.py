@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from isthmus.lab import Component, LabClusterSpec, default_specs
 from isthmus.lab.binaries import LabBinaries
 from isthmus.lab.components import ClusterPaths, ClusterPorts, argv, kwok_config_yaml, scheduler_config_yaml
 from isthmus.lab.pki import make_cluster_pki
-from isthmus.lab.processes import ProcessRef, free_ports, log_tail
+from isthmus.lab.processes import ProcessRef, free_ports, listen_port_range, log_tail
 from isthmus.lab.specs import check_lab_specs
 from isthmus.lab.state import ClusterState, LabPhase, LabState, StateDir
 
@@ -151,6 +153,41 @@ def test_process_ref_notices_recycled_pids(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("\n".join(str(i) for i in range(100)))
     assert log_tail(log, 3) == "97\n98\n99"
+
+
+def test_listen_ports_come_from_below_the_ephemeral_range(tmp_path: Path) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    assert listen_port_range(ranges) == (16384, 32768)
+    ranges.write_text("garbage")
+    assert listen_port_range(ranges) == (16384, 32768)
+    low, high = listen_port_range()
+    ports = free_ports(20)
+    assert len(set(ports)) == 20 and all(low <= p < high for p in ports)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_free_ports_skip_a_busy_port_and_fall_back_to_the_kernel() -> None:
+    low, high = listen_port_range()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        taken, other = next((p, p + 1) for p in range(low, high - 1) if _bindable(p) and _bindable(p + 1))
+        busy.bind(("127.0.0.1", taken))
+        busy.listen()
+        # a range of two ports, one of them listening: only the other is offered
+        for seed in range(5):
+            chosen = free_ports(1, rng=random.Random(seed), port_range=(min(taken, other), max(taken, other) + 1))
+            assert chosen == [other]
+        # a range holding only the busy port: the kernel's choice, never the busy one
+        fallback = free_ports(2, port_range=(taken, taken + 1))
+        assert taken not in fallback and len(set(fallback)) == 2
 
 
 def test_public_names_exist() -> None:

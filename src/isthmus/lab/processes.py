@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ __all__ = [
     "ProcessRef",
     "free_ports",
     "is_frozen",
+    "listen_port_range",
     "log_tail",
     "port_is_free",
     "spawn",
@@ -144,11 +146,45 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct free TCP ports on ``host`` (all sockets held until all are chosen)."""
+PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def listen_port_range(range_file: Path = PORT_RANGE_FILE) -> tuple[int, int]:
+    """Ports ``[low, high)`` for the lab's servers: just below the kernel's ephemeral range.
+
+    A port from the ephemeral range (what ``bind(0)`` hands out) can be taken by any outgoing
+    connection between the moment it is chosen and the moment its server binds it: with ten
+    clusters starting at once, a kube-apiserver then fails with "address already in use". The
+    kernel never picks a port below that range for a connection, so nothing but another server
+    can take one chosen there.
+    """
+    try:
+        ephemeral_low = int(range_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = min(ephemeral_low, 65536)
+    return max(1024, high - 16384), high
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *, rng: random.Random | None = None,
+               port_range: tuple[int, int] | None = None) -> list[int]:
+    """``count`` distinct free TCP ports on ``host``, from :func:`listen_port_range` (all sockets held until
+    all are chosen); from the ephemeral range only if that range has too few free ones."""
+    low, high = port_range or listen_port_range()
+    pick = rng or random.SystemRandom()
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for port in pick.sample(range(low, high), min(max(high - low, 0), 64 * count)):
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:  # a range too small or too full: the kernel's choice
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)

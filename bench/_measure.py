@@ -45,10 +45,12 @@ class Quiet:
     waited: float
     busy: float
     reached: bool
+    window: float
 
     def __str__(self) -> str:
         state = "quiet" if self.reached else "not quiet"
-        return f"{state} after {self.waited:.0f} s ({self.busy:.2f} of {CORES} cores busy over the last 2 s)"
+        return (f"{state} after {self.waited:.0f} s ({self.busy:.2f} of {CORES} cores busy over the last "
+                f"{self.window:g} s)")
 
 
 def wait_quiet(limit: float, timeout: float, window: float = 2.0) -> Quiet:
@@ -59,8 +61,8 @@ def wait_quiet(limit: float, timeout: float, window: float = 2.0) -> Quiet:
         busy = busy_cores(window)
         calm = calm + 1 if busy < limit else 0
         if calm < 2 and time.monotonic() - started > timeout:
-            return Quiet(time.monotonic() - started, busy, False)
-    return Quiet(time.monotonic() - started, busy, True)
+            return Quiet(time.monotonic() - started, busy, False, window)
+    return Quiet(time.monotonic() - started, busy, True, window)
 
 
 def pid_cpu(pid: int) -> float:
